@@ -1,0 +1,34 @@
+# The two commands of the quick start: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Set up, initialise the embedded deployment if the data dir is new, ingest the bundled sample
+# orders and print a masked summary.
+run: $(STAMP)
+	@if [ ! -e "$${SAGEVAULT_DATA_DIR:-var}/sagevault.db" ]; then $(BIN)/sagevault init; fi
+	$(BIN)/sagevault demo
+
+# The whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432; required when CI=true).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py --orders 20000
+	$(BIN)/python bench/shred.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

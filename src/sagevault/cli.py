@@ -1,0 +1,336 @@
+"""The `sagevault` command line (Typer + Rich). Each command owns its unit of work."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sagevault.config import Settings, load_settings
+from sagevault.deployment import Deployment, init_deployment, open_deployment
+from sagevault.errors import PayloadError, SageVaultError
+from sagevault.vault import IngestResult, Operation, Principal, SourceDocument
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="SageVault: Amazon Information, protected.",
+)  # fmt: skip
+# pretty_exceptions_enable=False: rich tracebacks print local variables, which may hold PII.
+tenants_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Selling partners whose data the vault holds.")
+keys_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Tenant key status and rotation.")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+_state: dict[str, Any] = {}
+
+SAMPLE_TENANT = "A3SAMPLESELLER"
+T = TypeVar("T")
+
+
+@app.callback()
+def _root(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Data directory (default: $SAGEVAULT_DATA_DIR or ./var).")
+    ] = None,
+) -> None:
+    _state["overrides"] = {"data_dir": data_dir} if data_dir else {}
+
+
+def _settings() -> Settings:
+    return load_settings(**_state.get("overrides", {}))
+
+
+@contextmanager
+def _deployment() -> Iterator[Deployment]:
+    deployment = open_deployment(_settings())
+    try:
+        yield deployment
+    finally:
+        deployment.close()
+
+
+def _principal() -> Principal:
+    return Principal.local_operator()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=out, transient=False,
+    )  # fmt: skip
+
+
+@app.command()
+def init() -> None:
+    """Create a new embedded deployment: data dir, master key file (0600) and database schema."""
+    deployment = init_deployment(_settings())
+    s = deployment.settings
+    out.print(f"[green]initialised[/] SageVault in {s.resolved_data_dir}")
+    if s.key_provider == "local":
+        out.print(f"master key: {s.resolved_master_key_file} (mode 0600; back it up apart from the database)")
+    out.print("next: sagevault tenants add SELLER_ID --marketplace ATVPDKIKX0DER")
+    deployment.close()
+
+
+@tenants_app.command("add")
+def tenants_add(
+    tenant_id: Annotated[str, typer.Argument(help="The selling partner id.")],
+    marketplace: Annotated[list[str], typer.Option("--marketplace", "-m", help="Marketplace id (repeatable).")],
+) -> None:
+    """Add a tenant and create its keys."""
+    with _deployment() as d, d.engine.begin() as conn:
+        tenant = d.vault.add_tenant(conn, tenant_id, marketplace, principal=_principal())
+    out.print(f"[green]added[/] tenant {tenant.id} ({tenant.region}, {', '.join(tenant.marketplaces)})")
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """List tenants with their region, record count and state."""
+    with _deployment() as d, d.engine.connect() as conn:
+        rows = [(t, d.vault.record_count(conn, t.id)) for t in d.vault.list_tenants(conn, principal=_principal())]
+    table = Table("tenant", "region", "marketplaces", "records", "state")
+    for t, count in rows:
+        state = f"[red]shredded {t.shredded_at:%Y-%m-%d %H:%M}[/]" if t.shredded_at else "[green]active[/]"
+        table.add_row(t.id, t.region, ", ".join(t.marketplaces), str(count), state)
+    out.print(table if rows else "no tenants yet: sagevault tenants add SELLER_ID --marketplace MARKETPLACE_ID")
+
+
+def _read_payloads(path: Path) -> list[Any]:
+    """A JSON document (one SP-API response, or a list of them) or JSON lines of order objects."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PayloadError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"{path}: cannot read it as UTF-8 text ({type(exc).__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise PayloadError(
+                f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                "give an SP-API response as Amazon returns it, or JSON lines of order objects"
+            ) from None
+        return _read_json_lines(path, text)
+    return data if isinstance(data, list) else [data]
+
+
+def _read_json_lines(path: Path, text: str) -> list[Any]:
+    items = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise PayloadError(f"{path}: line {n} is not a JSON object ({exc.msg}); fix or remove it") from None
+    return items
+
+
+def _prepare_files(d: Deployment, files: list[Path], operation: Operation | None) -> list[SourceDocument]:
+    docs: list[SourceDocument] = []
+    for path in files:
+        try:
+            docs.extend(d.vault.prepare(_read_payloads(path), operation))
+        except PayloadError as exc:
+            msg = str(exc)
+            raise PayloadError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    return docs
+
+
+def _ingest(d: Deployment, tenant: str, docs: list[SourceDocument]) -> IngestResult:
+    total = IngestResult()
+    size = d.settings.ingest_batch_size
+    with d.engine.begin() as conn, _progress() as progress:  # one transaction: all or nothing
+        task = progress.add_task(f"ingest {tenant}", total=len(docs))
+        for i in range(0, len(docs), size):
+            part = d.vault.ingest_documents(conn, tenant, docs[i : i + size], principal=_principal())
+            for name in ("records", "replaced", "pii_fields", "unknown_fields"):
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+            total.documents.update(part.documents)
+            total.unknown_paths.update(part.unknown_paths)
+            progress.advance(task, len(docs[i : i + size]))
+    total.orders = len({doc.order_id for doc in docs})
+    return total
+
+
+def _print_ingest(result: IngestResult) -> None:
+    out.print(
+        f"[green]stored[/] {result.records} records of {result.orders} orders "
+        f"({result.replaced} replaced), {result.pii_fields} PII fields encrypted"
+    )
+    for document, count in sorted(result.documents.items()):
+        out.print(f"  {document}: {count}")
+    if result.unknown_fields:
+        out.print(
+            f"[yellow]warning:[/] {result.unknown_fields} fields are not in the catalog; "
+            "they were stored encrypted as PII:"
+        )
+        for path, count in result.unknown_paths.most_common(20):
+            out.print(f"  {path}: {count}")
+
+
+@app.command()
+def ingest(
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant (selling partner id).")],
+    files: Annotated[list[Path], typer.Argument(help="SP-API response JSON files, or JSON lines of orders.")],
+    operation: Annotated[
+        str | None, typer.Option("--operation", help="SP-API operation, when the shape is not enough.")
+    ] = None,
+) -> None:
+    """Store SP-API order payloads: PII encrypted under the tenant's keys, the rest in clear."""
+    op = Operation.parse(operation) if operation else None
+    with _deployment() as d:
+        docs = _prepare_files(d, files, op)
+        _print_ingest(_ingest(d, tenant, docs))
+
+
+@app.command()
+def show(
+    tenant: Annotated[str, typer.Option("--tenant", "-t")],
+    order: Annotated[str, typer.Option("--order", "-o", help="Amazon order id.")],
+) -> None:
+    """Show every stored document of an order with PII masked."""
+    with _deployment() as d, d.engine.begin() as conn:
+        view = d.vault.get(conn, tenant, order, principal=_principal())
+    out.print(f"order {view.order_id} of tenant {view.tenant_id}")
+    for rec in view.records:
+        out.rule(f"{rec.document}  (record {rec.record_id})")
+        out.print(
+            f"origin {rec.origin} · {rec.operation} · marketplace {rec.marketplace_id or '-'} · "
+            f"seller {rec.seller_id} · retrieved {rec.retrieved_at:%Y-%m-%d %H:%M:%S} UTC · key v{rec.key_version}"
+        )
+        out.print_json(data=rec.data)
+        if rec.unknown_fields:
+            out.print(f"[yellow]{rec.unknown_fields} uncatalogued fields stored encrypted[/]")
+
+
+@keys_app.command("status")
+def keys_status(tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None) -> None:
+    """Key versions per tenant and how many records each protects."""
+    with _deployment() as d, d.engine.connect() as conn:
+        ids = [tenant] if tenant else [t.id for t in d.vault.list_tenants(conn, principal=_principal()) if not t.shredded_at]
+        table = Table("tenant", "key", "version", "status", "created", "records")
+        for tid in ids:
+            for k in d.vault.key_status(conn, tid, principal=_principal()):
+                table.add_row(tid, k.purpose, str(k.version), k.status, f"{k.created_at:%Y-%m-%d %H:%M}", str(k.records))
+    out.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    tenant: Annotated[str, typer.Option("--tenant", "-t")],
+    batch_size: Annotated[int, typer.Option(min=1, max=10000)] = 500,
+) -> None:
+    """Add a new primary key version, re-encrypt every record in batches, retire the old version.
+    Reads and writes keep working throughout; an interrupted rotation resumes when run again."""
+    p = _principal()
+    with _deployment() as d:
+        with d.engine.begin() as conn:
+            target = d.vault.begin_rotation(conn, tenant, principal=p)
+            remaining = d.vault.rotation_remaining(conn, tenant, target)
+        with _progress() as progress:
+            task = progress.add_task(f"re-encrypt {tenant} to v{target}", total=remaining)
+            while True:
+                with d.engine.begin() as conn:
+                    moved = d.vault.reencrypt_batch(conn, tenant, target, principal=p, limit=batch_size)
+                if not moved:
+                    break
+                progress.advance(task, moved)
+        with d.engine.begin() as conn:
+            retired = d.vault.finish_rotation(conn, tenant, principal=p)
+        d.release_deleted_pages()
+    out.print(f"[green]rotated[/] tenant {tenant}: primary key v{target}; retired {', '.join(f'v{v}' for v in retired) or 'none'}")
+
+
+@app.command()
+def shred(
+    tenant: Annotated[str, typer.Option("--tenant", "-t")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+) -> None:
+    """Crypto-shred a tenant: destroy every copy of its keys, then purge its unreadable rows."""
+    if not yes:
+        raise PayloadError(
+            f"shred makes every record of tenant {tenant} unreadable forever; run again with --yes to confirm"
+        )
+    p = _principal()
+    with _deployment() as d:
+        started = time.perf_counter()
+        with d.engine.begin() as conn:
+            receipt = d.vault.shred(conn, tenant, principal=p)
+        elapsed = time.perf_counter() - started
+        d.release_deleted_pages()
+        purged = _repeat(lambda: _in_tx(d, lambda conn: d.vault.purge_shredded(conn, tenant, principal=p)))
+    out.print(f"[green]shredded[/] tenant {tenant} in {elapsed * 1000:.1f} ms; {purged} unreadable records purged")
+    out.print_json(data=receipt.as_json())
+
+
+def _in_tx(d: Deployment, fn: Callable[[Any], T]) -> T:
+    with d.engine.begin() as conn:
+        return fn(conn)
+
+
+def _repeat(step: Callable[[], int]) -> int:
+    total = 0
+    while n := step():
+        total += n
+    return total
+
+
+@app.command()
+def demo() -> None:
+    """The main job of `make run`: ingest the bundled sample orders and print a masked summary."""
+    settings = _settings()
+    try:
+        d = open_deployment(settings)
+    except SageVaultError:
+        d = init_deployment(settings)
+        out.print(f"[green]initialised[/] a new deployment in {settings.resolved_data_dir}")
+    p = _principal()
+    try:
+        with d.engine.begin() as conn:
+            if SAMPLE_TENANT not in {t.id for t in d.vault.list_tenants(conn, principal=p)}:
+                d.vault.add_tenant(conn, SAMPLE_TENANT, ["ATVPDKIKX0DER"], principal=p)
+        samples = resources.files("sagevault") / "samples"
+        files = sorted(Path(str(f)) for f in samples.iterdir() if f.name.endswith(".json"))
+        _print_ingest(_ingest(d, SAMPLE_TENANT, _prepare_files(d, files, None)))
+        with d.engine.connect() as conn:
+            count = d.vault.record_count(conn, SAMPLE_TENANT)
+            order_id = "902-1845936-5435065"
+            view = d.vault.get(conn, SAMPLE_TENANT, order_id, principal=p)
+        out.rule(f"masked view of order {order_id} ({count} records in the vault)")
+        for rec in view.records:
+            out.print(f"[bold]{rec.document}[/] · {len(rec.pii_paths)} PII fields encrypted (key v{rec.key_version})")
+            if rec.pii_paths:
+                out.print_json(data=rec.data)
+        out.print("try: .venv/bin/sagevault show --tenant A3SAMPLESELLER --order 902-1845936-5435065")
+    finally:
+        d.close()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except SageVaultError as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise SystemExit(2) from None
+    except typer.Abort:
+        err.print("aborted")
+        raise SystemExit(1) from None
+    except Exception as exc:  # click usage errors carry their own exit code
+        code = getattr(exc, "exit_code", None)
+        if code is not None and hasattr(exc, "show"):
+            exc.show()
+            raise SystemExit(code) from None
+        raise

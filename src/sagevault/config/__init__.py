@@ -1,0 +1,13 @@
+"""Typed settings and the DPP policy profile.
+
+Settings come from `SAGEVAULT_*` environment variables and an optional TOML file
+(`SAGEVAULT_CONFIG`, else `./sagevault.toml` if present). The policy profile holds every number
+of `shared/reference/dpp-requirements.md`; an operator may tighten a number, never loosen it past
+the policy, and SageVault refuses to start when one is loosened.
+"""
+
+from __future__ import annotations
+
+from ._settings import PolicyProfile, Settings, load_settings
+
+__all__ = ["PolicyProfile", "Settings", "load_settings"]

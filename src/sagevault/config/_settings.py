@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from sagevault.errors import ConfigError
+
+# Each policy number with the direction in which it may move and the limit it may not pass.
+# "max": the setting may be lowered (stricter) but not raised above the limit;
+# "min": the setting may be raised (stricter) but not lowered below the limit.
+_POLICY_LIMITS: dict[str, tuple[Literal["max", "min"], int, str]] = {
+    "deletion_sla_hours": ("max", 72, "Amazon deletion requests must be done within 72 hours"),
+    "live_copies_days": ("max", 90, "live copies and backups must be gone within 90 days"),
+    "pii_retention_days_after_delivery": ("max", 30, "PII may be kept 30 days after delivery"),
+    "non_pii_retention_days": ("max", 548, "non-PII may be kept 18 months"),
+    "security_log_retention_days": ("min", 90, "security logs must be kept at least 90 days"),
+    "lockout_threshold": ("max", 10, "accounts must lock after at most 10 failed log-ins"),
+    "password_min_length": ("min", 12, "passwords must have at least 12 characters"),
+    "password_max_age_days": ("max", 365, "passwords must be changed at least every 365 days"),
+    "password_min_age_days": ("min", 1, "passwords may be changed at most once a day"),
+    "password_history": ("min", 10, "the last 10 passwords may not be reused"),
+    "access_review_days": ("max", 90, "access must be reviewed at least every 90 days"),
+    "leaver_disable_hours": ("max", 24, "leavers must be disabled within 24 hours"),
+    "api_key_max_age_days": ("max", 365, "programmatic credentials must rotate within 365 days"),
+    "ir_plan_review_days": ("max", 183, "the incident response plan must be reviewed every 6 months"),
+    "amazon_notify_hours": ("max", 24, "Amazon must be told of an incident within 24 hours"),
+    "critical_vuln_fix_days": ("max", 7, "critical vulnerabilities must be fixed within 7 days"),
+    "high_vuln_fix_days": ("max", 30, "high vulnerabilities must be fixed within 30 days"),
+}
+
+
+class PolicyProfile(BaseModel):
+    """The numbers SageVault enforces: the stricter of the seed DPP and Amazon's current DPP."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    deletion_sla_hours: int = 72
+    live_copies_days: int = 90
+    pii_retention_days_after_delivery: int = 30
+    non_pii_retention_days: int = 548
+    security_log_retention_days: int = 365
+    lockout_threshold: int = 10
+    password_min_length: int = 12
+    password_max_age_days: int = 365
+    password_min_age_days: int = 1
+    password_history: int = 10
+    access_review_days: int = 90
+    leaver_disable_hours: int = 24
+    api_key_max_age_days: int = 365
+    ir_plan_review_days: int = 183
+    amazon_notify_hours: int = 24
+    critical_vuln_fix_days: int = 7
+    high_vuln_fix_days: int = 30
+
+    @model_validator(mode="after")
+    def _within_policy(self) -> PolicyProfile:
+        problems = []
+        for name, (direction, limit, why) in _POLICY_LIMITS.items():
+            value = getattr(self, name)
+            if value <= 0 or (direction == "max" and value > limit) or (direction == "min" and value < limit):
+                bound = f"<= {limit}" if direction == "max" else f">= {limit}"
+                problems.append(f"policy.{name}={value} is unsafe: {why} (set it {bound})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class Settings(BaseSettings):
+    """Deployment settings. Paths are resolved against the data dir."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SAGEVAULT_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    key_provider: Literal["local", "aws-kms"] = "local"
+    master_key_file: Path | None = None
+    kms_key_id: str | None = None
+    kms_endpoint_url: str | None = None
+    kms_region: str = "us-east-1"
+    key_cache_ttl_seconds: float = 300.0
+    ingest_batch_size: int = 1000
+    policy: PolicyProfile = PolicyProfile()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _config_file()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _checks(self) -> Settings:
+        if not 0 < self.key_cache_ttl_seconds <= 3600:
+            raise ValueError(
+                f"key_cache_ttl_seconds={self.key_cache_ttl_seconds} is unsafe: unwrapped keys may stay "
+                "in memory for at most 3600 seconds (set 1..3600)"
+            )
+        if not 1 <= self.ingest_batch_size <= 100_000:
+            raise ValueError("ingest_batch_size must be between 1 and 100000")
+        if self.key_provider == "aws-kms" and not self.kms_key_id:
+            raise ValueError("key_provider=aws-kms needs kms_key_id (SAGEVAULT_KMS_KEY_ID)")
+        return self
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'sagevault.db'}"
+
+    @property
+    def resolved_master_key_file(self) -> Path:
+        if self.master_key_file is not None:
+            return self.master_key_file.expanduser().resolve()
+        return self.resolved_data_dir / "keys" / "master.key"
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("SAGEVAULT_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"SAGEVAULT_CONFIG points to {path}, which is not a file; fix the path")
+        return path
+    default = Path("sagevault.toml")
+    return default if default.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from environment and TOML, or a ConfigError that lists every problem in one line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(msg if msg.startswith(("policy.", where)) else f"{where}: {msg}")
+        raise ConfigError("refusing to start: " + "; ".join(problems)) from None

@@ -1,0 +1,37 @@
+"""Key providers, tenant key objects, the field cipher and the blind index.
+
+Key hierarchy: a master key (KEK) held by a `KeyProvider` outside the database wraps each
+tenant's data keys (AES-256-GCM, versioned) and blind-index key (HMAC-SHA256). Wrapped keys are
+stored by the vault; unwrapped ones live only in a `KeyCache` with a bounded lifetime.
+"""
+
+from __future__ import annotations
+
+from ._blind import SEARCH_KINDS, BlindIndex, normalise
+from ._cache import KeyCache
+from ._field import FieldCipher, PiiBlob, decode_value, encode_value
+from ._provider import (
+    AwsKmsKeyProvider,
+    InMemoryKeyProvider,
+    KeyProvider,
+    LocalKeyFileProvider,
+    create_local_key_file,
+    key_provider_from_settings,
+)
+
+__all__ = [
+    "SEARCH_KINDS",
+    "AwsKmsKeyProvider",
+    "BlindIndex",
+    "FieldCipher",
+    "InMemoryKeyProvider",
+    "KeyCache",
+    "KeyProvider",
+    "LocalKeyFileProvider",
+    "PiiBlob",
+    "create_local_key_file",
+    "decode_value",
+    "encode_value",
+    "key_provider_from_settings",
+    "normalise",
+]

@@ -1,0 +1,186 @@
+"""Master-key providers. The master key never enters the database."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sagevault.config import Settings
+from sagevault.errors import ConfigError, KeyProviderError
+
+_FILE_HEADER = "sagevault-master-key-v1"
+_WRAP_FORMAT = b"\x01"
+
+
+@runtime_checkable
+class KeyProvider(Protocol):
+    """Wraps and unwraps tenant key material under a master key it never exposes."""
+
+    @property
+    def key_id(self) -> str:
+        """A non-secret name of the master key, stored beside each wrapped key."""
+        ...
+
+    def wrap(self, plaintext: bytes, context: Mapping[str, str]) -> bytes: ...
+
+    def unwrap(self, wrapped: bytes, context: Mapping[str, str]) -> bytes: ...
+
+
+def _context_bytes(context: Mapping[str, str]) -> bytes:
+    return "\x1f".join(f"{k}={context[k]}" for k in sorted(context)).encode()
+
+
+class _AesGcmMasterKey:
+    """Shared logic of the providers that hold a 256-bit master key in process memory."""
+
+    def __init__(self, key: bytes, key_id: str) -> None:
+        if len(key) != 32:
+            raise KeyProviderError("the master key must be 32 bytes (AES-256)")
+        self._aead = AESGCM(key)
+        self._key_id = key_id
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id
+
+    def wrap(self, plaintext: bytes, context: Mapping[str, str]) -> bytes:
+        nonce = os.urandom(12)
+        return _WRAP_FORMAT + nonce + self._aead.encrypt(nonce, plaintext, _context_bytes(context))
+
+    def unwrap(self, wrapped: bytes, context: Mapping[str, str]) -> bytes:
+        if wrapped[:1] != _WRAP_FORMAT or len(wrapped) < 29:
+            raise KeyProviderError("a wrapped tenant key is malformed; the database may be damaged")
+        try:
+            return self._aead.decrypt(wrapped[1:13], wrapped[13:], _context_bytes(context))
+        except InvalidTag:
+            raise KeyProviderError(
+                f"master key {self._key_id} cannot unwrap the keys of tenant {context.get('tenant', '?')}: "
+                "the key file is not the one these keys were created with; restore the right key file"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(key_id={self._key_id!r}, key=<redacted>)"
+
+
+def _fingerprint(key: bytes) -> str:
+    return hashlib.sha256(b"sagevault master key id\x00" + key).hexdigest()[:16]
+
+
+class InMemoryKeyProvider(_AesGcmMasterKey):
+    """A master key that lives only in this process: for tests and throwaway runs."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        key = key if key is not None else AESGCM.generate_key(bit_length=256)
+        super().__init__(key, f"memory:{_fingerprint(key)}")
+
+
+class LocalKeyFileProvider(_AesGcmMasterKey):
+    """The master key in a file of its own (mode 0600), outside the database."""
+
+    def __init__(self, path: Path) -> None:
+        key = _read_key_file(path)
+        super().__init__(key, f"local:{_fingerprint(key)}")
+        self.path = path
+
+
+def create_local_key_file(path: Path) -> None:
+    """Write a new random master key with mode 0600 in a 0700 directory; never overwrite one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    key = AESGCM.generate_key(bit_length=256)
+    body = f"{_FILE_HEADER}\n{base64.b64encode(key).decode()}\n".encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyProviderError(
+            f"a master key file already exists at {path}; SageVault never overwrites one"
+        ) from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(body)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise KeyProviderError(
+            f"master key file {path} is missing; restore it from your key backup "
+            "(or run `sagevault init` on a new data dir)"
+        ) from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"refusing to start: master key file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`"
+        )
+    lines = path.read_text(encoding="ascii", errors="replace").split("\n")
+    try:
+        if lines[0] != _FILE_HEADER:
+            raise ValueError
+        key = base64.b64decode(lines[1], validate=True)
+        if len(key) != 32:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise KeyProviderError(
+            f"master key file {path} is not a SageVault master key; restore the right file"
+        ) from None
+    return key
+
+
+class AwsKmsKeyProvider:
+    """The master key is an AWS KMS key; wrap and unwrap are KMS Encrypt/Decrypt calls with the
+    tenant context as the KMS encryption context."""
+
+    def __init__(self, key_id: str, *, region: str, endpoint_url: str | None = None, client: Any = None) -> None:
+        if client is None:
+            import boto3  # imported here: only KMS deployments pay for boto3's import time
+
+            client = boto3.client("kms", region_name=region, endpoint_url=endpoint_url)
+        self._client = client
+        self._kms_key_id = key_id
+
+    @property
+    def key_id(self) -> str:
+        return f"aws-kms:{self._kms_key_id}"
+
+    def wrap(self, plaintext: bytes, context: Mapping[str, str]) -> bytes:
+        try:
+            out = self._client.encrypt(
+                KeyId=self._kms_key_id, Plaintext=plaintext, EncryptionContext=dict(context)
+            )
+        except Exception as exc:
+            raise KeyProviderError(f"AWS KMS refused to wrap a tenant key: {type(exc).__name__}") from None
+        return bytes(out["CiphertextBlob"])
+
+    def unwrap(self, wrapped: bytes, context: Mapping[str, str]) -> bytes:
+        try:
+            out = self._client.decrypt(
+                CiphertextBlob=wrapped, KeyId=self._kms_key_id, EncryptionContext=dict(context)
+            )
+        except Exception as exc:
+            raise KeyProviderError(
+                f"AWS KMS key {self._kms_key_id} cannot unwrap the keys of tenant "
+                f"{context.get('tenant', '?')} ({type(exc).__name__}); check the key id and permissions"
+            ) from None
+        return bytes(out["Plaintext"])
+
+    def __repr__(self) -> str:
+        return f"AwsKmsKeyProvider(key_id={self._kms_key_id!r})"
+
+
+def key_provider_from_settings(settings: Settings) -> KeyProvider:
+    if settings.key_provider == "aws-kms":
+        assert settings.kms_key_id is not None  # checked by Settings
+        return AwsKmsKeyProvider(
+            settings.kms_key_id, region=settings.kms_region, endpoint_url=settings.kms_endpoint_url
+        )
+    return LocalKeyFileProvider(settings.resolved_master_key_file)

@@ -1,0 +1,22 @@
+"""Engine factory, the table definitions and Alembic migrations.
+
+Domain services receive a SQLAlchemy `Connection` inside a transaction that the edge (a CLI
+command, a request, a job) opened; they never commit.
+"""
+
+from __future__ import annotations
+
+from ._engine import create_engine_for, is_sqlite, migrate, schema_is_current
+from .schema import blind_index, metadata, records, tenant_keys, tenants
+
+__all__ = [
+    "blind_index",
+    "create_engine_for",
+    "is_sqlite",
+    "metadata",
+    "migrate",
+    "records",
+    "schema_is_current",
+    "tenant_keys",
+    "tenants",
+]

@@ -1,0 +1,94 @@
+"""The tables, as SQLAlchemy Core. Alembic migrations under `migrations/` create the same schema
+(a test compares them)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# One selling partner. A shredded tenant keeps this row as its tombstone.
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("marketplaces", JSON, nullable=False),
+    Column("region", String(8), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("shredded_at", DateTime(timezone=True), nullable=True),
+    Column("shred_receipt", JSON, nullable=True),
+)
+
+# Wrapped key material. `purpose` is "data" (AES-256-GCM, versioned) or "index" (blind-index
+# HMAC key). `wrapped` is NULL once a version is retired; every row goes on shred.
+tenant_keys = Table(
+    "tenant_keys",
+    metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("purpose", String(8), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("status", String(12), nullable=False),
+    Column("wrapped", LargeBinary, nullable=True),
+    Column("master_key_id", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True), nullable=True),
+)
+
+# One piece of Amazon Information: a document of one SP-API operation for one order.
+# `clear` holds the non-PII part as JSON; `pii` holds one AES-GCM ciphertext per PII field
+# (see sagevault.crypto.FieldCipher for the layout). The origin columns are the DPP data
+# attribution tag.
+records = Table(
+    "records",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("document", String(40), nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("operation", String(40), nullable=False),
+    Column("marketplace_id", String(32), nullable=True),
+    Column("seller_id", String(64), nullable=False),
+    Column("retrieved_at", DateTime(timezone=True), nullable=False),
+    Column("purchased_at", String(40), nullable=True),
+    Column("order_status", String(40), nullable=True),
+    Column("key_version", Integer, nullable=False),
+    Column("pii_fields", Integer, nullable=False),
+    Column("unknown_fields", Integer, nullable=False),
+    Column("clear", Text, nullable=False),
+    Column("pii", LargeBinary, nullable=False),
+    UniqueConstraint("tenant_id", "order_id", "document"),
+    Index(None, "tenant_id", "key_version"),
+)
+
+# Equality search on normalised PII: HMAC tokens under the tenant's blind-index key.
+blind_index = Table(
+    "blind_index",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("token", LargeBinary(16), nullable=False),
+    Column("record_id", String(32), ForeignKey("records.id", ondelete="CASCADE"), nullable=False),
+    Index(None, "tenant_id", "kind", "token"),
+    Index(None, "record_id"),
+)

@@ -1,0 +1,95 @@
+"""Wiring: one deployment = settings + database + master key + vault.
+
+`init_deployment` creates a new embedded deployment (data dir, master key file, schema);
+`open_deployment` opens an existing one and refuses if anything is missing or unsafe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, inspect, text
+
+from sagevault.config import Settings
+from sagevault.crypto import KeyCache, KeyProvider, create_local_key_file, key_provider_from_settings
+from sagevault.db import create_engine_for, is_sqlite, migrate, schema_is_current
+from sagevault.errors import AlreadyInitialized, NotInitialized
+from sagevault.vault import TenantKeyring, Vault
+
+
+@dataclass
+class Deployment:
+    settings: Settings
+    engine: Engine
+    keys: KeyProvider
+    vault: Vault
+
+    def release_deleted_pages(self) -> None:
+        """Push deletions (shredded keys) out of the write-ahead log and free pages now.
+
+        SQLite runs with secure_delete, so freed pages are zeroed; a TRUNCATE checkpoint also
+        empties the WAL, which would otherwise keep the old page images. PostgreSQL: VACUUM
+        the key table so the deleted tuples are pruned from its pages.
+        """
+        if is_sqlite(self.engine):
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM tenant_keys"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _build(settings: Settings, keys: KeyProvider | None, engine: Engine | None, **engine_kwargs: Any) -> Deployment:
+    keys = keys or key_provider_from_settings(settings)
+    engine = engine or create_engine_for(settings.resolved_database_url, **engine_kwargs)
+    keyring = TenantKeyring(keys, KeyCache(settings.key_cache_ttl_seconds))
+    return Deployment(settings, engine, keys, Vault(keyring))
+
+
+def _has_schema(engine: Engine) -> bool:
+    return "tenants" in inspect(engine).get_table_names()
+
+
+def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None) -> Deployment:
+    """Create the data dir, the master key file (local provider) and the schema."""
+    data_dir = settings.resolved_data_dir
+    key_file = settings.resolved_master_key_file
+    if settings.key_provider == "local" and keys is None and key_file.exists():
+        raise AlreadyInitialized(
+            f"{data_dir} already holds a SageVault deployment (master key {key_file}); "
+            "use it as it is, or point SAGEVAULT_DATA_DIR at a new directory"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = engine or create_engine_for(settings.resolved_database_url)
+    if _has_schema(engine):
+        raise AlreadyInitialized(
+            f"the database {engine.url.render_as_string(hide_password=True)} already holds a SageVault "
+            "schema; use it as it is, or configure a new database"
+        )
+    if settings.key_provider == "local" and keys is None:
+        create_local_key_file(key_file)
+    migrate(engine)
+    return _build(settings, keys, engine)
+
+
+def open_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None) -> Deployment:
+    """Open an initialised deployment; NotInitialized says how to make one."""
+    if settings.database_url is None and not Path(settings.resolved_database_url.removeprefix("sqlite:///")).exists():
+        raise NotInitialized(
+            f"no SageVault deployment in {settings.resolved_data_dir}; run `sagevault init` first"
+        )
+    deployment = _build(settings, keys, engine)
+    with deployment.engine.connect() as conn:
+        if not _has_schema(deployment.engine):
+            raise NotInitialized(
+                f"the database {deployment.engine.url.render_as_string(hide_password=True)} has no SageVault "
+                "schema; run `sagevault init` first"
+            )
+        if not schema_is_current(conn):
+            migrate(deployment.engine)
+    return deployment

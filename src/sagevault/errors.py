@@ -1,0 +1,98 @@
+"""Every error SageVault raises on purpose.
+
+Messages are sentences a user can act on. They name tenants, orders and fields by id or
+catalog path only, never by value, so an exception can be logged without leaking PII.
+
+    SageVaultError
+    ├── ConfigError                 unsafe or invalid configuration; SageVault refuses to start
+    ├── NotInitialized              the data dir has no deployment yet (run `sagevault init`)
+    ├── AlreadyInitialized          `sagevault init` on a data dir that already has one
+    ├── KeyProviderError            the master key is missing, wrong, unreadable or unsafe
+    ├── IntegrityError              a ciphertext failed authentication (tampered or moved)
+    ├── PayloadError                input that is not an SP-API payload SageVault can store
+    ├── TenantError
+    │   ├── UnknownTenant
+    │   ├── TenantExists
+    │   └── TenantShredded          the tenant's keys were destroyed; its data cannot be read
+    ├── RecordNotFound
+    ├── RotationError               a key rotation step cannot run in the current state
+    └── AccessDenied
+        └── PurposeNotAllowed       the catalog does not allow this purpose for a field
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class SageVaultError(Exception):
+    """Base class: a refusal with a message that says what to do next."""
+
+
+class ConfigError(SageVaultError):
+    pass
+
+
+class NotInitialized(SageVaultError):
+    pass
+
+
+class AlreadyInitialized(SageVaultError):
+    pass
+
+
+class KeyProviderError(SageVaultError):
+    pass
+
+
+class IntegrityError(SageVaultError):
+    pass
+
+
+class PayloadError(SageVaultError):
+    pass
+
+
+class TenantError(SageVaultError):
+    pass
+
+
+class UnknownTenant(TenantError):
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(
+            f"tenant {tenant_id} does not exist; add it with "
+            f"`sagevault tenants add {tenant_id} --marketplace MARKETPLACE_ID`"
+        )
+        self.tenant_id = tenant_id
+
+
+class TenantExists(TenantError):
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"tenant {tenant_id} already exists; see `sagevault tenants list`")
+        self.tenant_id = tenant_id
+
+
+class TenantShredded(TenantError):
+    def __init__(self, tenant_id: str, shredded_at: datetime) -> None:
+        super().__init__(
+            f"tenant {tenant_id} was shredded on {shredded_at:%Y-%m-%d %H:%M:%S} UTC; "
+            "its data cannot be read"
+        )
+        self.tenant_id = tenant_id
+        self.shredded_at = shredded_at
+
+
+class RecordNotFound(SageVaultError):
+    pass
+
+
+class RotationError(SageVaultError):
+    pass
+
+
+class AccessDenied(SageVaultError):
+    pass
+
+
+class PurposeNotAllowed(AccessDenied):
+    pass

@@ -1,0 +1,73 @@
+"""The seam where access control decides. Every vault operation names its principal and, for
+reads of PII, its purpose; the vault asks an `AccessGate` before it touches data.
+
+The identity-and-access layer provides the real gate. Until then `LocalOperatorGate` admits
+the local operator (who already holds the master key file) and nobody else.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Collection
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, Protocol
+
+from sagevault.catalog import Purpose
+from sagevault.errors import AccessDenied
+
+
+class Action(StrEnum):
+    TENANTS_ADMIN = "tenants:admin"
+    RECORDS_INGEST = "records:ingest"
+    RECORDS_READ = "records:read"
+    RECORDS_SEARCH = "records:search"
+    PII_REVEAL = "pii:reveal"
+    KEYS_READ = "keys:read"
+    KEYS_ROTATE = "keys:rotate"
+    TENANTS_SHRED = "tenants:shred"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who acts: a pseudonymous id (never an e-mail address) and a kind."""
+
+    id: str
+    kind: Literal["operator", "person", "service"]
+
+    @classmethod
+    def local_operator(cls) -> Principal:
+        return cls(id=f"operator:{getpass.getuser()}", kind="operator")
+
+
+class AccessGate(Protocol):
+    def check(
+        self,
+        principal: Principal,
+        action: Action,
+        tenant_id: str | None,
+        *,
+        purpose: Purpose | None = None,
+        fields: Collection[str] = (),
+    ) -> None:
+        """Return if allowed; raise AccessDenied otherwise."""
+        ...
+
+
+class LocalOperatorGate:
+    """Admits operators on this machine; refuses every other principal."""
+
+    def check(
+        self,
+        principal: Principal,
+        action: Action,
+        tenant_id: str | None,
+        *,
+        purpose: Purpose | None = None,
+        fields: Collection[str] = (),
+    ) -> None:
+        if principal.kind != "operator":
+            raise AccessDenied(
+                f"{principal.id} may not {action} here: this deployment has no access rules for "
+                "people or services yet, so only the local operator is admitted"
+            )

@@ -1,0 +1,183 @@
+"""Tenant keys: created, wrapped by the master key, stored in `tenant_keys`, unwrapped on use
+into a bounded-lifetime cache, rotated, retired and destroyed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from sagevault.crypto import BlindIndex, FieldCipher, KeyCache, KeyProvider
+from sagevault.db import records, tenant_keys
+from sagevault.errors import IntegrityError, RotationError
+
+DATA = "data"
+INDEX = "index"
+PRIMARY = "primary"
+ACTIVE = "active"  # decrypt-only while a rotation moves records to the primary version
+RETIRED = "retired"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersionInfo:
+    purpose: str
+    version: int
+    status: str
+    created_at: datetime
+    retired_at: datetime | None
+    records: int
+
+
+def _context(tenant_id: str, purpose: str, version: int) -> dict[str, str]:
+    return {"app": "sagevault", "tenant": tenant_id, "purpose": purpose, "version": str(version)}
+
+
+class TenantKeyring:
+    def __init__(self, provider: KeyProvider, cache: KeyCache[Any]) -> None:
+        self._provider = provider
+        self._cache = cache
+
+    @property
+    def master_key_id(self) -> str:
+        return self._provider.key_id
+
+    def _insert(self, conn: Connection, tenant_id: str, purpose: str, version: int, status: str, now: datetime) -> None:
+        material = os.urandom(32)
+        conn.execute(
+            insert(tenant_keys).values(
+                tenant_id=tenant_id, purpose=purpose, version=version, status=status,
+                wrapped=self._provider.wrap(material, _context(tenant_id, purpose, version)),
+                master_key_id=self._provider.key_id, created_at=now,
+            )
+        )  # fmt: skip
+
+    def create(self, conn: Connection, tenant_id: str, now: datetime) -> None:
+        self._insert(conn, tenant_id, DATA, 1, PRIMARY, now)
+        self._insert(conn, tenant_id, INDEX, 1, PRIMARY, now)
+
+    def _unwrap(self, conn: Connection, tenant_id: str, purpose: str, version: int) -> bytes:
+        wrapped = conn.execute(
+            select(tenant_keys.c.wrapped).where(
+                tenant_keys.c.tenant_id == tenant_id,
+                tenant_keys.c.purpose == purpose,
+                tenant_keys.c.version == version,
+            )
+        ).scalar_one_or_none()
+        if wrapped is None:
+            raise IntegrityError(
+                f"tenant {tenant_id} has no usable {purpose} key version {version}; a record refers to a "
+                "key that was retired or destroyed, so the database is inconsistent"
+            )
+        return self._provider.unwrap(wrapped, _context(tenant_id, purpose, version))
+
+    def cipher(self, conn: Connection, tenant_id: str, version: int) -> FieldCipher:
+        key = (tenant_id, DATA, version)
+        cipher = self._cache.get(key)
+        if cipher is None:
+            cipher = FieldCipher(self._unwrap(conn, tenant_id, DATA, version), tenant_id, version)
+            self._cache.put(key, cipher)
+        return cipher  # type: ignore[no-any-return]
+
+    def primary_version(self, conn: Connection, tenant_id: str) -> int:
+        version = conn.execute(
+            select(tenant_keys.c.version).where(
+                tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.purpose == DATA, tenant_keys.c.status == PRIMARY
+            )
+        ).scalar_one_or_none()
+        if version is None:
+            raise IntegrityError(f"tenant {tenant_id} has no primary data key; the database is inconsistent")
+        return int(version)
+
+    def primary(self, conn: Connection, tenant_id: str) -> FieldCipher:
+        return self.cipher(conn, tenant_id, self.primary_version(conn, tenant_id))
+
+    def blind_index(self, conn: Connection, tenant_id: str) -> BlindIndex:
+        key = (tenant_id, INDEX, 1)
+        index = self._cache.get(key)
+        if index is None:
+            index = BlindIndex(self._unwrap(conn, tenant_id, INDEX, 1))
+            self._cache.put(key, index)
+        return index  # type: ignore[no-any-return]
+
+    # --- rotation -------------------------------------------------------------------------
+
+    def begin_rotation(self, conn: Connection, tenant_id: str, now: datetime) -> int:
+        """Make a new primary version (or return the one an unfinished rotation made)."""
+        rows = conn.execute(
+            select(tenant_keys.c.version, tenant_keys.c.status).where(
+                tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.purpose == DATA
+            )
+        ).all()
+        primary = max(v for v, s in rows if s == PRIMARY)
+        if any(s == ACTIVE for _, s in rows):
+            return primary  # resume: records still move to the current primary
+        conn.execute(
+            update(tenant_keys)
+            .where(tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.purpose == DATA, tenant_keys.c.version == primary)
+            .values(status=ACTIVE)
+        )
+        new = max(v for v, _ in rows) + 1
+        self._insert(conn, tenant_id, DATA, new, PRIMARY, now)
+        return new
+
+    def finish_rotation(self, conn: Connection, tenant_id: str, now: datetime) -> list[int]:
+        """Retire every decrypt-only version once no record uses it; their key material is erased."""
+        primary = self.primary_version(conn, tenant_id)
+        left = conn.execute(
+            select(func.count()).where(records.c.tenant_id == tenant_id, records.c.key_version != primary)
+        ).scalar_one()
+        if left:
+            raise RotationError(
+                f"{left} records of tenant {tenant_id} are still under an old key version; "
+                "run `sagevault keys rotate` again to finish re-encrypting them"
+            )
+        old = list(
+            conn.execute(
+                update(tenant_keys)
+                .where(tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.purpose == DATA, tenant_keys.c.status == ACTIVE)
+                .values(status=RETIRED, wrapped=None, retired_at=now)
+                .returning(tenant_keys.c.version)
+            ).scalars()
+        )
+        if old:
+            self._cache.evict_tenant(tenant_id)  # drop the retired ciphers now, not at TTL
+        return old
+
+    # --- shred ----------------------------------------------------------------------------
+
+    def destroy(self, conn: Connection, tenant_id: str) -> list[tuple[str, int]]:
+        """Delete every wrapped key of the tenant and every cached copy. Returns what went."""
+        gone = [
+            (p, v)
+            for p, v in conn.execute(
+                delete(tenant_keys)
+                .where(tenant_keys.c.tenant_id == tenant_id)
+                .returning(tenant_keys.c.purpose, tenant_keys.c.version)
+            ).all()
+        ]
+        self._cache.evict_tenant(tenant_id)
+        return sorted(gone)
+
+    def status(self, conn: Connection, tenant_id: str) -> list[KeyVersionInfo]:
+        counts = dict(
+            conn.execute(
+                select(records.c.key_version, func.count())
+                .where(records.c.tenant_id == tenant_id)
+                .group_by(records.c.key_version)
+            ).all()
+        )
+        rows = conn.execute(
+            select(
+                tenant_keys.c.purpose, tenant_keys.c.version, tenant_keys.c.status,
+                tenant_keys.c.created_at, tenant_keys.c.retired_at,
+            )
+            .where(and_(tenant_keys.c.tenant_id == tenant_id))
+            .order_by(tenant_keys.c.purpose, tenant_keys.c.version)
+        ).all()  # fmt: skip
+        return [
+            KeyVersionInfo(p, v, s, c, r, int(counts.get(v, 0)) if p == DATA else 0) for p, v, s, c, r in rows
+        ]

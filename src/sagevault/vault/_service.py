@@ -1,0 +1,510 @@
+"""The vault: tenants, ingest, masked reads, reveal, blind-index search, rotation and shred.
+
+Every method takes the caller's open `Connection` and never commits; the edge owns the unit
+of work, so a failed batch stores nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Row
+
+from sagevault.catalog import CATALOG, Catalog, CatalogField, Document, Purpose
+from sagevault.catalog._fields import generic_path
+from sagevault.crypto import SEARCH_KINDS, FieldCipher, PiiBlob, decode_value, encode_value
+from sagevault.db import blind_index, records, tenants
+from sagevault.errors import (
+    PayloadError,
+    PurposeNotAllowed,
+    RecordNotFound,
+    TenantExists,
+    TenantShredded,
+    UnknownTenant,
+)
+
+from ._access import AccessGate, Action, LocalOperatorGate, Principal
+from ._keyring import KeyVersionInfo, TenantKeyring
+from ._marketplaces import region_of
+from ._operations import Operation, SourceDocument, extract, recognise
+from ._split import UNKNOWN_PATH, PiiValue, describe_unknown_path, set_path, split
+
+_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}")
+_CHUNK = 500  # bound on IN (...) lists
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    marketplaces: list[str]
+    region: str
+    created_at: datetime
+    shredded_at: datetime | None
+
+
+@dataclass(slots=True)
+class IngestResult:
+    records: int = 0
+    orders: int = 0
+    replaced: int = 0
+    pii_fields: int = 0
+    unknown_fields: int = 0
+    documents: Counter[str] = field(default_factory=Counter)
+    unknown_paths: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordView:
+    """A stored record with every PII value replaced by a mask naming its data category."""
+
+    record_id: str
+    document: Document
+    operation: str
+    origin: str
+    marketplace_id: str | None
+    seller_id: str
+    retrieved_at: datetime
+    key_version: int
+    pii_paths: list[str]
+    unknown_fields: int
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    tenant_id: str
+    order_id: str
+    records: list[RecordView]
+
+
+@dataclass(frozen=True, slots=True)
+class RevealedField:
+    document: Document
+    path: str
+    value: Any = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    order_id: str
+    record_id: str
+    document: Document
+
+
+@dataclass(frozen=True, slots=True)
+class ShredReceipt:
+    tenant_id: str
+    shredded_at: datetime
+    keys_destroyed: list[tuple[str, int]]
+    master_key_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "shredded_at": self.shredded_at.isoformat(),
+            "keys_destroyed": [f"{p}:v{v}" for p, v in self.keys_destroyed],
+            "master_key_id": self.master_key_id,
+            "method": "crypto-shred: every wrapped tenant key deleted, caches evicted (NIST SP 800-88 purge by CE)",
+        }
+
+
+def mask(f: CatalogField | None) -> str:
+    return f"[PII {f.category}]" if f is not None else "[PII unknown]"
+
+
+def _new_ids(n: int) -> list[str]:
+    # time-ordered prefix keeps B-tree inserts local; 72 random bits make ids unguessable
+    stamp = f"{time.time_ns() // 1000:014x}"
+    rnd = os.urandom(9 * n).hex()
+    return [stamp + rnd[i * 18 : (i + 1) * 18] for i in range(n)]
+
+
+class Vault:
+    """Amazon Information, PII encrypted per tenant and per field."""
+
+    def __init__(self, keyring: TenantKeyring, *, gate: AccessGate | None = None, catalog: Catalog = CATALOG) -> None:
+        self._keys = keyring
+        self._gate: AccessGate = gate or LocalOperatorGate()
+        self._catalog = catalog
+        self._trees = {doc: catalog.tree(doc) for doc in Document}
+
+    # --- tenants --------------------------------------------------------------------------
+
+    def add_tenant(self, conn: Connection, tenant_id: str, marketplaces: Sequence[str], *, principal: Principal) -> Tenant:
+        self._gate.check(principal, Action.TENANTS_ADMIN, tenant_id)
+        if not _TENANT_ID.fullmatch(tenant_id):
+            raise PayloadError(
+                f"{tenant_id!r} is not a selling partner id; use letters, digits, '.', '_' or '-' (2-64 characters)"
+            )
+        if not marketplaces:
+            raise PayloadError("a tenant needs at least one marketplace; pass --marketplace MARKETPLACE_ID")
+        regions = {region_of(m) for m in marketplaces}
+        if len(regions) > 1:
+            raise PayloadError(
+                f"marketplaces {', '.join(marketplaces)} span SP-API regions {', '.join(sorted(regions))}; "
+                "a tenant lives in one region, so add one tenant per region"
+            )
+        if conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id)).first():
+            raise TenantExists(tenant_id)
+        now = _now()
+        conn.execute(
+            insert(tenants).values(
+                id=tenant_id, marketplaces=sorted(set(marketplaces)), region=regions.pop(), created_at=now
+            )
+        )
+        self._keys.create(conn, tenant_id, now)
+        return self._tenant(conn, tenant_id)
+
+    def list_tenants(self, conn: Connection, *, principal: Principal) -> list[Tenant]:
+        self._gate.check(principal, Action.TENANTS_ADMIN, None)
+        rows = conn.execute(select(tenants).order_by(tenants.c.id)).all()
+        return [self._tenant_from(r) for r in rows]
+
+    def record_count(self, conn: Connection, tenant_id: str) -> int:
+        return int(conn.execute(select(func.count()).where(records.c.tenant_id == tenant_id)).scalar_one())
+
+    @staticmethod
+    def _tenant_from(row: Row[Any]) -> Tenant:
+        shredded = _aware(row.shredded_at) if row.shredded_at else None
+        return Tenant(row.id, list(row.marketplaces), row.region, _aware(row.created_at), shredded)
+
+    def _tenant(self, conn: Connection, tenant_id: str) -> Tenant:
+        row = conn.execute(select(tenants).where(tenants.c.id == tenant_id)).first()
+        if row is None:
+            raise UnknownTenant(tenant_id)
+        return self._tenant_from(row)
+
+    def _live_tenant(self, conn: Connection, tenant_id: str) -> Tenant:
+        tenant = self._tenant(conn, tenant_id)
+        if tenant.shredded_at is not None:
+            raise TenantShredded(tenant_id, tenant.shredded_at)
+        return tenant
+
+    # --- ingest ---------------------------------------------------------------------------
+
+    def prepare(self, payloads: Iterable[Any], operation: Operation | None = None) -> list[SourceDocument]:
+        """Cut payloads into documents, checking every one before anything is stored."""
+        docs: list[SourceDocument] = []
+        for i, payload in enumerate(payloads, 1):
+            op = operation or recognise(payload)
+            docs.extend(extract(payload, op, f"payload {i}"))
+        return docs
+
+    def ingest(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        payloads: Iterable[Any],
+        operation: Operation | None = None,
+        *,
+        principal: Principal,
+        retrieved_at: datetime | None = None,
+    ) -> IngestResult:
+        """Store SP-API responses (or bare order objects). A document of an order that is
+        already stored replaces the old one. Any error stores nothing of the batch."""
+        return self.ingest_documents(
+            conn, tenant_id, self.prepare(payloads, operation), principal=principal, retrieved_at=retrieved_at
+        )
+
+    def ingest_documents(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        docs: Sequence[SourceDocument],
+        *,
+        principal: Principal,
+        retrieved_at: datetime | None = None,
+    ) -> IngestResult:
+        self._gate.check(principal, Action.RECORDS_INGEST, tenant_id)
+        self._live_tenant(conn, tenant_id)
+        result = IngestResult()
+        if not docs:
+            return result
+        latest = {(d.order_id, d.document): d for d in docs}  # last copy of a document wins
+        cipher = self._keys.primary(conn, tenant_id)
+        index = self._keys.blind_index(conn, tenant_id)
+        now = retrieved_at or _now()
+        ids = _new_ids(len(latest))
+        rows: list[dict[str, Any]] = []
+        index_rows: list[dict[str, Any]] = []
+        trees = self._trees
+        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+        for rid, doc in zip(ids, latest.values(), strict=True):
+            pii: list[PiiValue] = []
+            unknown: dict[str, Any] = {}
+            clear = split(doc.body, trees[doc.document], "", pii, unknown)
+            plain = [(path, encode_value(value)) for path, _, value in pii]
+            for _, f, value in pii:
+                if f.search is not None and type(value) is str:
+                    index_rows.append(
+                        {"tenant_id": tenant_id, "kind": f.search, "token": index.token(f.search, value), "record_id": rid}
+                    )
+            if unknown:
+                plain.append((UNKNOWN_PATH, encode_value(unknown)))
+                result.unknown_paths.update(describe_unknown_path(p) for p in unknown)
+            try:
+                clear_json = dumps(clear)
+            except ValueError:
+                raise PayloadError(f"order {doc.order_id}: payload holds NaN or Infinity, which JSON forbids") from None
+            rows.append(
+                {
+                    "id": rid, "tenant_id": tenant_id, "order_id": doc.order_id, "document": doc.document.value,
+                    "origin": "amazon", "operation": doc.operation.value, "marketplace_id": doc.marketplace_id,
+                    "seller_id": tenant_id, "retrieved_at": now, "purchased_at": doc.purchased_at,
+                    "order_status": doc.order_status, "key_version": cipher.version, "pii_fields": len(pii),
+                    "unknown_fields": len(unknown), "clear": clear_json, "pii": cipher.seal(rid, plain),
+                }
+            )  # fmt: skip
+            result.pii_fields += len(pii)
+            result.unknown_fields += len(unknown)
+            result.documents[doc.document.value] += 1
+        result.replaced = self._delete_existing(conn, tenant_id, latest)
+        conn.execute(insert(records), rows)
+        if index_rows:
+            conn.execute(insert(blind_index), index_rows)
+        result.records = len(rows)
+        result.orders = len({d.order_id for d in latest.values()})
+        return result
+
+    def _delete_existing(self, conn: Connection, tenant_id: str, latest: dict[tuple[str, Document], SourceDocument]) -> int:
+        order_ids = sorted({order_id for order_id, _ in latest})
+        doomed: list[str] = []
+        for i in range(0, len(order_ids), _CHUNK):
+            chunk = order_ids[i : i + _CHUNK]
+            for rid, order_id, document in conn.execute(
+                select(records.c.id, records.c.order_id, records.c.document).where(
+                    records.c.tenant_id == tenant_id, records.c.order_id.in_(chunk)
+                )
+            ):
+                if (order_id, Document(document)) in latest:
+                    doomed.append(rid)
+        for i in range(0, len(doomed), _CHUNK):
+            chunk = doomed[i : i + _CHUNK]
+            conn.execute(delete(blind_index).where(blind_index.c.record_id.in_(chunk)))
+            conn.execute(delete(records).where(records.c.id.in_(chunk)))
+        return len(doomed)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def _order_rows(self, conn: Connection, tenant_id: str, order_id: str) -> list[Row[Any]]:
+        rows = conn.execute(
+            select(records)
+            .where(records.c.tenant_id == tenant_id, records.c.order_id == order_id)
+            .order_by(records.c.document)
+        ).all()
+        if not rows:
+            raise RecordNotFound(f"tenant {tenant_id} has no stored order {order_id}")
+        return list(rows)
+
+    def get(self, conn: Connection, tenant_id: str, order_id: str, *, principal: Principal) -> OrderView:
+        """Every stored document of an order, PII masked. Nothing is decrypted."""
+        self._gate.check(principal, Action.RECORDS_READ, tenant_id)
+        self._live_tenant(conn, tenant_id)
+        views = []
+        for row in self._order_rows(conn, tenant_id, order_id):
+            document = Document(row.document)
+            data = json.loads(row.clear)
+            paths = [p for p in PiiBlob.paths(row.pii) if p != UNKNOWN_PATH]
+            for path in paths:
+                set_path(data, path, mask(self._catalog.field(document, path)))
+            views.append(
+                RecordView(
+                    row.id, document, row.operation, row.origin, row.marketplace_id, row.seller_id,
+                    _aware(row.retrieved_at), row.key_version, paths, row.unknown_fields, data,
+                )
+            )  # fmt: skip
+        return OrderView(tenant_id, order_id, views)
+
+    def _pii_fields_named(self, names: Sequence[str]) -> dict[str, list[CatalogField]]:
+        """Catalog PII fields for each requested name (`ShippingAddress.Name`, or with a document
+        prefix `orders-v0:OrderAddress/ShippingAddress.Name`)."""
+        out: dict[str, list[CatalogField]] = {}
+        for name in names:
+            doc_name, sep, path = name.rpartition("/")
+            path = generic_path(path)
+            matches = [
+                f for f in self._catalog if f.pii and f.path == path and (not sep or f.document.value == doc_name)
+            ]
+            if not matches:
+                raise PayloadError(
+                    f"{name} is not a PII field of the catalog; name a catalog path such as "
+                    "ShippingAddress.Name or buyer.buyerEmail (see docs/catalog.md)"
+                )
+            out[name] = matches
+        return out
+
+    @staticmethod
+    def _purpose(purpose: Purpose | str) -> Purpose:
+        try:
+            return Purpose(purpose)
+        except ValueError:
+            raise PurposeNotAllowed(
+                f"{purpose!r} is not a purpose; use one of: {', '.join(p.value for p in Purpose)}"
+            ) from None
+
+    def reveal(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        order_id: str,
+        fields: Sequence[str],
+        purpose: Purpose | str,
+        *,
+        principal: Principal,
+    ) -> list[RevealedField]:
+        """The plaintext of the named PII fields of one order, if the catalog allows `purpose`
+        for every one of them; nothing is decrypted otherwise."""
+        purpose = self._purpose(purpose)
+        wanted = self._pii_fields_named(fields)
+        for name, matches in wanted.items():
+            for f in matches:
+                if purpose not in f.purposes:
+                    allowed = ", ".join(sorted(p.value for p in f.purposes))
+                    raise PurposeNotAllowed(
+                        f"purpose {purpose.value} is not allowed for {name} ({f.category}); allowed: {allowed}"
+                    )
+        self._gate.check(principal, Action.PII_REVEAL, tenant_id, purpose=purpose, fields=list(wanted))
+        self._live_tenant(conn, tenant_id)
+        by_doc: dict[Document, set[str]] = {}
+        for matches in wanted.values():
+            for f in matches:
+                by_doc.setdefault(f.document, set()).add(f.path)
+        out: list[RevealedField] = []
+        for row in self._order_rows(conn, tenant_id, order_id):
+            document = Document(row.document)
+            generic = by_doc.get(document)
+            if not generic:
+                continue
+            concrete = [p for p in PiiBlob.paths(row.pii) if generic_path(p) in generic]
+            if not concrete:
+                continue
+            cipher = self._keys.cipher(conn, tenant_id, row.key_version)
+            for path, plain in cipher.open(row.id, row.pii, set(concrete)).items():
+                out.append(RevealedField(document, path, decode_value(plain)))
+        return out
+
+    def search(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        kind: str,
+        value: str,
+        *,
+        purpose: Purpose | str,
+        principal: Principal,
+    ) -> list[SearchHit]:
+        """Records whose `kind` field (email, phone, postal_code, name) equals `value` after
+        normalisation, found through the blind index without decrypting anything."""
+        if kind not in SEARCH_KINDS:
+            raise PayloadError(f"cannot search by {kind!r}; searchable fields are {', '.join(SEARCH_KINDS)}")
+        purpose = self._purpose(purpose)
+        kind_fields = [f for f in self._catalog if f.search == kind]
+        if not any(purpose in f.purposes for f in kind_fields):
+            raise PurposeNotAllowed(f"purpose {purpose.value} does not allow searching by {kind}")
+        self._gate.check(principal, Action.RECORDS_SEARCH, tenant_id, purpose=purpose, fields=[kind])
+        self._live_tenant(conn, tenant_id)
+        token = self._keys.blind_index(conn, tenant_id).token(kind, value)
+        rows = conn.execute(
+            select(records.c.order_id, records.c.id, records.c.document)
+            .join(blind_index, blind_index.c.record_id == records.c.id)
+            .where(blind_index.c.tenant_id == tenant_id, blind_index.c.kind == kind, blind_index.c.token == token)
+            .distinct()
+            .order_by(records.c.order_id, records.c.document)
+        ).all()
+        return [SearchHit(o, r, Document(d)) for o, r, d in rows]
+
+    # --- keys -----------------------------------------------------------------------------
+
+    def key_status(self, conn: Connection, tenant_id: str, *, principal: Principal) -> list[KeyVersionInfo]:
+        self._gate.check(principal, Action.KEYS_READ, tenant_id)
+        self._live_tenant(conn, tenant_id)
+        return self._keys.status(conn, tenant_id)
+
+    def begin_rotation(self, conn: Connection, tenant_id: str, *, principal: Principal) -> int:
+        """Add a new primary data key version (or resume an unfinished rotation). New writes
+        use it at once; reads of records still under the old version keep working."""
+        self._gate.check(principal, Action.KEYS_ROTATE, tenant_id)
+        self._live_tenant(conn, tenant_id)
+        return self._keys.begin_rotation(conn, tenant_id, _now())
+
+    def rotation_remaining(self, conn: Connection, tenant_id: str, target_version: int) -> int:
+        return int(
+            conn.execute(
+                select(func.count()).where(records.c.tenant_id == tenant_id, records.c.key_version != target_version)
+            ).scalar_one()
+        )
+
+    def reencrypt_batch(
+        self, conn: Connection, tenant_id: str, target_version: int, *, principal: Principal, limit: int = 500
+    ) -> int:
+        """Move up to `limit` records to `target_version`; returns how many moved (0 = done)."""
+        self._gate.check(principal, Action.KEYS_ROTATE, tenant_id)
+        self._live_tenant(conn, tenant_id)
+        rows = conn.execute(
+            select(records.c.id, records.c.key_version, records.c.pii)
+            .where(records.c.tenant_id == tenant_id, records.c.key_version != target_version)
+            .limit(limit)
+        ).all()
+        if not rows:
+            return 0
+        new = self._keys.cipher(conn, tenant_id, target_version)
+        olds: dict[int, FieldCipher] = {}
+        for rid, version, blob in rows:
+            old = olds.get(version) or olds.setdefault(version, self._keys.cipher(conn, tenant_id, version))
+            plain = list(old.open(rid, blob).items())
+            conn.execute(
+                update(records)
+                .where(records.c.id == rid, records.c.key_version == version)
+                .values(pii=new.seal(rid, plain), key_version=target_version)
+            )
+        return len(rows)
+
+    def finish_rotation(self, conn: Connection, tenant_id: str, *, principal: Principal) -> list[int]:
+        """Retire the old versions (their key material is erased); fails if a record still needs one."""
+        self._gate.check(principal, Action.KEYS_ROTATE, tenant_id)
+        self._live_tenant(conn, tenant_id)
+        return self._keys.finish_rotation(conn, tenant_id, _now())
+
+    # --- shred ----------------------------------------------------------------------------
+
+    def shred(self, conn: Connection, tenant_id: str, *, principal: Principal) -> ShredReceipt:
+        """Crypto-shred: destroy every copy of the tenant's keys and leave a tombstone. Constant
+        time in the tenant's data; `purge_shredded` removes the unreadable rows afterwards."""
+        self._gate.check(principal, Action.TENANTS_SHRED, tenant_id)
+        self._live_tenant(conn, tenant_id)
+        now = _now()
+        receipt = ShredReceipt(tenant_id, now, self._keys.destroy(conn, tenant_id), self._keys.master_key_id)
+        conn.execute(
+            update(tenants).where(tenants.c.id == tenant_id).values(shredded_at=now, shred_receipt=receipt.as_json())
+        )
+        return receipt
+
+    def purge_shredded(self, conn: Connection, tenant_id: str, *, principal: Principal, limit: int = 5000) -> int:
+        """Delete up to `limit` unreadable rows of a shredded tenant; returns how many went."""
+        self._gate.check(principal, Action.TENANTS_SHRED, tenant_id)
+        tenant = self._tenant(conn, tenant_id)
+        if tenant.shredded_at is None:
+            raise PayloadError(f"tenant {tenant_id} is not shredded; run `sagevault shred` first")
+        ids = list(conn.execute(select(records.c.id).where(records.c.tenant_id == tenant_id).limit(limit)).scalars())
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            conn.execute(delete(blind_index).where(blind_index.c.record_id.in_(chunk)))
+            conn.execute(delete(records).where(records.c.id.in_(chunk)))
+        return len(ids)

@@ -34,8 +34,11 @@ class Deployment:
         the key table so the deleted tuples are pruned from its pages.
         """
         if is_sqlite(self.engine):
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            raw = self.engine.raw_connection()  # outside any transaction, as a checkpoint must be
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
         else:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("VACUUM tenant_keys"))

@@ -57,6 +57,8 @@ class PiiBlob:
             while pos < end:
                 plen, clen = unpack(blob, pos)
                 pos += 6
+                if pos + plen + clen > end:
+                    raise struct.error
                 path = blob[pos : pos + plen].decode()
                 pos += plen
                 yield path, blob[pos : pos + clen]

@@ -1,0 +1,138 @@
+"""The `sagevault` command as an operator runs it: a real process, a real data dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import MODELS, sandbox_examples
+from sagevault.testing import generate_orders
+
+SV = [sys.executable, "-c", "from sagevault.cli import main; main()"]
+ADDRESS = sandbox_examples("ordersV0.json", "/orders/v0/orders/{orderId}/address")[0]
+
+
+def run(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SAGEVAULT_DATA_DIR": str(tmp / "var"), "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("SAGEVAULT_CONFIG", None)
+    return subprocess.run([*SV, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def ready(tmp_path: Path) -> Path:
+    assert run(tmp_path, "init").returncode == 0
+    assert run(tmp_path, "tenants", "add", "A1CLISELLER", "--marketplace", "ATVPDKIKX0DER").returncode == 0
+    return tmp_path
+
+
+def test_init_ingest_show_and_list(ready: Path) -> None:
+    key = ready / "var" / "keys" / "master.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    (ready / "address.json").write_text(json.dumps(ADDRESS))
+    lines = ready / "orders.jsonl"
+    lines.write_text("\n".join(json.dumps(o) for o in generate_orders(3, seed=1)) + "\n")
+    res = run(ready, "ingest", "--tenant", "A1CLISELLER", "address.json", "orders.jsonl")
+    assert res.returncode == 0, res.stderr
+    assert "stored 4 records of 4 orders" in res.stdout
+    shown = run(ready, "show", "--tenant", "A1CLISELLER", "--order", "902-1845936-5435065")
+    assert shown.returncode == 0
+    assert "[PII user.name]" in shown.stdout and "WESTLAKE" not in shown.stdout
+    assert "origin amazon" in shown.stdout and "orders-v0.getOrderAddress" in shown.stdout
+    listed = run(ready, "tenants", "list")
+    assert "A1CLISELLER" in listed.stdout and "active" in listed.stdout
+
+
+def test_rotate_and_shred_from_the_command_line(ready: Path) -> None:
+    (ready / "orders.jsonl").write_text("\n".join(json.dumps(o) for o in generate_orders(30, seed=2)))
+    assert run(ready, "ingest", "-t", "A1CLISELLER", "orders.jsonl").returncode == 0
+    rotated = run(ready, "keys", "rotate", "--tenant", "A1CLISELLER", "--batch-size", "7")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "primary key v2; retired v1" in rotated.stdout
+    status = run(ready, "keys", "status", "--tenant", "A1CLISELLER")
+    assert "retired" in status.stdout and "30" in status.stdout
+    refused = run(ready, "shred", "--tenant", "A1CLISELLER")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    shredded = run(ready, "shred", "--tenant", "A1CLISELLER", "--yes")
+    assert shredded.returncode == 0 and "30 unreadable records purged" in shredded.stdout
+    after = run(ready, "show", "--tenant", "A1CLISELLER", "--order", "x")
+    assert after.returncode == 2 and "was shredded on" in after.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"payload": {"Orders": [', "not valid JSON (line 1"),
+        ('{"payload": {"Orders": [{"OrderStatus": "Shipped"}]}}', "has no AmazonOrderId"),
+        ('{"a": 1}\n{"b": 2', "line 2 is not a JSON object"),
+        ("[]", "stored 0 records"),
+    ],
+)
+def test_bad_files_are_one_line_errors_and_store_nothing(ready: Path, content: str, message: str) -> None:
+    (ready / "good.json").write_text(json.dumps(ADDRESS))
+    (ready / "bad.json").write_text(content)
+    res = run(ready, "ingest", "--tenant", "A1CLISELLER", "good.json", "bad.json")
+    if message.startswith("stored"):
+        assert res.returncode == 0 and "stored 1 records" in res.stdout
+        return
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert "bad.json" in res.stderr
+    listed = run(ready, "tenants", "list")
+    assert "A1CLISELLER" in listed.stdout and " 0 " in listed.stdout  # the good file was not stored either
+
+
+def test_operator_mistakes_exit_2_with_advice(ready: Path) -> None:
+    cases = [
+        (("init",), "already holds a SageVault deployment"),
+        (("ingest", "--tenant", "NOPE1", str(MODELS / "ordersV0.json")), "cannot tell which SP-API operation"),
+        (("show", "--tenant", "NOPE1", "--order", "1"), "sagevault tenants add NOPE1"),
+        (("ingest", "--tenant", "A1CLISELLER", "missing.json"), "missing.json: no such file"),
+        (("ingest", "--tenant", "A1CLISELLER", "--operation", "getFoo", "x.json"), "unknown operation 'getFoo'"),
+        (("tenants", "add", "A1CLISELLER", "-m", "ATVPDKIKX0DER"), "already exists"),
+        (("tenants", "add", "A9NEW", "-m", "XX"), "not an Amazon marketplace id"),
+    ]
+    for args, message in cases:
+        res = run(ready, *args)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        assert message in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.stderr
+
+
+def test_key_file_problems_refuse_to_start(ready: Path) -> None:
+    key = ready / "var" / "keys" / "master.key"
+    original = key.read_bytes()
+    key.chmod(0o644)
+    res = run(ready, "tenants", "list")
+    assert res.returncode == 2 and "chmod 600" in res.stderr
+    key.chmod(0o600)
+    key.unlink()
+    res = run(ready, "show", "--tenant", "A1CLISELLER", "--order", "1")
+    assert res.returncode == 2 and "master key file" in res.stderr and "is missing" in res.stderr
+    # a different (valid) key file cannot unwrap the tenant's keys
+    other = ready / "other"
+    other.mkdir()
+    assert run(other, "init").returncode == 0
+    key.write_bytes((other / "var" / "keys" / "master.key").read_bytes())
+    key.chmod(0o600)
+    (ready / "address.json").write_text(json.dumps(ADDRESS))
+    res = run(ready, "ingest", "--tenant", "A1CLISELLER", "address.json")
+    assert res.returncode == 2 and "not the one these keys were created with" in res.stderr
+    key.write_bytes(original)
+    assert run(ready, "ingest", "--tenant", "A1CLISELLER", "address.json").returncode == 0
+
+
+def test_unsafe_policy_setting_refuses_to_start(ready: Path) -> None:
+    (ready / "sagevault.toml").write_text("[policy]\nsecurity_log_retention_days = 30\n")
+    res = run(ready, "tenants", "list")
+    assert res.returncode == 2
+    assert "security_log_retention_days=30 is unsafe" in res.stderr and ">= 90" in res.stderr
+
+
+def test_commands_before_init_say_to_run_init(tmp_path: Path) -> None:
+    res = run(tmp_path, "tenants", "list")
+    assert res.returncode == 2 and "run `sagevault init` first" in res.stderr

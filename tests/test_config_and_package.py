@@ -1,0 +1,74 @@
+"""Settings, the policy profile, the schema migrations and the public API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+import sagevault
+from sagevault.config import PolicyProfile, load_settings
+from sagevault.db import create_engine_for, metadata, migrate
+from sagevault.errors import ConfigError
+
+
+def test_defaults_are_the_policy_numbers(tmp_path: Path) -> None:
+    s = load_settings(data_dir=tmp_path)
+    assert s.policy == PolicyProfile()
+    assert s.policy.deletion_sla_hours == 72 and s.policy.security_log_retention_days == 365
+    assert s.policy.lockout_threshold == 10 and s.policy.pii_retention_days_after_delivery == 30
+    assert s.resolved_database_url == f"sqlite:///{tmp_path.resolve() / 'sagevault.db'}"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SAGEVAULT_POLICY__SECURITY_LOG_RETENTION_DAYS": "30"}, "security_log_retention_days=30 is unsafe"),
+        ({"SAGEVAULT_POLICY__PII_RETENTION_DAYS_AFTER_DELIVERY": "90"}, "set it <= 30"),
+        ({"SAGEVAULT_POLICY__LOCKOUT_THRESHOLD": "50"}, "lockout_threshold=50"),
+        ({"SAGEVAULT_KEY_CACHE_TTL_SECONDS": "86400"}, "at most 3600 seconds"),
+        ({"SAGEVAULT_KEY_PROVIDER": "aws-kms"}, "needs kms_key_id"),
+        ({"SAGEVAULT_POLICY__NOT_A_SETTING": "1"}, "policy.not_a_setting"),
+    ],
+)
+def test_unsafe_settings_refuse_to_start(env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match="refusing to start") as info:
+        load_settings()
+    assert message in str(info.value)
+
+
+def test_stricter_settings_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGEVAULT_POLICY__SECURITY_LOG_RETENTION_DAYS", "730")
+    monkeypatch.setenv("SAGEVAULT_POLICY__LOCKOUT_THRESHOLD", "5")
+    s = load_settings()
+    assert s.policy.security_log_retention_days == 730 and s.policy.lockout_threshold == 5
+
+
+def test_toml_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "custom.toml"
+    cfg.write_text('data_dir = "/srv/sagevault"\n[policy]\ndeletion_sla_hours = 48\n')
+    monkeypatch.setenv("SAGEVAULT_CONFIG", str(cfg))
+    s = load_settings()
+    assert s.data_dir == Path("/srv/sagevault") and s.policy.deletion_sla_hours == 48
+
+
+def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_public_api_is_pinned() -> None:
+    assert sagevault.__all__ == sorted(sagevault.__all__)
+    assert set(sagevault.__all__) == {
+        "CATALOG", "ConfigError", "IntegrityError", "InMemoryKeyProvider", "Operation", "Principal", "Purpose",
+        "SageVaultError", "Settings", "TenantShredded", "Vault", "init_deployment", "load_settings",
+        "open_deployment",
+    }  # fmt: skip

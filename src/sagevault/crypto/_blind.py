@@ -33,18 +33,13 @@ def normalise(kind: str, value: str) -> str:
 
 
 class BlindIndex:
-    __slots__ = ("_macs",)
+    __slots__ = ("_keys",)
 
     def __init__(self, key: bytes) -> None:
-        self._macs = {
-            kind: hmac.new(hmac.digest(key, b"sagevault blind index\x00" + kind.encode(), "sha256"), None, "sha256")
-            for kind in SEARCH_KINDS
-        }
+        self._keys = {kind: hmac.digest(key, b"sagevault blind index\x00" + kind.encode(), "sha256") for kind in SEARCH_KINDS}
 
     def token(self, kind: str, value: str) -> bytes:
-        mac = self._macs[kind].copy()
-        mac.update(normalise(kind, value).encode())
-        return mac.digest()[:TOKEN_BYTES]
+        return hmac.digest(self._keys[kind], normalise(kind, value).encode(), "sha256")[:TOKEN_BYTES]
 
     def __repr__(self) -> str:
         return "BlindIndex(key=<redacted>)"

@@ -92,16 +92,14 @@ class FieldCipher:
         ad_prefix = self._tenant_prefix + record_id.encode() + b"\x1f"
         encrypt = self._aead.encrypt
         pack = _HEADER.pack
-        out = [b"\x01"]
-        append = out.append
-        for i, (path, plaintext) in enumerate(fields):
+        out: list[bytes] = [b"\x01"]
+        at = 0
+        for path, plaintext in fields:
             pb = path.encode()
-            nonce = nonces[i * _NONCE : (i + 1) * _NONCE]
+            nonce = nonces[at : at + _NONCE]
+            at += _NONCE
             ct = encrypt(nonce, plaintext, ad_prefix + pb)
-            append(pack(len(pb), len(ct) + _NONCE))
-            append(pb)
-            append(nonce)
-            append(ct)
+            out += (pack(len(pb), len(ct) + _NONCE), pb, nonce, ct)
         return b"".join(out)
 
     def open(self, record_id: str, blob: bytes, paths: Collection[str] | None = None) -> dict[str, bytes]:

@@ -6,12 +6,14 @@ command, a request, a job) opened; they never commit.
 
 from __future__ import annotations
 
-from ._engine import create_engine_for, is_sqlite, migrate, schema_is_current
+from ._engine import bulk_insert, create_engine_for, driver_value, is_sqlite, migrate, schema_is_current
 from .schema import blind_index, metadata, records, tenant_keys, tenants
 
 __all__ = [
     "blind_index",
+    "bulk_insert",
     "create_engine_for",
+    "driver_value",
     "is_sqlite",
     "metadata",
     "migrate",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -7,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Column, Engine, Table, create_engine, event
 from sqlalchemy.engine import Connection
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -66,3 +67,21 @@ def schema_is_current(conn: Connection) -> bool:
     script = ScriptDirectory.from_config(_alembic_config(conn))
     current = MigrationContext.configure(conn).get_current_heads()
     return set(current) == set(script.get_heads())
+
+
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Insert many rows through the driver's executemany, skipping per-row SQLAlchemy parameter
+    processing (the ingest hot path). Values must already be in driver form: use
+    `driver_value` for types that need conversion (datetimes on SQLite)."""
+    if not rows:
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    cols = ", ".join(columns)
+    marks = ", ".join([mark] * len(columns))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(rows))  # noqa: S608
+
+
+def driver_value(conn: Connection, column: Column[Any], value: Any) -> Any:
+    """`value` converted as SQLAlchemy would bind it for `column` on this connection's dialect."""
+    processor = column.type.bind_processor(conn.dialect)
+    return processor(value) if processor else value

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Row
 from sagevault.catalog import CATALOG, Catalog, CatalogField, Document, Purpose
 from sagevault.catalog._fields import generic_path
 from sagevault.crypto import SEARCH_KINDS, FieldCipher, PiiBlob, decode_value, encode_value
-from sagevault.db import blind_index, records, tenants
+from sagevault.db import blind_index, bulk_insert, driver_value, records, tenants
 from sagevault.errors import (
     PayloadError,
     PurposeNotAllowed,
@@ -40,6 +40,10 @@ from ._split import UNKNOWN_PATH, PiiValue, describe_unknown_path, set_path, spl
 
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}")
 _CHUNK = 500  # bound on IN (...) lists
+_RECORD_COLUMNS = (
+    "id", "tenant_id", "order_id", "document", "origin", "operation", "marketplace_id", "seller_id",
+    "retrieved_at", "purchased_at", "order_status", "key_version", "pii_fields", "unknown_fields", "clear", "pii",
+)  # fmt: skip
 
 
 def _now() -> datetime:
@@ -240,22 +244,20 @@ class Vault:
         latest = {(d.order_id, d.document): d for d in docs}  # last copy of a document wins
         cipher = self._keys.primary(conn, tenant_id)
         index = self._keys.blind_index(conn, tenant_id)
-        now = retrieved_at or _now()
+        now = driver_value(conn, records.c.retrieved_at, retrieved_at or _now())
         ids = _new_ids(len(latest))
-        rows: list[dict[str, Any]] = []
-        index_rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
+        index_rows: list[tuple[str, str, bytes, str]] = []
         trees = self._trees
         dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+        seal, version, token = cipher.seal, cipher.version, index.token
         for rid, doc in zip(ids, latest.values(), strict=True):
             pii: list[PiiValue] = []
             unknown: dict[str, Any] = {}
             clear = split(doc.body, trees[doc.document], "", pii, unknown)
             plain = [(path, encode_value(value)) for path, _, value in pii]
-            for _, f, value in pii:
-                if f.search is not None and type(value) is str:
-                    index_rows.append(
-                        {"tenant_id": tenant_id, "kind": f.search, "token": index.token(f.search, value), "record_id": rid}
-                    )
+            wanted = {(f.search, v) for _, f, v in pii if f.search is not None and type(v) is str}
+            index_rows.extend((tenant_id, kind, token(kind, v), rid) for kind, v in wanted)
             if unknown:
                 plain.append((UNKNOWN_PATH, encode_value(unknown)))
                 result.unknown_paths.update(describe_unknown_path(p) for p in unknown)
@@ -263,22 +265,17 @@ class Vault:
                 clear_json = dumps(clear)
             except ValueError:
                 raise PayloadError(f"order {doc.order_id}: payload holds NaN or Infinity, which JSON forbids") from None
-            rows.append(
-                {
-                    "id": rid, "tenant_id": tenant_id, "order_id": doc.order_id, "document": doc.document.value,
-                    "origin": "amazon", "operation": doc.operation.value, "marketplace_id": doc.marketplace_id,
-                    "seller_id": tenant_id, "retrieved_at": now, "purchased_at": doc.purchased_at,
-                    "order_status": doc.order_status, "key_version": cipher.version, "pii_fields": len(pii),
-                    "unknown_fields": len(unknown), "clear": clear_json, "pii": cipher.seal(rid, plain),
-                }
-            )  # fmt: skip
+            rows.append((
+                rid, tenant_id, doc.order_id, doc.document.value, "amazon", doc.operation.value, doc.marketplace_id,
+                tenant_id, now, doc.purchased_at, doc.order_status, version, len(pii), len(unknown), clear_json,
+                seal(rid, plain),
+            ))  # fmt: skip
             result.pii_fields += len(pii)
             result.unknown_fields += len(unknown)
             result.documents[doc.document.value] += 1
         result.replaced = self._delete_existing(conn, tenant_id, latest)
-        conn.execute(insert(records), rows)
-        if index_rows:
-            conn.execute(insert(blind_index), index_rows)
+        bulk_insert(conn, records, _RECORD_COLUMNS, rows)
+        bulk_insert(conn, blind_index, ("tenant_id", "kind", "token", "record_id"), index_rows)
         result.records = len(rows)
         result.orders = len({d.order_id for d in latest.values()})
         return result

@@ -12,10 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Set up, initialise the embedded deployment if the data dir is new, ingest the bundled sample
-# orders and print a masked summary.
+# Set up, initialise the embedded deployment if the data dir is new (`demo` runs `init` then),
+# ingest the bundled sample orders and print a masked summary.
 run: $(STAMP)
-	@if [ ! -e "$${SAGEVAULT_DATA_DIR:-var}/sagevault.db" ]; then $(BIN)/sagevault init; fi
 	$(BIN)/sagevault demo
 
 # The whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432; required when CI=true).

@@ -96,7 +96,7 @@ def deployment(backend: str, settings: Settings, request: pytest.FixtureRequest)
         yield d
     finally:
         with engine.begin() as conn:
-            conn.execute(text("TRUNCATE blind_index, records, tenant_keys, tenants CASCADE"))
+            conn.execute(text("TRUNCATE records, tenant_keys, tenants CASCADE"))
 
 
 @pytest.fixture

@@ -136,3 +136,27 @@ def test_unsafe_policy_setting_refuses_to_start(ready: Path) -> None:
 def test_commands_before_init_say_to_run_init(tmp_path: Path) -> None:
     res = run(tmp_path, "tenants", "list")
     assert res.returncode == 2 and "run `sagevault init` first" in res.stderr
+
+
+def test_an_interrupted_shred_is_finished_by_running_it_again(ready: Path) -> None:
+    (ready / "orders.jsonl").write_text("\n".join(json.dumps(o) for o in generate_orders(5, seed=3)))
+    assert run(ready, "ingest", "-t", "A1CLISELLER", "orders.jsonl").returncode == 0
+    from sagevault.config import load_settings
+    from sagevault.deployment import open_deployment
+    from sagevault.vault import Principal
+
+    d = open_deployment(load_settings(data_dir=ready / "var"))
+    with d.engine.begin() as conn:  # the shred commits, then the process "dies" before purging
+        d.vault.shred(conn, "A1CLISELLER", principal=Principal.local_operator())
+    d.close()
+    res = run(ready, "shred", "--tenant", "A1CLISELLER", "--yes")
+    assert res.returncode == 0 and "already shredded" in res.stdout and "5 unreadable records purged" in res.stdout
+
+
+def test_catalog_lists_every_pii_field_as_json_lines(tmp_path: Path) -> None:
+    res = run(tmp_path, "catalog", "--pii", "--json")
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(rows) > 100 and all(r["pii"] and r["purposes"] for r in rows)
+    assert {"document": "orders-v0:OrderBuyerInfo", "path": "BuyerEmail"}.items() <= next(
+        r for r in rows if r["path"] == "BuyerEmail"
+    ).items()

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from sagevault.config import Settings, load_settings
 from sagevault.deployment import Deployment, init_deployment, open_deployment
-from sagevault.errors import PayloadError, SageVaultError
+from sagevault.errors import NotInitialized, PayloadError, SageVaultError
 from sagevault.vault import IngestResult, Operation, Principal, SourceDocument
 
 app = typer.Typer(
@@ -98,7 +98,7 @@ def tenants_add(
 def tenants_list() -> None:
     """List tenants with their region, record count and state."""
     with _deployment() as d, d.engine.connect() as conn:
-        rows = [(t, d.vault.record_count(conn, t.id)) for t in d.vault.list_tenants(conn, principal=_principal())]
+        rows = [(t, d.vault.record_count(conn, t.id, principal=_principal())) for t in d.vault.list_tenants(conn, principal=_principal())]
     table = Table("tenant", "region", "marketplaces", "records", "state")
     for t, count in rows:
         state = f"[red]shredded {t.shredded_at:%Y-%m-%d %H:%M}[/]" if t.shredded_at else "[green]active[/]"
@@ -202,7 +202,7 @@ def show(
     order: Annotated[str, typer.Option("--order", "-o", help="Amazon order id.")],
 ) -> None:
     """Show every stored document of an order with PII masked."""
-    with _deployment() as d, d.engine.begin() as conn:
+    with _deployment() as d, d.engine.connect() as conn:
         view = d.vault.get(conn, tenant, order, principal=_principal())
     out.print(f"order {view.order_id} of tenant {view.tenant_id}")
     for rec in view.records:
@@ -239,7 +239,7 @@ def keys_rotate(
     with _deployment() as d:
         with d.engine.begin() as conn:
             target = d.vault.begin_rotation(conn, tenant, principal=p)
-            remaining = d.vault.rotation_remaining(conn, tenant, target)
+            remaining = d.vault.rotation_remaining(conn, tenant, target, principal=p)
         with _progress() as progress:
             task = progress.add_task(f"re-encrypt {tenant} to v{target}", total=remaining)
             while True:
@@ -266,14 +266,21 @@ def shred(
         )
     p = _principal()
     with _deployment() as d:
-        started = time.perf_counter()
-        with d.engine.begin() as conn:
-            receipt = d.vault.shred(conn, tenant, principal=p)
-        elapsed = time.perf_counter() - started
+        with d.engine.connect() as conn:
+            already = d.vault.shred_receipt(conn, tenant, principal=p)
+        if already is None:
+            started = time.perf_counter()
+            with d.engine.begin() as conn:
+                receipt = d.vault.shred(conn, tenant, principal=p).as_json()
+            elapsed = time.perf_counter() - started
+            out.print(f"[green]shredded[/] tenant {tenant} in {elapsed * 1000:.1f} ms")
+        else:  # an earlier run shredded but was stopped before its purge finished
+            receipt = already
+            out.print(f"tenant {tenant} was already shredded; finishing the purge of its unreadable rows")
         d.release_deleted_pages()
         purged = _repeat(lambda: _in_tx(d, lambda conn: d.vault.purge_shredded(conn, tenant, principal=p)))
-    out.print(f"[green]shredded[/] tenant {tenant} in {elapsed * 1000:.1f} ms; {purged} unreadable records purged")
-    out.print_json(data=receipt.as_json())
+    out.print(f"{purged} unreadable records purged")
+    out.print_json(data=receipt)
 
 
 def _in_tx(d: Deployment, fn: Callable[[Any], T]) -> T:
@@ -294,7 +301,7 @@ def demo() -> None:
     settings = _settings()
     try:
         d = open_deployment(settings)
-    except SageVaultError:
+    except NotInitialized:
         d = init_deployment(settings)
         out.print(f"[green]initialised[/] a new deployment in {settings.resolved_data_dir}")
     p = _principal()
@@ -306,7 +313,7 @@ def demo() -> None:
         files = sorted(Path(str(f)) for f in samples.iterdir() if f.name.endswith(".json"))
         _print_ingest(_ingest(d, SAMPLE_TENANT, _prepare_files(d, files, None)))
         with d.engine.connect() as conn:
-            count = d.vault.record_count(conn, SAMPLE_TENANT)
+            count = d.vault.record_count(conn, SAMPLE_TENANT, principal=p)
             order_id = "902-1845936-5435065"
             view = d.vault.get(conn, SAMPLE_TENANT, order_id, principal=p)
         out.rule(f"masked view of order {order_id} ({count} records in the vault)")
@@ -317,6 +324,25 @@ def demo() -> None:
         out.print("try: .venv/bin/sagevault show --tenant A3SAMPLESELLER --order 902-1845936-5435065")
     finally:
         d.close()
+
+
+@app.command()
+def catalog(
+    pii_only: Annotated[bool, typer.Option("--pii", help="Only PII fields.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, for the record of processing.")] = False,
+) -> None:
+    """The field catalog: every SP-API field SageVault knows, PII or not, purpose and retention."""
+    from sagevault.catalog import CATALOG
+
+    rows = [r for r in CATALOG.describe() if r["pii"] or not pii_only]
+    if as_json:
+        for r in rows:
+            out.print(json.dumps(r), soft_wrap=True)
+        return
+    table = Table("document", "path", "PII", "category", "purposes", "search")
+    for r in rows:
+        table.add_row(r["document"], r["path"], "yes" if r["pii"] else "", r["category"], ", ".join(r["purposes"]), r["search"] or "")
+    out.print(table)
 
 
 def main() -> None:

@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     @property
     def resolved_master_key_file(self) -> Path:
         if self.master_key_file is not None:
-            return self.master_key_file.expanduser().resolve()
+            path = self.master_key_file.expanduser()
+            return (path if path.is_absolute() else self.resolved_data_dir / path).resolve()
         return self.resolved_data_dir / "keys" / "master.key"
 
 

@@ -84,7 +84,11 @@ class FieldCipher:
         self.version = version
 
     def seal(self, record_id: str, fields: Sequence[tuple[str, bytes]]) -> bytes:
-        """One blob holding each (path, plaintext) pair as its own ciphertext."""
+        """One blob holding each (path, plaintext bytes) pair as its own ciphertext."""
+        return self.seal_values(record_id, [(path, value) for path, value in fields], encoded=True)
+
+    def seal_values(self, record_id: str, fields: Sequence[tuple[str, Any]], *, encoded: bool = False) -> bytes:
+        """Like `seal`, for JSON values (encoded here with `encode_value`, inline for strings)."""
         n = len(fields)
         if n == 0:
             return b""
@@ -94,7 +98,13 @@ class FieldCipher:
         pack = _HEADER.pack
         out: list[bytes] = [b"\x01"]
         at = 0
-        for path, plaintext in fields:
+        for path, value in fields:
+            if encoded:
+                plaintext = value
+            elif type(value) is str:
+                plaintext = b"s" + value.encode()
+            else:
+                plaintext = encode_value(value)
             pb = path.encode()
             nonce = nonces[at : at + _NONCE]
             at += _NONCE

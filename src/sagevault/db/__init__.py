@@ -7,10 +7,11 @@ command, a request, a job) opened; they never commit.
 from __future__ import annotations
 
 from ._engine import bulk_insert, create_engine_for, driver_value, is_sqlite, migrate, schema_is_current
-from .schema import blind_index, metadata, records, tenant_keys, tenants
+from .schema import BLIND_INDEX_COLUMNS, BLIND_INDEX_SLOTS, metadata, records, tenant_keys, tenants
 
 __all__ = [
-    "blind_index",
+    "BLIND_INDEX_COLUMNS",
+    "BLIND_INDEX_SLOTS",
     "bulk_insert",
     "create_engine_for",
     "driver_value",

@@ -54,6 +54,16 @@ tenant_keys = Table(
     Column("retired_at", DateTime(timezone=True), nullable=True),
 )
 
+# Search kind -> the record columns holding its tokens (a document has at most two names:
+# buyer and recipient).
+BLIND_INDEX_SLOTS: dict[str, tuple[str, ...]] = {
+    "email": ("bi_email",),
+    "phone": ("bi_phone",),
+    "postal_code": ("bi_postal_code",),
+    "name": ("bi_name", "bi_name_2"),
+}
+BLIND_INDEX_COLUMNS = tuple(c for cols in BLIND_INDEX_SLOTS.values() for c in cols)
+
 # One piece of Amazon Information: a document of one SP-API operation for one order.
 # `clear` holds the non-PII part as JSON; `pii` holds one AES-GCM ciphertext per PII field
 # (see sagevault.crypto.FieldCipher for the layout). The origin columns are the DPP data
@@ -77,18 +87,10 @@ records = Table(
     Column("unknown_fields", Integer, nullable=False),
     Column("clear", Text, nullable=False),
     Column("pii", LargeBinary, nullable=False),
+    # Blind index: HMAC tokens of normalised PII under the tenant's index key, for equality
+    # search. Kept on the record row (not a side table) so ingest writes one row per document.
+    *[Column(name, LargeBinary(16), nullable=True) for name in BLIND_INDEX_COLUMNS],
     UniqueConstraint("tenant_id", "order_id", "document"),
     Index(None, "tenant_id", "key_version"),
-)
-
-# Equality search on normalised PII: HMAC tokens under the tenant's blind-index key.
-blind_index = Table(
-    "blind_index",
-    metadata,
-    Column("tenant_id", String(64), nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("token", LargeBinary(16), nullable=False),
-    Column("record_id", String(32), ForeignKey("records.id", ondelete="CASCADE"), nullable=False),
-    Index(None, "tenant_id", "kind", "token"),
-    Index(None, "record_id"),
+    *[Index(None, "tenant_id", name) for name in BLIND_INDEX_COLUMNS],
 )

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from sagevault.catalog import CATALOG, Catalog, CatalogField, Document, Purpose
 from sagevault.catalog._fields import generic_path
 from sagevault.crypto import SEARCH_KINDS, FieldCipher, PiiBlob, decode_value, encode_value
-from sagevault.db import blind_index, bulk_insert, driver_value, records, tenants
+from sagevault.db import BLIND_INDEX_COLUMNS, BLIND_INDEX_SLOTS, bulk_insert, driver_value, records, tenants
 from sagevault.errors import (
     PayloadError,
     PurposeNotAllowed,
@@ -43,6 +43,7 @@ _CHUNK = 500  # bound on IN (...) lists
 _RECORD_COLUMNS = (
     "id", "tenant_id", "order_id", "document", "origin", "operation", "marketplace_id", "seller_id",
     "retrieved_at", "purchased_at", "order_status", "key_version", "pii_fields", "unknown_fields", "clear", "pii",
+    *BLIND_INDEX_COLUMNS,
 )  # fmt: skip
 
 
@@ -125,7 +126,8 @@ class ShredReceipt:
             "shredded_at": self.shredded_at.isoformat(),
             "keys_destroyed": [f"{p}:v{v}" for p, v in self.keys_destroyed],
             "master_key_id": self.master_key_id,
-            "method": "crypto-shred: every wrapped tenant key deleted, caches evicted (NIST SP 800-88 purge by CE)",
+            "method": "crypto-shred: every wrapped tenant key deleted and cached copy evicted; backups taken "
+            "before this time keep wrapped keys until they expire (live copies <= 90 days)",
         }
 
 
@@ -148,6 +150,11 @@ class Vault:
         self._gate: AccessGate = gate or LocalOperatorGate()
         self._catalog = catalog
         self._trees = {doc: catalog.tree(doc) for doc in Document}
+        for doc in Document:  # every searchable field of a document must have a token column
+            kinds = Counter(f.search for f in catalog.fields(doc) if f.search)
+            for kind, n in kinds.items():
+                if n > len(BLIND_INDEX_SLOTS[kind]):
+                    raise ValueError(f"{doc} has {n} searchable {kind} fields but {len(BLIND_INDEX_SLOTS[kind])} slots")
 
     # --- tenants --------------------------------------------------------------------------
 
@@ -181,7 +188,8 @@ class Vault:
         rows = conn.execute(select(tenants).order_by(tenants.c.id)).all()
         return [self._tenant_from(r) for r in rows]
 
-    def record_count(self, conn: Connection, tenant_id: str) -> int:
+    def record_count(self, conn: Connection, tenant_id: str, *, principal: Principal) -> int:
+        self._gate.check(principal, Action.RECORDS_READ, tenant_id)
         return int(conn.execute(select(func.count()).where(records.c.tenant_id == tenant_id)).scalar_one())
 
     @staticmethod
@@ -247,19 +255,24 @@ class Vault:
         now = driver_value(conn, records.c.retrieved_at, retrieved_at or _now())
         ids = _new_ids(len(latest))
         rows: list[tuple[Any, ...]] = []
-        index_rows: list[tuple[str, str, bytes, str]] = []
         trees = self._trees
         dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-        seal, version, token = cipher.seal, cipher.version, index.token
+        seal, version, token = cipher.seal_values, cipher.version, index.token
         for rid, doc in zip(ids, latest.values(), strict=True):
             pii: list[PiiValue] = []
             unknown: dict[str, Any] = {}
             clear = split(doc.body, trees[doc.document], "", pii, unknown)
-            plain = [(path, encode_value(value)) for path, _, value in pii]
-            wanted = {(f.search, v) for _, f, v in pii if f.search is not None and type(v) is str}
-            index_rows.extend((tenant_id, kind, token(kind, v), rid) for kind, v in wanted)
+            plain: list[tuple[str, Any]] = [(path, value) for path, _, value in pii]
+            slots = dict.fromkeys(BLIND_INDEX_COLUMNS)
+            for _, f, v in pii:
+                if f.search is not None and type(v) is str:
+                    tok = token(f.search, v)
+                    for column in BLIND_INDEX_SLOTS[f.search]:  # first free slot; equal values share one
+                        if slots[column] is None or slots[column] == tok:
+                            slots[column] = tok
+                            break
             if unknown:
-                plain.append((UNKNOWN_PATH, encode_value(unknown)))
+                plain.append((UNKNOWN_PATH, unknown))
                 result.unknown_paths.update(describe_unknown_path(p) for p in unknown)
             try:
                 clear_json = dumps(clear)
@@ -268,14 +281,13 @@ class Vault:
             rows.append((
                 rid, tenant_id, doc.order_id, doc.document.value, "amazon", doc.operation.value, doc.marketplace_id,
                 tenant_id, now, doc.purchased_at, doc.order_status, version, len(pii), len(unknown), clear_json,
-                seal(rid, plain),
+                seal(rid, plain), *slots.values(),
             ))  # fmt: skip
             result.pii_fields += len(pii)
             result.unknown_fields += len(unknown)
             result.documents[doc.document.value] += 1
         result.replaced = self._delete_existing(conn, tenant_id, latest)
         bulk_insert(conn, records, _RECORD_COLUMNS, rows)
-        bulk_insert(conn, blind_index, ("tenant_id", "kind", "token", "record_id"), index_rows)
         result.records = len(rows)
         result.orders = len({d.order_id for d in latest.values()})
         return result
@@ -294,7 +306,6 @@ class Vault:
                     doomed.append(rid)
         for i in range(0, len(doomed), _CHUNK):
             chunk = doomed[i : i + _CHUNK]
-            conn.execute(delete(blind_index).where(blind_index.c.record_id.in_(chunk)))
             conn.execute(delete(records).where(records.c.id.in_(chunk)))
         return len(doomed)
 
@@ -342,7 +353,7 @@ class Vault:
             if not matches:
                 raise PayloadError(
                     f"{name} is not a PII field of the catalog; name a catalog path such as "
-                    "ShippingAddress.Name or buyer.buyerEmail (see docs/catalog.md)"
+                    "ShippingAddress.Name or buyer.buyerEmail (see `sagevault catalog`)"
                 )
             out[name] = matches
         return out
@@ -420,9 +431,7 @@ class Vault:
         token = self._keys.blind_index(conn, tenant_id).token(kind, value)
         rows = conn.execute(
             select(records.c.order_id, records.c.id, records.c.document)
-            .join(blind_index, blind_index.c.record_id == records.c.id)
-            .where(blind_index.c.tenant_id == tenant_id, blind_index.c.kind == kind, blind_index.c.token == token)
-            .distinct()
+            .where(records.c.tenant_id == tenant_id, or_(*(records.c[c] == token for c in BLIND_INDEX_SLOTS[kind])))
             .order_by(records.c.order_id, records.c.document)
         ).all()
         return [SearchHit(o, r, Document(d)) for o, r, d in rows]
@@ -441,7 +450,8 @@ class Vault:
         self._live_tenant(conn, tenant_id)
         return self._keys.begin_rotation(conn, tenant_id, _now())
 
-    def rotation_remaining(self, conn: Connection, tenant_id: str, target_version: int) -> int:
+    def rotation_remaining(self, conn: Connection, tenant_id: str, target_version: int, *, principal: Principal) -> int:
+        self._gate.check(principal, Action.KEYS_READ, tenant_id)
         return int(
             conn.execute(
                 select(func.count()).where(records.c.tenant_id == tenant_id, records.c.key_version != target_version)
@@ -493,6 +503,13 @@ class Vault:
         )
         return receipt
 
+    def shred_receipt(self, conn: Connection, tenant_id: str, *, principal: Principal) -> dict[str, Any] | None:
+        """The receipt of a shredded tenant, or None if it is not shredded."""
+        self._gate.check(principal, Action.TENANTS_SHRED, tenant_id)
+        self._tenant(conn, tenant_id)
+        receipt = conn.execute(select(tenants.c.shred_receipt).where(tenants.c.id == tenant_id)).scalar_one()
+        return dict(receipt) if receipt else None
+
     def purge_shredded(self, conn: Connection, tenant_id: str, *, principal: Principal, limit: int = 5000) -> int:
         """Delete up to `limit` unreadable rows of a shredded tenant; returns how many went."""
         self._gate.check(principal, Action.TENANTS_SHRED, tenant_id)
@@ -502,6 +519,5 @@ class Vault:
         ids = list(conn.execute(select(records.c.id).where(records.c.tenant_id == tenant_id).limit(limit)).scalars())
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i : i + _CHUNK]
-            conn.execute(delete(blind_index).where(blind_index.c.record_id.in_(chunk)))
             conn.execute(delete(records).where(records.c.id.in_(chunk)))
         return len(ids)

@@ -15,6 +15,8 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+_BLIND_INDEX = ("bi_email", "bi_phone", "bi_postal_code", "bi_name", "bi_name_2")
+
 
 def upgrade() -> None:
     op.create_table(
@@ -58,27 +60,17 @@ def upgrade() -> None:
         sa.Column("unknown_fields", sa.Integer(), nullable=False),
         sa.Column("clear", sa.Text(), nullable=False),
         sa.Column("pii", sa.LargeBinary(), nullable=False),
+        *[sa.Column(name, sa.LargeBinary(16), nullable=True) for name in _BLIND_INDEX],
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name="fk_records_tenant_id_tenants"),
         sa.PrimaryKeyConstraint("id", name="pk_records"),
         sa.UniqueConstraint("tenant_id", "order_id", "document", name="uq_records_tenant_id_order_id_document"),
     )
     op.create_index("ix_records_tenant_id_key_version", "records", ["tenant_id", "key_version"])
-    op.create_table(
-        "blind_index",
-        sa.Column("tenant_id", sa.String(64), nullable=False),
-        sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("token", sa.LargeBinary(16), nullable=False),
-        sa.Column("record_id", sa.String(32), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["record_id"], ["records.id"], name="fk_blind_index_record_id_records", ondelete="CASCADE"
-        ),
-    )
-    op.create_index("ix_blind_index_tenant_id_kind_token", "blind_index", ["tenant_id", "kind", "token"])
-    op.create_index("ix_blind_index_record_id", "blind_index", ["record_id"])
+    for name in _BLIND_INDEX:
+        op.create_index(f"ix_records_tenant_id_{name}", "records", ["tenant_id", name])
 
 
 def downgrade() -> None:
-    op.drop_table("blind_index")
     op.drop_table("records")
     op.drop_table("tenant_keys")
     op.drop_table("tenants")

@@ -93,7 +93,9 @@ def run_floor(d: Deployment, batches: list[dict[str, Any]]) -> float:
         conn.exec_driver_sql(ddl)
         for col in ("h_email", "h_phone", "h_postal"):
             conn.exec_driver_sql(f"CREATE INDEX ix_floor_{col} ON floor ({col})")
-    sql = "INSERT INTO floor VALUES (?, ?, ?, ?, ?, ?)" if sqlite else "INSERT INTO floor VALUES (%s, %s, %s, %s, %s, %s)"
+    sql = (
+        "INSERT INTO floor VALUES (?, ?, ?, ?, ?, ?)" if sqlite else "INSERT INTO floor VALUES (%s, %s, %s, %s, %s, %s)"
+    )
     started = time.perf_counter()
     for response in batches:
         rows = []

@@ -17,10 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ingest import OPERATOR, database, make_deployment  # noqa: E402
-
-from sagevault.deployment import Deployment  # noqa: E402
-from sagevault.testing import generate_orders, get_orders_response  # noqa: E402
+from ingest import OPERATOR, database, make_deployment
+from sagevault.deployment import Deployment
+from sagevault.testing import generate_orders, get_orders_response
 
 
 def fill(d: Deployment, tenant: str, n: int, seed: int) -> None:

@@ -47,7 +47,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("model", "definition", "document", "prefix"), CASES)
-def test_every_field_of_amazons_model_is_catalogued(model: str, definition: str, document: Document, prefix: str) -> None:
+def test_every_field_of_amazons_model_is_catalogued(
+    model: str, definition: str, document: Document, prefix: str
+) -> None:
     spec = json.loads((MODELS / model).read_text())
     leaves = {prefix + leaf for leaf in schema_leaves(spec, definition)}
     catalogued = {f.path for f in CATALOG.fields(document)}

@@ -96,7 +96,9 @@ def test_aws_kms_provider_against_a_local_kms_endpoint(kms_endpoint: str, monkey
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true",
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    key_id = boto3.client("kms", region_name="us-east-1", endpoint_url=kms_endpoint).create_key()["KeyMetadata"]["KeyId"]
+    key_id = boto3.client("kms", region_name="us-east-1", endpoint_url=kms_endpoint).create_key()["KeyMetadata"][
+        "KeyId"
+    ]
     provider = AwsKmsKeyProvider(key_id, region="us-east-1", endpoint_url=kms_endpoint)
     roundtrip(provider)
     assert provider.key_id == f"aws-kms:{key_id}"

@@ -22,7 +22,9 @@ def _fill(d: Deployment, n: int, tenant: str = TENANT, seed: int = 1) -> list[di
 
 def _email(d: Deployment, tenant: str, order: dict) -> str:
     with d.engine.begin() as conn:
-        (f,) = d.vault.reveal(conn, tenant, order["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR)
+        (f,) = d.vault.reveal(
+            conn, tenant, order["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR
+        )
     return str(f.value)
 
 
@@ -34,9 +36,9 @@ def test_rotation_keeps_every_record_readable_and_leaves_nothing_under_the_old_v
     with d.engine.begin() as conn:
         target = d.vault.begin_rotation(conn, TENANT, principal=OPERATOR)
     assert target == 2
-    with d.engine.begin() as conn:  # cannot retire v1 while records need it
-        with pytest.raises(RotationError, match="25 records"):
-            d.vault.finish_rotation(conn, TENANT, principal=OPERATOR)
+    # cannot retire v1 while records need it
+    with d.engine.begin() as conn, pytest.raises(RotationError, match="25 records"):
+        d.vault.finish_rotation(conn, TENANT, principal=OPERATOR)
     # a write during the rotation goes under the new primary
     late = _fill(d, 1, seed=99)[0]
     moved = []

@@ -101,11 +101,15 @@ def test_reveal_returns_only_the_named_fields_for_an_allowed_purpose(vault_tenan
 def test_reveal_refuses_a_purpose_the_catalog_does_not_allow(vault_tenant: Deployment) -> None:
     ingest(vault_tenant, sandbox_examples(V0, "/orders/v0/orders/{orderId}/buyerInfo"))
     with vault_tenant.engine.begin() as conn, pytest.raises(PurposeNotAllowed, match="allowed: fulfilment, legal"):
-        vault_tenant.vault.reveal(conn, TENANT, "902-1845936-5435065", ["BuyerEmail"], "tax_invoicing", principal=OPERATOR)
+        vault_tenant.vault.reveal(
+            conn, TENANT, "902-1845936-5435065", ["BuyerEmail"], "tax_invoicing", principal=OPERATOR
+        )
     with vault_tenant.engine.begin() as conn, pytest.raises(PurposeNotAllowed, match="not a purpose"):
         vault_tenant.vault.reveal(conn, TENANT, "902-1845936-5435065", ["BuyerEmail"], "marketing", principal=OPERATOR)
     with vault_tenant.engine.begin() as conn, pytest.raises(PayloadError, match="not a PII field"):
-        vault_tenant.vault.reveal(conn, TENANT, "902-1845936-5435065", ["OrderStatus"], "fulfilment", principal=OPERATOR)
+        vault_tenant.vault.reveal(
+            conn, TENANT, "902-1845936-5435065", ["OrderStatus"], "fulfilment", principal=OPERATOR
+        )
 
 
 def test_reads_take_a_principal_and_the_default_gate_admits_only_the_operator(vault_tenant: Deployment) -> None:
@@ -173,7 +177,9 @@ def test_a_ciphertext_moved_to_another_record_or_tenant_fails(vault_tenant: Depl
         conn.execute(update(records).where(records.c.tenant_id == TENANT, records.c.order_id == b).values(pii=blob[a]))
     for tenant, order_id in ((OTHER, a), (TENANT, b)):
         with vault_tenant.engine.begin() as conn, pytest.raises(IntegrityError, match="failed authentication"):
-            vault_tenant.vault.reveal(conn, tenant, order_id, ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR)
+            vault_tenant.vault.reveal(
+                conn, tenant, order_id, ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR
+            )
     with vault_tenant.engine.begin() as conn:  # order a of tenant A is untouched and still reads
         (f,) = vault_tenant.vault.reveal(conn, TENANT, a, ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR)
     assert f.value == orders[0]["BuyerInfo"]["BuyerEmail"]
@@ -187,7 +193,10 @@ def test_a_ciphertext_moved_to_another_field_or_flipped_fails(vault_tenant: Depl
     entries = dict(PiiBlob.entries(blob))
     # swap the name and e-mail ciphertexts, keeping each path where it was
     swapped = dict(entries)
-    swapped["BuyerInfo.BuyerEmail"], swapped["BuyerInfo.BuyerName"] = entries["BuyerInfo.BuyerName"], entries["BuyerInfo.BuyerEmail"]
+    swapped["BuyerInfo.BuyerEmail"], swapped["BuyerInfo.BuyerName"] = (
+        entries["BuyerInfo.BuyerName"],
+        entries["BuyerInfo.BuyerEmail"],
+    )
     flipped = bytearray(blob)
     flipped[-1] ^= 0x01  # the tag of the last field, BuyerInfo.BuyerTaxInfo.CompanyLegalName
     for bad in (_rebuild(swapped), bytes(flipped)):

@@ -1,9 +1,9 @@
 """SageVault: Amazon Information protected as Amazon's Data Protection Policy requires.
 
-    from sagevault import load_settings, open_deployment, Principal
-    d = open_deployment(load_settings())
-    with d.engine.begin() as conn:
-        d.vault.ingest(conn, "A1SELLER", [response], principal=Principal.local_operator())
+from sagevault import load_settings, open_deployment, Principal
+d = open_deployment(load_settings())
+with d.engine.begin() as conn:
+    d.vault.ingest(conn, "A1SELLER", [response], principal=Principal.local_operator())
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ app = typer.Typer(
     help="SageVault: Amazon Information, protected.",
 )  # fmt: skip
 # pretty_exceptions_enable=False: rich tracebacks print local variables, which may hold PII.
-tenants_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Selling partners whose data the vault holds.")
+tenants_app = typer.Typer(
+    no_args_is_help=True, pretty_exceptions_enable=False, help="Selling partners whose data the vault holds."
+)
 keys_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Tenant key status and rotation.")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
@@ -98,7 +100,10 @@ def tenants_add(
 def tenants_list() -> None:
     """List tenants with their region, record count and state."""
     with _deployment() as d, d.engine.connect() as conn:
-        rows = [(t, d.vault.record_count(conn, t.id, principal=_principal())) for t in d.vault.list_tenants(conn, principal=_principal())]
+        rows = [
+            (t, d.vault.record_count(conn, t.id, principal=_principal()))
+            for t in d.vault.list_tenants(conn, principal=_principal())
+        ]
     table = Table("tenant", "region", "marketplaces", "records", "state")
     for t, count in rows:
         state = f"[red]shredded {t.shredded_at:%Y-%m-%d %H:%M}[/]" if t.shredded_at else "[green]active[/]"
@@ -220,11 +225,17 @@ def show(
 def keys_status(tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None) -> None:
     """Key versions per tenant and how many records each protects."""
     with _deployment() as d, d.engine.connect() as conn:
-        ids = [tenant] if tenant else [t.id for t in d.vault.list_tenants(conn, principal=_principal()) if not t.shredded_at]
+        ids = (
+            [tenant]
+            if tenant
+            else [t.id for t in d.vault.list_tenants(conn, principal=_principal()) if not t.shredded_at]
+        )
         table = Table("tenant", "key", "version", "status", "created", "records")
         for tid in ids:
             for k in d.vault.key_status(conn, tid, principal=_principal()):
-                table.add_row(tid, k.purpose, str(k.version), k.status, f"{k.created_at:%Y-%m-%d %H:%M}", str(k.records))
+                table.add_row(
+                    tid, k.purpose, str(k.version), k.status, f"{k.created_at:%Y-%m-%d %H:%M}", str(k.records)
+                )
     out.print(table)
 
 
@@ -251,7 +262,8 @@ def keys_rotate(
         with d.engine.begin() as conn:
             retired = d.vault.finish_rotation(conn, tenant, principal=p)
         d.release_deleted_pages()
-    out.print(f"[green]rotated[/] tenant {tenant}: primary key v{target}; retired {', '.join(f'v{v}' for v in retired) or 'none'}")
+    retired_names = ", ".join(f"v{v}" for v in retired) or "none"
+    out.print(f"[green]rotated[/] tenant {tenant}: primary key v{target}; retired {retired_names}")
 
 
 @app.command()
@@ -341,7 +353,14 @@ def catalog(
         return
     table = Table("document", "path", "PII", "category", "purposes", "search")
     for r in rows:
-        table.add_row(r["document"], r["path"], "yes" if r["pii"] else "", r["category"], ", ".join(r["purposes"]), r["search"] or "")
+        table.add_row(
+            r["document"],
+            r["path"],
+            "yes" if r["pii"] else "",
+            r["category"],
+            ", ".join(r["purposes"]),
+            r["search"] or "",
+        )
     out.print(table)
 
 

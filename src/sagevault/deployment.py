@@ -83,9 +83,7 @@ def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
 def open_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None) -> Deployment:
     """Open an initialised deployment; NotInitialized says how to make one."""
     if settings.database_url is None and not Path(settings.resolved_database_url.removeprefix("sqlite:///")).exists():
-        raise NotInitialized(
-            f"no SageVault deployment in {settings.resolved_data_dir}; run `sagevault init` first"
-        )
+        raise NotInitialized(f"no SageVault deployment in {settings.resolved_data_dir}; run `sagevault init` first")
     deployment = _build(settings, keys, engine)
     with deployment.engine.connect() as conn:
         if not _has_schema(deployment.engine):

@@ -75,8 +75,7 @@ class TenantExists(TenantError):
 class TenantShredded(TenantError):
     def __init__(self, tenant_id: str, shredded_at: datetime) -> None:
         super().__init__(
-            f"tenant {tenant_id} was shredded on {shredded_at:%Y-%m-%d %H:%M:%S} UTC; "
-            "its data cannot be read"
+            f"tenant {tenant_id} was shredded on {shredded_at:%Y-%m-%d %H:%M:%S} UTC; its data cannot be read"
         )
         self.tenant_id = tenant_id
         self.shredded_at = shredded_at

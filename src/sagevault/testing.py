@@ -15,7 +15,12 @@ from typing import Any
 _FIRST = ["Maria", "John", "Aiko", "Carlos", "Fatima", "Liam", "Sofia", "Noah", "Elif", "Wei", "Priya", "Lukas"]
 _LAST = ["Silva", "Smith", "Tanaka", "Oliveira", "Khan", "Murphy", "Rossi", "Brown", "Yilmaz", "Chen", "Patel"]
 _STREETS = ["Westlake Ave", "Oak Avenue", "Rua das Flores", "Main Street", "Harbor Blvd", "Elm Road", "Pine Lane"]
-_CITIES = [("Seattle", "WA", "King"), ("Austin", "TX", "Travis"), ("Denver", "CO", "Denver"), ("Boston", "MA", "Suffolk")]
+_CITIES = [
+    ("Seattle", "WA", "King"),
+    ("Austin", "TX", "Travis"),
+    ("Denver", "CO", "Denver"),
+    ("Boston", "MA", "Suffolk"),
+]
 
 
 def generate_orders(n: int, seed: int = 7, *, prefix: str = "") -> Iterator[dict[str, Any]]:

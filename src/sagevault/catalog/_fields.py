@@ -61,7 +61,7 @@ OPS = "system.operations"
 PURCHASE = "user.behavior.purchase_history"
 
 # (path, category, purposes, search) for PII; a bare path string for non-PII.
-_Row = Union[str, tuple[str, str, frozenset[Purpose], str | None]]
+_Row = str | tuple[str, str, frozenset[Purpose], str | None]
 
 
 def _pii(path: str, category: str, purposes: frozenset[Purpose], search: str | None = None) -> _Row:
@@ -348,7 +348,9 @@ _TABLE: dict[Document, list[_Row]] = {
     ],
     Document.V0_ORDER_ITEMS: ["AmazonOrderId", "NextToken", *_under("OrderItems[]", _V0_ORDER_ITEM)],
     Document.V0_ORDER_ITEMS_BUYER_INFO: [
-        "AmazonOrderId", "NextToken", *_under("OrderItems[]", ["OrderItemId", *_v0_item_buyer_info()]),
+        "AmazonOrderId",
+        "NextToken",
+        *_under("OrderItems[]", ["OrderItemId", *_v0_item_buyer_info()]),
     ],
     Document.V0_REGULATED_INFO: _V0_REGULATED,
     Document.ORDER_2026: _ORDER_2026,
@@ -377,15 +379,14 @@ Tree = dict[str, Union["Tree", CatalogField]]
 
 
 def path_tokens(path: str) -> list[str]:
+    """`OrderItems[].BuyerInfo.GiftMessageText` -> OrderItems, [], BuyerInfo, GiftMessageText."""
     tokens = []
     for part in path.split("."):
-        while part.endswith("[]"):
-            part = part[:-2]
-            tokens.append(part) if part else None
+        name = part.removesuffix("[]")
+        if name:
+            tokens.append(name)
+        if name != part:
             tokens.append("[]")
-            part = ""
-        if part:
-            tokens.append(part)
     return tokens
 
 
@@ -405,7 +406,7 @@ class Catalog:
             for tok in parents:
                 child = node.setdefault(tok, {})
                 if isinstance(child, CatalogField):
-                    raise ValueError(f"catalog field {f.path} lies under leaf field {child.path}")
+                    raise TypeError(f"catalog field {f.path} lies under leaf field {child.path}")
                 node = child
             if leaf in node:
                 raise ValueError(f"catalog field {f.path} clashes with a subtree of the same name")

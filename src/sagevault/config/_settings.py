@@ -77,9 +77,7 @@ class PolicyProfile(BaseModel):
 class Settings(BaseSettings):
     """Deployment settings. Paths are resolved against the data dir."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SAGEVAULT_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="SAGEVAULT_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     data_dir: Path = Path("var")
     database_url: str | None = None

@@ -36,12 +36,12 @@ class BlindIndex:
     __slots__ = ("_keys",)
 
     def __init__(self, key: bytes) -> None:
-        self._keys = {kind: hmac.digest(key, b"sagevault blind index\x00" + kind.encode(), "sha256") for kind in SEARCH_KINDS}
+        self._keys = {
+            kind: hmac.digest(key, b"sagevault blind index\x00" + kind.encode(), "sha256") for kind in SEARCH_KINDS
+        }
 
     def token(self, kind: str, value: str) -> bytes:
         return hmac.digest(self._keys[kind], normalise(kind, value).encode(), "sha256")[:TOKEN_BYTES]
 
     def __repr__(self) -> str:
         return "BlindIndex(key=<redacted>)"
-
-

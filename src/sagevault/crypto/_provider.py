@@ -100,9 +100,7 @@ def create_local_key_file(path: Path) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise KeyProviderError(
-            f"a master key file already exists at {path}; SageVault never overwrites one"
-        ) from None
+        raise KeyProviderError(f"a master key file already exists at {path}; SageVault never overwrites one") from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(body)
         fh.flush()
@@ -154,18 +152,14 @@ class AwsKmsKeyProvider:
 
     def wrap(self, plaintext: bytes, context: Mapping[str, str]) -> bytes:
         try:
-            out = self._client.encrypt(
-                KeyId=self._kms_key_id, Plaintext=plaintext, EncryptionContext=dict(context)
-            )
+            out = self._client.encrypt(KeyId=self._kms_key_id, Plaintext=plaintext, EncryptionContext=dict(context))
         except Exception as exc:
             raise KeyProviderError(f"AWS KMS refused to wrap a tenant key: {type(exc).__name__}") from None
         return bytes(out["CiphertextBlob"])
 
     def unwrap(self, wrapped: bytes, context: Mapping[str, str]) -> bytes:
         try:
-            out = self._client.decrypt(
-                CiphertextBlob=wrapped, KeyId=self._kms_key_id, EncryptionContext=dict(context)
-            )
+            out = self._client.decrypt(CiphertextBlob=wrapped, KeyId=self._kms_key_id, EncryptionContext=dict(context))
         except Exception as exc:
             raise KeyProviderError(
                 f"AWS KMS key {self._kms_key_id} cannot unwrap the keys of tenant "

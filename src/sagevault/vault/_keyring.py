@@ -37,7 +37,7 @@ def _context(tenant_id: str, purpose: str, version: int) -> dict[str, str]:
 
 
 class TenantKeyring:
-    def __init__(self, provider: KeyProvider, cache: KeyCache[Any]) -> None:
+    def __init__(self, provider: KeyProvider, cache: KeyCache[FieldCipher | BlindIndex]) -> None:
         self._provider = provider
         self._cache = cache
 
@@ -76,11 +76,12 @@ class TenantKeyring:
 
     def cipher(self, conn: Connection, tenant_id: str, version: int) -> FieldCipher:
         key = (tenant_id, DATA, version)
-        cipher = self._cache.get(key)
-        if cipher is None:
-            cipher = FieldCipher(self._unwrap(conn, tenant_id, DATA, version), tenant_id, version)
-            self._cache.put(key, cipher)
-        return cipher  # type: ignore[no-any-return]
+        cached = self._cache.get(key)
+        if isinstance(cached, FieldCipher):
+            return cached
+        cipher = FieldCipher(self._unwrap(conn, tenant_id, DATA, version), tenant_id, version)
+        self._cache.put(key, cipher)
+        return cipher
 
     def primary_version(self, conn: Connection, tenant_id: str) -> int:
         version = conn.execute(
@@ -97,11 +98,12 @@ class TenantKeyring:
 
     def blind_index(self, conn: Connection, tenant_id: str) -> BlindIndex:
         key = (tenant_id, INDEX, 1)
-        index = self._cache.get(key)
-        if index is None:
-            index = BlindIndex(self._unwrap(conn, tenant_id, INDEX, 1))
-            self._cache.put(key, index)
-        return index  # type: ignore[no-any-return]
+        cached = self._cache.get(key)
+        if isinstance(cached, BlindIndex):
+            return cached
+        index = BlindIndex(self._unwrap(conn, tenant_id, INDEX, 1))
+        self._cache.put(key, index)
+        return index
 
     # --- rotation -------------------------------------------------------------------------
 
@@ -112,15 +114,17 @@ class TenantKeyring:
                 tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.purpose == DATA
             )
         ).all()
-        primary = max(v for v, s in rows if s == PRIMARY)
+        primary = int(max(v for v, s in rows if s == PRIMARY))
         if any(s == ACTIVE for _, s in rows):
             return primary  # resume: records still move to the current primary
         conn.execute(
             update(tenant_keys)
-            .where(tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.purpose == DATA, tenant_keys.c.version == primary)
+            .where(
+                tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.purpose == DATA, tenant_keys.c.version == primary
+            )
             .values(status=ACTIVE)
         )
-        new = max(v for v, _ in rows) + 1
+        new = int(max(v for v, _ in rows)) + 1
         self._insert(conn, tenant_id, DATA, new, PRIMARY, now)
         return new
 
@@ -138,7 +142,9 @@ class TenantKeyring:
         old = list(
             conn.execute(
                 update(tenant_keys)
-                .where(tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.purpose == DATA, tenant_keys.c.status == ACTIVE)
+                .where(
+                    tenant_keys.c.tenant_id == tenant_id, tenant_keys.c.purpose == DATA, tenant_keys.c.status == ACTIVE
+                )
                 .values(status=RETIRED, wrapped=None, retired_at=now)
                 .returning(tenant_keys.c.version)
             ).scalars()
@@ -163,7 +169,7 @@ class TenantKeyring:
         return sorted(gone)
 
     def status(self, conn: Connection, tenant_id: str) -> list[KeyVersionInfo]:
-        counts = dict(
+        counts: dict[int, int] = dict(
             conn.execute(
                 select(records.c.key_version, func.count())
                 .where(records.c.tenant_id == tenant_id)
@@ -178,6 +184,4 @@ class TenantKeyring:
             .where(and_(tenant_keys.c.tenant_id == tenant_id))
             .order_by(tenant_keys.c.purpose, tenant_keys.c.version)
         ).all()  # fmt: skip
-        return [
-            KeyVersionInfo(p, v, s, c, r, int(counts.get(v, 0)) if p == DATA else 0) for p, v, s, c, r in rows
-        ]
+        return [KeyVersionInfo(p, v, s, c, r, int(counts.get(v, 0)) if p == DATA else 0) for p, v, s, c, r in rows]

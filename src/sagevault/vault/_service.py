@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Row
 
 from sagevault.catalog import CATALOG, Catalog, CatalogField, Document, Purpose
 from sagevault.catalog._fields import generic_path
-from sagevault.crypto import SEARCH_KINDS, FieldCipher, PiiBlob, decode_value, encode_value
+from sagevault.crypto import SEARCH_KINDS, FieldCipher, PiiBlob, decode_value
 from sagevault.db import BLIND_INDEX_COLUMNS, BLIND_INDEX_SLOTS, bulk_insert, driver_value, records, tenants
 from sagevault.errors import (
     PayloadError,
@@ -158,7 +158,9 @@ class Vault:
 
     # --- tenants --------------------------------------------------------------------------
 
-    def add_tenant(self, conn: Connection, tenant_id: str, marketplaces: Sequence[str], *, principal: Principal) -> Tenant:
+    def add_tenant(
+        self, conn: Connection, tenant_id: str, marketplaces: Sequence[str], *, principal: Principal
+    ) -> Tenant:
         self._gate.check(principal, Action.TENANTS_ADMIN, tenant_id)
         if not _TENANT_ID.fullmatch(tenant_id):
             raise PayloadError(
@@ -292,7 +294,9 @@ class Vault:
         result.orders = len({d.order_id for d in latest.values()})
         return result
 
-    def _delete_existing(self, conn: Connection, tenant_id: str, latest: dict[tuple[str, Document], SourceDocument]) -> int:
+    def _delete_existing(
+        self, conn: Connection, tenant_id: str, latest: dict[tuple[str, Document], SourceDocument]
+    ) -> int:
         order_ids = sorted({order_id for order_id, _ in latest})
         doomed: list[str] = []
         for i in range(0, len(order_ids), _CHUNK):

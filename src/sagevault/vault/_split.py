@@ -8,6 +8,7 @@ as PII (fail closed).
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Any
 
 from sagevault.catalog import CatalogField
@@ -93,7 +94,7 @@ def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
             tokens.append(int(idx))
             rest = rest.removeprefix("[")
     node: Any = doc
-    for tok, nxt in zip(tokens, tokens[1:], strict=False):
+    for tok, nxt in pairwise(tokens):
         if isinstance(tok, int):
             while len(node) <= tok:
                 node.append(None)

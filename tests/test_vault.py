@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from typing import Any
 
 import pytest
@@ -211,12 +212,12 @@ def test_a_ciphertext_moved_to_another_field_or_flipped_fails(vault_tenant: Depl
 
 
 def _rebuild(entries: dict[str, bytes]) -> bytes:
-    import struct
-
-    out = [b"\x01"]
-    for path, sealed in entries.items():
-        out += [struct.pack("<HI", len(path.encode()), len(sealed)), path.encode(), sealed]
-    return b"".join(out)
+    """A blob in FieldCipher's layout from (path, sealed) pairs, to forge tampered records."""
+    paths = [p.encode() for p in entries]
+    sealed = list(entries.values())
+    n = len(paths)
+    header = struct.pack(f"<BH{n}H{n}I", 2, n, *map(len, paths), *map(len, sealed))
+    return b"".join([header, *paths, *sealed])
 
 
 def test_a_failed_batch_stores_nothing(vault_tenant: Deployment) -> None:

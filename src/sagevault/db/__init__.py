@@ -6,7 +6,7 @@ command, a request, a job) opened; they never commit.
 
 from __future__ import annotations
 
-from ._engine import bulk_insert, create_engine_for, driver_value, is_sqlite, migrate, schema_is_current
+from ._engine import bulk_insert, create_engine_for, driver_value, is_sqlite, migrate, one_of, schema_is_current
 from .schema import BLIND_INDEX_COLUMNS, BLIND_INDEX_SLOTS, metadata, records, tenant_keys, tenants
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "is_sqlite",
     "metadata",
     "migrate",
+    "one_of",
     "records",
     "schema_is_current",
     "tenant_keys",

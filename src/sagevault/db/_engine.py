@@ -8,7 +8,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Engine, Table, create_engine, event
+from sqlalchemy import Column, ColumnElement, Engine, Table, any_, create_engine, event, literal
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
@@ -85,3 +86,15 @@ def driver_value(conn: Connection, column: Column[Any], value: Any) -> Any:
     """`value` converted as SQLAlchemy would bind it for `column` on this connection's dialect."""
     processor = column.type.bind_processor(conn.dialect)
     return processor(value) if processor else value
+
+
+def one_of(conn: Connection, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+    """`column IN values`, as one array parameter on PostgreSQL.
+
+    A list of separate parameters gets a generic plan once psycopg prepares the statement, and
+    PostgreSQL then filters a whole tenant row by row instead of probing the index; a single
+    typed array parameter keeps the index condition.
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(literal(list(values), type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)

@@ -65,9 +65,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_records"),
         sa.UniqueConstraint("tenant_id", "order_id", "document", name="uq_records_tenant_id_order_id_document"),
     )
-    op.create_index("ix_records_tenant_id_key_version", "records", ["tenant_id", "key_version"])
     for name in _BLIND_INDEX:
-        op.create_index(f"ix_records_tenant_id_{name}", "records", ["tenant_id", name])
+        where = sa.text(f"{name} IS NOT NULL")
+        op.create_index(f"ix_records_{name}", "records", [name], sqlite_where=where, postgresql_where=where)
 
 
 def downgrade() -> None:

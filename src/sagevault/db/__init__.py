@@ -7,7 +7,7 @@ command, a request, a job) opened; they never commit.
 from __future__ import annotations
 
 from ._engine import bulk_insert, create_engine_for, driver_value, is_sqlite, migrate, one_of, schema_is_current
-from .schema import BLIND_INDEX_COLUMNS, BLIND_INDEX_SLOTS, metadata, records, tenant_keys, tenants
+from .schema import BLIND_INDEX_COLUMNS, BLIND_INDEX_SLOTS, metadata, record_ids, records, tenant_keys, tenants
 
 __all__ = [
     "BLIND_INDEX_COLUMNS",
@@ -19,6 +19,7 @@ __all__ = [
     "metadata",
     "migrate",
     "one_of",
+    "record_ids",
     "records",
     "schema_is_current",
     "tenant_keys",

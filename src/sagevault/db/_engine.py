@@ -84,7 +84,7 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
 
 def driver_value(conn: Connection, column: Column[Any], value: Any) -> Any:
     """`value` converted as SQLAlchemy would bind it for `column` on this connection's dialect."""
-    processor = column.type.bind_processor(conn.dialect)
+    processor = column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     return processor(value) if processor else value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     ForeignKey,
@@ -55,6 +56,8 @@ tenant_keys = Table(
     Column("retired_at", DateTime(timezone=True), nullable=True),
 )
 
+RECORD_ID = BigInteger().with_variant(Integer(), "sqlite")
+
 # Search kind -> the record columns holding its tokens (a document has at most two names:
 # buyer and recipient).
 BLIND_INDEX_SLOTS: dict[str, tuple[str, ...]] = {
@@ -65,6 +68,15 @@ BLIND_INDEX_SLOTS: dict[str, tuple[str, ...]] = {
 }
 BLIND_INDEX_COLUMNS = tuple(c for cols in BLIND_INDEX_SLOTS.values() for c in cols)
 
+# Record ids are handed out from this one-row counter, never reused (not even after a purge),
+# so an old ciphertext can never match a new record's associated data.
+record_ids = Table(
+    "record_ids",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("last", BigInteger, nullable=False),
+)
+
 # One piece of Amazon Information: a document of one SP-API operation for one order.
 # `clear` holds the non-PII part as JSON; `pii` holds one AES-GCM ciphertext per PII field
 # (see sagevault.crypto.FieldCipher for the layout). The origin columns are the DPP data
@@ -72,7 +84,9 @@ BLIND_INDEX_COLUMNS = tuple(c for cols in BLIND_INDEX_SLOTS.values() for c in co
 records = Table(
     "records",
     metadata,
-    Column("id", String(32), primary_key=True),
+    # Allocated by the vault before encryption (associated data binds it); on SQLite an
+    # INTEGER PRIMARY KEY is the rowid itself, so the id costs no index of its own.
+    Column("id", RECORD_ID, primary_key=True, autoincrement=False),
     Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
     Column("order_id", String(64), nullable=False),
     Column("document", String(40), nullable=False),

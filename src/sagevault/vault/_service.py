@@ -24,7 +24,16 @@ from sqlalchemy.engine import Connection, Row
 from sagevault.catalog import CATALOG, Catalog, CatalogField, Document, Purpose
 from sagevault.catalog._fields import generic_path
 from sagevault.crypto import SEARCH_KINDS, FieldCipher, PiiBlob, decode_value
-from sagevault.db import BLIND_INDEX_COLUMNS, BLIND_INDEX_SLOTS, bulk_insert, driver_value, one_of, records, tenants
+from sagevault.db import (
+    BLIND_INDEX_COLUMNS,
+    BLIND_INDEX_SLOTS,
+    bulk_insert,
+    driver_value,
+    one_of,
+    record_ids,
+    records,
+    tenants,
+)
 from sagevault.errors import (
     PayloadError,
     PurposeNotAllowed,
@@ -81,7 +90,7 @@ class IngestResult:
 class RecordView:
     """A stored record with every PII value replaced by a mask naming its data category."""
 
-    record_id: str
+    record_id: int
     document: Document
     operation: str
     origin: str
@@ -111,7 +120,7 @@ class RevealedField:
 @dataclass(frozen=True, slots=True)
 class SearchHit:
     order_id: str
-    record_id: str
+    record_id: int
     document: Document
 
 
@@ -155,11 +164,16 @@ def _paused_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _new_ids(n: int) -> list[str]:
-    # time-ordered prefix keeps B-tree inserts local; 72 random bits make ids unguessable
-    stamp = f"{time.time_ns() // 1000:014x}"
-    rnd = os.urandom(9 * n).hex()
-    return [stamp + rnd[i * 18 : (i + 1) * 18] for i in range(n)]
+def _allocate_ids(conn: Connection, n: int) -> range:
+    """`n` fresh record ids. The UPDATE takes the counter row's lock, so concurrent writers get
+    disjoint ranges and an id is never handed out twice, even after its record is purged."""
+    last = conn.execute(
+        update(record_ids)
+        .where(record_ids.c.name == "records")
+        .values(last=record_ids.c.last + n)
+        .returning(record_ids.c.last)
+    ).scalar_one()
+    return range(int(last) - n + 1, int(last) + 1)
 
 
 class Vault:
@@ -286,7 +300,7 @@ class Vault:
         cipher = self._keys.primary(conn, tenant_id)
         index = self._keys.blind_index(conn, tenant_id)
         now = driver_value(conn, records.c.retrieved_at, retrieved_at or _now())
-        ids = _new_ids(len(latest))
+        ids = _allocate_ids(conn, len(latest))
         rows: list[tuple[Any, ...]] = []
         trees = self._trees
         dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
@@ -314,7 +328,7 @@ class Vault:
             rows.append((
                 rid, tenant_id, doc.order_id, doc.document.value, "amazon", doc.operation.value, doc.marketplace_id,
                 tenant_id, now, doc.purchased_at, doc.order_status, version, len(pii), len(unknown), clear_json,
-                seal(rid, plain), *slots.values(),
+                seal(str(rid), plain), *slots.values(),
             ))  # fmt: skip
             result.pii_fields += len(pii)
             result.unknown_fields += len(unknown)
@@ -329,7 +343,7 @@ class Vault:
         self, conn: Connection, tenant_id: str, latest: dict[tuple[str, Document], SourceDocument]
     ) -> int:
         order_ids = sorted({order_id for order_id, _ in latest})
-        doomed: list[str] = []
+        doomed: list[int] = []
         for i in range(0, len(order_ids), _CHUNK):
             chunk = order_ids[i : i + _CHUNK]
             for rid, order_id, document in conn.execute(
@@ -439,7 +453,7 @@ class Vault:
             if not concrete:
                 continue
             cipher = self._keys.cipher(conn, tenant_id, row.key_version)
-            for path, plain in cipher.open(row.id, row.pii, set(concrete)).items():
+            for path, plain in cipher.open(str(row.id), row.pii, set(concrete)).items():
                 out.append(RevealedField(document, path, decode_value(plain)))
         return out
 
@@ -510,11 +524,11 @@ class Vault:
         olds: dict[int, FieldCipher] = {}
         for rid, version, blob in rows:
             old = olds.get(version) or olds.setdefault(version, self._keys.cipher(conn, tenant_id, version))
-            plain = list(old.open(rid, blob).items())
+            plain = list(old.open(str(rid), blob).items())
             conn.execute(
                 update(records)
                 .where(records.c.id == rid, records.c.key_version == version)
-                .values(pii=new.seal(rid, plain), key_version=target_version)
+                .values(pii=new.seal(str(rid), plain), key_version=target_version)
             )
         return len(rows)
 

@@ -43,8 +43,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "purpose", "version", name="pk_tenant_keys"),
     )
     op.create_table(
+        "record_ids",
+        sa.Column("name", sa.String(16), nullable=False),
+        sa.Column("last", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_record_ids"),
+    )
+    op.bulk_insert(sa.table("record_ids", sa.column("name", sa.String), sa.column("last", sa.BigInteger)),
+                   [{"name": "records", "last": 0}])  # fmt: skip
+    op.create_table(
         "records",
-        sa.Column("id", sa.String(32), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False),
         sa.Column("tenant_id", sa.String(64), nullable=False),
         sa.Column("order_id", sa.String(64), nullable=False),
         sa.Column("document", sa.String(40), nullable=False),
@@ -72,5 +80,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("records")
+    op.drop_table("record_ids")
     op.drop_table("tenant_keys")
     op.drop_table("tenants")

@@ -143,3 +143,12 @@ def test_blind_index_normalises_and_separates_kinds() -> None:
     assert BlindIndex(os.urandom(32)).token("email", "a@b.c") != index.token("email", "a@b.c")
     with pytest.raises(ValueError, match="unknown search kind"):
         normalise("ssn", "1")
+
+
+def test_blind_index_tokens_are_hmac_sha256_of_the_normalised_value() -> None:
+    import hmac as std_hmac
+
+    key = os.urandom(32)
+    sub = std_hmac.digest(key, b"sagevault blind index\x00email", "sha256")
+    expected = std_hmac.digest(sub, b"ann@example.com", "sha256")[:16]
+    assert BlindIndex(key).token("email", " ANN@example.com") == expected

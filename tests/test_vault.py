@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 
 import pytest
@@ -212,12 +211,8 @@ def test_a_ciphertext_moved_to_another_field_or_flipped_fails(vault_tenant: Depl
 
 
 def _rebuild(entries: dict[str, bytes]) -> bytes:
-    """A blob in FieldCipher's layout from (path, sealed) pairs, to forge tampered records."""
-    paths = [p.encode() for p in entries]
-    sealed = list(entries.values())
-    n = len(paths)
-    header = struct.pack(f"<BH{n}H{n}I", 2, n, *map(len, paths), *map(len, sealed))
-    return b"".join([header, *paths, *sealed])
+    """Forge a record's blob from (path, sealed) pairs, as an attacker with database access could."""
+    return PiiBlob.build(list(entries.items()))
 
 
 def test_a_failed_batch_stores_nothing(vault_tenant: Deployment) -> None:

@@ -7,9 +7,11 @@ tokens of different tenants never match each other.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import unicodedata
+from typing import Any
 
 SEARCH_KINDS = ("email", "phone", "postal_code", "name")
 TOKEN_BYTES = 16
@@ -33,15 +35,27 @@ def normalise(kind: str, value: str) -> str:
 
 
 class BlindIndex:
-    __slots__ = ("_keys",)
+    """HMAC-SHA256 (RFC 2104) with the inner and outer pads of each kind's key hashed once, so a
+    token costs two SHA-256 state copies instead of a full HMAC key set-up."""
+
+    __slots__ = ("_pads",)
 
     def __init__(self, key: bytes) -> None:
-        self._keys = {
-            kind: hmac.digest(key, b"sagevault blind index\x00" + kind.encode(), "sha256") for kind in SEARCH_KINDS
-        }
+        self._pads: dict[str, tuple[Any, Any]] = {}
+        for kind in SEARCH_KINDS:
+            sub = hmac.digest(key, b"sagevault blind index\x00" + kind.encode(), "sha256").ljust(64, b"\x00")
+            self._pads[kind] = (
+                hashlib.sha256(bytes(b ^ 0x36 for b in sub)),
+                hashlib.sha256(bytes(b ^ 0x5C for b in sub)),
+            )
 
     def token(self, kind: str, value: str) -> bytes:
-        return hmac.digest(self._keys[kind], normalise(kind, value).encode(), "sha256")[:TOKEN_BYTES]
+        inner, outer = self._pads[kind]
+        inner = inner.copy()
+        inner.update(normalise(kind, value).encode())
+        outer = outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:TOKEN_BYTES]  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return "BlindIndex(key=<redacted>)"

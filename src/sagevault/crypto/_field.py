@@ -2,8 +2,7 @@
 
 A record's PII is one blob of independent per-field ciphertexts:
 
-    blob   = 0x02  n:u16le  path_len:u16le * n  sealed_len:u32le * n  path:utf8 * n  sealed * n
-    sealed = nonce:12  ciphertext+tag
+    blob = 0x03  n:u16le  path_len:u16le * n  ct_len:u32le * n  path:utf8 * n  nonce:12 * n  (ciphertext+tag) * n
 
 Each field has its own random 96-bit nonce and is authenticated with
 `"sv1" 0x1f tenant 0x1f record_id 0x1f path` as associated data, so a ciphertext copied to another
@@ -18,7 +17,6 @@ import json
 import os
 import struct
 from collections.abc import Collection, Iterator, Sequence
-from itertools import chain
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -26,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sagevault.errors import IntegrityError
 
-_FORMAT = 2
+_FORMAT = 3
 _COUNT = struct.Struct("<H")
 _NONCE = 12
 
@@ -49,6 +47,7 @@ class PiiBlob:
 
     @staticmethod
     def entries(blob: bytes) -> Iterator[tuple[str, bytes]]:
+        """(path, nonce + ciphertext) for each field."""
         if not blob:
             return
         if blob[0] != _FORMAT:
@@ -57,16 +56,30 @@ class PiiBlob:
             (n,) = _COUNT.unpack_from(blob, 1)
             lens = struct.unpack_from(f"<{n}H{n}I", blob, 3)
             pos = 3 + 6 * n
-            paths_end = pos + sum(lens[:n])
-            if paths_end + sum(lens[n:]) != len(blob):
+            nonce_at = pos + sum(lens[:n])
+            at = nonce_at + _NONCE * n
+            if at + sum(lens[n:]) != len(blob):
                 raise struct.error
-            at = paths_end
-            for plen, slen in zip(lens[:n], lens[n:], strict=True):
-                yield blob[pos : pos + plen].decode(), blob[at : at + slen]
+            for plen, clen in zip(lens[:n], lens[n:], strict=True):
+                yield blob[pos : pos + plen].decode(), blob[nonce_at : nonce_at + _NONCE] + blob[at : at + clen]
                 pos += plen
-                at += slen
+                nonce_at += _NONCE
+                at += clen
         except (struct.error, UnicodeDecodeError):
             raise IntegrityError("a record's PII blob is truncated or damaged") from None
+
+    @staticmethod
+    def build(entries: Sequence[tuple[str, bytes]]) -> bytes:
+        """A blob from (path, nonce + ciphertext) pairs: the inverse of `entries`."""
+        return PiiBlob._pack(
+            [p.encode() for p, _ in entries], b"".join(s[:_NONCE] for _, s in entries), [s[_NONCE:] for _, s in entries]
+        )
+
+    @staticmethod
+    def _pack(paths: list[bytes], nonces: bytes, cts: list[bytes]) -> bytes:
+        n = len(paths)
+        header = struct.pack(f"<BH{n}H{n}I", _FORMAT, n, *map(len, paths), *map(len, cts))
+        return b"".join([header, *paths, nonces, *cts])
 
     @staticmethod
     def paths(blob: bytes) -> list[str]:
@@ -101,8 +114,7 @@ class FieldCipher:
         pbs = [p.encode() for p in paths]
         ad_prefix = self._tenant_prefix + record_id.encode() + b"\x1f"
         cts = list(map(self._aead.encrypt, nonces, plain, [ad_prefix + pb for pb in pbs]))
-        header = struct.pack(f"<BH{n}H{n}I", _FORMAT, n, *map(len, pbs), *[len(c) + _NONCE for c in cts])
-        return b"".join([header, *pbs, *chain.from_iterable(zip(nonces, cts, strict=True))])
+        return PiiBlob._pack(pbs, raw, cts)
 
     def open(self, record_id: str, blob: bytes, paths: Collection[str] | None = None) -> dict[str, bytes]:
         """Plaintext of the fields in `paths` (all when None). A failed tag is an IntegrityError."""

@@ -113,6 +113,8 @@ records = Table(
     # index that led with tenant_id would tempt PostgreSQL's planner away from the unique
     # (tenant_id, order_id, document) index when ingest looks up existing documents.
     # Partial: a document without, say, a second name adds no entry for it.
-    *[Index(None, name, sqlite_where=text(f"{name} IS NOT NULL"), postgresql_where=text(f"{name} IS NOT NULL"))
-      for name in BLIND_INDEX_COLUMNS],
+    *[
+        Index(None, name, sqlite_where=text(f"{name} IS NOT NULL"), postgresql_where=text(f"{name} IS NOT NULL"))
+        for name in BLIND_INDEX_COLUMNS
+    ],
 )

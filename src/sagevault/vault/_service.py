@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import re
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager

@@ -165,7 +165,9 @@ def run_pgcrypto(d: Deployment, batches: list[dict[str, Any]]) -> tuple[float, i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=20000)
-    parser.add_argument("--batch", type=int, default=1000, help="orders per getOrders response and transaction")
+    parser.add_argument(
+        "--batch", type=int, default=5000, help="orders per getOrders response and per transaction (the CLI uses one)"
+    )
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--pgcrypto-orders", type=int, default=2000, help="orders for the (slow) pgcrypto run")
     parser.add_argument("--repeat", type=int, default=3, help="runs of vault and floor; medians are reported")

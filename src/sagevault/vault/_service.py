@@ -352,8 +352,7 @@ class Vault:
                 if (order_id, Document(document)) in latest:
                     doomed.append(rid)
         for i in range(0, len(doomed), _CHUNK):
-            chunk = doomed[i : i + _CHUNK]
-            conn.execute(delete(records).where(one_of(conn, records.c.id, chunk)))
+            conn.execute(delete(records).where(one_of(conn, records.c.id, doomed[i : i + _CHUNK])))
         return len(doomed)
 
     # --- reads ----------------------------------------------------------------------------

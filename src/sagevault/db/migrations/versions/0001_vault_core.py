@@ -69,7 +69,6 @@ def upgrade() -> None:
         sa.Column("clear", sa.Text(), nullable=False),
         sa.Column("pii", sa.LargeBinary(), nullable=False),
         *[sa.Column(name, sa.LargeBinary(16), nullable=True) for name in _BLIND_INDEX],
-        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name="fk_records_tenant_id_tenants"),
         sa.PrimaryKeyConstraint("id", name="pk_records"),
         sa.UniqueConstraint("tenant_id", "order_id", "document", name="uq_records_tenant_id_order_id_document"),
     )

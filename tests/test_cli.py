@@ -160,3 +160,20 @@ def test_catalog_lists_every_pii_field_as_json_lines(tmp_path: Path) -> None:
     assert {"document": "orders-v0:OrderBuyerInfo", "path": "BuyerEmail"}.items() <= next(
         r for r in rows if r["path"] == "BuyerEmail"
     ).items()
+
+
+def test_a_tampered_ciphertext_stops_rotation_with_advice_and_changes_nothing(ready: Path) -> None:
+    import sqlite3
+
+    (ready / "orders.jsonl").write_text("\n".join(json.dumps(o) for o in generate_orders(4, seed=6)))
+    assert run(ready, "ingest", "-t", "A1CLISELLER", "orders.jsonl").returncode == 0
+    db = sqlite3.connect(ready / "var" / "sagevault.db")
+    rid, blob = db.execute("SELECT id, pii FROM records ORDER BY id LIMIT 1").fetchone()
+    db.execute("UPDATE records SET pii = ? WHERE id = ?", (blob[:-1] + bytes([blob[-1] ^ 1]), rid))
+    db.commit()
+    res = run(ready, "keys", "rotate", "--tenant", "A1CLISELLER", "--batch-size", "10")
+    assert res.returncode == 2
+    assert f"of record {rid} failed authentication" in res.stderr and "restore the record" in res.stderr
+    versions = {v for (v,) in db.execute("SELECT key_version FROM records")}
+    db.close()
+    assert versions == {1}  # the failed batch re-encrypted nothing

@@ -26,7 +26,8 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
     loss, and `secure_delete` so deleted rows (shredded keys, replaced ciphertexts) are
     overwritten in the file instead of lingering on free pages.
     """
-    engine = create_engine(url, **kwargs)
+    # hide_parameters: a database error's message must never carry bound values.
+    engine = create_engine(url, hide_parameters=True, **kwargs)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from sagevault.audit import migrate_audit
 from sagevault.config import Settings, load_settings
 from sagevault.crypto import InMemoryKeyProvider
 from sagevault.db import create_engine_for, migrate
@@ -54,6 +55,7 @@ def pg_url() -> Iterator[str]:
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     engine = create_engine_for(url)
     migrate(engine)
+    migrate_audit(engine)
     engine.dispose()
     try:
         yield url
@@ -91,12 +93,14 @@ def deployment(backend: str, settings: Settings, request: pytest.FixtureRequest)
         d.close()
         return
     engine: Engine = request.getfixturevalue("pg_engine")
-    d = open_deployment(settings.model_copy(update={"database_url": str(engine.url)}), keys=keys, engine=engine)
+    pg_settings = settings.model_copy(update={"database_url": engine.url.render_as_string(hide_password=False)})
+    d = open_deployment(pg_settings, keys=keys, engine=engine, audit_engine=engine)
     try:
         yield d
     finally:
         with engine.begin() as conn:
-            conn.execute(text("TRUNCATE records, tenant_keys, tenants CASCADE"))
+            conn.execute(text("TRUNCATE records, tenant_keys, tenants, audit_events, audit_anchors CASCADE"))
+            conn.execute(text("UPDATE audit_head SET seq = 0, hash = :zero"), {"zero": b"\0" * 32})
 
 
 @pytest.fixture

@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sagevault.audit import (
+    AuditEvent,
+    AuditLog,
+    Channel,
+    DigestFile,
+    EventName,
+    Outcome,
+    Reason,
+    SyslogTlsSink,
+    load_public_key,
+    public_path,
+    to_jsonl,
+    to_syslog,
+    verify,
+)
 from sagevault.config import Settings, load_settings
-from sagevault.deployment import Deployment, init_deployment, open_deployment
-from sagevault.errors import NotInitialized, PayloadError, SageVaultError
+from sagevault.deployment import Deployment, init_deployment, open_audit, open_deployment
+from sagevault.errors import AuditError, NotInitialized, PayloadError, SageVaultError
+from sagevault.logs import configure_logging, get_logger
 from sagevault.vault import IngestResult, Operation, Principal, SourceDocument
 
 app = typer.Typer(
@@ -31,6 +50,8 @@ tenants_app = typer.Typer(
 keys_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Tenant key status and rotation.")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="The security event log.")
+app.add_typer(audit_app, name="audit")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -50,7 +71,57 @@ def _root(
 
 
 def _settings() -> Settings:
-    return load_settings(**_state.get("overrides", {}))
+    settings = load_settings(**_state.get("overrides", {}))
+    if not _state.get("logging"):
+        configure_logging(settings.resolved_data_dir / "logs" / "sagevault.log")
+        _state["logging"] = True
+    return settings
+
+
+def _command_name(argv: list[str] | None = None) -> str:
+    """The command being run (`keys rotate`), from the command line matched against the
+    command tree; arguments and option values are never included."""
+    group: Any = typer.main.get_command(app)
+    names: list[str] = []
+    tokens = iter(sys.argv[1:] if argv is None else argv)
+    for token in tokens:
+        commands = getattr(group, "commands", None)
+        if commands is None:
+            break
+        if token.startswith("-"):
+            takes_value = any(token in p.opts and not getattr(p, "is_flag", False) for p in group.params)
+            if takes_value and "=" not in token:
+                next(tokens, None)
+            continue
+        if token not in commands:
+            break
+        names.append(token)
+        group = commands[token]
+    return " ".join(names) or "sagevault"
+
+
+def _record_command(audit: AuditLog, error: BaseException | None) -> None:
+    """cli:command:run or cli:command:fail, naming the command (never its arguments)."""
+    get_logger("sagevault.cli").info(
+        "command", command=_command_name(), outcome="success" if error is None else "failure",
+        error=type(error).__name__ if error else None, actor=_principal().id,
+    )  # fmt: skip
+    reason = Reason.NONE if error is None else _REASONS.get(type(error).__name__, Reason.ERROR)
+    audit.record(
+        AuditEvent(
+            name=EventName.CLI_COMMAND_RUN if error is None else EventName.CLI_COMMAND_FAIL, channel=Channel.CLI,
+            outcome=Outcome.SUCCESS if error is None else Outcome.FAILURE, reason=reason,
+            actor=_principal().id, operation=_command_name(),
+        )
+    )  # fmt: skip
+
+
+_REASONS = {
+    "PurposeNotAllowed": Reason.PURPOSE_NOT_ALLOWED, "AccessDenied": Reason.ACCESS_DENIED,
+    "TenantShredded": Reason.TENANT_SHREDDED, "UnknownTenant": Reason.UNKNOWN_TENANT,
+    "RecordNotFound": Reason.RECORD_NOT_FOUND, "IntegrityError": Reason.INTEGRITY_FAILURE,
+    "PayloadError": Reason.BAD_INPUT, "KeyProviderError": Reason.KEY_PROVIDER, "ConfigError": Reason.CONFIG,
+}  # fmt: skip
 
 
 @contextmanager
@@ -58,12 +129,18 @@ def _deployment() -> Iterator[Deployment]:
     deployment = open_deployment(_settings())
     try:
         yield deployment
+    except SageVaultError as exc:
+        if not isinstance(exc, AuditError):
+            _record_command(deployment.audit, exc)
+        raise
+    else:
+        _record_command(deployment.audit, None)
     finally:
         deployment.close()
 
 
 def _principal() -> Principal:
-    return Principal.local_operator()
+    return Principal.local_operator(Channel.CLI)
 
 
 def _progress() -> Progress:
@@ -77,6 +154,7 @@ def _progress() -> Progress:
 def init() -> None:
     """Create a new embedded deployment: data dir, master key file (0600) and database schema."""
     deployment = init_deployment(_settings())
+    _record_command(deployment.audit, None)
     s = deployment.settings
     out.print(f"[green]initialised[/] SageVault in {s.resolved_data_dir}")
     if s.key_provider == "local":
@@ -334,6 +412,7 @@ def demo() -> None:
             if rec.pii_paths:
                 out.print_json(data=rec.data)
         out.print("try: .venv/bin/sagevault show --tenant A3SAMPLESELLER --order 902-1845936-5435065")
+        _record_command(d.audit, None)
     finally:
         d.close()
 
@@ -362,6 +441,161 @@ def catalog(
             r["search"] or "",
         )
     out.print(table)
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise PayloadError(
+            f"{option} {value!r} is not a date or time; use ISO 8601 such as 2026-11-01 or 2026-11-01T08:00Z"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@contextmanager
+def _audit_only() -> Iterator[AuditLog]:
+    log = open_audit(_settings())
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the whole chain, the head, purge anchors and every signed digest. Exit 1 if anything is wrong."""
+    settings = _settings()
+    with _audit_only() as log:
+        try:
+            key = load_public_key(public_path(settings.resolved_audit_signing_key_file))
+            digests = DigestFile(settings.digest_file).read()
+        except AuditError as exc:
+            err.print(f"[red]audit log NOT verified:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        report = verify(log.engine, key, digests)
+        log.record(AuditEvent(
+            name=EventName.AUDIT_LOG_VERIFY, channel=Channel.CLI, actor=_principal().id,
+            outcome=Outcome.SUCCESS if report.ok else Outcome.FAILURE,
+            reason=Reason.NONE if report.ok else Reason.INTEGRITY_FAILURE,
+            counts={"events": report.events, "digests": report.digests}, operation="audit verify",
+        ))  # fmt: skip
+    if report.ok:
+        out.print(f"[green]audit log verified:[/] {report.events} events, {report.digests} signed digests")
+        return
+    err.print(f"[red]audit log NOT verified:[/] first bad sequence number {report.first_bad_seq}", soft_wrap=True)
+    for problem in report.problems:
+        err.print(f"  {problem}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[str | None, typer.Option(help="Only events at or after this time (ISO 8601).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or syslog (RFC 5424).")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+    syslog_tls: Annotated[str | None, typer.Option(help="Send to a syslog collector over TLS: HOST:PORT.")] = None,
+    ca: Annotated[Path | None, typer.Option(help="CA certificate that signed the collector's certificate.")] = None,
+) -> None:
+    """Every event (or those since a time) for a SIEM: JSON lines, syslog lines, or syslog over TLS."""
+    if fmt not in ("jsonl", "syslog"):
+        raise PayloadError(f"--format {fmt!r} is not supported; use jsonl or syslog")
+    with _audit_only() as log:
+        events = log.search(since=_when(since, "--since"))
+        if syslog_tls:
+            host, _, port = syslog_tls.rpartition(":")
+            if not host or not port.isdigit():
+                raise PayloadError("--syslog-tls must be HOST:PORT, for example siem.internal:6514")
+            n = SyslogTlsSink(host, int(port), cafile=str(ca) if ca else None).send(events)
+        elif output is not None:
+            with output.open("w", encoding="utf-8") as fh:
+                n = _write_events(events, fmt, fh)
+        else:
+            n = _write_events(events, fmt, sys.stdout)
+        log.record(AuditEvent(name=EventName.AUDIT_LOG_EXPORT, channel=Channel.CLI, actor=_principal().id,
+                              counts={"events": n}, operation="audit export"))  # fmt: skip
+    if output is not None or syslog_tls:
+        err.print(f"exported {n} events")
+
+
+def _write_events(events: Iterator[dict[str, Any]], fmt: str, fh: Any) -> int:
+    if fmt == "jsonl":
+        return to_jsonl(events, fh)
+    n = 0
+    for event in events:
+        fh.write(to_syslog(event).decode() + "\n")
+        n += 1
+    return n
+
+
+def _print_events(events: Iterable[dict[str, Any]]) -> None:
+    table = Table("seq", "at", "event", "outcome", "reason", "actor", "tenant", "operation", "records", "counts")
+    for e in events:
+        table.add_row(
+            str(e["seq"]), e["at"][:19], e["name"], e["outcome"], e["reason"], e["actor"] or "", e["tenant_id"] or "",
+            e["operation"] or "", ",".join(map(str, e["record_ids"][:5])) + ("…" if len(e["record_ids"]) > 5 else ""),
+            " ".join(f"{k}={v}" for k, v in e["counts"].items()),
+        )  # fmt: skip
+    out.print(table)
+
+
+@audit_app.command("tail")
+def audit_tail(n: Annotated[int, typer.Option("-n", min=1, max=10000, help="How many events.")] = 20) -> None:
+    """The newest events."""
+    with _audit_only() as log:
+        _print_events(reversed(list(log.search(limit=n, newest_first=True))))
+
+
+@audit_app.command("search")
+def audit_search(
+    actor: Annotated[str | None, typer.Option()] = None,
+    tenant: Annotated[str | None, typer.Option()] = None,
+    event: Annotated[str | None, typer.Option(help="Event name, e.g. vault:field:reveal.")] = None,
+    since: Annotated[str | None, typer.Option()] = None,
+    until: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 200,
+) -> None:
+    """Events by actor, tenant, event name and time."""
+    if event is not None and event not in {e.value for e in EventName}:
+        raise PayloadError(f"{event!r} is not an event name; see the list in `sagevault audit events`")
+    with _audit_only() as log:
+        _print_events(log.search(actor=actor, tenant_id=tenant, name=event, since=_when(since, "--since"),
+                                 until=_when(until, "--until"), limit=limit))  # fmt: skip
+
+
+@audit_app.command("events")
+def audit_events() -> None:
+    """The event vocabulary."""
+    table = Table("event", "meaning")
+    for e in EventName:
+        table.add_row(e.value, e.description)
+    out.print(table)
+
+
+@audit_app.command("digest")
+def audit_digest() -> None:
+    """Sign the current chain head into the digest file now."""
+    with _audit_only() as log:
+        log.record(AuditEvent(name=EventName.AUDIT_DIGEST_WRITE, channel=Channel.CLI, actor=_principal().id,
+                              reason=Reason.ON_DEMAND, operation="audit digest"))  # fmt: skip
+        digest = log.write_digest()
+    if digest is None:
+        raise AuditError("no digest written: the audit signing key is missing or the log is empty")
+    out.print(f"signed digest at seq {digest.seq}: {digest.hash.hex()}")
+
+
+@audit_app.command("purge")
+def audit_purge() -> None:
+    """Delete whole months of events older than the retention period (policy
+    security_log_retention_days); the chain keeps a signed anchor and still verifies."""
+    settings = _settings()
+    cutoff = datetime.now(UTC) - timedelta(days=settings.policy.security_log_retention_days)
+    with _audit_only() as log:
+        n = log.purge_before(cutoff, actor=_principal().id)
+    days = settings.policy.security_log_retention_days
+    out.print(f"purged {n} events from before {cutoff:%Y-%m} (retention {days} days)")
 
 
 def main() -> None:

@@ -1,17 +1,30 @@
-"""Wiring: one deployment = settings + database + master key + vault.
+"""Wiring: one deployment = settings + database + master key + audit log + vault.
 
-`init_deployment` creates a new embedded deployment (data dir, master key file, schema);
-`open_deployment` opens an existing one and refuses if anything is missing or unsafe.
+`init_deployment` creates a new embedded deployment (data dir, master key file, audit signing
+key, schemas); `open_deployment` opens an existing one and refuses if anything is missing or
+unsafe. Opening records a configuration change when the effective settings differ from the
+last ones recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, inspect, text
 
+from sagevault.audit import (
+    AuditEvent,
+    AuditLog,
+    Channel,
+    DigestFile,
+    EventName,
+    Signer,
+    create_signing_key,
+    migrate_audit,
+)
 from sagevault.config import Settings
 from sagevault.crypto import KeyCache, KeyProvider, create_local_key_file, key_provider_from_settings
 from sagevault.db import create_engine_for, is_sqlite, migrate, schema_is_current
@@ -24,6 +37,7 @@ class Deployment:
     settings: Settings
     engine: Engine
     keys: KeyProvider
+    audit: AuditLog
     vault: Vault
 
     def release_deleted_pages(self) -> None:
@@ -44,22 +58,35 @@ class Deployment:
                 conn.execute(text("VACUUM tenant_keys"))
 
     def close(self) -> None:
+        self.audit.write_digest()
         self.engine.dispose()
+        self.audit.close()
 
 
-def _build(settings: Settings, keys: KeyProvider | None, engine: Engine | None, **engine_kwargs: Any) -> Deployment:
+def _audit_log(settings: Settings, audit_engine: Engine | None) -> AuditLog:
+    key_file = settings.resolved_audit_signing_key_file
+    signer = Signer(key_file) if key_file.exists() else None
+    engine = audit_engine or create_engine_for(settings.resolved_audit_database_url)
+    return AuditLog(engine, signer=signer, digests=DigestFile(settings.digest_file),
+                    digest_every=settings.audit_digest_every)  # fmt: skip
+
+
+def _build(settings: Settings, keys: KeyProvider | None, engine: Engine | None, audit_engine: Engine | None,
+           **engine_kwargs: Any) -> Deployment:  # fmt: skip
     keys = keys or key_provider_from_settings(settings)
     engine = engine or create_engine_for(settings.resolved_database_url, **engine_kwargs)
+    audit = _audit_log(settings, audit_engine)
     keyring = TenantKeyring(keys, KeyCache(settings.key_cache_ttl_seconds))
-    return Deployment(settings, engine, keys, Vault(keyring))
+    return Deployment(settings, engine, keys, audit, Vault(keyring, audit=audit))
 
 
 def _has_schema(engine: Engine) -> bool:
     return "tenants" in inspect(engine).get_table_names()
 
 
-def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None) -> Deployment:
-    """Create the data dir, the master key file (local provider) and the schema."""
+def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None,
+                    audit_engine: Engine | None = None) -> Deployment:  # fmt: skip
+    """Create the data dir, the master key file (local provider), the audit signing key and the schemas."""
     data_dir = settings.resolved_data_dir
     key_file = settings.resolved_master_key_file
     if settings.key_provider == "local" and keys is None and key_file.exists():
@@ -76,15 +103,21 @@ def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
         )
     if settings.key_provider == "local" and keys is None:
         create_local_key_file(key_file)
+    if not settings.resolved_audit_signing_key_file.exists():
+        create_signing_key(settings.resolved_audit_signing_key_file)
     migrate(engine)
-    return _build(settings, keys, engine)
+    deployment = _build(settings, keys, engine, audit_engine)
+    migrate_audit(deployment.audit.engine)
+    _record_config(deployment)
+    return deployment
 
 
-def open_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None) -> Deployment:
+def open_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None,
+                    audit_engine: Engine | None = None) -> Deployment:  # fmt: skip
     """Open an initialised deployment; NotInitialized says how to make one."""
     if settings.database_url is None and not Path(settings.resolved_database_url.removeprefix("sqlite:///")).exists():
         raise NotInitialized(f"no SageVault deployment in {settings.resolved_data_dir}; run `sagevault init` first")
-    deployment = _build(settings, keys, engine)
+    deployment = _build(settings, keys, engine, audit_engine)
     with deployment.engine.connect() as conn:
         if not _has_schema(deployment.engine):
             raise NotInitialized(
@@ -93,4 +126,31 @@ def open_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
             )
         if not schema_is_current(conn):
             migrate(deployment.engine)
+    migrate_audit(deployment.audit.engine)  # at head this only reads the version table
+    _record_config(deployment)
     return deployment
+
+
+def open_audit(settings: Settings, *, audit_engine: Engine | None = None) -> AuditLog:
+    """Only the audit log: what `audit verify`, `export` and `search` need. No master key is
+    loaded, so an auditor can verify without being able to decrypt anything."""
+    url = settings.resolved_audit_database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise NotInitialized(f"no SageVault audit log in {settings.resolved_data_dir}; run `sagevault init` first")
+    return _audit_log(settings, audit_engine)
+
+
+def settings_fingerprint(settings: Settings) -> str:
+    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
+
+
+def _record_config(deployment: Deployment) -> None:
+    """An admin:config:change event whenever the effective settings differ from the last recorded."""
+    fingerprint = settings_fingerprint(deployment.settings)
+    last = next(deployment.audit.search(name=EventName.ADMIN_CONFIG_CHANGE.value, newest_first=True, limit=1), None)
+    if last is None or last["fingerprint"] != fingerprint:
+        deployment.audit.record(
+            AuditEvent(
+                name=EventName.ADMIN_CONFIG_CHANGE, channel=Channel.ADMIN, actor="sagevault", fingerprint=fingerprint
+            )  # fmt: skip
+        )

@@ -16,6 +16,9 @@ catalog path only, never by value, so an exception can be logged without leaking
     │   └── TenantShredded          the tenant's keys were destroyed; its data cannot be read
     ├── RecordNotFound
     ├── RotationError               a key rotation step cannot run in the current state
+    ├── AuditError
+    │   ├── AuditEventError         an event with a bad field (never written)
+    │   └── AuditUnavailable        the event could not be made durable: the operation is refused
     └── AccessDenied
         └── PurposeNotAllowed       the catalog does not allow this purpose for a field
 """
@@ -86,6 +89,18 @@ class RecordNotFound(SageVaultError):
 
 
 class RotationError(SageVaultError):
+    pass
+
+
+class AuditError(SageVaultError):
+    pass
+
+
+class AuditEventError(AuditError):
+    pass
+
+
+class AuditUnavailable(AuditError):
     pass
 
 

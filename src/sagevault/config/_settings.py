@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     kms_region: str = "us-east-1"
     key_cache_ttl_seconds: float = 300.0
     ingest_batch_size: int = 1000
+    audit_database_url: str | None = None
+    audit_signing_key_file: Path | None = None
+    audit_digest_every: int = 1000
     policy: PolicyProfile = PolicyProfile()
 
     @classmethod
@@ -112,6 +115,8 @@ class Settings(BaseSettings):
                 f"key_cache_ttl_seconds={self.key_cache_ttl_seconds} is unsafe: unwrapped keys may stay "
                 "in memory for at most 3600 seconds (set 1..3600)"
             )
+        if not 1 <= self.audit_digest_every <= 1_000_000:
+            raise ValueError("audit_digest_every must be between 1 and 1000000")
         if not 1 <= self.ingest_batch_size <= 100_000:
             raise ValueError("ingest_batch_size must be between 1 and 100000")
         if self.key_provider == "aws-kms" and not self.kms_key_id:
@@ -127,6 +132,27 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir / 'sagevault.db'}"
+
+    @property
+    def resolved_audit_database_url(self) -> str:
+        """The embedded deployment keeps events in a database file of their own; a server
+        database (PostgreSQL) holds them beside the vault's tables unless told otherwise."""
+        if self.audit_database_url:
+            return self.audit_database_url
+        if self.database_url and not self.database_url.startswith("sqlite"):
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'audit.db'}"
+
+    @property
+    def resolved_audit_signing_key_file(self) -> Path:
+        if self.audit_signing_key_file is not None:
+            path = self.audit_signing_key_file.expanduser()
+            return (path if path.is_absolute() else self.resolved_data_dir / path).resolve()
+        return self.resolved_data_dir / "keys" / "audit-signing.key"
+
+    @property
+    def digest_file(self) -> Path:
+        return self.resolved_data_dir / "audit" / "digests.jsonl"
 
     @property
     def resolved_master_key_file(self) -> Path:

@@ -8,13 +8,18 @@ the local operator (who already holds the master key file) and nobody else.
 from __future__ import annotations
 
 import getpass
+import hashlib
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
 
+from sagevault.audit import Channel
 from sagevault.catalog import Purpose
 from sagevault.errors import AccessDenied
+
+_POSIX_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
 class Action(StrEnum):
@@ -34,10 +39,16 @@ class Principal:
 
     id: str
     kind: Literal["operator", "person", "service"]
+    channel: Channel = Channel.LIBRARY
 
     @classmethod
-    def local_operator(cls) -> Principal:
-        return cls(id=f"operator:{getpass.getuser()}", kind="operator")
+    def local_operator(cls, channel: Channel = Channel.CLI) -> Principal:
+        """The operator at this machine's shell: `operator:<login>` when the login is a plain
+        POSIX name, else a pseudonym derived from it (a login could be an e-mail address)."""
+        user = getpass.getuser()
+        if not _POSIX_USER.fullmatch(user):
+            user = "u" + hashlib.sha256(user.encode()).hexdigest()[:12]
+        return cls(id=f"operator:{user}", kind="operator", channel=channel)
 
 
 class AccessGate(Protocol):

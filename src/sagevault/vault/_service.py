@@ -6,19 +6,21 @@ of work, so a failed batch stores nothing.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
+from sagevault.audit import AuditEvent, EventName, Outcome, Reason, looks_like_pii
 from sagevault.catalog import CATALOG, Catalog, CatalogField, Document, Purpose
 from sagevault.catalog._fields import generic_path
 from sagevault.crypto import SEARCH_KINDS, FieldCipher, PiiBlob, decode_value
@@ -33,9 +35,14 @@ from sagevault.db import (
     tenants,
 )
 from sagevault.errors import (
+    AccessDenied,
+    AuditError,
+    IntegrityError,
+    KeyProviderError,
     PayloadError,
     PurposeNotAllowed,
     RecordNotFound,
+    SageVaultError,
     TenantExists,
     TenantShredded,
     UnknownTenant,
@@ -110,6 +117,7 @@ class OrderView:
 
 @dataclass(frozen=True, slots=True)
 class RevealedField:
+    record_id: int
     document: Document
     path: str
     value: Any = field(repr=False)
@@ -138,6 +146,11 @@ class ShredReceipt:
             "method": "crypto-shred: every wrapped tenant key deleted and cached copy evicted; backups taken "
             "before this time keep wrapped keys until they expire (live copies <= 90 days)",
         }
+
+
+def _ingest_counts(r: IngestResult) -> dict[str, int]:
+    return {"records": r.records, "orders": r.orders, "replaced": r.replaced, "pii_fields": r.pii_fields,
+            "unknown_fields": r.unknown_fields}  # fmt: skip
 
 
 def mask(f: CatalogField | None) -> str:
@@ -174,11 +187,83 @@ def _allocate_ids(conn: Connection, n: int) -> range:
     return range(int(last) - n + 1, int(last) + 1)
 
 
+class AuditSink(Protocol):
+    def record(self, event: AuditEvent) -> int: ...
+
+
+_FAILURES: list[tuple[type[Exception], Outcome, Reason]] = [
+    (PurposeNotAllowed, Outcome.DENIED, Reason.PURPOSE_NOT_ALLOWED),
+    (AccessDenied, Outcome.DENIED, Reason.ACCESS_DENIED),
+    (TenantShredded, Outcome.DENIED, Reason.TENANT_SHREDDED),
+    (UnknownTenant, Outcome.FAILURE, Reason.UNKNOWN_TENANT),
+    (RecordNotFound, Outcome.FAILURE, Reason.RECORD_NOT_FOUND),
+    (IntegrityError, Outcome.FAILURE, Reason.INTEGRITY_FAILURE),
+    (PayloadError, Outcome.FAILURE, Reason.BAD_INPUT),
+    (KeyProviderError, Outcome.FAILURE, Reason.KEY_PROVIDER),
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Details = Callable[[Any], tuple[Sequence[int], dict[str, int]]]
+
+
+def _no_details(_result: Any) -> tuple[Sequence[int], dict[str, int]]:
+    return (), {}
+
+
+def audited(name: EventName, operation: str, details: Details = _no_details) -> Callable[
+    [Callable[Concatenate[Vault, Connection, str, P], R]], Callable[Concatenate[Vault, Connection, str, P], R]
+]:  # fmt: skip
+    """Record a security event for every call: success (with record ids and counts from the
+    result) before the result is handed back, or the refusal or failure with a reason code.
+    If the event cannot be made durable, the caller gets AuditUnavailable instead of the result."""
+
+    def wrap(
+        method: Callable[Concatenate[Vault, Connection, str, P], R],
+    ) -> Callable[Concatenate[Vault, Connection, str, P], R]:
+        @functools.wraps(method)
+        def run(self: Vault, conn: Connection, tenant_id: str, *args: P.args, **kwargs: P.kwargs) -> R:
+            principal = kwargs["principal"]
+            assert isinstance(principal, Principal)
+            try:
+                result = method(self, conn, tenant_id, *args, **kwargs)
+            except AuditError:
+                raise
+            except SageVaultError as exc:
+                outcome, reason = next(
+                    ((o, r) for t, o, r in _FAILURES if isinstance(exc, t)), (Outcome.FAILURE, Reason.ERROR)
+                )
+                event = EventName.ACCESS_PERMISSION_DENY if isinstance(exc, AccessDenied) else name
+                self._audit.record(AuditEvent(
+                    name=event, channel=principal.channel, outcome=outcome, reason=reason, actor=principal.id,
+                    tenant_id=_audit_tenant(tenant_id), operation=operation,
+                ))  # fmt: skip
+                raise
+            ids, counts = details(result)
+            self._audit.record(AuditEvent(
+                name=name, channel=principal.channel, actor=principal.id, tenant_id=tenant_id,
+                record_ids=list(ids), counts=counts, operation=operation,
+            ))  # fmt: skip
+            return result
+
+        return run
+
+    return wrap
+
+
+def _audit_tenant(tenant_id: str) -> str | None:
+    """A tenant id fit for the log; input that is not an id (it may be anything) is left out."""
+    return tenant_id if _TENANT_ID.fullmatch(tenant_id) and not looks_like_pii(tenant_id) else None
+
+
 class Vault:
     """Amazon Information, PII encrypted per tenant and per field."""
 
-    def __init__(self, keyring: TenantKeyring, *, gate: AccessGate | None = None, catalog: Catalog = CATALOG) -> None:
+    def __init__(
+        self, keyring: TenantKeyring, *, audit: AuditSink, gate: AccessGate | None = None, catalog: Catalog = CATALOG
+    ) -> None:
         self._keys = keyring
+        self._audit = audit
         self._gate: AccessGate = gate or LocalOperatorGate()
         self._catalog = catalog
         self._trees = {doc: catalog.tree(doc) for doc in Document}
@@ -190,6 +275,7 @@ class Vault:
 
     # --- tenants --------------------------------------------------------------------------
 
+    @audited(EventName.VAULT_TENANT_CREATE, "tenants add")
     def add_tenant(
         self, conn: Connection, tenant_id: str, marketplaces: Sequence[str], *, principal: Principal
     ) -> Tenant:
@@ -197,6 +283,10 @@ class Vault:
         if not _TENANT_ID.fullmatch(tenant_id):
             raise PayloadError(
                 f"{tenant_id!r} is not a selling partner id; use letters, digits, '.', '_' or '-' (2-64 characters)"
+            )
+        if looks_like_pii(tenant_id):
+            raise PayloadError(
+                "a tenant id is a selling partner id (like A2EUQ1WTGCTBG2), not a phone number or e-mail"
             )
         if not marketplaces:
             raise PayloadError("a tenant needs at least one marketplace; pass --marketplace MARKETPLACE_ID")
@@ -269,6 +359,7 @@ class Vault:
             conn, tenant_id, self.prepare(payloads, operation), principal=principal, retrieved_at=retrieved_at
         )
 
+    @audited(EventName.VAULT_RECORD_INGEST, "ingest", lambda r: ((), _ingest_counts(r)))
     def ingest_documents(
         self,
         conn: Connection,
@@ -367,6 +458,9 @@ class Vault:
             raise RecordNotFound(f"tenant {tenant_id} has no stored order {order_id}")
         return list(rows)
 
+    @audited(
+        EventName.VAULT_RECORD_READ, "get", lambda v: ([r.record_id for r in v.records], {"records": len(v.records)})
+    )
     def get(self, conn: Connection, tenant_id: str, order_id: str, *, principal: Principal) -> OrderView:
         """Every stored document of an order, PII masked. Nothing is decrypted."""
         self._gate.check(principal, Action.RECORDS_READ, tenant_id)
@@ -413,6 +507,9 @@ class Vault:
                 f"{purpose!r} is not a purpose; use one of: {', '.join(p.value for p in Purpose)}"
             ) from None
 
+    @audited(
+        EventName.VAULT_FIELD_REVEAL, "reveal", lambda fs: (sorted({f.record_id for f in fs}), {"fields": len(fs)})
+    )
     def reveal(
         self,
         conn: Connection,
@@ -451,9 +548,10 @@ class Vault:
                 continue
             cipher = self._keys.cipher(conn, tenant_id, row.key_version)
             for path, plain in cipher.open(str(row.id), row.pii, set(concrete)).items():
-                out.append(RevealedField(document, path, decode_value(plain)))
+                out.append(RevealedField(row.id, document, path, decode_value(plain)))
         return out
 
+    @audited(EventName.VAULT_RECORD_SEARCH, "search", lambda hs: ([h.record_id for h in hs], {"hits": len(hs)}))
     def search(
         self,
         conn: Connection,
@@ -489,6 +587,7 @@ class Vault:
         self._live_tenant(conn, tenant_id)
         return self._keys.status(conn, tenant_id)
 
+    @audited(EventName.STORAGE_KEYSET_ROTATE, "keys rotate", lambda v: ((), {"version": v}))
     def begin_rotation(self, conn: Connection, tenant_id: str, *, principal: Principal) -> int:
         """Add a new primary data key version (or resume an unfinished rotation). New writes
         use it at once; reads of records still under the old version keep working."""
@@ -504,6 +603,7 @@ class Vault:
             ).scalar_one()
         )
 
+    @audited(EventName.STORAGE_KEYSET_ROTATE, "keys reencrypt", lambda n: ((), {"records": n}))
     def reencrypt_batch(
         self, conn: Connection, tenant_id: str, target_version: int, *, principal: Principal, limit: int = 500
     ) -> int:
@@ -529,6 +629,7 @@ class Vault:
             )
         return len(rows)
 
+    @audited(EventName.STORAGE_KEYSET_RETIRE, "keys retire", lambda vs: ((), {"versions": len(vs)}))
     def finish_rotation(self, conn: Connection, tenant_id: str, *, principal: Principal) -> list[int]:
         """Retire the old versions (their key material is erased); fails if a record still needs one."""
         self._gate.check(principal, Action.KEYS_ROTATE, tenant_id)
@@ -537,6 +638,7 @@ class Vault:
 
     # --- shred ----------------------------------------------------------------------------
 
+    @audited(EventName.STORAGE_KEYSET_DESTROY, "shred", lambda r: ((), {"keys": len(r.keys_destroyed)}))
     def shred(self, conn: Connection, tenant_id: str, *, principal: Principal) -> ShredReceipt:
         """Crypto-shred: destroy every copy of the tenant's keys and leave a tombstone. Constant
         time in the tenant's data; `purge_shredded` removes the unreadable rows afterwards."""
@@ -556,6 +658,7 @@ class Vault:
         receipt = conn.execute(select(tenants.c.shred_receipt).where(tenants.c.id == tenant_id)).scalar_one()
         return dict(receipt) if receipt else None
 
+    @audited(EventName.STORAGE_RECORD_PURGE, "purge", lambda n: ((), {"records": n}))
     def purge_shredded(self, conn: Connection, tenant_id: str, *, principal: Principal, limit: int = 5000) -> int:
         """Delete up to `limit` unreadable rows of a shredded tenant; returns how many went."""
         self._gate.check(principal, Action.TENANTS_SHRED, tenant_id)

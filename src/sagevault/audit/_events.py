@@ -1,0 +1,186 @@
+"""The event vocabulary and the typed event: PII cannot be passed in.
+
+Names are `<source>:<subject>:<action>`. Every field of an event is typed and checked: ids must
+look like ids, reasons are codes from a closed list, and a string that looks like an e-mail
+address or a phone number is refused wherever it appears.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sagevault.errors import AuditEventError
+
+
+class EventName(StrEnum):
+    """Every security event SageVault records (alphabetical; a test keeps it so)."""
+
+    ACCESS_PERMISSION_DENY = "access:permission:deny"
+    ADMIN_CONFIG_CHANGE = "admin:config:change"
+    AUDIT_DIGEST_WRITE = "audit:digest:write"
+    AUDIT_LOG_EXPORT = "audit:log:export"
+    AUDIT_LOG_VERIFY = "audit:log:verify"
+    AUDIT_SEGMENT_PURGE = "audit:segment:purge"
+    CLI_COMMAND_FAIL = "cli:command:fail"
+    CLI_COMMAND_RUN = "cli:command:run"
+    STORAGE_KEYSET_CREATE = "storage:keyset:create"
+    STORAGE_KEYSET_DESTROY = "storage:keyset:destroy"
+    STORAGE_KEYSET_RETIRE = "storage:keyset:retire"
+    STORAGE_KEYSET_ROTATE = "storage:keyset:rotate"
+    STORAGE_RECORD_PURGE = "storage:record:purge"
+    VAULT_FIELD_REVEAL = "vault:field:reveal"
+    VAULT_RECORD_INGEST = "vault:record:ingest"
+    VAULT_RECORD_READ = "vault:record:read"
+    VAULT_RECORD_SEARCH = "vault:record:search"
+    VAULT_TENANT_CREATE = "vault:tenant:create"
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS: dict[EventName, str] = {
+    EventName.ACCESS_PERMISSION_DENY: "a principal was refused an action (scope, purpose or gate)",
+    EventName.ADMIN_CONFIG_CHANGE: "the effective configuration differs from the last one recorded",
+    EventName.AUDIT_DIGEST_WRITE: "a signed digest of the chain head was written",
+    EventName.AUDIT_LOG_EXPORT: "security events were exported",
+    EventName.AUDIT_LOG_VERIFY: "the event chain and digests were verified",
+    EventName.AUDIT_SEGMENT_PURGE: "events older than the retention period were purged, chain anchor kept",
+    EventName.CLI_COMMAND_FAIL: "an operator command failed with an error",
+    EventName.CLI_COMMAND_RUN: "an operator command ran to completion",
+    EventName.STORAGE_KEYSET_CREATE: "a tenant's keys were created",
+    EventName.STORAGE_KEYSET_DESTROY: "a tenant's keys were destroyed (crypto-shred)",
+    EventName.STORAGE_KEYSET_ROTATE: "a new primary data key version was made and records moved to it",
+    EventName.STORAGE_KEYSET_RETIRE: "old data key versions were retired and their material erased",
+    EventName.STORAGE_RECORD_PURGE: "unreadable rows of a shredded tenant were deleted",
+    EventName.VAULT_FIELD_REVEAL: "PII fields were decrypted for a purpose",
+    EventName.VAULT_RECORD_INGEST: "SP-API documents were stored",
+    EventName.VAULT_RECORD_READ: "records were read with PII masked",
+    EventName.VAULT_RECORD_SEARCH: "records were looked up by blind index",
+    EventName.VAULT_TENANT_CREATE: "a tenant was added",
+}
+
+
+class Channel(StrEnum):
+    API = "api"
+    STORAGE = "storage"
+    ADMIN = "admin"
+    CLI = "cli"
+    SCHEDULER = "scheduler"
+    LIBRARY = "library"
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    DENIED = "denied"
+    FAILURE = "failure"
+
+
+class Reason(StrEnum):
+    """Why an event has the outcome it has: codes, never free text."""
+
+    NONE = ""
+    ACCESS_DENIED = "access_denied"
+    PURPOSE_NOT_ALLOWED = "purpose_not_allowed"
+    TENANT_SHREDDED = "tenant_shredded"
+    UNKNOWN_TENANT = "unknown_tenant"
+    RECORD_NOT_FOUND = "record_not_found"
+    INTEGRITY_FAILURE = "integrity_failure"
+    BAD_INPUT = "bad_input"
+    KEY_PROVIDER = "key_provider"
+    CONFIG = "config"
+    ERROR = "error"
+    RETENTION = "retention"
+    ON_DEMAND = "on_demand"
+    INTERVAL = "interval"
+
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_OPERATION = re.compile(r"[a-z][a-z0-9 ._:-]{0,63}")
+_COUNT_KEY = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
+_HEX = re.compile(r"[0-9a-f]{16,64}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
+
+
+def looks_like_pii(value: str) -> bool:
+    return bool(_EMAIL.search(value) or _PHONE.search(value))
+
+
+def _check_id(name: str, value: str | None, pattern: re.Pattern[str] = _ID, *, free: bool = True) -> None:
+    """`free` fields are ones a caller could fill with anything: they must also not look like PII.
+    Hex digests and request ids have closed formats and are checked by pattern alone."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise AuditEventError(f"audit field {name} must be an id ({pattern.pattern}); got a {type(value).__name__}")
+    if free and looks_like_pii(value):
+        raise AuditEventError(f"audit field {name} looks like an e-mail address or phone number; pass an id instead")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One security event. Construct it with keywords; `validate` runs on creation."""
+
+    name: EventName
+    channel: Channel
+    outcome: Outcome = Outcome.SUCCESS
+    actor: str | None = None
+    tenant_id: str | None = None
+    record_ids: Sequence[int] = ()
+    reason: Reason = Reason.NONE
+    client_ip_hash: str | None = None
+    request_id: str | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+    operation: str | None = None  # e.g. "keys rotate", "reveal": an identifier, never a value
+    fingerprint: str | None = None  # a hex digest (configuration, file), never a value
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        for attr, enum in (("name", EventName), ("channel", Channel), ("outcome", Outcome), ("reason", Reason)):
+            value = getattr(self, attr)
+            if not isinstance(value, enum):
+                try:
+                    object.__setattr__(self, attr, enum(value))
+                except ValueError:
+                    raise AuditEventError(
+                        f"audit field {attr}={value!r} is not one of: {', '.join(e.value for e in enum) or '-'}"
+                    ) from None
+        _check_id("actor", self.actor)
+        _check_id("tenant_id", self.tenant_id)
+        _check_id("request_id", self.request_id, _REQUEST_ID, free=False)
+        _check_id("client_ip_hash", self.client_ip_hash, _HEX, free=False)
+        _check_id("operation", self.operation, _OPERATION)
+        _check_id("fingerprint", self.fingerprint, _HEX, free=False)
+        if not all(type(r) is int for r in self.record_ids):
+            raise AuditEventError("audit field record_ids must be a list of integer record ids")
+        for key, count in self.counts.items():
+            if not isinstance(key, str) or not _COUNT_KEY.fullmatch(key) or type(count) is not int:
+                raise AuditEventError("audit field counts must map short lower-case names to integers")
+        if self.at.tzinfo is None:
+            raise AuditEventError("audit field at must be timezone-aware")
+
+    def values(self, seq: int) -> list[Any]:
+        """The event as the list whose canonical JSON the chain hashes, in column order."""
+        return [
+            seq,
+            self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            self.name.value,
+            self.channel.value,
+            self.outcome.value,
+            self.reason.value,
+            self.actor,
+            self.tenant_id,
+            list(self.record_ids),
+            dict(sorted(self.counts.items())),
+            self.client_ip_hash,
+            self.request_id,
+            self.operation,
+            self.fingerprint,
+        ]

@@ -1,0 +1,218 @@
+"""Appending events: one chain, gap-free, group-committed, fail-closed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy.engine import Connection
+
+from sagevault.errors import AuditError, AuditUnavailable
+
+from ._events import AuditEvent, Channel, EventName, Reason
+from ._schema import COLUMNS, audit_anchors, audit_events, audit_head
+from ._signing import Digest, DigestFile, Signer, anchor_message, digest_message
+
+ZERO_HASH = b"\0" * 32
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def chain_hash(prev: bytes, values: list[Any]) -> bytes:
+    """SHA-256 over the previous hash and the canonical JSON of the event's values."""
+    return hashlib.sha256(prev + _dumps(values).encode()).digest()
+
+
+@dataclass
+class _Ticket:
+    event: AuditEvent
+    seq: int = 0
+    error: BaseException | None = None
+    done: bool = False
+
+
+class AuditLog:
+    """The one place that writes security events.
+
+    `record` returns only once the event is committed (durable); if it cannot be, it raises
+    AuditUnavailable and the caller must refuse the operation. Concurrent callers share
+    transactions (group commit): whoever finds no write in progress writes everything queued.
+    Appends take the chain head's row lock, so writers in other processes never fork the chain.
+    """
+
+    def __init__(self, engine: Engine, *, signer: Signer | None, digests: DigestFile | None,
+                 digest_every: int = 1000) -> None:  # fmt: skip
+        self.engine = engine
+        self._signer = signer
+        self._digests = digests
+        self._digest_every = digest_every
+        self._last_digest_seq = 0
+        self._cond = threading.Condition()
+        self._pending: list[_Ticket] = []
+        self._writing = False
+
+    # --- appending ------------------------------------------------------------------------
+
+    def record(self, event: AuditEvent) -> int:
+        ticket = _Ticket(event)
+        with self._cond:
+            self._pending.append(ticket)
+            while not ticket.done:
+                if self._writing:
+                    self._cond.wait()
+                    continue
+                self._writing = True
+                batch, self._pending = self._pending, []
+                self._cond.release()
+                try:
+                    self._write(batch)
+                finally:
+                    self._cond.acquire()
+                    self._writing = False
+                    self._cond.notify_all()
+        if ticket.error is not None:
+            raise AuditUnavailable(
+                f"the security event {event.name} could not be written ({type(ticket.error).__name__}); "
+                "the operation was refused. Check the audit database and retry"
+            ) from ticket.error
+        return ticket.seq
+
+    def record_many(self, events: Sequence[AuditEvent]) -> list[int]:
+        """Append several events in one transaction (batch producers, imports, benchmarks)."""
+        tickets = [_Ticket(e) for e in events]
+        self._write(tickets)
+        for t in tickets:
+            if t.error is not None:
+                raise AuditUnavailable(f"security events could not be written ({type(t.error).__name__})") from t.error
+        return [t.seq for t in tickets]
+
+    def _lock_head(self, conn: Connection) -> tuple[int, bytes]:
+        query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        seq, head = conn.execute(query).one()
+        return int(seq), bytes(head)
+
+    def _write(self, batch: list[_Ticket]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                seq, prev = self._lock_head(conn)
+                rows = []
+                for ticket in batch:
+                    seq += 1
+                    values = ticket.event.values(seq)
+                    digest = chain_hash(prev, values)
+                    values[8] = _dumps(values[8])
+                    values[9] = _dumps(values[9])
+                    rows.append((*values, prev, digest))
+                    ticket.seq = seq
+                    prev = digest
+                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+                cols = (*COLUMNS, "prev_hash", "hash")
+                conn.exec_driver_sql(
+                    f"INSERT INTO audit_events ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})",  # noqa: S608
+                    rows,
+                )
+                conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+        except Exception as exc:  # every waiter learns the write failed: fail closed
+            for ticket in batch:
+                ticket.error = exc
+        finally:
+            for ticket in batch:
+                ticket.done = True
+        if batch and batch[-1].error is None and seq - self._last_digest_seq >= self._digest_every:
+            self.write_digest(reason=Reason.INTERVAL)
+
+    # --- digests --------------------------------------------------------------------------
+
+    def head(self) -> tuple[int, bytes]:
+        with self.engine.connect() as conn:
+            seq, digest = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
+        return int(seq), bytes(digest)
+
+    def write_digest(self, *, reason: Reason = Reason.ON_DEMAND) -> Digest | None:
+        """Sign the current chain head into the digest file (outside the database)."""
+        if self._signer is None or self._digests is None:
+            return None
+        seq, head = self.head()
+        if seq == 0:
+            return None
+        digest = Digest(seq, head, _now_text(), self._signer.sign(digest_message(seq, head)))
+        self._digests.append(digest)
+        self._last_digest_seq = seq
+        return digest
+
+    # --- retention ------------------------------------------------------------------------
+
+    def purge_before(self, cutoff: datetime, *, actor: str) -> int:
+        """Delete whole months of events that ended before `cutoff`; keep a signed anchor so the
+        chain still verifies, and record the purge as an event. Returns the events deleted."""
+        if self._signer is None:
+            raise AuditError("purging needs the audit signing key (it signs the chain anchor)")
+        segment_start = cutoff.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        boundary = segment_start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self.engine.begin() as conn:
+            self._lock_head(conn)
+            last = conn.execute(select(func.max(audit_events.c.seq)).where(audit_events.c.at < boundary)).scalar()
+            if last is None:
+                return 0
+            last = int(last)
+            first = int(conn.execute(select(func.min(audit_events.c.seq))).scalar_one())
+            anchor = bytes(conn.execute(select(audit_events.c.hash).where(audit_events.c.seq == last)).scalar_one())
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SET LOCAL sagevault.audit_purge = 'on'"))
+            conn.execute(delete(audit_events).where(audit_events.c.seq <= last))
+            conn.execute(
+                insert(audit_anchors).values(
+                    last_seq=last, hash=anchor, purged_at=_now_text(),
+                    signature=self._signer.sign(anchor_message(last, anchor)),
+                )
+            )  # fmt: skip
+        self.record(
+            AuditEvent(
+                name=EventName.AUDIT_SEGMENT_PURGE, channel=Channel.SCHEDULER, actor=actor, reason=Reason.RETENTION,
+                counts={"first_seq": first, "last_seq": last, "events": last - first + 1},
+            )
+        )  # fmt: skip
+        return last - first + 1
+
+    # --- reading --------------------------------------------------------------------------
+
+    def search(self, *, actor: str | None = None, tenant_id: str | None = None, name: str | None = None,
+               since: datetime | None = None, until: datetime | None = None, after_seq: int = 0,
+               limit: int | None = None, newest_first: bool = False) -> Iterator[dict[str, Any]]:  # fmt: skip
+        query = select(*(audit_events.c[c] for c in COLUMNS)).where(audit_events.c.seq > after_seq)
+        if actor:
+            query = query.where(audit_events.c.actor == actor)
+        if tenant_id:
+            query = query.where(audit_events.c.tenant_id == tenant_id)
+        if name:
+            query = query.where(audit_events.c.name == name)
+        if since:
+            query = query.where(audit_events.c.at >= since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        if until:
+            query = query.where(audit_events.c.at < until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        query = query.order_by(audit_events.c.seq.desc() if newest_first else audit_events.c.seq)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                item = dict(row._mapping)
+                item["record_ids"] = json.loads(item["record_ids"])
+                item["counts"] = json.loads(item["counts"])
+                yield item
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"AuditLog(engine={self.engine.url.render_as_string(hide_password=True)!r})"
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

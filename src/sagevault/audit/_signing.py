@@ -1,0 +1,140 @@
+"""The Ed25519 key that signs chain digests and purge anchors, and the digest file.
+
+Both live beside the master key, outside the database: someone who can rewrite the event table
+cannot forge a signature, so a rewritten, truncated or re-chained table disagrees with the last
+signed digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from sagevault.errors import AuditError, ConfigError
+
+
+def create_signing_key(private_path: Path) -> None:
+    """A new Ed25519 key pair: `<name>.key` (0600) and `<name>.pub`; never overwrites."""
+    private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    try:
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise AuditError(f"an audit signing key already exists at {private_path}; it is never overwritten") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+        os.fsync(fh.fileno())
+    public_path(private_path).write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def public_path(private_path: Path) -> Path:
+    return private_path.with_suffix(".pub")
+
+
+class Signer:
+    """Signs with the private key; refuses a key file that others can read."""
+
+    def __init__(self, private_path: Path) -> None:
+        try:
+            st = private_path.stat()
+        except FileNotFoundError:
+            raise AuditError(
+                f"the audit signing key {private_path} is missing; restore it from your key backup"
+            ) from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"refusing to start: audit signing key {private_path} is accessible by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {private_path}`"
+            )
+        key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise AuditError(f"{private_path} is not an Ed25519 key")
+        self._key = key
+
+    def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+    def __repr__(self) -> str:
+        return "Signer(key=<redacted>)"
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except FileNotFoundError:
+        raise AuditError(f"the audit verification key {path} is missing; restore it beside the signing key") from None
+    except ValueError:
+        raise AuditError(f"the audit verification key {path} is damaged; restore it from your key backup") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise AuditError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def verify_signature(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    """True if `signature` is the signing key's over `message`."""
+    try:
+        key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def digest_message(seq: int, head_hash: bytes) -> bytes:
+    return b"sagevault-audit-digest-v1\x00" + str(seq).encode() + b"\x00" + head_hash
+
+
+def anchor_message(last_seq: int, head_hash: bytes) -> bytes:
+    return b"sagevault-audit-anchor-v1\x00" + str(last_seq).encode() + b"\x00" + head_hash
+
+
+@dataclass(frozen=True)
+class Digest:
+    seq: int
+    hash: bytes
+    at: str
+    signature: bytes
+
+
+class DigestFile:
+    """Signed digests, one JSON line each, appended and fsynced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, digest: Digest) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        line = json.dumps(
+            {"seq": digest.seq, "hash": digest.hash.hex(), "at": digest.at,
+             "sig": base64.b64encode(digest.signature).decode()},
+            separators=(",", ":"),
+        )  # fmt: skip
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read(self) -> list[Digest]:
+        """Every digest; a line that does not parse is an AuditError naming it."""
+        if not self.path.exists():
+            return []
+        out = []
+        for n, line in enumerate(self.path.read_text().splitlines(), 1):
+            try:
+                raw = json.loads(line)
+                out.append(Digest(int(raw["seq"]), bytes.fromhex(raw["hash"]), str(raw["at"]),
+                                  base64.b64decode(raw["sig"], validate=True)))  # fmt: skip
+            except (ValueError, KeyError, TypeError):
+                raise AuditError(f"digest file {self.path} line {n} is corrupted; it cannot be read") from None
+        return out

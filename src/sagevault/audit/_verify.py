@@ -1,0 +1,124 @@
+"""`sagevault audit verify`: the whole chain, the head, purge anchors and every signed digest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Engine, select
+
+from ._log import ZERO_HASH, chain_hash
+from ._schema import COLUMNS, audit_anchors, audit_events, audit_head
+from ._signing import Digest, anchor_message, digest_message, verify_signature
+
+_BATCH = 5000
+
+
+@dataclass
+class VerifyReport:
+    events: int = 0
+    digests: int = 0
+    first_bad_seq: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def fail(self, seq: int | None, problem: str) -> None:
+        if seq is not None and (self.first_bad_seq is None or seq < self.first_bad_seq):
+            self.first_bad_seq = seq
+        self.problems.append(problem)
+
+
+@dataclass
+class _Walk:
+    last_seq: int = 0
+    last_hash: bytes = ZERO_HASH
+    hashes_at: dict[int, bytes] = field(default_factory=dict)
+
+
+def verify(engine: Engine, public_key: Ed25519PublicKey, digests: list[Digest]) -> VerifyReport:
+    """Check every event against the one before it, the head row, the anchors of purged
+    segments and the signed digests. The report names the first bad sequence number."""
+    report = VerifyReport()
+    with engine.connect() as conn:
+        anchors = {int(a.last_seq): bytes(a.hash) for a in conn.execute(select(audit_anchors))}
+        for a in conn.execute(select(audit_anchors)):
+            if not verify_signature(public_key, bytes(a.signature), anchor_message(int(a.last_seq), bytes(a.hash))):
+                report.fail(int(a.last_seq) + 1, f"the purge anchor at seq {a.last_seq} has a bad signature")
+        head_seq, head_hash = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
+        rows = conn.execution_options(yield_per=_BATCH).execute(
+            select(*(audit_events.c[c] for c in COLUMNS), audit_events.c.prev_hash, audit_events.c.hash).order_by(
+                audit_events.c.seq
+            )
+        )
+        try:
+            walk = _walk_chain(rows, anchors, {d.seq for d in digests}, report)
+        finally:
+            rows.close()
+    if report.ok:
+        _check_head(int(head_seq), bytes(head_hash), walk, report)
+    _check_digests(public_key, digests, max(anchors, default=0), walk, report)
+    return report
+
+
+def _walk_chain(rows: Iterable[Any], anchors: dict[int, bytes], wanted: set[int], report: VerifyReport) -> _Walk:
+    walk = _Walk()
+    expected, prev = 1, ZERO_HASH
+    loads = json.loads
+    for row in rows:
+        seq = row[0]
+        if report.events == 0 and seq > 1:  # the oldest segments were purged
+            if seq - 1 not in anchors:
+                report.fail(1, f"events 1..{seq - 1} are missing and no signed purge anchor covers them")
+                return walk
+            expected, prev = seq, anchors[seq - 1]
+        if seq != expected:
+            report.fail(expected, f"event {expected} is missing (deleted); the next stored event is {seq}")
+            return walk
+        values = list(row[:14])
+        values[8], values[9] = loads(values[8]), loads(values[9])
+        stored_prev, stored = bytes(row[14]), bytes(row[15])
+        if stored_prev != prev:
+            report.fail(seq, f"event {seq} does not follow event {seq - 1}: an event was inserted or replaced")
+            return walk
+        if chain_hash(prev, values) != stored:
+            report.fail(seq, f"event {seq} was changed after it was written")
+            return walk
+        if seq in wanted:
+            walk.hashes_at[seq] = stored
+        prev, expected = stored, seq + 1
+        report.events += 1
+        walk.last_seq, walk.last_hash = seq, stored
+    return walk
+
+
+def _check_head(head_seq: int, head_hash: bytes, walk: _Walk, report: VerifyReport) -> None:
+    if head_seq > walk.last_seq:
+        report.fail(walk.last_seq + 1, f"events {walk.last_seq + 1}..{head_seq} are missing: the log was truncated")
+    elif head_seq < walk.last_seq or (walk.last_seq and head_hash != walk.last_hash):
+        report.fail(head_seq + 1, "the chain head does not match the last event: events were appended or rewritten")
+
+
+def _check_digests(key: Ed25519PublicKey, digests: list[Digest], purged_through: int, walk: _Walk,
+                   report: VerifyReport) -> None:  # fmt: skip
+    good_until = purged_through
+    for d in sorted(digests, key=lambda d: d.seq):
+        report.digests += 1
+        if not verify_signature(key, d.signature, digest_message(d.seq, d.hash)):
+            report.fail(None, f"the digest for seq {d.seq} has a bad signature: the digest file was altered")
+        elif d.seq <= purged_through:
+            continue  # purged; the signed anchor vouches for what came before
+        elif d.seq in walk.hashes_at and walk.hashes_at[d.seq] != d.hash:
+            report.fail(good_until + 1, f"events up to seq {d.seq} differ from the signed digest: the log was rewritten")
+            return
+        elif d.seq in walk.hashes_at:
+            good_until = d.seq
+        elif d.seq > walk.last_seq and report.ok:
+            report.fail(walk.last_seq + 1, f"a signed digest covers seq {d.seq} but the log ends at {walk.last_seq}: "
+                        "the log was truncated")  # fmt: skip
+            return

@@ -1,0 +1,288 @@
+"""The security event log on SQLite and PostgreSQL: typed events, the chain, digests, tampering,
+concurrency, fail-closed reads, retention and export."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, event, text
+
+from conftest import OPERATOR, TENANT
+from sagevault.audit import (
+    AuditEvent,
+    AuditLog,
+    Channel,
+    DigestFile,
+    EventName,
+    Signer,
+    chain_hash,
+    create_signing_key,
+    load_public_key,
+    migrate_audit,
+    public_path,
+    to_syslog,
+    verify,
+)
+from sagevault.db import create_engine_for
+from sagevault.deployment import Deployment
+from sagevault.errors import AuditEventError, AuditUnavailable, PurposeNotAllowed
+from sagevault.testing import generate_orders, get_orders_response
+
+
+@pytest.fixture
+def audit_engine(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    if backend == "sqlite":
+        engine = create_engine_for(f"sqlite:///{tmp_path / 'audit.db'}")
+        migrate_audit(engine)
+        yield engine
+        engine.dispose()
+        return
+    engine = request.getfixturevalue("pg_engine")
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE audit_events, audit_anchors"))
+        conn.execute(text("UPDATE audit_head SET seq = 0, hash = :z"), {"z": b"\0" * 32})
+
+
+@pytest.fixture
+def log(audit_engine: Engine, tmp_path: Path) -> AuditLog:
+    key = tmp_path / "keys" / "audit-signing.key"
+    create_signing_key(key)
+    return AuditLog(audit_engine, signer=Signer(key), digests=DigestFile(tmp_path / "digests.jsonl"), digest_every=10**6)
+
+
+def _event(i: int = 0, **kw: object) -> AuditEvent:
+    fields: dict[str, object] = {
+        "name": EventName.VAULT_RECORD_READ, "channel": Channel.API, "actor": f"svc:reader-{i % 3}",
+        "tenant_id": TENANT, "record_ids": [i], "counts": {"records": 1},
+    }  # fmt: skip
+    fields.update(kw)
+    return AuditEvent(**fields)  # type: ignore[arg-type]
+
+
+def _verify(log: AuditLog, tmp_path: Path) -> object:
+    key = load_public_key(public_path(tmp_path / "keys" / "audit-signing.key"))
+    return verify(log.engine, key, DigestFile(tmp_path / "digests.jsonl").read())
+
+
+def test_vocabulary_is_alphabetical_and_described() -> None:
+    names = [e.value for e in EventName]
+    assert names == sorted(names)
+    assert all(len(e.value.split(":")) == 3 and e.description for e in EventName)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "vault:record:steal"}, "is not one of"),
+        ({"actor": "maria.silva@example.com"}, "looks like an e-mail address or phone number"),
+        ({"actor": "svc:206-555-0100"}, "looks like an e-mail address or phone number"),
+        ({"actor": "Maria Silva"}, "must be an id"),
+        ({"operation": "reveal for 206 555 0100"}, "looks like an e-mail address or phone number"),
+        ({"record_ids": ["17"]}, "integer record ids"),
+        ({"counts": {"fields": "3"}}, "map short lower-case names to integers"),
+        ({"reason": "because the buyer asked"}, "is not one of"),
+    ],
+)
+def test_bad_events_are_refused_and_never_written(log: AuditLog, fields: dict[str, object], message: str) -> None:
+    with pytest.raises(AuditEventError, match=message):
+        log.record(_event(**fields))
+    assert log.head()[0] == 0
+
+
+def test_a_clean_log_verifies(log: AuditLog, tmp_path: Path) -> None:
+    for i in range(25):
+        log.record(_event(i))
+    log.write_digest()
+    report = _verify(log, tmp_path)
+    assert report.ok and report.events == 25 and report.digests == 1  # type: ignore[attr-defined]
+
+
+def _tamper(engine: Engine, how: str) -> None:
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # an operator with superuser rights bypasses the trigger
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+        if how == "change":
+            conn.execute(text("UPDATE audit_events SET actor = 'svc:mallory' WHERE seq = 5"))
+        elif how == "delete":
+            conn.execute(text("DELETE FROM audit_events WHERE seq = 5"))
+        elif how == "truncate":
+            conn.execute(text("DELETE FROM audit_events WHERE seq > 10"))
+        elif how in ("insert", "rewrite"):
+            rows = [list(r) for r in conn.execute(text("SELECT * FROM audit_events ORDER BY seq"))]
+            conn.execute(text("DELETE FROM audit_events"))
+            if how == "insert":  # a forged event slipped in as seq 5, later events renumbered
+                forged = list(rows[4])
+                forged[6] = "svc:mallory"
+                rows.insert(4, forged)
+                rows[4][-2] = rows[3][-1]
+                for i, row in enumerate(rows):
+                    row[0] = i + 1
+                values = rows[4][:14]
+                values[8], values[9] = json.loads(values[8]), json.loads(values[9])
+                rows[4][-1] = chain_hash(bytes(rows[4][-2]), values)
+            else:  # event 5 altered and the whole chain recomputed, head included
+                rows[4][6] = "svc:mallory"
+                prev = b"\0" * 32
+                for i, row in enumerate(rows):
+                    row[0] = i + 1
+                    values = row[:14]
+                    values[8], values[9] = json.loads(values[8]), json.loads(values[9])
+                    row[-2], row[-1] = prev, chain_hash(prev, values)
+                    prev = row[-1]
+                conn.execute(text("UPDATE audit_head SET seq = :s, hash = :h"), {"s": len(rows), "h": prev})
+            cols = "seq, at, name, channel, outcome, reason, actor, tenant_id, record_ids, counts, client_ip_hash, " \
+                   "request_id, operation, fingerprint, prev_hash, hash"  # fmt: skip
+            marks = ", ".join(f":p{i}" for i in range(16))
+            for row in rows:
+                conn.execute(text(f"INSERT INTO audit_events ({cols}) VALUES ({marks})"),  # noqa: S608
+                             {f"p{i}": v for i, v in enumerate(row)})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("how", "first_bad", "words"),
+    [
+        ("change", 5, "was changed"),
+        ("delete", 5, "is missing (deleted)"),
+        ("insert", 6, "inserted or replaced"),
+        ("truncate", 11, "truncated"),
+        ("rewrite", 5, "rewritten"),
+    ],
+)
+def test_verify_catches_each_kind_of_tampering(log: AuditLog, tmp_path: Path, how: str, first_bad: int,
+                                               words: str) -> None:  # fmt: skip
+    for i in range(20):
+        log.record(_event(i))
+        if i == 3:
+            log.write_digest()  # signed at seq 4, before the tampered events
+    log.write_digest()  # and at seq 20
+    assert _verify(log, tmp_path).ok  # type: ignore[attr-defined]
+    _tamper(log.engine, how)
+    report = _verify(log, tmp_path)
+    assert not report.ok  # type: ignore[attr-defined]
+    assert report.first_bad_seq == first_bad, report.problems  # type: ignore[attr-defined]
+    assert any(words in p for p in report.problems), report.problems  # type: ignore[attr-defined]
+
+
+def test_concurrent_threads_share_commits_and_never_fork_the_chain(log: AuditLog, tmp_path: Path) -> None:
+    commits: list[int] = []
+
+    def count(_conn: object) -> None:
+        commits.append(1)
+
+    event.listen(log.engine, "commit", count)
+    try:
+        threads = [threading.Thread(target=lambda t=t: [log.record(_event(t * 100 + i)) for i in range(50)])
+                   for t in range(8)]  # fmt: skip
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        event.remove(log.engine, "commit", count)
+    assert log.head()[0] == 400
+    assert _verify(log, tmp_path).ok  # type: ignore[attr-defined]
+    assert len(commits) < 400  # group commit: waiting writers ride along
+
+
+_WRITER = """
+import sys
+from sagevault.audit import AuditEvent, AuditLog, Channel, EventName
+from sagevault.db import create_engine_for
+log = AuditLog(create_engine_for(sys.argv[1]), signer=None, digests=None)
+for i in range(int(sys.argv[2])):
+    log.record(AuditEvent(name=EventName.VAULT_RECORD_READ, channel=Channel.API, actor="svc:proc", record_ids=[i]))
+log.close()
+"""
+
+
+def test_concurrent_processes_never_fork_the_chain(log: AuditLog, tmp_path: Path) -> None:
+    url = log.engine.url.render_as_string(hide_password=False)
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, "60"]) for _ in range(3)]
+    for _ in range(60):
+        log.record(_event())
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
+    assert log.head()[0] == 240
+    report = _verify(log, tmp_path)
+    assert report.ok and report.events == 240  # type: ignore[attr-defined]
+
+
+def test_retention_purge_drops_whole_months_and_the_chain_still_verifies(log: AuditLog, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    old = now - timedelta(days=500)
+    for i in range(10):
+        log.record(_event(i, at=old + timedelta(minutes=i)))
+    log.write_digest()
+    for i in range(5):
+        log.record(_event(i))
+    purged = log.purge_before(now - timedelta(days=365), actor="operator:test")
+    assert purged == 10
+    report = _verify(log, tmp_path)
+    assert report.ok and report.events == 6, report.problems  # type: ignore[attr-defined]
+    last = next(log.search(name=EventName.AUDIT_SEGMENT_PURGE.value))
+    assert last["counts"] == {"events": 10, "first_seq": 1, "last_seq": 10}
+
+
+def test_a_read_of_pii_is_refused_when_its_event_cannot_be_written(vault_tenant: Deployment) -> None:
+    d = vault_tenant
+    order = next(generate_orders(1, seed=4))
+    with d.engine.begin() as conn:
+        d.vault.ingest(conn, TENANT, [get_orders_response([order])], principal=OPERATOR)
+    with d.audit.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+    try:
+        with d.engine.begin() as conn, pytest.raises(AuditUnavailable, match="operation was refused"):
+            d.vault.reveal(conn, TENANT, order["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "fulfilment",
+                           principal=OPERATOR)  # fmt: skip
+    finally:
+        with d.audit.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+    with d.engine.begin() as conn:  # and once the log is back, the same read is answered and recorded
+        (f,) = d.vault.reveal(conn, TENANT, order["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "fulfilment",
+                              principal=OPERATOR)  # fmt: skip
+    assert f.value == order["BuyerInfo"]["BuyerEmail"]
+    reveal = next(d.audit.search(name=EventName.VAULT_FIELD_REVEAL.value, newest_first=True))
+    assert reveal["actor"] == OPERATOR.id and reveal["record_ids"] == [f.record_id] and reveal["counts"] == {"fields": 1}
+
+
+def test_refusals_are_recorded_with_reason_codes(vault_tenant: Deployment) -> None:
+    d = vault_tenant
+    order = next(generate_orders(1, seed=5))
+    with d.engine.begin() as conn:
+        d.vault.ingest(conn, TENANT, [get_orders_response([order])], principal=OPERATOR)
+    with d.engine.begin() as conn, pytest.raises(PurposeNotAllowed):
+        d.vault.reveal(conn, TENANT, order["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "tax_invoicing",
+                       principal=OPERATOR)  # fmt: skip
+    denial = next(d.audit.search(name=EventName.ACCESS_PERMISSION_DENY.value))
+    assert (denial["outcome"], denial["reason"], denial["operation"]) == ("denied", "purpose_not_allowed", "reveal")
+
+
+def test_on_postgresql_the_event_table_is_append_only(pg_engine: Engine, log: AuditLog, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("the trigger and grants are PostgreSQL's")
+    log.record(_event())
+    with pg_engine.begin() as conn, pytest.raises(Exception, match="append-only: UPDATE refused"):
+        conn.execute(text("UPDATE audit_events SET actor = 'svc:mallory'"))
+    with pg_engine.begin() as conn, pytest.raises(Exception, match="append-only: DELETE refused"):
+        conn.execute(text("DELETE FROM audit_events"))
+    with pg_engine.begin() as conn, pytest.raises(Exception, match="permission denied"):
+        conn.execute(text("SET LOCAL ROLE sagevault_app"))
+        conn.execute(text("DELETE FROM audit_events"))
+    with pg_engine.begin() as conn:
+        conn.execute(text("SET LOCAL ROLE sagevault_app"))
+        conn.execute(text("SELECT count(*) FROM audit_events"))  # reading is allowed
+
+
+def test_syslog_lines_follow_rfc_5424(log: AuditLog) -> None:
+    log.record(_event(operation="reveal"))
+    line = to_syslog(next(log.search())).decode()
+    assert line.startswith("<37>1 ") and " sagevault - vault:record:read [sagevault@32473 seq=\"1\"" in line

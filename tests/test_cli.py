@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MODELS, sandbox_examples
-from sagevault.testing import generate_orders
+from sagevault.testing import generate_orders, get_orders_response
 
 SV = [sys.executable, "-c", "from sagevault.cli import main; main()"]
 ADDRESS = sandbox_examples("ordersV0.json", "/orders/v0/orders/{orderId}/address")[0]
@@ -92,7 +92,7 @@ def test_operator_mistakes_exit_2_with_advice(ready: Path) -> None:
         (("ingest", "--tenant", "NOPE1", str(MODELS / "ordersV0.json")), "cannot tell which SP-API operation"),
         (("show", "--tenant", "NOPE1", "--order", "1"), "sagevault tenants add NOPE1"),
         (("ingest", "--tenant", "A1CLISELLER", "missing.json"), "missing.json: no such file"),
-        (("ingest", "--tenant", "A1CLISELLER", "--operation", "getFoo", "x.json"), "unknown operation 'getFoo'"),
+        (("ingest", "--tenant", "A1CLISELLER", "--operation", "getFoo", "x.json"), "unknown operation getFoo"),
         (("tenants", "add", "A1CLISELLER", "-m", "ATVPDKIKX0DER"), "already exists"),
         (("tenants", "add", "A9NEW", "-m", "XX"), "not an Amazon marketplace id"),
     ]
@@ -177,3 +177,73 @@ def test_a_tampered_ciphertext_stops_rotation_with_advice_and_changes_nothing(re
     versions = {v for (v,) in db.execute("SELECT key_version FROM records")}
     db.close()
     assert versions == {1}  # the failed batch re-encrypted nothing
+
+
+def test_audit_verify_from_the_command_line_names_what_is_wrong(ready: Path) -> None:
+    assert run(ready, "audit", "digest").returncode == 0
+    ok = run(ready, "audit", "verify")
+    assert ok.returncode == 0 and "audit log verified" in ok.stdout
+    digests = ready / "var" / "audit" / "digests.jsonl"
+    digests.write_text(digests.read_text() + "{not json\n")
+    bad = run(ready, "audit", "verify")
+    assert bad.returncode == 1 and f"digest file {digests} line" in bad.stderr and "corrupted" in bad.stderr
+    digests.write_text("\n".join(digests.read_text().splitlines()[:-1]) + "\n")
+    pub = ready / "var" / "keys" / "audit-signing.pub"
+    pub.rename(pub.with_suffix(".moved"))
+    missing = run(ready, "audit", "verify")
+    assert missing.returncode == 1 and "audit verification key" in missing.stderr and "is missing" in missing.stderr
+
+
+def test_full_scenario_leaves_no_pii_in_any_byte_written(ready: Path) -> None:
+    """Ingest, read, reveal, search, rotate, shred and failed actions with known PII, then scan
+    the databases, the audit export, the digests, the application logs and all console output."""
+    from pii_scan import leaked, pii_strings
+
+    from sagevault.config import load_settings
+    from sagevault.deployment import open_deployment
+    from sagevault.errors import PurposeNotAllowed
+    from sagevault.vault import Principal
+
+    orders = list(generate_orders(40, seed=21))
+    (ready / "orders.jsonl").write_text("\n".join(json.dumps(o) for o in orders))
+    (ready / "address.json").write_text(json.dumps(ADDRESS))
+    console = []
+    steps = [
+        ("ingest", "-t", "A1CLISELLER", "orders.jsonl", "address.json"),
+        ("show", "-t", "A1CLISELLER", "-o", orders[0]["AmazonOrderId"]),
+        ("show", "-t", "A1CLISELLER", "-o", orders[0]["BuyerInfo"]["BuyerEmail"]),  # PII typed where an id belongs
+        ("tenants", "add", orders[1]["ShippingAddress"]["Phone"], "-m", "ATVPDKIKX0DER"),
+        ("ingest", "-t", orders[2]["BuyerInfo"]["BuyerName"], "orders.jsonl"),
+        ("keys", "rotate", "-t", "A1CLISELLER"),
+    ]
+    for args in steps:
+        res = run(ready, *args)
+        console += [res.stdout, res.stderr]
+    d = open_deployment(load_settings(data_dir=ready / "var"))
+    me = Principal.local_operator()
+    with d.engine.begin() as conn:
+        revealed = d.vault.reveal(conn, "A1CLISELLER", orders[3]["AmazonOrderId"],
+                                  ["ShippingAddress.Name", "BuyerInfo.BuyerEmail"], "fulfilment", principal=me)
+        assert {f.value for f in revealed} == {orders[3]["ShippingAddress"]["Name"], orders[3]["BuyerInfo"]["BuyerEmail"]}
+        hits = d.vault.search(conn, "A1CLISELLER", "email", orders[4]["BuyerInfo"]["BuyerEmail"], purpose="legal",
+                              principal=me)
+        assert [h.order_id for h in hits] == [orders[4]["AmazonOrderId"]]
+    with d.engine.begin() as conn, pytest.raises(PurposeNotAllowed):
+        d.vault.reveal(conn, "A1CLISELLER", orders[3]["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "tax_invoicing",
+                       principal=me)
+    d.close()
+    for args in (("shred", "-t", "A1CLISELLER", "--yes"), ("audit", "verify"), ("audit", "tail", "-n", "100"),
+                 ("audit", "export", "--output", "export.jsonl"), ("audit", "export", "--format", "syslog")):
+        res = run(ready, *args)
+        console += [res.stdout, res.stderr]
+        assert res.returncode == 0, res.stderr
+    exported = [json.loads(line) for line in (ready / "export.jsonl").read_text().splitlines()]
+    names = {e["name"] for e in exported}
+    assert {"vault:record:ingest", "vault:record:read", "vault:field:reveal", "vault:record:search",
+            "storage:keyset:rotate", "storage:keyset:destroy", "access:permission:deny", "cli:command:fail"} <= names
+    secrets = pii_strings([get_orders_response(orders), ADDRESS])
+    assert len(secrets) > 300
+    written = b"".join(p.read_bytes() for p in (ready / "var").rglob("*") if p.is_file())
+    written += (ready / "export.jsonl").read_bytes() + "".join(console).encode()
+    assert (ready / "var" / "logs" / "sagevault.log").stat().st_size > 0
+    assert leaked(secrets, written) == []

@@ -35,7 +35,7 @@ from sagevault.audit import (
 )
 from sagevault.config import Settings, load_settings
 from sagevault.deployment import Deployment, init_deployment, open_audit, open_deployment
-from sagevault.errors import AuditError, NotInitialized, PayloadError, SageVaultError
+from sagevault.errors import AuditError, NotInitialized, PayloadError, SageVaultError, shown
 from sagevault.logs import configure_logging, get_logger
 from sagevault.vault import IngestResult, Operation, Principal, SourceDocument
 
@@ -236,7 +236,7 @@ def _ingest(d: Deployment, tenant: str, docs: list[SourceDocument]) -> IngestRes
     total = IngestResult()
     size = d.settings.ingest_batch_size
     with d.engine.begin() as conn, _progress() as progress:  # one transaction: all or nothing
-        task = progress.add_task(f"ingest {tenant}", total=len(docs))
+        task = progress.add_task(f"ingest {shown(tenant)}", total=len(docs))
         for i in range(0, len(docs), size):
             part = d.vault.ingest_documents(conn, tenant, docs[i : i + size], principal=_principal())
             for name in ("records", "replaced", "pii_fields", "unknown_fields"):
@@ -330,7 +330,7 @@ def keys_rotate(
             target = d.vault.begin_rotation(conn, tenant, principal=p)
             remaining = d.vault.rotation_remaining(conn, tenant, target, principal=p)
         with _progress() as progress:
-            task = progress.add_task(f"re-encrypt {tenant} to v{target}", total=remaining)
+            task = progress.add_task(f"re-encrypt {shown(tenant)} to v{target}", total=remaining)
             while True:
                 with d.engine.begin() as conn:
                     moved = d.vault.reencrypt_batch(conn, tenant, target, principal=p, limit=batch_size)
@@ -600,7 +600,7 @@ def audit_purge() -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer.Exit(n) comes back as a return value here
     except SageVaultError as exc:
         err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise SystemExit(2) from None
@@ -613,3 +613,5 @@ def main() -> None:
             exc.show()
             raise SystemExit(code) from None
         raise
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

@@ -25,7 +25,21 @@ catalog path only, never by value, so an exception can be logged without leaking
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+
+_SHOWABLE = re.compile(r"[A-Za-z][A-Za-z0-9._:/\[\]-]{0,63}|\d{3}-\d{7}-\d{7}")
+_PII_LIKE = re.compile(r"@|\d[\d\s().-]{6,}\d")
+
+
+def shown(value: object) -> str:
+    """`value` as an error message may show it: ids (tenant, order, field names) as they are;
+    anything else a user typed, which could be PII put in the wrong place, is withheld."""
+    text = str(value)
+    amazon_order_id = re.fullmatch(r"\d{3}-\d{7}-\d{7}", text) is not None
+    if _SHOWABLE.fullmatch(text) and (amazon_order_id or not _PII_LIKE.search(text)):
+        return text
+    return "<withheld: not an id>"
 
 
 class SageVaultError(Exception):
@@ -63,22 +77,22 @@ class TenantError(SageVaultError):
 class UnknownTenant(TenantError):
     def __init__(self, tenant_id: str) -> None:
         super().__init__(
-            f"tenant {tenant_id} does not exist; add it with "
-            f"`sagevault tenants add {tenant_id} --marketplace MARKETPLACE_ID`"
+            f"tenant {shown(tenant_id)} does not exist; add it with "
+            f"`sagevault tenants add {shown(tenant_id)} --marketplace MARKETPLACE_ID`"
         )
         self.tenant_id = tenant_id
 
 
 class TenantExists(TenantError):
     def __init__(self, tenant_id: str) -> None:
-        super().__init__(f"tenant {tenant_id} already exists; see `sagevault tenants list`")
+        super().__init__(f"tenant {shown(tenant_id)} already exists; see `sagevault tenants list`")
         self.tenant_id = tenant_id
 
 
 class TenantShredded(TenantError):
     def __init__(self, tenant_id: str, shredded_at: datetime) -> None:
         super().__init__(
-            f"tenant {tenant_id} was shredded on {shredded_at:%Y-%m-%d %H:%M:%S} UTC; its data cannot be read"
+            f"tenant {shown(tenant_id)} was shredded on {shredded_at:%Y-%m-%d %H:%M:%S} UTC; its data cannot be read"
         )
         self.tenant_id = tenant_id
         self.shredded_at = shredded_at

@@ -13,6 +13,8 @@ import re
 import unicodedata
 from typing import Any
 
+from sagevault.errors import shown
+
 SEARCH_KINDS = ("email", "phone", "postal_code", "name")
 TOKEN_BYTES = 16
 
@@ -31,7 +33,7 @@ def normalise(kind: str, value: str) -> str:
         return _SPACE_DASH.sub("", value).upper()
     if kind == "name":
         return _SPACES.sub(" ", unicodedata.normalize("NFKC", value)).strip().casefold()
-    raise ValueError(f"unknown search kind {kind!r}; use one of {', '.join(SEARCH_KINDS)}")
+    raise ValueError(f"unknown search kind {shown(kind)}; use one of {', '.join(SEARCH_KINDS)}")
 
 
 class BlindIndex:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sagevault.errors import PayloadError
+from sagevault.errors import PayloadError, shown
 
 MARKETPLACES: dict[str, tuple[str, str]] = {
     "ATVPDKIKX0DER": ("na", "US"), "A2EUQ1WTGCTBG2": ("na", "CA"), "A1AM78C64UM0Y8": ("na", "MX"),
@@ -21,6 +21,6 @@ def region_of(marketplace_id: str) -> str:
         return MARKETPLACES[marketplace_id][0]
     except KeyError:
         raise PayloadError(
-            f"{marketplace_id!r} is not an Amazon marketplace id SageVault knows; use an id such as "
+            f"{shown(marketplace_id)} is not an Amazon marketplace id SageVault knows; use an id such as "
             "ATVPDKIKX0DER (US) or A1PA6795UKMFR9 (DE)"
         ) from None

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from sagevault.catalog import Document
-from sagevault.errors import PayloadError
+from sagevault.errors import PayloadError, shown
 
 
 class Operation(StrEnum):
@@ -36,8 +36,8 @@ class Operation(StrEnum):
             return matches[0]
         choices = ", ".join(op.value for op in cls)
         if matches:
-            raise PayloadError(f"operation {name!r} exists in two API versions; use one of: {choices}")
-        raise PayloadError(f"unknown operation {name!r}; use one of: {choices}")
+            raise PayloadError(f"operation {shown(name)} exists in two API versions; use one of: {choices}")
+        raise PayloadError(f"unknown operation {shown(name)}; use one of: {choices}")
 
 
 @dataclass(slots=True)

@@ -46,6 +46,7 @@ from sagevault.errors import (
     TenantExists,
     TenantShredded,
     UnknownTenant,
+    shown,
 )
 
 from ._access import AccessGate, Action, LocalOperatorGate, Principal
@@ -282,7 +283,7 @@ class Vault:
         self._gate.check(principal, Action.TENANTS_ADMIN, tenant_id)
         if not _TENANT_ID.fullmatch(tenant_id):
             raise PayloadError(
-                f"{tenant_id!r} is not a selling partner id; use letters, digits, '.', '_' or '-' (2-64 characters)"
+                f"{shown(tenant_id)} is not a selling partner id; use letters, digits, '.', '_' or '-' (2-64 characters)"
             )
         if looks_like_pii(tenant_id):
             raise PayloadError(
@@ -455,7 +456,7 @@ class Vault:
             .order_by(records.c.document)
         ).all()
         if not rows:
-            raise RecordNotFound(f"tenant {tenant_id} has no stored order {order_id}")
+            raise RecordNotFound(f"tenant {shown(tenant_id)} has no stored order {shown(order_id)}")
         return list(rows)
 
     @audited(
@@ -492,7 +493,7 @@ class Vault:
             ]
             if not matches:
                 raise PayloadError(
-                    f"{name} is not a PII field of the catalog; name a catalog path such as "
+                    f"{shown(name)} is not a PII field of the catalog; name a catalog path such as "
                     "ShippingAddress.Name or buyer.buyerEmail (see `sagevault catalog`)"
                 )
             out[name] = matches
@@ -504,7 +505,7 @@ class Vault:
             return Purpose(purpose)
         except ValueError:
             raise PurposeNotAllowed(
-                f"{purpose!r} is not a purpose; use one of: {', '.join(p.value for p in Purpose)}"
+                f"{shown(purpose)} is not a purpose; use one of: {', '.join(p.value for p in Purpose)}"
             ) from None
 
     @audited(
@@ -565,7 +566,7 @@ class Vault:
         """Records whose `kind` field (email, phone, postal_code, name) equals `value` after
         normalisation, found through the blind index without decrypting anything."""
         if kind not in SEARCH_KINDS:
-            raise PayloadError(f"cannot search by {kind!r}; searchable fields are {', '.join(SEARCH_KINDS)}")
+            raise PayloadError(f"cannot search by {shown(kind)}; searchable fields are {', '.join(SEARCH_KINDS)}")
         purpose = self._purpose(purpose)
         kind_fields = [f for f in self._catalog if f.search == kind]
         if not any(purpose in f.purposes for f in kind_fields):

@@ -3,7 +3,6 @@ concurrency, fail-closed reads, retention and export."""
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 import subprocess
@@ -57,7 +56,9 @@ def audit_engine(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 def log(audit_engine: Engine, tmp_path: Path) -> AuditLog:
     key = tmp_path / "keys" / "audit-signing.key"
     create_signing_key(key)
-    return AuditLog(audit_engine, signer=Signer(key), digests=DigestFile(tmp_path / "digests.jsonl"), digest_every=10**6)
+    return AuditLog(
+        audit_engine, signer=Signer(key), digests=DigestFile(tmp_path / "digests.jsonl"), digest_every=10**6
+    )
 
 
 def _event(i: int = 0, **kw: object) -> AuditEvent:
@@ -127,24 +128,20 @@ def _tamper(engine: Engine, how: str) -> None:
                 rows[4][-2] = rows[3][-1]
                 for i, row in enumerate(rows):
                     row[0] = i + 1
-                values = rows[4][:14]
-                values[8], values[9] = json.loads(values[8]), json.loads(values[9])
-                rows[4][-1] = chain_hash(bytes(rows[4][-2]), values)
+                rows[4][-1] = chain_hash(bytes(rows[4][-2]), rows[4][:14])
             else:  # event 5 altered and the whole chain recomputed, head included
                 rows[4][6] = "svc:mallory"
                 prev = b"\0" * 32
                 for i, row in enumerate(rows):
                     row[0] = i + 1
-                    values = row[:14]
-                    values[8], values[9] = json.loads(values[8]), json.loads(values[9])
-                    row[-2], row[-1] = prev, chain_hash(prev, values)
+                    row[-2], row[-1] = prev, chain_hash(prev, row[:14])
                     prev = row[-1]
                 conn.execute(text("UPDATE audit_head SET seq = :s, hash = :h"), {"s": len(rows), "h": prev})
             cols = "seq, at, name, channel, outcome, reason, actor, tenant_id, record_ids, counts, client_ip_hash, " \
                    "request_id, operation, fingerprint, prev_hash, hash"  # fmt: skip
             marks = ", ".join(f":p{i}" for i in range(16))
             for row in rows:
-                conn.execute(text(f"INSERT INTO audit_events ({cols}) VALUES ({marks})"),  # noqa: S608
+                conn.execute(text(f"INSERT INTO audit_events ({cols}) VALUES ({marks})"),
                              {f"p{i}": v for i, v in enumerate(row)})  # fmt: skip
 
 
@@ -251,7 +248,9 @@ def test_a_read_of_pii_is_refused_when_its_event_cannot_be_written(vault_tenant:
                               principal=OPERATOR)  # fmt: skip
     assert f.value == order["BuyerInfo"]["BuyerEmail"]
     reveal = next(d.audit.search(name=EventName.VAULT_FIELD_REVEAL.value, newest_first=True))
-    assert reveal["actor"] == OPERATOR.id and reveal["record_ids"] == [f.record_id] and reveal["counts"] == {"fields": 1}
+    assert (
+        reveal["actor"] == OPERATOR.id and reveal["record_ids"] == [f.record_id] and reveal["counts"] == {"fields": 1}
+    )
 
 
 def test_refusals_are_recorded_with_reason_codes(vault_tenant: Deployment) -> None:
@@ -274,9 +273,10 @@ def test_on_postgresql_the_event_table_is_append_only(pg_engine: Engine, log: Au
         conn.execute(text("UPDATE audit_events SET actor = 'svc:mallory'"))
     with pg_engine.begin() as conn, pytest.raises(Exception, match="append-only: DELETE refused"):
         conn.execute(text("DELETE FROM audit_events"))
-    with pg_engine.begin() as conn, pytest.raises(Exception, match="permission denied"):
+    with pg_engine.begin() as conn:
         conn.execute(text("SET LOCAL ROLE sagevault_app"))
-        conn.execute(text("DELETE FROM audit_events"))
+        with pytest.raises(Exception, match="permission denied"):
+            conn.execute(text("DELETE FROM audit_events"))
     with pg_engine.begin() as conn:
         conn.execute(text("SET LOCAL ROLE sagevault_app"))
         conn.execute(text("SELECT count(*) FROM audit_events"))  # reading is allowed
@@ -285,4 +285,91 @@ def test_on_postgresql_the_event_table_is_append_only(pg_engine: Engine, log: Au
 def test_syslog_lines_follow_rfc_5424(log: AuditLog) -> None:
     log.record(_event(operation="reveal"))
     line = to_syslog(next(log.search())).decode()
-    assert line.startswith("<37>1 ") and " sagevault - vault:record:read [sagevault@32473 seq=\"1\"" in line
+    assert line.startswith("<37>1 ") and ' sagevault - vault:record:read [sagevault@32473 seq="1"' in line
+
+
+def _tls_files(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1, made here (no network, no fixtures on disk)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test collector CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))  # fmt: skip
+    paths = tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return paths
+
+
+def test_events_reach_a_syslog_collector_over_tls_only(log: AuditLog, tmp_path: Path) -> None:
+    from sagevault.audit import SyslogTlsSink
+
+    for i in range(5):
+        log.record(_event(i))
+    ca, cert, key = _tls_files(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    received: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+        while data:  # RFC 5425 octet counting: "LEN SP MSG"
+            size, _, rest = data.partition(b" ")
+            received.append(rest[: int(size)])
+            data = rest[int(size) :]
+
+    server = threading.Thread(target=serve)
+    server.start()
+    sent = SyslogTlsSink("127.0.0.1", port, cafile=str(ca)).send(log.search())
+    server.join(10)
+    listener.close()
+    assert sent == 5 and len(received) == 5
+    assert all(m.startswith(b"<37>1 ") and b"vault:record:read" in m for m in received)
+    # a collector whose certificate the CA did not sign is refused
+    other = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=lambda: _accept_tls(other, server_ctx)).start()
+    untrusted = SyslogTlsSink("127.0.0.1", other.getsockname()[1], cafile=None)
+    with pytest.raises(ssl.SSLError):
+        untrusted.send(log.search())
+
+
+def _accept_tls(listener: socket.socket, ctx: ssl.SSLContext) -> None:
+    listener.settimeout(10)
+    conn, _ = listener.accept()
+    try:
+        ctx.wrap_socket(conn, server_side=True).close()
+    except (ssl.SSLError, OSError):
+        conn.close()
+    listener.close()

@@ -198,7 +198,6 @@ def test_full_scenario_leaves_no_pii_in_any_byte_written(ready: Path) -> None:
     """Ingest, read, reveal, search, rotate, shred and failed actions with known PII, then scan
     the databases, the audit export, the digests, the application logs and all console output."""
     from pii_scan import leaked, pii_strings
-
     from sagevault.config import load_settings
     from sagevault.deployment import open_deployment
     from sagevault.errors import PurposeNotAllowed
@@ -222,25 +221,49 @@ def test_full_scenario_leaves_no_pii_in_any_byte_written(ready: Path) -> None:
     d = open_deployment(load_settings(data_dir=ready / "var"))
     me = Principal.local_operator()
     with d.engine.begin() as conn:
-        revealed = d.vault.reveal(conn, "A1CLISELLER", orders[3]["AmazonOrderId"],
-                                  ["ShippingAddress.Name", "BuyerInfo.BuyerEmail"], "fulfilment", principal=me)
-        assert {f.value for f in revealed} == {orders[3]["ShippingAddress"]["Name"], orders[3]["BuyerInfo"]["BuyerEmail"]}
-        hits = d.vault.search(conn, "A1CLISELLER", "email", orders[4]["BuyerInfo"]["BuyerEmail"], purpose="legal",
-                              principal=me)
+        revealed = d.vault.reveal(
+            conn,
+            "A1CLISELLER",
+            orders[3]["AmazonOrderId"],
+            ["ShippingAddress.Name", "BuyerInfo.BuyerEmail"],
+            "fulfilment",
+            principal=me,
+        )
+        assert {f.value for f in revealed} == {
+            orders[3]["ShippingAddress"]["Name"],
+            orders[3]["BuyerInfo"]["BuyerEmail"],
+        }
+        hits = d.vault.search(
+            conn, "A1CLISELLER", "email", orders[4]["BuyerInfo"]["BuyerEmail"], purpose="legal", principal=me
+        )
         assert [h.order_id for h in hits] == [orders[4]["AmazonOrderId"]]
     with d.engine.begin() as conn, pytest.raises(PurposeNotAllowed):
-        d.vault.reveal(conn, "A1CLISELLER", orders[3]["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "tax_invoicing",
-                       principal=me)
+        d.vault.reveal(
+            conn, "A1CLISELLER", orders[3]["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "tax_invoicing", principal=me
+        )
     d.close()
-    for args in (("shred", "-t", "A1CLISELLER", "--yes"), ("audit", "verify"), ("audit", "tail", "-n", "100"),
-                 ("audit", "export", "--output", "export.jsonl"), ("audit", "export", "--format", "syslog")):
+    for args in (
+        ("shred", "-t", "A1CLISELLER", "--yes"),
+        ("audit", "verify"),
+        ("audit", "tail", "-n", "100"),
+        ("audit", "export", "--output", "export.jsonl"),
+        ("audit", "export", "--format", "syslog"),
+    ):
         res = run(ready, *args)
         console += [res.stdout, res.stderr]
         assert res.returncode == 0, res.stderr
     exported = [json.loads(line) for line in (ready / "export.jsonl").read_text().splitlines()]
     names = {e["name"] for e in exported}
-    assert {"vault:record:ingest", "vault:record:read", "vault:field:reveal", "vault:record:search",
-            "storage:keyset:rotate", "storage:keyset:destroy", "access:permission:deny", "cli:command:fail"} <= names
+    assert {
+        "vault:record:ingest",
+        "vault:record:read",
+        "vault:field:reveal",
+        "vault:record:search",
+        "storage:keyset:rotate",
+        "storage:keyset:destroy",
+        "access:permission:deny",
+        "cli:command:fail",
+    } <= names
     secrets = pii_strings([get_orders_response(orders), ADDRESS])
     assert len(secrets) > 300
     written = b"".join(p.read_bytes() for p in (ready / "var").rglob("*") if p.is_file())

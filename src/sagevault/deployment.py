@@ -152,5 +152,5 @@ def _record_config(deployment: Deployment) -> None:
         deployment.audit.record(
             AuditEvent(
                 name=EventName.ADMIN_CONFIG_CHANGE, channel=Channel.ADMIN, actor="sagevault", fingerprint=fingerprint
-            )  # fmt: skip
+            )
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def _redact_event(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact_event(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     return {k: redact(v) if isinstance(v, str) and k != "timestamp" else v for k, v in event.items()}
 
 
@@ -58,7 +59,7 @@ def configure_logging(log_file: Path | None, level: int = logging.INFO) -> None:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_file.touch(mode=0o600, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler = logging.FileHandler(log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler.addFilter(RedactingFilter())
         handler._sagevault = True  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ address or a phone number is refused wherever it appears.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,9 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
 
 
+_canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+
+
 def looks_like_pii(value: str) -> bool:
     return bool(_EMAIL.search(value) or _PHONE.search(value))
 
@@ -167,7 +171,8 @@ class AuditEvent:
             raise AuditEventError("audit field at must be timezone-aware")
 
     def values(self, seq: int) -> list[Any]:
-        """The event as the list whose canonical JSON the chain hashes, in column order."""
+        """The event as stored, in column order: record ids and counts as their canonical JSON
+        text. The chain hashes the canonical JSON of exactly this list."""
         return [
             seq,
             self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -177,8 +182,8 @@ class AuditEvent:
             self.reason.value,
             self.actor,
             self.tenant_id,
-            list(self.record_ids),
-            dict(sorted(self.counts.items())),
+            _canonical(list(self.record_ids)),
+            _canonical(dict(sorted(self.counts.items()))),
             self.client_ip_hash,
             self.request_id,
             self.operation,

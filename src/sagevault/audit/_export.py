@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -53,4 +54,7 @@ class SyslogTlsSink:
                 msg = to_syslog(event)
                 tls.sendall(str(len(msg)).encode() + b" " + msg)
                 n += 1
+            # An orderly TLS close: a bare close could reset the connection and lose the tail.
+            with contextlib.suppress(OSError):
+                tls.unwrap()
         return n

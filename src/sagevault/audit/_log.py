@@ -23,9 +23,10 @@ ZERO_HASH = b"\0" * 32
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def chain_hash(prev: bytes, values: list[Any]) -> bytes:
-    """SHA-256 over the previous hash and the canonical JSON of the event's values."""
-    return hashlib.sha256(prev + _dumps(values).encode()).digest()
+def chain_hash(prev: bytes, values: Sequence[Any]) -> bytes:
+    """SHA-256 over the previous hash and the canonical JSON of the stored row's values
+    (`AuditEvent.values`: seq .. fingerprint, in column order)."""
+    return hashlib.sha256(prev + _dumps(list(values)).encode()).digest()
 
 
 @dataclass
@@ -107,8 +108,6 @@ class AuditLog:
                     seq += 1
                     values = ticket.event.values(seq)
                     digest = chain_hash(prev, values)
-                    values[8] = _dumps(values[8])
-                    values[9] = _dumps(values[9])
                     rows.append((*values, prev, digest))
                     ticket.seq = seq
                     prev = digest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select
 
 from ._log import ZERO_HASH, chain_hash
-from ._schema import COLUMNS, audit_anchors, audit_events, audit_head
+from ._schema import COLUMNS, audit_anchors, audit_head
 from ._signing import Digest, anchor_message, digest_message, verify_signature
 
 _BATCH = 5000
@@ -51,25 +50,29 @@ def verify(engine: Engine, public_key: Ed25519PublicKey, digests: list[Digest]) 
             if not verify_signature(public_key, bytes(a.signature), anchor_message(int(a.last_seq), bytes(a.hash))):
                 report.fail(int(a.last_seq) + 1, f"the purge anchor at seq {a.last_seq} has a bad signature")
         head_seq, head_hash = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
-        rows = conn.execution_options(yield_per=_BATCH).execute(
-            select(*(audit_events.c[c] for c in COLUMNS), audit_events.c.prev_hash, audit_events.c.hash).order_by(
-                audit_events.c.seq
-            )
-        )
+        # The driver's own cursor (server-side on PostgreSQL): plain tuples, streamed in batches.
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor("sagevault_verify") if conn.dialect.name == "postgresql" else dbapi.cursor()
         try:
-            walk = _walk_chain(rows, anchors, {d.seq for d in digests}, report)
+            cursor.execute(f"SELECT {', '.join(COLUMNS)}, prev_hash, hash FROM audit_events ORDER BY seq")  # noqa: S608
+            walk = _walk_chain(_stream(cursor), anchors, {d.seq for d in digests}, report)
         finally:
-            rows.close()
+            cursor.close()
     if report.ok:
         _check_head(int(head_seq), bytes(head_hash), walk, report)
     _check_digests(public_key, digests, max(anchors, default=0), walk, report)
     return report
 
 
+def _stream(cursor: Any) -> Iterable[Any]:
+    while batch := cursor.fetchmany(_BATCH):
+        yield from batch
+
+
 def _walk_chain(rows: Iterable[Any], anchors: dict[int, bytes], wanted: set[int], report: VerifyReport) -> _Walk:
     walk = _Walk()
     expected, prev = 1, ZERO_HASH
-    loads = json.loads
     for row in rows:
         seq = row[0]
         if report.events == 0 and seq > 1:  # the oldest segments were purged
@@ -80,13 +83,11 @@ def _walk_chain(rows: Iterable[Any], anchors: dict[int, bytes], wanted: set[int]
         if seq != expected:
             report.fail(expected, f"event {expected} is missing (deleted); the next stored event is {seq}")
             return walk
-        values = list(row[:14])
-        values[8], values[9] = loads(values[8]), loads(values[9])
         stored_prev, stored = bytes(row[14]), bytes(row[15])
         if stored_prev != prev:
             report.fail(seq, f"event {seq} does not follow event {seq - 1}: an event was inserted or replaced")
             return walk
-        if chain_hash(prev, values) != stored:
+        if chain_hash(prev, row[:14]) != stored:
             report.fail(seq, f"event {seq} was changed after it was written")
             return walk
         if seq in wanted:
@@ -114,7 +115,9 @@ def _check_digests(key: Ed25519PublicKey, digests: list[Digest], purged_through:
         elif d.seq <= purged_through:
             continue  # purged; the signed anchor vouches for what came before
         elif d.seq in walk.hashes_at and walk.hashes_at[d.seq] != d.hash:
-            report.fail(good_until + 1, f"events up to seq {d.seq} differ from the signed digest: the log was rewritten")
+            report.fail(
+                good_until + 1, f"events up to seq {d.seq} differ from the signed digest: the log was rewritten"
+            )
             return
         elif d.seq in walk.hashes_at:
             good_until = d.seq

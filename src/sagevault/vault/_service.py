@@ -222,8 +222,7 @@ def audited(name: EventName, operation: str, details: Details = _no_details) -> 
     def wrap(
         method: Callable[Concatenate[Vault, Connection, str, P], R],
     ) -> Callable[Concatenate[Vault, Connection, str, P], R]:
-        @functools.wraps(method)
-        def run(self: Vault, conn: Connection, tenant_id: str, *args: P.args, **kwargs: P.kwargs) -> R:
+        def run(self: Vault, conn: Connection, tenant_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
             principal = kwargs["principal"]
             assert isinstance(principal, Principal)
             try:
@@ -247,6 +246,7 @@ def audited(name: EventName, operation: str, details: Details = _no_details) -> 
             ))  # fmt: skip
             return result
 
+        functools.update_wrapper(run, method)
         return run
 
     return wrap
@@ -283,7 +283,8 @@ class Vault:
         self._gate.check(principal, Action.TENANTS_ADMIN, tenant_id)
         if not _TENANT_ID.fullmatch(tenant_id):
             raise PayloadError(
-                f"{shown(tenant_id)} is not a selling partner id; use letters, digits, '.', '_' or '-' (2-64 characters)"
+                f"{shown(tenant_id)} is not a selling partner id; "
+                "use letters, digits, '.', '_' or '-' (2-64 characters)"
             )
         if looks_like_pii(tenant_id):
             raise PayloadError(

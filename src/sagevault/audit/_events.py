@@ -110,7 +110,7 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
 
 
-_canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+_canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # counts arrive sorted
 
 
 def looks_like_pii(value: str) -> bool:
@@ -145,6 +145,7 @@ class AuditEvent:
     operation: str | None = None  # e.g. "keys rotate", "reveal": an identifier, never a value
     fingerprint: str | None = None  # a hex digest (configuration, file), never a value
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    _stored: list[Any] = field(init=False, repr=False, compare=False, default_factory=list)
 
     def __post_init__(self) -> None:
         for attr, enum in (("name", EventName), ("channel", Channel), ("outcome", Outcome), ("reason", Reason)):
@@ -169,23 +170,15 @@ class AuditEvent:
                 raise AuditEventError("audit field counts must map short lower-case names to integers")
         if self.at.tzinfo is None:
             raise AuditEventError("audit field at must be timezone-aware")
+        object.__setattr__(self, "_stored", [
+            self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), self.name.value, self.channel.value,
+            self.outcome.value, self.reason.value, self.actor, self.tenant_id, _canonical(list(self.record_ids)),
+            _canonical(dict(sorted(self.counts.items()))), self.client_ip_hash, self.request_id, self.operation,
+            self.fingerprint,
+        ])  # fmt: skip
 
     def values(self, seq: int) -> list[Any]:
         """The event as stored, in column order: record ids and counts as their canonical JSON
-        text. The chain hashes the canonical JSON of exactly this list."""
-        return [
-            seq,
-            self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            self.name.value,
-            self.channel.value,
-            self.outcome.value,
-            self.reason.value,
-            self.actor,
-            self.tenant_id,
-            _canonical(list(self.record_ids)),
-            _canonical(dict(sorted(self.counts.items()))),
-            self.client_ip_hash,
-            self.request_id,
-            self.operation,
-            self.fingerprint,
-        ]
+        text (built once, when the event is made). The chain hashes the canonical JSON of
+        exactly this list."""
+        return [seq, *self._stored]

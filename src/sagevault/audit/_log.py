@@ -20,13 +20,13 @@ from ._schema import COLUMNS, audit_anchors, audit_events, audit_head
 from ._signing import Digest, DigestFile, Signer, anchor_message, digest_message
 
 ZERO_HASH = b"\0" * 32
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+canonical_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def chain_hash(prev: bytes, values: Sequence[Any]) -> bytes:
+def chain_hash(prev: bytes, values: Sequence[Any]) -> bytes:  # verify inlines this loop-side
     """SHA-256 over the previous hash and the canonical JSON of the stored row's values
     (`AuditEvent.values`: seq .. fingerprint, in column order)."""
-    return hashlib.sha256(prev + _dumps(list(values)).encode()).digest()
+    return hashlib.sha256(prev + canonical_json(values).encode()).digest()  # a tuple encodes as a JSON array
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select
 
-from ._log import ZERO_HASH, chain_hash
+from ._log import ZERO_HASH, canonical_json
 from ._schema import COLUMNS, audit_anchors, audit_head
 from ._signing import Digest, anchor_message, digest_message, verify_signature
 
@@ -71,30 +72,36 @@ def _stream(cursor: Any) -> Iterable[Any]:
 
 
 def _walk_chain(rows: Iterable[Any], anchors: dict[int, bytes], wanted: set[int], report: VerifyReport) -> _Walk:
+    """The hot loop of verify: locals only, one SHA-256 and one JSON encoding per event."""
     walk = _Walk()
-    expected, prev = 1, ZERO_HASH
+    expected, prev, count = 1, ZERO_HASH, 0
+    sha256, dumps = hashlib.sha256, canonical_json
+    problem: tuple[int, str] | None = None
     for row in rows:
         seq = row[0]
-        if report.events == 0 and seq > 1:  # the oldest segments were purged
+        if count == 0 and seq > 1:  # the oldest segments were purged
             if seq - 1 not in anchors:
-                report.fail(1, f"events 1..{seq - 1} are missing and no signed purge anchor covers them")
-                return walk
+                problem = (1, f"events 1..{seq - 1} are missing and no signed purge anchor covers them")
+                break
             expected, prev = seq, anchors[seq - 1]
         if seq != expected:
-            report.fail(expected, f"event {expected} is missing (deleted); the next stored event is {seq}")
-            return walk
-        stored_prev, stored = bytes(row[14]), bytes(row[15])
-        if stored_prev != prev:
-            report.fail(seq, f"event {seq} does not follow event {seq - 1}: an event was inserted or replaced")
-            return walk
-        if chain_hash(prev, row[:14]) != stored:
-            report.fail(seq, f"event {seq} was changed after it was written")
-            return walk
+            problem = (expected, f"event {expected} is missing (deleted); the next stored event is {seq}")
+            break
+        stored = bytes(row[15])
+        if bytes(row[14]) != prev:
+            problem = (seq, f"event {seq} does not follow event {seq - 1}: an event was inserted or replaced")
+            break
+        if sha256(prev + dumps(row[:14]).encode()).digest() != stored:
+            problem = (seq, f"event {seq} was changed after it was written")
+            break
         if seq in wanted:
             walk.hashes_at[seq] = stored
         prev, expected = stored, seq + 1
-        report.events += 1
-        walk.last_seq, walk.last_hash = seq, stored
+        count += 1
+    report.events = count
+    walk.last_seq, walk.last_hash = expected - 1, prev
+    if problem is not None:
+        report.fail(*problem)
     return walk
 
 

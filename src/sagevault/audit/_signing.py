@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,21 +17,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sagevault.errors import AuditError, ConfigError
+from sagevault.crypto import read_secret_file, write_secret_file
+from sagevault.errors import AuditError
 
 
 def create_signing_key(private_path: Path) -> None:
     """A new Ed25519 key pair: `<name>.key` (0600) and `<name>.pub`; never overwrites."""
-    private_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    try:
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise AuditError(f"an audit signing key already exists at {private_path}; it is never overwritten") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-        os.fsync(fh.fileno())
+    write_secret_file(private_path, pem, what="an audit signing key", exists_error=AuditError)
     public_path(private_path).write_bytes(
         key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
@@ -46,18 +39,10 @@ class Signer:
     """Signs with the private key; refuses a key file that others can read."""
 
     def __init__(self, private_path: Path) -> None:
-        try:
-            st = private_path.stat()
-        except FileNotFoundError:
-            raise AuditError(
-                f"the audit signing key {private_path} is missing; restore it from your key backup"
-            ) from None
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"refusing to start: audit signing key {private_path} is accessible by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {private_path}`"
-            )
-        key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+        pem = read_secret_file(
+            private_path, what="audit signing key", missing_error=AuditError, advice="restore it from your key backup"
+        )
+        key = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise AuditError(f"{private_path} is not an Ed25519 key")
         self._key = key

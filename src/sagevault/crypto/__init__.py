@@ -18,6 +18,7 @@ from ._provider import (
     create_local_key_file,
     key_provider_from_settings,
 )
+from ._secret_files import read_secret_file, write_secret_file
 
 __all__ = [
     "SEARCH_KINDS",
@@ -34,4 +35,6 @@ __all__ = [
     "encode_value",
     "key_provider_from_settings",
     "normalise",
+    "read_secret_file",
+    "write_secret_file",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -14,7 +13,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sagevault.config import Settings
-from sagevault.errors import ConfigError, KeyProviderError
+from sagevault.errors import KeyProviderError
+
+from ._secret_files import read_secret_file, write_secret_file
 
 _FILE_HEADER = "sagevault-master-key-v1"
 _WRAP_FORMAT = b"\x01"
@@ -93,34 +94,17 @@ class LocalKeyFileProvider(_AesGcmMasterKey):
 
 def create_local_key_file(path: Path) -> None:
     """Write a new random master key with mode 0600 in a 0700 directory; never overwrite one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
     key = AESGCM.generate_key(bit_length=256)
     body = f"{_FILE_HEADER}\n{base64.b64encode(key).decode()}\n".encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeyProviderError(f"a master key file already exists at {path}; SageVault never overwrites one") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(body)
-        fh.flush()
-        os.fsync(fh.fileno())
+    write_secret_file(path, body, what="a master key file", exists_error=KeyProviderError)
 
 
 def _read_key_file(path: Path) -> bytes:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise KeyProviderError(
-            f"master key file {path} is missing; restore it from your key backup "
-            "(or run `sagevault init` on a new data dir)"
-        ) from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"refusing to start: master key file {path} is accessible by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`"
-        )
-    lines = path.read_text(encoding="ascii", errors="replace").split("\n")
+    raw = read_secret_file(
+        path, what="master key file", missing_error=KeyProviderError,
+        advice="restore it from your key backup (or run `sagevault init` on a new data dir)",
+    )  # fmt: skip
+    lines = raw.decode("ascii", errors="replace").split("\n")
     try:
         if lines[0] != _FILE_HEADER:
             raise ValueError

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, text, update
+from sqlalchemy import Engine, delete, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from sagevault.errors import AuditError, AuditUnavailable
@@ -20,6 +22,10 @@ from ._schema import COLUMNS, audit_anchors, audit_events, audit_head
 from ._signing import Digest, DigestFile, Signer, anchor_message, digest_message
 
 ZERO_HASH = b"\0" * 32
+_COLS = (*COLUMNS, "prev_hash", "hash")
+_INSERT_SQLITE = f"INSERT INTO audit_events ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})"  # noqa: S608
+_INSERT_PG = f"INSERT INTO audit_events ({', '.join(_COLS)}) VALUES ({', '.join(['%s'] * len(_COLS))})"  # noqa: S608
+_GATHER_SECONDS = 0.001  # the longest a group commit waits for callers already under way
 canonical_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -56,18 +62,26 @@ class AuditLog:
         self._cond = threading.Condition()
         self._pending: list[_Ticket] = []
         self._writing = False
+        self._inside = 0  # callers now in `record`: how many a group commit may wait for
 
     # --- appending ------------------------------------------------------------------------
 
     def record(self, event: AuditEvent) -> int:
         ticket = _Ticket(event)
         with self._cond:
+            self._inside += 1
             self._pending.append(ticket)
+            self._cond.notify_all()  # a leader gathering a group may be waiting for this ticket
             while not ticket.done:
                 if self._writing:
                     self._cond.wait()
                     continue
+                # Group commit: give callers that are already on their way (inside `record`)
+                # a moment to join this transaction instead of each paying for one of their own.
                 self._writing = True
+                deadline = time.monotonic() + _GATHER_SECONDS
+                while len(self._pending) < self._inside and time.monotonic() < deadline:
+                    self._cond.wait(_GATHER_SECONDS)
                 batch, self._pending = self._pending, []
                 self._cond.release()
                 try:
@@ -76,6 +90,7 @@ class AuditLog:
                     self._cond.acquire()
                     self._writing = False
                     self._cond.notify_all()
+            self._inside -= 1
         if ticket.error is not None:
             raise AuditUnavailable(
                 f"the security event {event.name} could not be written ({type(ticket.error).__name__}); "
@@ -100,28 +115,42 @@ class AuditLog:
         return int(seq), bytes(head)
 
     def _write(self, batch: list[_Ticket]) -> None:
+        """One transaction through the driver's own connection: this is the latency every
+        durable caller waits for, so it skips SQLAlchemy's per-statement work."""
+        seq = 0
+        raw = self.engine.raw_connection()
         try:
-            with self.engine.begin() as conn:
-                seq, prev = self._lock_head(conn)
-                rows = []
-                for ticket in batch:
-                    seq += 1
-                    values = ticket.event.values(seq)
-                    digest = chain_hash(prev, values)
-                    rows.append((*values, prev, digest))
-                    ticket.seq = seq
-                    prev = digest
-                mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-                cols = (*COLUMNS, "prev_hash", "hash")
-                conn.exec_driver_sql(
-                    f"INSERT INTO audit_events ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})",  # noqa: S608
-                    rows,
-                )
-                conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+            cur = raw.cursor()
+            sqlite = self.engine.dialect.name == "sqlite"
+            if sqlite:
+                cur.execute("BEGIN IMMEDIATE")
+                cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
+            else:
+                cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+            seq, prev = cur.fetchone()
+            prev = bytes(prev)
+            rows = []
+            for ticket in batch:
+                seq += 1
+                values = ticket.event.values(seq)
+                digest = chain_hash(prev, values)
+                rows.append((*values, prev, digest))
+                ticket.seq = seq
+                prev = digest
+            cur.executemany(_INSERT_SQLITE if sqlite else _INSERT_PG, rows)
+            cur.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1" if sqlite
+                        else "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))  # fmt: skip
+            if sqlite:
+                cur.execute("COMMIT")
+            else:
+                raw.commit()
         except Exception as exc:  # every waiter learns the write failed: fail closed
             for ticket in batch:
                 ticket.error = exc
+            with contextlib.suppress(Exception):
+                raw.rollback() if self.engine.dialect.name != "sqlite" else raw.cursor().execute("ROLLBACK")
         finally:
+            raw.close()
             for ticket in batch:
                 ticket.done = True
         if batch and batch[-1].error is None and seq - self._last_digest_seq >= self._digest_every:

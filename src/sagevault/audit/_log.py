@@ -127,8 +127,10 @@ class AuditLog:
                 cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
             else:
                 cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-            seq, prev = cur.fetchone()
-            prev = bytes(prev)
+            head = cur.fetchone()
+            if head is None:
+                raise AuditError("the audit chain head row is missing; run the audit migrations")
+            seq, prev = int(head[0]), bytes(head[1])
             rows = []
             for ticket in batch:
                 seq += 1

@@ -70,9 +70,9 @@ def _event(i: int = 0, **kw: object) -> AuditEvent:
     return AuditEvent(**fields)  # type: ignore[arg-type]
 
 
-def _verify(log: AuditLog, tmp_path: Path) -> object:
+def _verify(log: AuditLog, tmp_path: Path, **kw: int) -> object:
     key = load_public_key(public_path(tmp_path / "keys" / "audit-signing.key"))
-    return verify(log.engine, key, DigestFile(tmp_path / "digests.jsonl").read())
+    return verify(log.engine, key, DigestFile(tmp_path / "digests.jsonl").read(), **kw)
 
 
 def test_vocabulary_is_alphabetical_and_described() -> None:
@@ -145,6 +145,7 @@ def _tamper(engine: Engine, how: str) -> None:
                              {f"p{i}": v for i, v in enumerate(row)})  # fmt: skip
 
 
+@pytest.mark.parametrize("workers", [1, 3], ids=["one-process", "three-processes"])
 @pytest.mark.parametrize(
     ("how", "first_bad", "words"),
     [
@@ -156,15 +157,16 @@ def _tamper(engine: Engine, how: str) -> None:
     ],
 )
 def test_verify_catches_each_kind_of_tampering(log: AuditLog, tmp_path: Path, how: str, first_bad: int,
-                                               words: str) -> None:  # fmt: skip
+                                               words: str, workers: int) -> None:  # fmt: skip
     for i in range(20):
         log.record(_event(i))
         if i == 3:
             log.write_digest()  # signed at seq 4, before the tampered events
     log.write_digest()  # and at seq 20
-    assert _verify(log, tmp_path).ok  # type: ignore[attr-defined]
+    assert threading.active_count() == 1  # so that workers=3 really walks in three processes
+    assert _verify(log, tmp_path, workers=workers, parallel_from=1).ok  # type: ignore[attr-defined]
     _tamper(log.engine, how)
-    report = _verify(log, tmp_path)
+    report = _verify(log, tmp_path, workers=workers, parallel_from=1)
     assert not report.ok  # type: ignore[attr-defined]
     assert report.first_bad_seq == first_bad, report.problems  # type: ignore[attr-defined]
     assert any(words in p for p in report.problems), report.problems  # type: ignore[attr-defined]

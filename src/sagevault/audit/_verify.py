@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
+import threading
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, select, text
 
 from ._log import ZERO_HASH, canonical_json
 from ._schema import COLUMNS, audit_anchors, audit_head
@@ -41,29 +45,103 @@ class _Walk:
     hashes_at: dict[int, bytes] = field(default_factory=dict)
 
 
-def verify(engine: Engine, public_key: Ed25519PublicKey, digests: list[Digest]) -> VerifyReport:
+def verify(engine: Engine, public_key: Ed25519PublicKey, digests: list[Digest], *, workers: int | None = None,
+           parallel_from: int = 20_000) -> VerifyReport:  # fmt: skip
     """Check every event against the one before it, the head row, the anchors of purged
-    segments and the signed digests. The report names the first bad sequence number."""
+    segments and the signed digests. The report names the first bad sequence number.
+
+    Each event's hash depends only on the stored hash before it, so logs of `parallel_from`
+    events or more are checked in `workers` processes (default: one per core), one range each."""
     report = VerifyReport()
+    wanted = {d.seq for d in digests}
     with engine.connect() as conn:
         anchors = {int(a.last_seq): bytes(a.hash) for a in conn.execute(select(audit_anchors))}
         for a in conn.execute(select(audit_anchors)):
             if not verify_signature(public_key, bytes(a.signature), anchor_message(int(a.last_seq), bytes(a.hash))):
                 report.fail(int(a.last_seq) + 1, f"the purge anchor at seq {a.last_seq} has a bad signature")
         head_seq, head_hash = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
-        # The driver's own cursor (server-side on PostgreSQL): plain tuples, streamed in batches.
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
-        cursor = dbapi.cursor("sagevault_verify") if conn.dialect.name == "postgresql" else dbapi.cursor()
-        try:
-            cursor.execute(f"SELECT {', '.join(COLUMNS)}, prev_hash, hash FROM audit_events ORDER BY seq")  # noqa: S608
-            walk = _walk_chain(_stream(cursor), anchors, {d.seq for d in digests}, report)
-        finally:
-            cursor.close()
+        low, high = conn.execute(text("SELECT min(seq), max(seq) FROM audit_events")).one()
+    workers = workers or os.cpu_count() or 1
+    # Forking is only safe while this process runs a single thread; otherwise walk in-process.
+    if low is None or workers < 2 or high - low + 1 < parallel_from or threading.active_count() > 1:
+        walk = _walk_range(engine, None, None, anchors, wanted, report)
+    else:
+        walk = _walk_parallel(engine, int(low), int(high), workers, anchors, wanted, report)
     if report.ok:
         _check_head(int(head_seq), bytes(head_hash), walk, report)
     _check_digests(public_key, digests, max(anchors, default=0), walk, report)
     return report
+
+
+def _walk_range(engine: Engine, first: int | None, last: int | None, anchors: dict[int, bytes], wanted: set[int],
+                report: VerifyReport) -> _Walk:  # fmt: skip
+    """Walk events first..last (all when None), starting from the stored hash before `first`."""
+    with engine.connect() as conn:
+        start: tuple[int, bytes] | None = None
+        if first is not None:
+            before = conn.execute(text("SELECT hash FROM audit_events WHERE seq = :s"), {"s": first - 1}).scalar()
+            if before is None:
+                report.fail(first - 1, f"event {first - 1} is missing (deleted)")
+                return _Walk()
+            start = (first, bytes(before))
+        # The driver's own cursor (server-side on PostgreSQL): plain tuples, streamed in batches.
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        postgres = conn.dialect.name == "postgresql"
+        cursor = dbapi.cursor("sagevault_verify") if postgres else dbapi.cursor()
+        where = ""
+        if first is not None or last is not None:
+            where = f" WHERE seq BETWEEN {int(first or 0)} AND {int(last if last is not None else 2**62)}"
+        try:
+            cursor.execute(f"SELECT {', '.join(COLUMNS)}, prev_hash, hash FROM audit_events{where} ORDER BY seq")  # noqa: S608
+            walk = _walk_chain(_stream(cursor), anchors, wanted, report, start)
+        finally:
+            cursor.close()
+    if last is not None and report.ok and walk.last_seq != last:
+        report.fail(walk.last_seq + 1, f"event {walk.last_seq + 1} is missing (deleted)")
+    return walk
+
+
+def _range_worker(url: str, first: int, last: int, anchors: dict[int, bytes], wanted: set[int]
+                  ) -> tuple[_Walk, VerifyReport]:  # fmt: skip
+    engine = create_engine(url)
+    try:
+        report = VerifyReport()
+        return _walk_range(engine, first, last, anchors, wanted, report), report
+    finally:
+        engine.dispose()
+
+
+def _walk_parallel(engine: Engine, low: int, high: int, workers: int, anchors: dict[int, bytes], wanted: set[int],
+                   report: VerifyReport) -> _Walk:  # fmt: skip
+    size = (high - low + 1 + workers - 1) // workers
+    bounds = [(a, min(a + size - 1, high)) for a in range(low, high + 1, size)]
+    url = engine.url.render_as_string(hide_password=False)
+    with ProcessPoolExecutor(max_workers=len(bounds), mp_context=multiprocessing.get_context("fork")) as pool:
+        head = pool.submit(_range_worker_first, url, bounds[0][1], anchors, wanted)
+        rest = [pool.submit(_range_worker, url, a, b, anchors, wanted) for a, b in bounds[1:]]
+        parts = [head.result(), *(f.result() for f in rest)]
+    merged = _Walk()
+    for walk, part in parts:
+        report.events += part.events
+        for problem, seq in zip(part.problems, [part.first_bad_seq] * len(part.problems), strict=True):
+            report.fail(seq, problem)
+        merged.hashes_at.update(walk.hashes_at)
+        if walk.last_seq:
+            merged.last_seq, merged.last_hash = walk.last_seq, walk.last_hash
+        if part.problems:
+            break  # later ranges do not matter once one is broken
+    return merged
+
+
+def _range_worker_first(url: str, last: int, anchors: dict[int, bytes], wanted: set[int]) -> tuple[_Walk, VerifyReport]:
+    engine = create_engine(url)
+    try:
+        report = VerifyReport()
+        walk = _walk_range(engine, None, last, anchors, wanted, report)
+        return walk, report
+    finally:
+        engine.dispose()
 
 
 def _stream(cursor: Any) -> Iterable[Any]:
@@ -71,15 +149,18 @@ def _stream(cursor: Any) -> Iterable[Any]:
         yield from batch
 
 
-def _walk_chain(rows: Iterable[Any], anchors: dict[int, bytes], wanted: set[int], report: VerifyReport) -> _Walk:
+def _walk_chain(rows: Iterable[Any], anchors: dict[int, bytes], wanted: set[int], report: VerifyReport,
+                start: tuple[int, bytes] | None = None) -> _Walk:  # fmt: skip
     """The hot loop of verify: locals only, one SHA-256 and one JSON encoding per event."""
     walk = _Walk()
-    expected, prev, count = 1, ZERO_HASH, 0
+    expected, prev = start or (1, ZERO_HASH)
+    count = 0
+    resumed = start is not None
     sha256, dumps = hashlib.sha256, canonical_json
     problem: tuple[int, str] | None = None
     for row in rows:
         seq = row[0]
-        if count == 0 and seq > 1:  # the oldest segments were purged
+        if count == 0 and seq > 1 and not resumed:  # the oldest segments were purged
             if seq - 1 not in anchors:
                 problem = (1, f"events 1..{seq - 1} are missing and no signed purge anchor covers them")
                 break
@@ -98,8 +179,8 @@ def _walk_chain(rows: Iterable[Any], anchors: dict[int, bytes], wanted: set[int]
             walk.hashes_at[seq] = stored
         prev, expected = stored, seq + 1
         count += 1
-    report.events = count
-    walk.last_seq, walk.last_hash = expected - 1, prev
+    report.events += count
+    walk.last_seq, walk.last_hash = (expected - 1, prev) if count else (0, ZERO_HASH)
     if problem is not None:
         report.fail(*problem)
     return walk

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +41,8 @@ class _Ticket:
     seq: int = 0
     error: BaseException | None = None
     done: bool = False
+    lead: bool = False  # woken to lead the next group rather than because it was written
+    ready: threading.Event = field(default_factory=threading.Event)
 
 
 class AuditLog:
@@ -62,41 +64,55 @@ class AuditLog:
         self._cond = threading.Condition()
         self._pending: list[_Ticket] = []
         self._writing = False
-        self._inside = 0  # callers now in `record`: how many a group commit may wait for
+        self._expect = 1  # the last group's size: how many callers the next group waits for
 
     # --- appending ------------------------------------------------------------------------
 
     def record(self, event: AuditEvent) -> int:
+        """Append `event` and return its sequence number once it is committed.
+
+        Group commit by combining: the caller that finds no write in progress leads; it writes
+        everything queued, gathering for up to _GATHER_SECONDS as many callers as the last group
+        had, wakes each written caller on its own event, and when its own event is durable hands
+        the lead to the oldest caller still waiting. Followers never contend for a lock to learn
+        that they are done."""
         ticket = _Ticket(event)
         with self._cond:
-            self._inside += 1
             self._pending.append(ticket)
-            self._cond.notify_all()  # a leader gathering a group may be waiting for this ticket
-            while not ticket.done:
-                if self._writing:
-                    self._cond.wait()
-                    continue
-                # Group commit: give callers that are already on their way (inside `record`)
-                # a moment to join this transaction instead of each paying for one of their own.
-                self._writing = True
-                deadline = time.monotonic() + _GATHER_SECONDS
-                while len(self._pending) < self._inside and time.monotonic() < deadline:
-                    self._cond.wait(_GATHER_SECONDS)
-                batch, self._pending = self._pending, []
-                self._cond.release()
-                try:
-                    self._write(batch)
-                finally:
-                    self._cond.acquire()
-                    self._writing = False
-                    self._cond.notify_all()
-            self._inside -= 1
+            self._cond.notify()  # a leader gathering a group may be waiting for this ticket
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            ticket.ready.wait()
+            lead = ticket.lead and not ticket.done
+        if lead:
+            self._lead(ticket)
         if ticket.error is not None:
             raise AuditUnavailable(
                 f"the security event {event.name} could not be written ({type(ticket.error).__name__}); "
                 "the operation was refused. Check the audit database and retry"
             ) from ticket.error
         return ticket.seq
+
+    def _lead(self, own: _Ticket) -> None:
+        while not own.done:
+            with self._cond:
+                deadline = time.monotonic() + _GATHER_SECONDS
+                while len(self._pending) < self._expect and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                batch, self._pending = self._pending, []
+                self._expect = max(1, len(batch))
+            self._write(batch)
+            for ticket in batch:
+                if ticket is not own:
+                    ticket.ready.set()
+        with self._cond:
+            if self._pending:
+                successor = self._pending[0]
+                successor.lead = True
+                successor.ready.set()
+            else:
+                self._writing = False
 
     def record_many(self, events: Sequence[AuditEvent]) -> list[int]:
         """Append several events in one transaction (batch producers, imports, benchmarks)."""

@@ -65,6 +65,7 @@ class AuditLog:
         self._pending: list[_Ticket] = []
         self._writing = False
         self._expect = 1  # the last group's size: how many callers the next group waits for
+        self.transactions = 0  # committed appends, for monitoring how well commits are shared
 
     # --- appending ------------------------------------------------------------------------
 
@@ -162,6 +163,7 @@ class AuditLog:
                 cur.execute("COMMIT")
             else:
                 raw.commit()
+            self.transactions += 1
         except Exception as exc:  # every waiter learns the write failed: fail closed
             for ticket in batch:
                 ticket.error = exc

@@ -68,15 +68,18 @@ def one_writer(log: AuditLog, evs: list[AuditEvent], batch: int) -> float:
     return time.perf_counter() - started
 
 
-def many_writers(log: AuditLog, evs: list[AuditEvent], writers: int) -> float:
-    parts = [evs[i::writers] for i in range(writers)]
-    threads = [threading.Thread(target=lambda p=p: [log.record(e) for e in p]) for p in parts]
+def timed_threads(threads: list[threading.Thread]) -> float:
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     return time.perf_counter() - started
+
+
+def many_writers(log: AuditLog, evs: list[AuditEvent], writers: int) -> float:
+    parts = [evs[i::writers] for i in range(writers)]
+    return timed_threads([threading.Thread(target=lambda p=p: [log.record(e) for e in p]) for p in parts])
 
 
 def floor(log: AuditLog, evs: list[AuditEvent], batch: int) -> float:
@@ -106,13 +109,7 @@ def floor_writers(log: AuditLog, evs: list[AuditEvent], writers: int) -> float:
             with log.engine.begin() as conn:
                 conn.exec_driver_sql(sql, row)
 
-    threads = [threading.Thread(target=insert, args=(rows[i::writers],)) for i in range(writers)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started
+    return timed_threads([threading.Thread(target=insert, args=(rows[i::writers],)) for i in range(writers)])
 
 
 def main() -> None:

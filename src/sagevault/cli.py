@@ -28,6 +28,7 @@ from sagevault.audit import (
     Reason,
     SyslogTlsSink,
     load_public_key,
+    outcome_of,
     public_path,
     to_jsonl,
     to_syslog,
@@ -106,22 +107,14 @@ def _record_command(audit: AuditLog, error: BaseException | None) -> None:
         "command", command=_command_name(), outcome="success" if error is None else "failure",
         error=type(error).__name__ if error else None, actor=_principal().id,
     )  # fmt: skip
-    reason = Reason.NONE if error is None else _REASONS.get(type(error).__name__, Reason.ERROR)
+    outcome, reason = (Outcome.SUCCESS, Reason.NONE) if error is None else outcome_of(error)
     audit.record(
         AuditEvent(
             name=EventName.CLI_COMMAND_RUN if error is None else EventName.CLI_COMMAND_FAIL, channel=Channel.CLI,
-            outcome=Outcome.SUCCESS if error is None else Outcome.FAILURE, reason=reason,
+            outcome=outcome, reason=reason,
             actor=_principal().id, operation=_command_name(),
         )
     )  # fmt: skip
-
-
-_REASONS = {
-    "PurposeNotAllowed": Reason.PURPOSE_NOT_ALLOWED, "AccessDenied": Reason.ACCESS_DENIED,
-    "TenantShredded": Reason.TENANT_SHREDDED, "UnknownTenant": Reason.UNKNOWN_TENANT,
-    "RecordNotFound": Reason.RECORD_NOT_FOUND, "IntegrityError": Reason.INTEGRITY_FAILURE,
-    "PayloadError": Reason.BAD_INPUT, "KeyProviderError": Reason.KEY_PROVIDER, "ConfigError": Reason.CONFIG,
-}  # fmt: skip
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from sagevault import errors
 from sagevault.errors import AuditEventError
 
 
@@ -99,6 +100,28 @@ class Reason(StrEnum):
     RETENTION = "retention"
     ON_DEMAND = "on_demand"
     INTERVAL = "interval"
+
+
+def outcome_of(error: BaseException) -> tuple[Outcome, Reason]:
+    """How a refused or failed operation is recorded: the one mapping from SageVault's errors to
+    outcomes and reason codes, used by the vault and the CLI alike."""
+    for kind, outcome, reason in _FAILURES:
+        if isinstance(error, kind):
+            return outcome, reason
+    return Outcome.FAILURE, Reason.ERROR
+
+
+_FAILURES: list[tuple[type[Exception], Outcome, Reason]] = [
+    (errors.PurposeNotAllowed, Outcome.DENIED, Reason.PURPOSE_NOT_ALLOWED),
+    (errors.AccessDenied, Outcome.DENIED, Reason.ACCESS_DENIED),
+    (errors.TenantShredded, Outcome.DENIED, Reason.TENANT_SHREDDED),
+    (errors.UnknownTenant, Outcome.FAILURE, Reason.UNKNOWN_TENANT),
+    (errors.RecordNotFound, Outcome.FAILURE, Reason.RECORD_NOT_FOUND),
+    (errors.IntegrityError, Outcome.FAILURE, Reason.INTEGRITY_FAILURE),
+    (errors.PayloadError, Outcome.FAILURE, Reason.BAD_INPUT),
+    (errors.KeyProviderError, Outcome.FAILURE, Reason.KEY_PROVIDER),
+    (errors.ConfigError, Outcome.FAILURE, Reason.CONFIG),
+]
 
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")

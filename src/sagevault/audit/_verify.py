@@ -102,7 +102,7 @@ def _walk_range(engine: Engine, first: int | None, last: int | None, anchors: di
     return walk
 
 
-def _range_worker(url: str, first: int, last: int, anchors: dict[int, bytes], wanted: set[int]
+def _range_worker(url: str, first: int | None, last: int, anchors: dict[int, bytes], wanted: set[int]
                   ) -> tuple[_Walk, VerifyReport]:  # fmt: skip
     engine = create_engine(url)
     try:
@@ -118,9 +118,11 @@ def _walk_parallel(engine: Engine, low: int, high: int, workers: int, anchors: d
     bounds = [(a, min(a + size - 1, high)) for a in range(low, high + 1, size)]
     url = engine.url.render_as_string(hide_password=False)
     with ProcessPoolExecutor(max_workers=len(bounds), mp_context=multiprocessing.get_context("fork")) as pool:
-        head = pool.submit(_range_worker_first, url, bounds[0][1], anchors, wanted)
-        rest = [pool.submit(_range_worker, url, a, b, anchors, wanted) for a, b in bounds[1:]]
-        parts = [head.result(), *(f.result() for f in rest)]
+        # the first range starts from the log's beginning (or a purge anchor), the others from
+        # the stored hash just before them
+        futures = [pool.submit(_range_worker, url, a if i else None, b, anchors, wanted)
+                   for i, (a, b) in enumerate(bounds)]  # fmt: skip
+        parts = [f.result() for f in futures]
     merged = _Walk()
     for walk, part in parts:
         report.events += part.events
@@ -132,16 +134,6 @@ def _walk_parallel(engine: Engine, low: int, high: int, workers: int, anchors: d
         if part.problems:
             break  # later ranges do not matter once one is broken
     return merged
-
-
-def _range_worker_first(url: str, last: int, anchors: dict[int, bytes], wanted: set[int]) -> tuple[_Walk, VerifyReport]:
-    engine = create_engine(url)
-    try:
-        report = VerifyReport()
-        walk = _walk_range(engine, None, last, anchors, wanted, report)
-        return walk, report
-    finally:
-        engine.dispose()
 
 
 def _stream(cursor: Any) -> Iterable[Any]:

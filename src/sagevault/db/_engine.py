@@ -52,17 +52,17 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
-def _alembic_config(conn: Connection) -> Config:
+def _alembic_config(conn: Connection, script_location: Path = _MIGRATIONS) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("script_location", str(script_location))
     cfg.attributes["connection"] = conn
     return cfg
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration."""
+def migrate(engine: Engine, script_location: Path = _MIGRATIONS) -> None:
+    """Bring a migration chain (the vault's by default) to its newest revision."""
     with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "head")
+        command.upgrade(_alembic_config(conn, script_location), "head")
 
 
 def schema_is_current(conn: Connection) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
-from sagevault.audit import AuditEvent, EventName, Outcome, Reason, looks_like_pii
+from sagevault.audit import AuditEvent, EventName, looks_like_pii, outcome_of
 from sagevault.catalog import CATALOG, Catalog, CatalogField, Document, Purpose
 from sagevault.catalog._fields import generic_path
 from sagevault.crypto import SEARCH_KINDS, FieldCipher, PiiBlob, decode_value
@@ -37,8 +37,6 @@ from sagevault.db import (
 from sagevault.errors import (
     AccessDenied,
     AuditError,
-    IntegrityError,
-    KeyProviderError,
     PayloadError,
     PurposeNotAllowed,
     RecordNotFound,
@@ -192,17 +190,6 @@ class AuditSink(Protocol):
     def record(self, event: AuditEvent) -> int: ...
 
 
-_FAILURES: list[tuple[type[Exception], Outcome, Reason]] = [
-    (PurposeNotAllowed, Outcome.DENIED, Reason.PURPOSE_NOT_ALLOWED),
-    (AccessDenied, Outcome.DENIED, Reason.ACCESS_DENIED),
-    (TenantShredded, Outcome.DENIED, Reason.TENANT_SHREDDED),
-    (UnknownTenant, Outcome.FAILURE, Reason.UNKNOWN_TENANT),
-    (RecordNotFound, Outcome.FAILURE, Reason.RECORD_NOT_FOUND),
-    (IntegrityError, Outcome.FAILURE, Reason.INTEGRITY_FAILURE),
-    (PayloadError, Outcome.FAILURE, Reason.BAD_INPUT),
-    (KeyProviderError, Outcome.FAILURE, Reason.KEY_PROVIDER),
-]
-
 P = ParamSpec("P")
 R = TypeVar("R")
 Details = Callable[[Any], tuple[Sequence[int], dict[str, int]]]
@@ -230,9 +217,7 @@ def audited(name: EventName, operation: str, details: Details = _no_details) -> 
             except AuditError:
                 raise
             except SageVaultError as exc:
-                outcome, reason = next(
-                    ((o, r) for t, o, r in _FAILURES if isinstance(exc, t)), (Outcome.FAILURE, Reason.ERROR)
-                )
+                outcome, reason = outcome_of(exc)
                 event = EventName.ACCESS_PERMISSION_DENY if isinstance(exc, AccessDenied) else name
                 self._audit.record(AuditEvent(
                     name=event, channel=principal.channel, outcome=outcome, reason=reason, actor=principal.id,

@@ -80,7 +80,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.chdir(tmp_path)  # no stray sagevault.toml from the checkout
-    return load_settings(data_dir=tmp_path / "var")
+    # Argon2id at OWASP's floor (the least the settings accept) keeps log-in tests quick.
+    return load_settings(data_dir=tmp_path / "var", password_hash_memory_kib=19456, password_hash_time_cost=2,
+                         password_hash_parallelism=1)  # fmt: skip
 
 
 @pytest.fixture
@@ -99,7 +101,12 @@ def deployment(backend: str, settings: Settings, request: pytest.FixtureRequest)
         yield d
     finally:
         with engine.begin() as conn:
-            conn.execute(text("TRUNCATE records, tenant_keys, tenants, audit_events, audit_anchors CASCADE"))
+            conn.execute(text(
+                "TRUNCATE records, tenant_keys, tenants, audit_events, audit_anchors, principals, password_history, "
+                "recovery_codes, api_keys, sessions, grants, allowlist, kill_switches CASCADE"
+            ))
+            # The access secret was wrapped by this test's in-memory master key.
+            conn.execute(text("UPDATE access_state SET secret = NULL, generation = generation + 1"))
             conn.execute(text("UPDATE audit_head SET seq = 0, hash = :zero"), {"zero": b"\0" * 32})
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import Engine, inspect, text
 
+from sagevault.access import AccessControl, AccessService, LoginThrottle
 from sagevault.audit import (
     AuditEvent,
     AuditLog,
@@ -31,6 +33,8 @@ from sagevault.db import create_engine_for, is_sqlite, migrate, schema_is_curren
 from sagevault.errors import AlreadyInitialized, NotInitialized
 from sagevault.vault import TenantKeyring, Vault
 
+Clock = Callable[[], datetime]
+
 
 @dataclass
 class Deployment:
@@ -39,6 +43,7 @@ class Deployment:
     keys: KeyProvider
     audit: AuditLog
     vault: Vault
+    access: AccessService
 
     def release_deleted_pages(self) -> None:
         """Push deletions (shredded keys) out of the write-ahead log and free pages now.
@@ -72,12 +77,14 @@ def _audit_log(settings: Settings, audit_engine: Engine | None) -> AuditLog:
 
 
 def _build(settings: Settings, keys: KeyProvider | None, engine: Engine | None, audit_engine: Engine | None,
-           **engine_kwargs: Any) -> Deployment:  # fmt: skip
+           throttle: LoginThrottle | None = None, clock: Clock | None = None) -> Deployment:  # fmt: skip
     keys = keys or key_provider_from_settings(settings)
-    engine = engine or create_engine_for(settings.resolved_database_url, **engine_kwargs)
+    engine = engine or create_engine_for(settings.resolved_database_url)
     audit = _audit_log(settings, audit_engine)
     keyring = TenantKeyring(keys, KeyCache(settings.key_cache_ttl_seconds))
-    return Deployment(settings, engine, keys, audit, Vault(keyring, audit=audit))
+    control = AccessControl()
+    access = AccessService(settings, keys, audit, control=control, throttle=throttle, clock=clock)
+    return Deployment(settings, engine, keys, audit, Vault(keyring, audit=audit, gate=control), access)
 
 
 def _has_schema(engine: Engine) -> bool:
@@ -85,7 +92,8 @@ def _has_schema(engine: Engine) -> bool:
 
 
 def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None,
-                    audit_engine: Engine | None = None) -> Deployment:  # fmt: skip
+                    audit_engine: Engine | None = None, throttle: LoginThrottle | None = None,
+                    clock: Clock | None = None) -> Deployment:  # fmt: skip
     """Create the data dir, the master key file (local provider), the audit signing key and the schemas."""
     data_dir = settings.resolved_data_dir
     key_file = settings.resolved_master_key_file
@@ -106,18 +114,21 @@ def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
     if not settings.resolved_audit_signing_key_file.exists():
         create_signing_key(settings.resolved_audit_signing_key_file)
     migrate(engine)
-    deployment = _build(settings, keys, engine, audit_engine)
+    deployment = _build(settings, keys, engine, audit_engine, throttle, clock)
     migrate_audit(deployment.audit.engine)
+    with deployment.engine.begin() as conn:
+        deployment.access.ensure_secret(conn)
     _record_config(deployment)
     return deployment
 
 
 def open_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None,
-                    audit_engine: Engine | None = None) -> Deployment:  # fmt: skip
+                    audit_engine: Engine | None = None, throttle: LoginThrottle | None = None,
+                    clock: Clock | None = None) -> Deployment:  # fmt: skip
     """Open an initialised deployment; NotInitialized says how to make one."""
     if settings.database_url is None and not Path(settings.resolved_database_url.removeprefix("sqlite:///")).exists():
         raise NotInitialized(f"no SageVault deployment in {settings.resolved_data_dir}; run `sagevault init` first")
-    deployment = _build(settings, keys, engine, audit_engine)
+    deployment = _build(settings, keys, engine, audit_engine, throttle, clock)
     with deployment.engine.connect() as conn:
         if not _has_schema(deployment.engine):
             raise NotInitialized(

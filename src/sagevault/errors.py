@@ -19,8 +19,19 @@ catalog path only, never by value, so an exception can be logged without leaking
     ├── AuditError
     │   ├── AuditEventError         an event with a bad field (never written)
     │   └── AuditUnavailable        the event could not be made durable: the operation is refused
-    └── AccessDenied
-        └── PurposeNotAllowed       the catalog does not allow this purpose for a field
+    ├── AccessError                 access administration refused: weak password, generic login,
+    │                               bad CIDR, grant to an unknown tenant, self-grant ...
+    └── AccessDenied                a principal may not do this (scope, tenant, window, purpose)
+        ├── PurposeNotAllowed       the catalog (or the role) does not allow this purpose
+        ├── AuthenticationFailed    wrong login, password, code or key: one message for all
+        ├── AccountLocked           too many failures; cool-off running or an admin must unlock
+        ├── AccountDisabled
+        ├── LoginThrottled          per-IP, global or spraying limit hit, or the limiter is down
+        ├── NetworkDenied           the source address is outside the allow-lists
+        ├── KillSwitchEngaged
+        └── CredentialExpired       a password past its maximum age, an expired API key
+
+Errors that stand for a security event carry `reason`, a code from `sagevault.audit.Reason`.
 """
 
 from __future__ import annotations
@@ -44,6 +55,13 @@ def shown(value: object) -> str:
 
 class SageVaultError(Exception):
     """Base class: a refusal with a message that says what to do next."""
+
+    reason: str = ""
+
+    def __init__(self, message: str = "", *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class ConfigError(SageVaultError):
@@ -118,9 +136,41 @@ class AuditUnavailable(AuditError):
     pass
 
 
+class AccessError(SageVaultError):
+    reason = "bad_input"
+
+
 class AccessDenied(SageVaultError):
-    pass
+    reason = "access_denied"
 
 
 class PurposeNotAllowed(AccessDenied):
-    pass
+    reason = "purpose_not_allowed"
+
+
+class AuthenticationFailed(AccessDenied):
+    reason = "bad_credentials"
+
+
+class AccountLocked(AccessDenied):
+    reason = "account_locked"
+
+
+class AccountDisabled(AccessDenied):
+    reason = "account_disabled"
+
+
+class LoginThrottled(AccessDenied):
+    reason = "throttled"
+
+
+class NetworkDenied(AccessDenied):
+    reason = "network_denied"
+
+
+class KillSwitchEngaged(AccessDenied):
+    reason = "kill_switch"
+
+
+class CredentialExpired(AccessDenied):
+    reason = "credential_expired"

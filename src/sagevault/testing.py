@@ -1,4 +1,5 @@
-"""Realistic SP-API order payloads from a seeded generator, for tests and benchmarks.
+"""Test helpers that ship with the package: realistic SP-API order payloads from a seeded
+generator, and a clock that moves only when told.
 
 Orders follow the shape of Amazon's Orders v0 sandbox examples (getOrders with a Restricted
 Data Token, so ShippingAddress and BuyerInfo are present): about 15 PII fields each. Every PII
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 _FIRST = ["Maria", "John", "Aiko", "Carlos", "Fatima", "Liam", "Sofia", "Noah", "Elif", "Wei", "Priya", "Lukas"]
@@ -81,3 +83,18 @@ def generate_orders(n: int, seed: int = 7, *, prefix: str = "") -> Iterator[dict
 def get_orders_response(orders: list[dict[str, Any]]) -> dict[str, Any]:
     """A getOrders response around `orders`, as Amazon returns it."""
     return {"payload": {"Orders": orders, "CreatedBefore": "2026-11-28T00:00:00Z"}}
+
+
+class ManualClock:
+    """A clock that stands still until moved: for password ages, lock cool-offs, key expiry and
+    TOTP steps in tests. Pass it as `clock=` to the deployment or the access service."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self._now
+
+    def advance(self, **delta: float) -> datetime:
+        self._now += timedelta(**delta)
+        return self._now

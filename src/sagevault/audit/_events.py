@@ -22,7 +22,30 @@ from sagevault.errors import AuditEventError
 class EventName(StrEnum):
     """Every security event SageVault records (alphabetical; a test keeps it so)."""
 
+    ACCESS_ACCOUNT_CREATE = "access:account:create"
+    ACCESS_ACCOUNT_DISABLE = "access:account:disable"
+    ACCESS_ACCOUNT_ENABLE = "access:account:enable"
+    ACCESS_ACCOUNT_ENROL = "access:account:enrol"
+    ACCESS_ACCOUNT_LOCK = "access:account:lock"
+    ACCESS_ACCOUNT_RESET = "access:account:reset"
+    ACCESS_ACCOUNT_UNLOCK = "access:account:unlock"
+    ACCESS_ALLOWLIST_ADD = "access:allowlist:add"
+    ACCESS_ALLOWLIST_REMOVE = "access:allowlist:remove"
+    ACCESS_APIKEY_CREATE = "access:apikey:create"
+    ACCESS_APIKEY_FAILURE = "access:apikey:failure"
+    ACCESS_APIKEY_REVOKE = "access:apikey:revoke"
+    ACCESS_GRANT_APPROVE = "access:grant:approve"
+    ACCESS_GRANT_CREATE = "access:grant:create"
+    ACCESS_GRANT_REVOKE = "access:grant:revoke"
+    ACCESS_KILLSWITCH_ENGAGE = "access:killswitch:engage"
+    ACCESS_KILLSWITCH_RELEASE = "access:killswitch:release"
+    ACCESS_LOGIN_FAILURE = "access:login:failure"
+    ACCESS_LOGIN_SUCCESS = "access:login:success"
+    ACCESS_NETWORK_DENY = "access:network:deny"
+    ACCESS_PASSWORD_CHANGE = "access:password:change"
     ACCESS_PERMISSION_DENY = "access:permission:deny"
+    ACCESS_REVIEW_RUN = "access:review:run"
+    ACCESS_SPRAY_DETECT = "access:spray:detect"
     ADMIN_CONFIG_CHANGE = "admin:config:change"
     AUDIT_DIGEST_WRITE = "audit:digest:write"
     AUDIT_LOG_EXPORT = "audit:log:export"
@@ -47,7 +70,30 @@ class EventName(StrEnum):
 
 
 _DESCRIPTIONS: dict[EventName, str] = {
+    EventName.ACCESS_ACCOUNT_CREATE: "a person or service account was created",
+    EventName.ACCESS_ACCOUNT_DISABLE: "an account was disabled; its sessions and API keys died with it",
+    EventName.ACCESS_ACCOUNT_ENABLE: "a disabled account was enabled again",
+    EventName.ACCESS_ACCOUNT_ENROL: "a person set their first password and TOTP",
+    EventName.ACCESS_ACCOUNT_LOCK: "an account was locked after repeated failed log-ins",
+    EventName.ACCESS_ACCOUNT_RESET: "an administrator issued a new enrolment secret",
+    EventName.ACCESS_ACCOUNT_UNLOCK: "a locked account was unlocked by an administrator",
+    EventName.ACCESS_ALLOWLIST_ADD: "a network was added to an IP allow-list",
+    EventName.ACCESS_ALLOWLIST_REMOVE: "a network was removed from an IP allow-list",
+    EventName.ACCESS_APIKEY_CREATE: "an API key was issued to a service account",
+    EventName.ACCESS_APIKEY_FAILURE: "an API key was refused (unknown, wrong, expired, revoked)",
+    EventName.ACCESS_APIKEY_REVOKE: "an API key was revoked",
+    EventName.ACCESS_GRANT_APPROVE: "a second administrator approved a grant",
+    EventName.ACCESS_GRANT_CREATE: "a role was granted (or requested) for tenants",
+    EventName.ACCESS_GRANT_REVOKE: "a grant was revoked",
+    EventName.ACCESS_KILLSWITCH_ENGAGE: "a kill switch was engaged",
+    EventName.ACCESS_KILLSWITCH_RELEASE: "a kill switch was released",
+    EventName.ACCESS_LOGIN_FAILURE: "a log-in was refused",
+    EventName.ACCESS_LOGIN_SUCCESS: "a person logged in with password and TOTP",
+    EventName.ACCESS_NETWORK_DENY: "a request from outside the IP allow-lists was refused",
+    EventName.ACCESS_PASSWORD_CHANGE: "a password change was made or refused",
     EventName.ACCESS_PERMISSION_DENY: "a principal was refused an action (scope, purpose or gate)",
+    EventName.ACCESS_REVIEW_RUN: "accounts and keys were reviewed (inactive, expiring)",
+    EventName.ACCESS_SPRAY_DETECT: "one source failed log-ins on many accounts; it is blocked",
     EventName.ADMIN_CONFIG_CHANGE: "the effective configuration differs from the last one recorded",
     EventName.AUDIT_DIGEST_WRITE: "a signed digest of the chain head was written",
     EventName.AUDIT_LOG_EXPORT: "security events were exported",
@@ -57,8 +103,8 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.CLI_COMMAND_RUN: "an operator command ran to completion",
     EventName.STORAGE_KEYSET_CREATE: "a tenant's keys were created",
     EventName.STORAGE_KEYSET_DESTROY: "a tenant's keys were destroyed (crypto-shred)",
-    EventName.STORAGE_KEYSET_ROTATE: "a new primary data key version was made and records moved to it",
     EventName.STORAGE_KEYSET_RETIRE: "old data key versions were retired and their material erased",
+    EventName.STORAGE_KEYSET_ROTATE: "a new primary data key version was made and records moved to it",
     EventName.STORAGE_RECORD_PURGE: "unreadable rows of a shredded tenant were deleted",
     EventName.VAULT_FIELD_REVEAL: "PII fields were decrypted for a purpose",
     EventName.VAULT_RECORD_INGEST: "SP-API documents were stored",
@@ -100,28 +146,51 @@ class Reason(StrEnum):
     RETENTION = "retention"
     ON_DEMAND = "on_demand"
     INTERVAL = "interval"
+    ACCOUNT_DISABLED = "account_disabled"
+    ACCOUNT_LOCKED = "account_locked"
+    BAD_CREDENTIALS = "bad_credentials"
+    BAD_TOTP = "bad_totp"
+    BREACHED_PASSWORD = "breached_password"
+    COOL_OFF = "cool_off"
+    CREDENTIAL_EXPIRED = "credential_expired"
+    KILL_SWITCH = "kill_switch"
+    LIMITER_UNAVAILABLE = "limiter_unavailable"
+    NETWORK_DENIED = "network_denied"
+    PASSWORD_REUSED = "password_reused"
+    PASSWORD_TOO_YOUNG = "password_too_young"
+    RECOVERY_CODE = "recovery_code"
+    REVOKED = "revoked"
+    SELF_GRANT = "self_grant"
+    SPRAYING = "spraying"
+    THROTTLED = "throttled"
+    TOTP_REPLAY = "totp_replay"
+    TWO_PERSON_RULE = "two_person_rule"
+    WEAK_PASSWORD = "weak_password"
 
 
 def outcome_of(error: BaseException) -> tuple[Outcome, Reason]:
     """How a refused or failed operation is recorded: the one mapping from SageVault's errors to
-    outcomes and reason codes, used by the vault and the CLI alike."""
-    for kind, outcome, reason in _FAILURES:
-        if isinstance(error, kind):
-            return outcome, reason
-    return Outcome.FAILURE, Reason.ERROR
+    outcomes and reason codes, used by the vault, the access layer and the CLI alike. A refusal
+    (AccessDenied, a shredded tenant) is `denied`; anything else is a `failure`."""
+    if not isinstance(error, errors.SageVaultError):
+        return Outcome.FAILURE, Reason.ERROR
+    try:
+        reason = Reason(error.reason or _REASONS.get(type(error), "error"))
+    except ValueError:
+        reason = Reason.ERROR
+    denied = isinstance(error, errors.AccessDenied | errors.TenantShredded)
+    return (Outcome.DENIED if denied else Outcome.FAILURE), reason
 
 
-_FAILURES: list[tuple[type[Exception], Outcome, Reason]] = [
-    (errors.PurposeNotAllowed, Outcome.DENIED, Reason.PURPOSE_NOT_ALLOWED),
-    (errors.AccessDenied, Outcome.DENIED, Reason.ACCESS_DENIED),
-    (errors.TenantShredded, Outcome.DENIED, Reason.TENANT_SHREDDED),
-    (errors.UnknownTenant, Outcome.FAILURE, Reason.UNKNOWN_TENANT),
-    (errors.RecordNotFound, Outcome.FAILURE, Reason.RECORD_NOT_FOUND),
-    (errors.IntegrityError, Outcome.FAILURE, Reason.INTEGRITY_FAILURE),
-    (errors.PayloadError, Outcome.FAILURE, Reason.BAD_INPUT),
-    (errors.KeyProviderError, Outcome.FAILURE, Reason.KEY_PROVIDER),
-    (errors.ConfigError, Outcome.FAILURE, Reason.CONFIG),
-]
+_REASONS: dict[type[Exception], str] = {
+    errors.TenantShredded: "tenant_shredded",
+    errors.UnknownTenant: "unknown_tenant",
+    errors.RecordNotFound: "record_not_found",
+    errors.IntegrityError: "integrity_failure",
+    errors.PayloadError: "bad_input",
+    errors.KeyProviderError: "key_provider",
+    errors.ConfigError: "config",
+}
 
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")

@@ -31,6 +31,7 @@ _POLICY_LIMITS: dict[str, tuple[Literal["max", "min"], int, str]] = {
     "access_review_days": ("max", 90, "access must be reviewed at least every 90 days"),
     "leaver_disable_hours": ("max", 24, "leavers must be disabled within 24 hours"),
     "api_key_max_age_days": ("max", 365, "programmatic credentials must rotate within 365 days"),
+    "inactive_account_days": ("max", 90, "accounts unused for 90 days must be flagged for review"),
     "ir_plan_review_days": ("max", 183, "the incident response plan must be reviewed every 6 months"),
     "amazon_notify_hours": ("max", 24, "Amazon must be told of an incident within 24 hours"),
     "critical_vuln_fix_days": ("max", 7, "critical vulnerabilities must be fixed within 7 days"),
@@ -56,6 +57,7 @@ class PolicyProfile(BaseModel):
     access_review_days: int = 90
     leaver_disable_hours: int = 24
     api_key_max_age_days: int = 365
+    inactive_account_days: int = 90
     ir_plan_review_days: int = 183
     amazon_notify_hours: int = 24
     critical_vuln_fix_days: int = 7
@@ -91,6 +93,19 @@ class Settings(BaseSettings):
     audit_database_url: str | None = None
     audit_signing_key_file: Path | None = None
     audit_digest_every: int = 1000
+    # Log-in throttling: "memory://" for the embedded deployment, "redis://host:6379/0" (or
+    # "rediss://") shared by every node of a distributed one. Unreachable = logins refused.
+    rate_limit_storage_url: str = "memory://"
+    rate_limit_key_prefix: str = "sagevault"
+    login_ip_failures: int = 30  # failed log-ins per source address per 15 minutes
+    login_spray_accounts: int = 10  # distinct accounts failed from one source per 15 minutes
+    login_global_failures_per_minute: int = 600
+    lockout_base_minutes: int = 15  # first lock; each further lock doubles it, up to 24 hours
+    session_hours: int = 12
+    trusted_proxies: list[str] = []  # CIDRs whose X-Forwarded-For is believed
+    password_hash_memory_kib: int = 65536  # Argon2id
+    password_hash_time_cost: int = 3
+    password_hash_parallelism: int = 4
     policy: PolicyProfile = PolicyProfile()
 
     @classmethod
@@ -119,6 +134,19 @@ class Settings(BaseSettings):
             raise ValueError("audit_digest_every must be between 1 and 1000000")
         if not 1 <= self.ingest_batch_size <= 100_000:
             raise ValueError("ingest_batch_size must be between 1 and 100000")
+        if self.password_hash_memory_kib < 19456 or self.password_hash_time_cost < 2:
+            raise ValueError(
+                "password hashing below Argon2id m=19456 KiB, t=2 (OWASP's floor) is unsafe; raise "
+                "password_hash_memory_kib / password_hash_time_cost"
+            )
+        if not 1 <= self.session_hours <= 24:
+            raise ValueError("session_hours must be between 1 and 24")
+        if not self.rate_limit_storage_url.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
+            raise ValueError("rate_limit_storage_url must be memory://, redis://, rediss:// or redis+unix://")
+        for name in ("login_ip_failures", "login_spray_accounts", "login_global_failures_per_minute",
+                     "lockout_base_minutes"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
         if self.key_provider == "aws-kms" and not self.kms_key_id:
             raise ValueError("key_provider=aws-kms needs kms_key_id (SAGEVAULT_KMS_KEY_ID)")
         return self

@@ -7,21 +7,47 @@ command, a request, a job) opened; they never commit.
 from __future__ import annotations
 
 from ._engine import bulk_insert, create_engine_for, driver_value, is_sqlite, migrate, one_of, schema_is_current
-from .schema import BLIND_INDEX_COLUMNS, BLIND_INDEX_SLOTS, metadata, record_ids, records, tenant_keys, tenants
+from .schema import (
+    BLIND_INDEX_COLUMNS,
+    BLIND_INDEX_SLOTS,
+    access_state,
+    allowlist,
+    api_keys,
+    grants,
+    kill_switches,
+    metadata,
+    password_history,
+    principals,
+    record_ids,
+    records,
+    recovery_codes,
+    sessions,
+    tenant_keys,
+    tenants,
+)
 
 __all__ = [
     "BLIND_INDEX_COLUMNS",
     "BLIND_INDEX_SLOTS",
+    "access_state",
+    "allowlist",
+    "api_keys",
     "bulk_insert",
     "create_engine_for",
     "driver_value",
+    "grants",
     "is_sqlite",
+    "kill_switches",
     "metadata",
     "migrate",
     "one_of",
+    "password_history",
+    "principals",
     "record_ids",
     "records",
+    "recovery_codes",
     "schema_is_current",
+    "sessions",
     "tenant_keys",
     "tenants",
 ]

@@ -1,8 +1,9 @@
 """The seam where access control decides. Every vault operation names its principal and, for
 reads of PII, its purpose; the vault asks an `AccessGate` before it touches data.
 
-The identity-and-access layer provides the real gate. Until then `LocalOperatorGate` admits
-the local operator (who already holds the master key file) and nobody else.
+`sagevault.access.AccessControl` is the real gate (scopes, tenant grants, purposes, allow-lists,
+kill switches). `LocalOperatorGate` admits the local operator (who already holds the master key
+file) and nobody else; it is what a vault built without an access layer gets.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
+
+from sqlalchemy.engine import Connection
 
 from sagevault.audit import Channel
 from sagevault.catalog import Purpose
@@ -35,11 +38,14 @@ class Action(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who acts: a pseudonymous id (never an e-mail address) and a kind."""
+    """Who acts: a pseudonymous id (never an e-mail address), a kind, the channel, and for
+    requests from the network the source address and the most its credential may do."""
 
     id: str
     kind: Literal["operator", "person", "service"]
     channel: Channel = Channel.LIBRARY
+    source_ip: str | None = None
+    scopes: frozenset[str] | None = None  # an API key's scopes; None = what the grants give
 
     @classmethod
     def local_operator(cls, channel: Channel = Channel.CLI) -> Principal:
@@ -54,6 +60,7 @@ class Principal:
 class AccessGate(Protocol):
     def check(
         self,
+        conn: Connection,
         principal: Principal,
         action: Action,
         tenant_id: str | None,
@@ -70,6 +77,7 @@ class LocalOperatorGate:
 
     def check(
         self,
+        conn: Connection,
         principal: Principal,
         action: Action,
         tenant_id: str | None,

@@ -265,7 +265,7 @@ class Vault:
     def add_tenant(
         self, conn: Connection, tenant_id: str, marketplaces: Sequence[str], *, principal: Principal
     ) -> Tenant:
-        self._gate.check(principal, Action.TENANTS_ADMIN, tenant_id)
+        self._gate.check(conn, principal, Action.TENANTS_ADMIN, tenant_id)
         if not _TENANT_ID.fullmatch(tenant_id):
             raise PayloadError(
                 f"{shown(tenant_id)} is not a selling partner id; "
@@ -295,12 +295,12 @@ class Vault:
         return self._tenant(conn, tenant_id)
 
     def list_tenants(self, conn: Connection, *, principal: Principal) -> list[Tenant]:
-        self._gate.check(principal, Action.TENANTS_ADMIN, None)
+        self._gate.check(conn, principal, Action.TENANTS_ADMIN, None)
         rows = conn.execute(select(tenants).order_by(tenants.c.id)).all()
         return [self._tenant_from(r) for r in rows]
 
     def record_count(self, conn: Connection, tenant_id: str, *, principal: Principal) -> int:
-        self._gate.check(principal, Action.RECORDS_READ, tenant_id)
+        self._gate.check(conn, principal, Action.RECORDS_READ, tenant_id)
         return int(conn.execute(select(func.count()).where(records.c.tenant_id == tenant_id)).scalar_one())
 
     @staticmethod
@@ -356,7 +356,7 @@ class Vault:
         principal: Principal,
         retrieved_at: datetime | None = None,
     ) -> IngestResult:
-        self._gate.check(principal, Action.RECORDS_INGEST, tenant_id)
+        self._gate.check(conn, principal, Action.RECORDS_INGEST, tenant_id)
         self._live_tenant(conn, tenant_id)
         result = IngestResult()
         if not docs:
@@ -450,7 +450,7 @@ class Vault:
     )
     def get(self, conn: Connection, tenant_id: str, order_id: str, *, principal: Principal) -> OrderView:
         """Every stored document of an order, PII masked. Nothing is decrypted."""
-        self._gate.check(principal, Action.RECORDS_READ, tenant_id)
+        self._gate.check(conn, principal, Action.RECORDS_READ, tenant_id)
         self._live_tenant(conn, tenant_id)
         views = []
         for row in self._order_rows(conn, tenant_id, order_id):
@@ -518,7 +518,7 @@ class Vault:
                     raise PurposeNotAllowed(
                         f"purpose {purpose.value} is not allowed for {name} ({f.category}); allowed: {allowed}"
                     )
-        self._gate.check(principal, Action.PII_REVEAL, tenant_id, purpose=purpose, fields=list(wanted))
+        self._gate.check(conn, principal, Action.PII_REVEAL, tenant_id, purpose=purpose, fields=list(wanted))
         self._live_tenant(conn, tenant_id)
         by_doc: dict[Document, set[str]] = {}
         for matches in wanted.values():
@@ -557,7 +557,7 @@ class Vault:
         kind_fields = [f for f in self._catalog if f.search == kind]
         if not any(purpose in f.purposes for f in kind_fields):
             raise PurposeNotAllowed(f"purpose {purpose.value} does not allow searching by {kind}")
-        self._gate.check(principal, Action.RECORDS_SEARCH, tenant_id, purpose=purpose, fields=[kind])
+        self._gate.check(conn, principal, Action.RECORDS_SEARCH, tenant_id, purpose=purpose, fields=[kind])
         self._live_tenant(conn, tenant_id)
         token = self._keys.blind_index(conn, tenant_id).token(kind, value)
         rows = conn.execute(
@@ -570,7 +570,7 @@ class Vault:
     # --- keys -----------------------------------------------------------------------------
 
     def key_status(self, conn: Connection, tenant_id: str, *, principal: Principal) -> list[KeyVersionInfo]:
-        self._gate.check(principal, Action.KEYS_READ, tenant_id)
+        self._gate.check(conn, principal, Action.KEYS_READ, tenant_id)
         self._live_tenant(conn, tenant_id)
         return self._keys.status(conn, tenant_id)
 
@@ -578,12 +578,12 @@ class Vault:
     def begin_rotation(self, conn: Connection, tenant_id: str, *, principal: Principal) -> int:
         """Add a new primary data key version (or resume an unfinished rotation). New writes
         use it at once; reads of records still under the old version keep working."""
-        self._gate.check(principal, Action.KEYS_ROTATE, tenant_id)
+        self._gate.check(conn, principal, Action.KEYS_ROTATE, tenant_id)
         self._live_tenant(conn, tenant_id)
         return self._keys.begin_rotation(conn, tenant_id, _now())
 
     def rotation_remaining(self, conn: Connection, tenant_id: str, target_version: int, *, principal: Principal) -> int:
-        self._gate.check(principal, Action.KEYS_READ, tenant_id)
+        self._gate.check(conn, principal, Action.KEYS_READ, tenant_id)
         return int(
             conn.execute(
                 select(func.count()).where(records.c.tenant_id == tenant_id, records.c.key_version != target_version)
@@ -595,7 +595,7 @@ class Vault:
         self, conn: Connection, tenant_id: str, target_version: int, *, principal: Principal, limit: int = 500
     ) -> int:
         """Move up to `limit` records to `target_version`; returns how many moved (0 = done)."""
-        self._gate.check(principal, Action.KEYS_ROTATE, tenant_id)
+        self._gate.check(conn, principal, Action.KEYS_ROTATE, tenant_id)
         self._live_tenant(conn, tenant_id)
         rows = conn.execute(
             select(records.c.id, records.c.key_version, records.c.pii)
@@ -619,7 +619,7 @@ class Vault:
     @audited(EventName.STORAGE_KEYSET_RETIRE, "keys retire", lambda vs: ((), {"versions": len(vs)}))
     def finish_rotation(self, conn: Connection, tenant_id: str, *, principal: Principal) -> list[int]:
         """Retire the old versions (their key material is erased); fails if a record still needs one."""
-        self._gate.check(principal, Action.KEYS_ROTATE, tenant_id)
+        self._gate.check(conn, principal, Action.KEYS_ROTATE, tenant_id)
         self._live_tenant(conn, tenant_id)
         return self._keys.finish_rotation(conn, tenant_id, _now())
 
@@ -629,7 +629,7 @@ class Vault:
     def shred(self, conn: Connection, tenant_id: str, *, principal: Principal) -> ShredReceipt:
         """Crypto-shred: destroy every copy of the tenant's keys and leave a tombstone. Constant
         time in the tenant's data; `purge_shredded` removes the unreadable rows afterwards."""
-        self._gate.check(principal, Action.TENANTS_SHRED, tenant_id)
+        self._gate.check(conn, principal, Action.TENANTS_SHRED, tenant_id)
         self._live_tenant(conn, tenant_id)
         now = _now()
         receipt = ShredReceipt(tenant_id, now, self._keys.destroy(conn, tenant_id), self._keys.master_key_id)
@@ -640,7 +640,7 @@ class Vault:
 
     def shred_receipt(self, conn: Connection, tenant_id: str, *, principal: Principal) -> dict[str, Any] | None:
         """The receipt of a shredded tenant, or None if it is not shredded."""
-        self._gate.check(principal, Action.TENANTS_SHRED, tenant_id)
+        self._gate.check(conn, principal, Action.TENANTS_SHRED, tenant_id)
         self._tenant(conn, tenant_id)
         receipt = conn.execute(select(tenants.c.shred_receipt).where(tenants.c.id == tenant_id)).scalar_one()
         return dict(receipt) if receipt else None
@@ -648,7 +648,7 @@ class Vault:
     @audited(EventName.STORAGE_RECORD_PURGE, "purge", lambda n: ((), {"records": n}))
     def purge_shredded(self, conn: Connection, tenant_id: str, *, principal: Principal, limit: int = 5000) -> int:
         """Delete up to `limit` unreadable rows of a shredded tenant; returns how many went."""
-        self._gate.check(principal, Action.TENANTS_SHRED, tenant_id)
+        self._gate.check(conn, principal, Action.TENANTS_SHRED, tenant_id)
         tenant = self._tenant(conn, tenant_id)
         if tenant.shredded_at is None:
             raise PayloadError(f"tenant {tenant_id} is not shredded; run `sagevault shred` first")

@@ -1,0 +1,106 @@
+"""Scopes, roles and kill switches: the vocabulary of least privilege.
+
+A scope is one permission. A role is a named bundle of scopes made for a job; the roles that
+reveal PII also name the purposes they reveal it for. A grant binds a principal to one role for
+a set of tenants, optionally in a time window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sagevault.catalog import Purpose
+
+
+class Scope(StrEnum):
+    """Every permission SageVault checks (alphabetical)."""
+
+    AUDIT_READ = "audit:read"
+    KEYS_READ = "keys:read"
+    KEYS_ROTATE = "keys:rotate"
+    KILLSWITCH_OPERATE = "killswitch:operate"
+    PII_EXPORT = "pii:export"
+    PII_REVEAL = "pii:reveal"
+    RECORDS_INGEST = "records:ingest"
+    RECORDS_READ = "records:read"
+    RECORDS_SEARCH = "records:search"
+    TENANTS_ADMIN = "tenants:admin"
+    TENANTS_SHRED = "tenants:shred"
+    USERS_ADMIN = "users:admin"
+
+    @property
+    def sensitive(self) -> bool:
+        """Scopes under the two-person rule: a grant that carries one needs a second admin."""
+        return self.value.startswith(("pii:", "keys:"))
+
+
+# Scopes that act on no particular tenant: a grant must cover every tenant ("*") to give them.
+DEPLOYMENT_SCOPES = frozenset({Scope.USERS_ADMIN, Scope.AUDIT_READ})
+
+# Scopes that decrypt PII: they need a purpose the role allows (and the catalog, per field).
+PURPOSE_SCOPES = frozenset({Scope.PII_REVEAL, Scope.PII_EXPORT, Scope.RECORDS_SEARCH})
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str
+    description: str
+    scopes: frozenset[Scope]
+    purposes: frozenset[Purpose] = frozenset()
+
+    @property
+    def sensitive(self) -> bool:
+        return any(s.sensitive for s in self.scopes)
+
+
+def _role(name: str, description: str, scopes: set[Scope], purposes: set[Purpose] | None = None) -> Role:
+    return Role(name, description, frozenset(scopes), frozenset(purposes or ()))
+
+
+ROLES: dict[str, Role] = {
+    r.name: r
+    for r in (
+        _role("viewer", "sees orders with PII masked", {Scope.RECORDS_READ}),
+        _role(
+            "fulfilment", "ships orders: reveals names, addresses and phones for fulfilment",
+            {Scope.RECORDS_READ, Scope.RECORDS_SEARCH, Scope.PII_REVEAL}, {Purpose.FULFILMENT},
+        ),
+        _role(
+            "tax", "remits and invoices tax: reveals and exports tax data",
+            {Scope.RECORDS_READ, Scope.RECORDS_SEARCH, Scope.PII_REVEAL, Scope.PII_EXPORT},
+            {Purpose.TAX_REMITTANCE, Purpose.TAX_INVOICING},
+        ),
+        _role(
+            "security-officer", "reads the security log, checks keys, pulls the kill switches",
+            {Scope.AUDIT_READ, Scope.RECORDS_READ, Scope.KEYS_READ, Scope.KILLSWITCH_OPERATE},
+        ),
+        _role(
+            "operator", "runs the vault: tenants, SP-API sync, key rotation, deletion",
+            {Scope.TENANTS_ADMIN, Scope.RECORDS_INGEST, Scope.RECORDS_READ, Scope.KEYS_READ, Scope.KEYS_ROTATE,
+             Scope.TENANTS_SHRED, Scope.KILLSWITCH_OPERATE},
+        ),
+        _role(
+            "admin", "manages accounts, grants and allow-lists; never sees PII",
+            {Scope.USERS_ADMIN, Scope.AUDIT_READ, Scope.KILLSWITCH_OPERATE},
+        ),
+    )
+}  # fmt: skip
+
+
+class KillSwitch(StrEnum):
+    """Switches an operator flips to stop a kind of work at once, for one tenant or all."""
+
+    PII_ACCESS = "pii-access"
+    SP_API_SYNC = "sp-api-sync"
+    EXPORTS = "exports"
+
+
+# Which switches stop which scope.
+SWITCHED: dict[Scope, tuple[KillSwitch, ...]] = {
+    Scope.PII_REVEAL: (KillSwitch.PII_ACCESS,),
+    Scope.PII_EXPORT: (KillSwitch.PII_ACCESS, KillSwitch.EXPORTS),
+    Scope.RECORDS_SEARCH: (KillSwitch.PII_ACCESS,),
+    Scope.RECORDS_INGEST: (KillSwitch.SP_API_SYNC,),
+}
+ALL_TENANTS = "*"

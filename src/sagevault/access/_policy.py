@@ -1,0 +1,216 @@
+"""The one function that decides every access, over an in-memory snapshot of the access state.
+
+`AccessPolicy` is an immutable picture of principals, active grants, allow-lists, kill switches
+and API keys at one *generation*. Every change to access state bumps the generation in the
+database, so `AccessControl.policy(conn)` costs one primary-key read when nothing changed and
+rebuilds the picture when something did: a disabled account, a revoked grant or a kill switch
+takes effect on the next request in every process.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from sagevault.catalog import Purpose
+from sagevault.db import access_state, allowlist, api_keys, grants, kill_switches, principals
+from sagevault.errors import (
+    AccessDenied,
+    AccountDisabled,
+    KillSwitchEngaged,
+    NetworkDenied,
+    PurposeNotAllowed,
+)
+from sagevault.vault import Action, Principal
+
+from ._model import ALL_TENANTS, DEPLOYMENT_SCOPES, PURPOSE_SCOPES, ROLES, SWITCHED, Scope
+from ._network import LOOPBACK, Address, Network, contains, parse_address, parse_network
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What one active grant gives, for one tenant (or "*")."""
+
+    grant_id: str
+    role: str
+    scopes: frozenset[Scope]
+    purposes: frozenset[Purpose]
+    not_before: float | None
+    not_after: float | None
+    networks: tuple[Network, ...] | None  # the role's allow-list; None = no role restriction
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    principal_id: str
+    secret_hash: bytes
+    scopes: frozenset[str]
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    generation: int
+    status: dict[str, str] = field(default_factory=dict)  # principal id -> status
+    rules: dict[str, dict[str, tuple[Rule, ...]]] = field(default_factory=dict)  # principal -> tenant -> rules
+    global_networks: tuple[Network, ...] = LOOPBACK
+    principal_networks: dict[str, tuple[Network, ...]] = field(default_factory=dict)
+    switches: frozenset[tuple[str, str]] = frozenset()  # (switch, tenant or "*") engaged
+    keys: dict[str, KeyEntry] = field(default_factory=dict)
+
+    def source_allowed(self, principal_id: str | None, address: Address) -> bool:
+        """Inside the global allow-list and, when the principal has one, inside its own."""
+        if not contains(self.global_networks, address):
+            return False
+        own = self.principal_networks.get(principal_id or "")
+        return own is None or contains(own, address)
+
+    def switched_off(self, scope: Scope, tenant_id: str | None) -> str | None:
+        for switch in SWITCHED.get(scope, ()):
+            if (switch.value, ALL_TENANTS) in self.switches or (switch.value, tenant_id or ALL_TENANTS) in self.switches:
+                return switch.value
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def address_of(value: str) -> Address:
+    """A parsed source address (cached: the same few addresses come back on every request)."""
+    return parse_address(value)
+
+
+def decide(
+    policy: AccessPolicy,
+    principal: Principal,
+    scope: Scope,
+    tenant_id: str | None,
+    *,
+    purpose: Purpose | None = None,
+    now: float | None = None,
+) -> Rule | None:
+    """Allow (returning the grant that allows, or None for the local operator) or raise.
+
+    In order: kill switches (they stop everyone, the operator too); the local operator, who
+    holds the master key, passes the rest; the account must be active; the source address must
+    be inside the allow-lists; a grant covering the tenant, in its window, reachable from the
+    source, must carry the scope; the API key (if any) must carry it too; and a scope that
+    decrypts PII needs a purpose the granting role exists for.
+    """
+    switch = policy.switched_off(scope, tenant_id)
+    if switch is not None:
+        where = f"tenant {tenant_id}" if (switch, ALL_TENANTS) not in policy.switches and tenant_id else "all tenants"
+        raise KillSwitchEngaged(
+            f"{scope} is stopped: the {switch} kill switch is engaged for {where}; "
+            f"`sagevault killswitch release {switch}` ends it"
+        )
+    if principal.kind == "operator":
+        return None
+    status = policy.status.get(principal.id)
+    if status != "active":
+        raise AccountDisabled(f"{principal.id} is {status or 'unknown'}; it may not act")
+    address = address_of(principal.source_ip) if principal.source_ip is not None else None
+    if address is not None and not policy.source_allowed(principal.id, address):
+        raise NetworkDenied(f"{principal.id} may not act from this address: it is outside the IP allow-lists")
+    if principal.scopes is not None and scope.value not in principal.scopes:
+        raise AccessDenied(f"this API key does not carry {scope}; issue one that does")
+    by_tenant = policy.rules.get(principal.id)
+    if not by_tenant:
+        raise AccessDenied(f"{principal.id} holds no grants; an admin can grant a role with `sagevault grants add`")
+    if tenant_id is None or scope in DEPLOYMENT_SCOPES:
+        candidates = by_tenant.get(ALL_TENANTS, ())
+    else:
+        candidates = by_tenant.get(tenant_id or "", ()) + by_tenant.get(ALL_TENANTS, ())
+    when = time.time() if now is None else now
+    purpose_refused = False
+    for rule in candidates:
+        if scope not in rule.scopes:
+            continue
+        if (rule.not_before is not None and when < rule.not_before) or (
+            rule.not_after is not None and when >= rule.not_after
+        ):
+            continue
+        if rule.networks is not None and (address is None or not contains(rule.networks, address)):
+            continue
+        if scope in PURPOSE_SCOPES and (purpose is None or purpose not in rule.purposes):
+            purpose_refused = True
+            continue
+        return rule
+    target = f"tenant {tenant_id}" if tenant_id and scope not in DEPLOYMENT_SCOPES else "this deployment"
+    if purpose_refused:
+        raise PurposeNotAllowed(
+            f"{principal.id} may use {scope} on {target} only for the purposes its role exists for; "
+            f"{purpose.value if purpose else 'no purpose'} is not one of them"
+        )
+    raise AccessDenied(f"{principal.id} lacks {scope} on {target}; ask an admin for a grant (`sagevault grants add`)")
+
+
+def load_policy(conn: Connection) -> AccessPolicy:
+    generation = conn.execute(select(access_state.c.generation).where(access_state.c.id == 1)).scalar_one()
+    status = {r.id: r.status for r in conn.execute(select(principals.c.id, principals.c.status))}
+    nets: dict[tuple[str, str], list[Network]] = {}
+    for r in conn.execute(select(allowlist.c.scope, allowlist.c.target, allowlist.c.cidr)):
+        nets.setdefault((r.scope, r.target), []).append(parse_network(r.cidr))
+    rules: dict[str, dict[str, list[Rule]]] = {}
+    for g in conn.execute(select(grants).where(grants.c.status == "active")):
+        role = ROLES.get(g.role)
+        if role is None or status.get(g.principal_id) != "active":
+            continue
+        role_nets = nets.get(("role", g.role))
+        rule = Rule(
+            g.id, g.role, role.scopes, role.purposes,
+            g.not_before.timestamp() if g.not_before else None, g.not_after.timestamp() if g.not_after else None,
+            tuple(role_nets) if role_nets is not None else None,
+        )  # fmt: skip
+        for tenant in g.tenants:
+            rules.setdefault(g.principal_id, {}).setdefault(tenant, []).append(rule)
+    keys = {
+        k.id: KeyEntry(k.principal_id, bytes(k.secret_hash), frozenset(k.scopes), k.expires_at.timestamp())
+        for k in conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None)))
+    }
+    switches = frozenset(
+        (s.name, s.tenant_id) for s in conn.execute(select(kill_switches).where(kill_switches.c.engaged.is_(True)))
+    )
+    return AccessPolicy(
+        generation=generation,
+        status=status,
+        rules={p: {t: tuple(rs) for t, rs in by_t.items()} for p, by_t in rules.items()},
+        global_networks=tuple(nets.get(("global", ""), ())) or LOOPBACK,
+        principal_networks={target: tuple(n) for (scope, target), n in nets.items() if scope == "principal"},
+        switches=switches,
+        keys=keys,
+    )
+
+
+class AccessControl:
+    """The vault's gate: every vault operation asks `check`, which asks `decide`."""
+
+    def __init__(self) -> None:
+        self._policy: AccessPolicy | None = None
+        self._lock = threading.Lock()
+
+    def policy(self, conn: Connection) -> AccessPolicy:
+        current = self._policy
+        generation = conn.execute(select(access_state.c.generation).where(access_state.c.id == 1)).scalar_one()
+        if current is not None and current.generation == generation:
+            return current
+        with self._lock:
+            fresh = load_policy(conn)
+            self._policy = fresh
+            return fresh
+
+    def check(
+        self,
+        conn: Connection,
+        principal: Principal,
+        action: Action,
+        tenant_id: str | None,
+        *,
+        purpose: Purpose | None = None,
+        fields: Collection[str] = (),
+    ) -> None:
+        decide(self.policy(conn), principal, Scope(action.value), tenant_id, purpose=purpose)

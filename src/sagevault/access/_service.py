@@ -1,0 +1,945 @@
+"""Accounts, credentials, grants, allow-lists and kill switches.
+
+Every method takes the caller's connection inside a transaction the edge owns (it never
+commits) and the acting principal. Administrative methods ask `decide` for `users:admin` (or
+`killswitch:operate`) first. Every refusal, failure, lock and change is a security event.
+
+Log-in is the one place where a refusal changes state (failure counters, a lock): `login`
+therefore returns a `LoginAttempt` instead of raising, so the edge commits and then calls
+`attempt.session()`, which raises the refusal.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyotp
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Row
+
+from sagevault.audit import AuditEvent, Channel, EventName, Outcome, Reason, looks_like_pii, outcome_of
+from sagevault.catalog import Purpose
+from sagevault.config import Settings
+from sagevault.crypto import KeyProvider
+from sagevault.db import (
+    access_state,
+    allowlist,
+    api_keys,
+    grants,
+    kill_switches,
+    password_history,
+    principals,
+    recovery_codes,
+    sessions,
+    tenants,
+)
+from sagevault.errors import (
+    AccessDenied,
+    AccessError,
+    AccountDisabled,
+    AccountLocked,
+    AuthenticationFailed,
+    CredentialExpired,
+    NetworkDenied,
+    SageVaultError,
+    shown,
+)
+from sagevault.vault import Principal
+
+from ._model import ALL_TENANTS, ROLES, KillSwitch, Scope
+from ._network import Address, client_address, overlapping, parse_address, parse_network
+from ._passwords import PasswordHashing, check_strength
+from ._policy import AccessControl, AccessPolicy, address_of, decide
+from ._throttle import LoginThrottle
+
+Clock = Callable[[], datetime]
+
+GENERIC_LOGINS = frozenset({
+    "admin", "administrator", "root", "test", "tester", "testing", "shared", "team", "user", "users", "guest",
+    "demo", "default", "service", "support", "operator", "ops", "dev", "sagevault", "system", "sysadmin",
+    "superuser", "su", "info", "office", "staff", "all", "everyone", "temp", "sa", "api", "svc", "bot",
+})  # fmt: skip
+_LOGIN = re.compile(r"[a-z][a-z0-9._-]{2,63}")
+_EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}")
+_PURPOSE_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ,.:/_()-]{2,199}")
+_API_KEY = re.compile(r"svk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+_RECOVERY = re.compile(r"[a-z2-7]{5}-?[a-z2-7]{5}")
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ENROLMENT_HOURS = 72
+_RECOVERY_CODES = 10
+_MAX_LOCK = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    principal_id: str
+    login: str
+    secret: str  # shown once; the person uses it to set a password and TOTP
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TotpSetup:
+    secret: str
+    uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token: str  # shown once; only a keyed hash is stored
+    principal: Principal
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    _session: Session | None
+    _error: SageVaultError | None
+
+    @property
+    def ok(self) -> bool:
+        return self._session is not None
+
+    def session(self) -> Session:
+        if self._session is None:
+            assert self._error is not None
+            raise self._error
+        return self._session
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    key_id: str
+    token: str  # shown once
+    principal_id: str
+    scopes: frozenset[str]
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GrantInfo:
+    id: str
+    principal_id: str
+    login: str
+    role: str
+    tenants: tuple[str, ...]
+    status: str
+    not_before: datetime | None
+    not_after: datetime | None
+    requested_by: str
+    approved_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AllowEntry:
+    id: str
+    scope: str
+    target: str
+    cidr: str
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    kind: str
+    login: str
+    status: str
+    locked_until: datetime | None
+    last_active_at: datetime | None
+    created_at: datetime
+    password_set_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    inactive: list[Account]
+    expiring_keys: list[tuple[str, str, datetime]]  # key id, principal id, expires at
+    expiring_passwords: list[tuple[str, datetime]]  # principal id, expires at
+
+
+_ID_LETTERS = "bcdfghjkmnpqrstvwxz"  # no digits (an id must never look like a phone number), no vowels
+
+
+def _new_id(prefix: str) -> str:
+    """A random pseudonymous id such as usr_kzqhtbwrmfdx: 12 letters, about 51 bits."""
+    return prefix + "_" + "".join(secrets.choice(_ID_LETTERS) for _ in range(12))
+
+
+def _event_tenant(tenant_id: str | None) -> str | None:
+    """A tenant id fit for an event: caller input that does not look like one is left out."""
+    if tenant_id is None or not _TENANT.fullmatch(tenant_id) or looks_like_pii(tenant_id):
+        return None
+    return tenant_id
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite hands timezone-aware columns back naive; they were written in UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class AccessService:
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyProvider,
+        audit: Any,
+        *,
+        control: AccessControl | None = None,
+        throttle: LoginThrottle | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._settings = settings
+        self._policy_profile = settings.policy
+        self._keys = keys
+        self._audit = audit
+        self.control = control or AccessControl()
+        self.throttle = throttle or LoginThrottle(settings)
+        self._clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._hashing = PasswordHashing(settings)
+        self._secret: bytes | None = None
+        self._trusted = tuple(parse_network(c) for c in settings.trusted_proxies)
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def ensure_secret(self, conn: Connection) -> bytes:
+        """The access secret (keyed hashes of API keys, codes, sessions, addresses), made on
+        first use and stored wrapped by the master key."""
+        if self._secret is not None:
+            return self._secret
+        context = {"purpose": "access-secret"}
+        wrapped = conn.execute(select(access_state.c.secret).where(access_state.c.id == 1)).scalar_one()
+        if wrapped is None:
+            secret = secrets.token_bytes(32)
+            conn.execute(
+                update(access_state).where(access_state.c.id == 1)
+                .values(secret=self._keys.wrap(secret, context), master_key_id=self._keys.key_id)
+            )  # fmt: skip
+        else:
+            secret = self._keys.unwrap(bytes(wrapped), context)
+        self._secret = secret
+        return secret
+
+    def keyed(self, conn: Connection, label: str, value: str) -> bytes:
+        return hmac.new(self.ensure_secret(conn), label.encode() + b"\0" + value.encode(), hashlib.sha256).digest()
+
+    def client_ip_hash(self, conn: Connection, address: str | None) -> str | None:
+        return self.keyed(conn, "ip", address).hex()[:32] if address else None
+
+    def client_address(self, peer: str, forwarded_for: str | None = None) -> str:
+        """The request's source address, believing X-Forwarded-For only from trusted proxies."""
+        return str(client_address(peer, forwarded_for, self._trusted))
+
+    def _event(self, conn: Connection, name: EventName, actor: Principal | str | None, *,
+               outcome: Outcome = Outcome.SUCCESS, reason: Reason | str = Reason.NONE,
+               tenant_id: str | None = None, source: str | None = None, counts: dict[str, int] | None = None,
+               channel: Channel | None = None) -> None:  # fmt: skip
+        actor_id = actor.id if isinstance(actor, Principal) else actor
+        if channel is None:
+            channel = actor.channel if isinstance(actor, Principal) else Channel.API
+        if source is None and isinstance(actor, Principal):
+            source = actor.source_ip
+        self._audit.record(AuditEvent(
+            name=name, channel=channel, outcome=outcome, reason=Reason(reason), actor=actor_id, tenant_id=tenant_id,
+            client_ip_hash=self.client_ip_hash(conn, source), counts=counts or {},
+        ))  # fmt: skip
+
+    def _refuse(self, conn: Connection, name: EventName, actor: Principal | str | None, error: SageVaultError,
+                **kw: Any) -> SageVaultError:  # fmt: skip
+        """Record the refusal as an event and hand the error back for the caller to raise."""
+        outcome, reason = outcome_of(error)
+        self._event(conn, name, actor, outcome=outcome, reason=reason, **kw)
+        return error
+
+    def _changed(self, conn: Connection) -> None:
+        conn.execute(update(access_state).where(access_state.c.id == 1).values(generation=access_state.c.generation + 1))
+
+    def policy(self, conn: Connection) -> AccessPolicy:
+        return self.control.policy(conn)
+
+    def authorize(self, conn: Connection, actor: Principal, scope: Scope | str, tenant_id: str | None = None, *,
+                  purpose: Purpose | None = None) -> None:  # fmt: skip
+        """Let `actor` go on only if `decide` allows `scope` on `tenant_id` (for `purpose`); a
+        refusal is recorded as access:permission:deny with its reason, then raised."""
+        try:
+            decide(self.policy(conn), actor, Scope(scope), tenant_id, purpose=purpose)
+        except AccessDenied as exc:
+            raise self._refuse(conn, EventName.ACCESS_PERMISSION_DENY, actor, exc,
+                               tenant_id=_event_tenant(tenant_id)) from None  # fmt: skip
+
+    require = authorize
+
+    def _row(self, conn: Connection, login: str, kind: str | None = None) -> Row[Any]:
+        query = select(principals).where(principals.c.login == login.strip().lower())
+        row = conn.execute(query).first()
+        if row is None or (kind is not None and row.kind != kind):
+            what = {"person": "person", "service": "service account"}.get(kind or "", "account")
+            raise AccessError(f"no {what} with login {shown(login)}; see `sagevault users list`")
+        return row
+
+    # --- accounts -----------------------------------------------------------------------------
+
+    def _new_login(self, conn: Connection, login: str) -> str:
+        login = login.strip().lower()
+        if not _LOGIN.fullmatch(login):
+            raise AccessError(
+                f"login {shown(login)} is not allowed: use 3-64 characters, a letter first, then letters, digits, "
+                "'.', '_' or '-' (not an e-mail address)"
+            )
+        base = re.sub(r"[\d._-]+$", "", login)
+        if login in GENERIC_LOGINS or base in GENERIC_LOGINS:
+            raise AccessError(
+                f"login {login} is a generic name; every account belongs to one person or one service, "
+                "so give it that person's or service's own name"
+            )
+        if conn.execute(select(principals.c.id).where(principals.c.login == login)).first() is not None:
+            raise AccessError(f"login {login} is taken; logins are unique and are never reused for someone else")
+        return login
+
+    def _insert_principal(self, conn: Connection, kind: str, login: str, actor: Principal, **values: Any) -> str:
+        principal_id = _new_id("usr" if kind == "person" else "svc")
+        conn.execute(insert(principals).values(
+            id=principal_id, kind=kind, login=login, created_at=self.now(), created_by=actor.id, lock_count=0,
+            **values,
+        ))  # fmt: skip
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_ACCOUNT_CREATE, actor, counts={"person": int(kind == "person")})
+        return principal_id
+
+    def _enrolment(self, conn: Connection, principal_id: str, login: str) -> tuple[Enrolment, dict[str, Any]]:
+        secret = "sve_" + secrets.token_urlsafe(24)
+        expires = self.now() + timedelta(hours=_ENROLMENT_HOURS)
+        values = {"enrolment_hash": self.keyed(conn, "enrol", secret), "enrolment_expires_at": expires}
+        return Enrolment(principal_id, login, secret, expires), values
+
+    def bootstrap_admin(self, conn: Connection, login: str, email: str, *, actor: Principal) -> Enrolment:
+        """The first person, with the admin role for every tenant. Refused once any person exists."""
+        if actor.kind != "operator":
+            raise AccessDenied("only the local operator can bootstrap the first administrator")
+        if conn.execute(select(principals.c.id).where(principals.c.kind == "person").limit(1)).first():
+            raise AccessError("an administrator exists already; people are added with `sagevault users add` by an admin")
+        return self._add_person(conn, login, email, None, actor=actor, role="admin")
+
+    def add_person(self, conn: Connection, login: str, email: str, *, manager: str | None, actor: Principal) -> Enrolment:
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        manager_id = self._row(conn, manager, "person").id if manager else None
+        return self._add_person(conn, login, email, manager_id, actor=actor)
+
+    def _add_person(self, conn: Connection, login: str, email: str, manager_id: str | None, *, actor: Principal,
+                    role: str | None = None) -> Enrolment:  # fmt: skip
+        login = self._new_login(conn, login)
+        email = email.strip()
+        if not _EMAIL.fullmatch(email):
+            raise AccessError("that e-mail address is not valid; give the person's work address, e.g. name@company.com")
+        principal_id = _new_id("usr")
+        enrolment, values = self._enrolment(conn, principal_id, login)
+        conn.execute(insert(principals).values(
+            id=principal_id, kind="person", login=login, email=email, manager_id=manager_id, status="enrolling",
+            created_at=self.now(), created_by=actor.id, lock_count=0, **values,
+        ))  # fmt: skip
+        if role is not None:
+            self._insert_grant(conn, principal_id, role, [ALL_TENANTS], None, None, "active", actor.id, actor.id)
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_ACCOUNT_CREATE, actor, counts={"person": 1})
+        return enrolment
+
+    def add_service(self, conn: Connection, login: str, *, owner: str, purpose: str, actor: Principal) -> str:
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        owner_id = self._row(conn, owner, "person").id
+        if not _PURPOSE_TEXT.fullmatch(purpose.strip()) or looks_like_pii(purpose):
+            raise AccessError("the purpose must be a short description of the service's job (3-200 characters)")
+        login = self._new_login(conn, login)
+        return self._insert_principal(conn, "service", login, actor, owner_id=owner_id, purpose=purpose.strip(),
+                                      status="active")  # fmt: skip
+
+    def reset(self, conn: Connection, login: str, *, actor: Principal) -> Enrolment:
+        """A new enrolment secret: the person sets a new password and TOTP. Sessions end now."""
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        row = self._row(conn, login, "person")
+        enrolment, values = self._enrolment(conn, row.id, row.login)
+        conn.execute(update(principals).where(principals.c.id == row.id).values(
+            status="enrolling" if row.status != "disabled" else "disabled", totp_secret=None, totp_last_step=None,
+            **values,
+        ))  # fmt: skip
+        self._end_sessions(conn, row.id)
+        conn.execute(delete(recovery_codes).where(recovery_codes.c.principal_id == row.id))
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_ACCOUNT_RESET, actor)
+        return enrolment
+
+    def _check_enrolment(self, conn: Connection, login: str, secret: str) -> Row[Any]:
+        row = conn.execute(select(principals).where(principals.c.login == login.strip().lower())).first()
+        expires = _utc(row.enrolment_expires_at) if row is not None else None
+        if (
+            row is None or row.enrolment_hash is None or row.status != "enrolling" or expires is None
+            or not hmac.compare_digest(bytes(row.enrolment_hash), self.keyed(conn, "enrol", secret))
+        ):  # fmt: skip
+            raise self._refuse(conn, EventName.ACCESS_ACCOUNT_ENROL, row.id if row else None, AuthenticationFailed(
+                "that login and enrolment secret do not match an open enrolment; ask an admin for a new one "
+                "(`sagevault users reset`)"
+            ))  # fmt: skip
+        if expires <= self.now():
+            raise self._refuse(conn, EventName.ACCESS_ACCOUNT_ENROL, row.id, CredentialExpired(
+                "this enrolment secret has expired; ask an admin for a new one (`sagevault users reset`)"
+            ))  # fmt: skip
+        return row
+
+    def begin_enrolment(self, conn: Connection, login: str, secret: str) -> TotpSetup:
+        """Check the enrolment secret and make the person's TOTP secret (to put in an authenticator)."""
+        row = self._check_enrolment(conn, login, secret)
+        totp_secret = pyotp.random_base32()
+        wrapped = self._keys.wrap(totp_secret.encode(), {"purpose": "totp", "principal": row.id})
+        conn.execute(update(principals).where(principals.c.id == row.id).values(totp_secret=wrapped))
+        uri = pyotp.TOTP(totp_secret).provisioning_uri(name=row.id, issuer_name="SageVault")
+        return TotpSetup(totp_secret, uri)
+
+    def finish_enrolment(self, conn: Connection, login: str, secret: str, password: str, code: str) -> list[str]:
+        """Set the first password, confirm TOTP with a code, and hand out recovery codes (once)."""
+        row = self._check_enrolment(conn, login, secret)
+        if row.totp_secret is None:
+            raise AccessError("start with `begin_enrolment` (`sagevault users enrol`) to get a TOTP secret first")
+        try:
+            check_strength(password, row.login, self._policy_profile)
+        except AccessError as exc:
+            raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, exc) from None
+        step = self._totp_step(row, code)
+        if step is None:
+            raise self._refuse(conn, EventName.ACCESS_ACCOUNT_ENROL, row.id, AuthenticationFailed(
+                "that TOTP code is wrong; check the authenticator's clock and try the current code", reason="bad_totp",
+            ))  # fmt: skip
+        now = self.now()
+        hashed = self._hashing.hash(password)
+        conn.execute(update(principals).where(principals.c.id == row.id).values(
+            status="active", password_hash=hashed, password_set_at=now, totp_last_step=step,
+            enrolment_hash=None, enrolment_expires_at=None, last_active_at=now,
+        ))  # fmt: skip
+        conn.execute(insert(password_history).values(principal_id=row.id, set_at=now, password_hash=hashed))
+        codes = self._new_recovery_codes(conn, row.id)
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_ACCOUNT_ENROL, row.id)
+        return codes
+
+    def _new_recovery_codes(self, conn: Connection, principal_id: str) -> list[str]:
+        conn.execute(delete(recovery_codes).where(recovery_codes.c.principal_id == principal_id))
+        codes = []
+        for _ in range(_RECOVERY_CODES):
+            raw = base64.b32encode(secrets.token_bytes(7)).decode().lower()[:10]
+            codes.append(f"{raw[:5]}-{raw[5:]}")
+            conn.execute(insert(recovery_codes).values(principal_id=principal_id,
+                                                       code_hash=self.keyed(conn, "recovery", raw)))  # fmt: skip
+        return codes
+
+    def _totp_step(self, row: Row[Any], code: str) -> int | None:
+        """The time step `code` belongs to (current, or one either side for clock drift), if it
+        is right and newer than the last one used: a code works once."""
+        if row.totp_secret is None or not re.fullmatch(r"\d{6}", code.strip()):
+            return None
+        secret = self._keys.unwrap(bytes(row.totp_secret), {"purpose": "totp", "principal": row.id}).decode()
+        totp = pyotp.TOTP(secret)
+        now_step = totp.timecode(self.now())
+        for step in (now_step, now_step - 1, now_step + 1):
+            if hmac.compare_digest(totp.generate_otp(step), code.strip()):
+                return step
+        return None
+
+    # --- log-in ---------------------------------------------------------------------------------
+
+    def login(self, conn: Connection, login: str, password: str, code: str, *, source: str,
+              channel: Channel = Channel.API) -> LoginAttempt:  # fmt: skip
+        """Password and TOTP (or a recovery code) from `source`. Returns the attempt; the edge
+        commits, then `attempt.session()` hands over the session or raises the refusal."""
+        try:
+            return LoginAttempt(self._login(conn, login, password, code, source, channel), None)
+        except SageVaultError as exc:
+            return LoginAttempt(None, exc)
+
+    def _login(self, conn: Connection, login: str, password: str, code: str, source: str,
+               channel: Channel) -> Session:  # fmt: skip
+        address = parse_address(source)
+        ip_key = self.keyed(conn, "ip", str(address)).hex()
+        fail: dict[str, Any] = {"source": str(address), "channel": channel}
+        policy = self.policy(conn)
+        if not policy.source_allowed(None, address):
+            raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, None, NetworkDenied(
+                "log-ins from this address are not allowed: it is outside the IP allow-list"), **fail)  # fmt: skip
+        try:
+            self.throttle.admit(ip_key)
+        except SageVaultError as exc:
+            raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, None, exc, **fail) from None
+        folded = login.strip().lower()
+        account_key = self.keyed(conn, "login", folded).hex()
+        row = conn.execute(select(principals).where(principals.c.login == folded, principals.c.kind == "person")).first()
+        now = self.now()
+        usable = row is not None and row.status == "active"
+        if row is not None and not policy.source_allowed(row.id, address):
+            raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, row.id, NetworkDenied(
+                "log-ins from this address are not allowed for this account"), **fail)  # fmt: skip
+        locked_until = _utc(row.locked_until) if row is not None else None
+        if row is not None and locked_until is not None and locked_until <= now:
+            conn.execute(update(principals).where(principals.c.id == row.id).values(locked_until=None))
+            self._event(conn, EventName.ACCESS_ACCOUNT_UNLOCK, row.id, reason=Reason.COOL_OFF, **fail)
+            locked_until = None
+        # Always spend one Argon2 verification, so a failure takes as long for an unknown,
+        # disabled or locked account as for a wrong password.
+        password_ok = self._hashing.verify(row.password_hash if usable and row is not None else None, password)
+        if row is not None and locked_until is not None:
+            raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, row.id, AccountLocked(
+                f"this account is locked until {locked_until:%Y-%m-%d %H:%M} UTC after repeated failed log-ins; "
+                "an admin can unlock it sooner (`sagevault users unlock`)"), **fail)  # fmt: skip
+        if not password_ok or row is None:
+            reason = "bad_credentials" if row is None or usable else "account_disabled"
+            self._failed(conn, row, account_key, ip_key, reason, fail)
+        assert row is not None
+        step = self._totp_step(row, code)
+        used_recovery = False
+        if step is None:
+            if _RECOVERY.fullmatch(code.strip().lower()) and self._use_recovery_code(conn, row.id, code):
+                used_recovery = True
+            else:
+                self._failed(conn, row, account_key, ip_key, "bad_totp", fail)
+        elif row.totp_last_step is not None and step <= row.totp_last_step:
+            self._failed(conn, row, account_key, ip_key, "totp_replay", fail)
+        set_at = _utc(row.password_set_at)
+        if set_at is None or set_at + timedelta(days=self._policy_profile.password_max_age_days) <= now:
+            raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, row.id, CredentialExpired(
+                f"your password is older than {self._policy_profile.password_max_age_days} days; set a new one "
+                "with `sagevault users password`"), **fail)  # fmt: skip
+        self.throttle.clear_account(account_key)
+        conn.execute(update(principals).where(principals.c.id == row.id).values(
+            last_active_at=now, lock_count=0, totp_last_step=step if step is not None else row.totp_last_step,
+        ))  # fmt: skip
+        token = "svs_" + secrets.token_urlsafe(32)
+        expires = now + timedelta(hours=self._settings.session_hours)
+        conn.execute(insert(sessions).values(token_hash=self.keyed(conn, "session", token), principal_id=row.id,
+                                             created_at=now, expires_at=expires))  # fmt: skip
+        self._event(conn, EventName.ACCESS_LOGIN_SUCCESS, row.id,
+                    reason=Reason.RECOVERY_CODE if used_recovery else Reason.NONE, **fail)  # fmt: skip
+        return Session(token, Principal(row.id, "person", channel, str(address)), expires)
+
+    def _failed(self, conn: Connection, row: Row[Any] | None, account_key: str, ip_key: str, reason: str,
+                fail: dict[str, Any]) -> None:  # fmt: skip
+        """Count a failed log-in, lock the account at the threshold, report spraying; raise."""
+        failure = self.throttle.failed(account_key, ip_key)
+        actor = row.id if row is not None else None
+        self._event(conn, EventName.ACCESS_LOGIN_FAILURE, actor, outcome=Outcome.DENIED, reason=reason,
+                    counts={"failures": failure.account_failures}, **fail)  # fmt: skip
+        if failure.spraying_started:
+            self._event(conn, EventName.ACCESS_SPRAY_DETECT, None, outcome=Outcome.DENIED, reason=Reason.SPRAYING,
+                        **fail)  # fmt: skip
+        if row is not None and row.status == "active" and failure.account_failures >= self.throttle.threshold:
+            locks = row.lock_count + 1
+            minutes = self._settings.lockout_base_minutes * 2 ** (locks - 1)
+            until = self.now() + min(timedelta(minutes=minutes), _MAX_LOCK)
+            conn.execute(update(principals).where(principals.c.id == row.id).values(locked_until=until,
+                                                                                    lock_count=locks))  # fmt: skip
+            self.throttle.clear_account(account_key)
+            self._event(conn, EventName.ACCESS_ACCOUNT_LOCK, row.id, outcome=Outcome.DENIED,
+                        reason=Reason.ACCOUNT_LOCKED, counts={"locks": locks, "minutes": int(minutes)}, **fail)  # fmt: skip
+        raise AuthenticationFailed("wrong login, password or code", reason=reason)
+
+    def _use_recovery_code(self, conn: Connection, principal_id: str, code: str) -> bool:
+        raw = code.strip().lower().replace("-", "")
+        result = conn.execute(
+            update(recovery_codes).where(
+                recovery_codes.c.principal_id == principal_id,
+                recovery_codes.c.code_hash == self.keyed(conn, "recovery", raw),
+                recovery_codes.c.used_at.is_(None),
+            ).values(used_at=self.now())
+        )
+        return result.rowcount == 1
+
+    def authenticate_session(self, conn: Connection, token: str, *, source: str,
+                             channel: Channel = Channel.API) -> Principal:  # fmt: skip
+        address = parse_address(source)
+        row = conn.execute(
+            select(sessions.c.principal_id, sessions.c.expires_at, principals.c.status)
+            .join(principals, principals.c.id == sessions.c.principal_id)
+            .where(sessions.c.token_hash == self.keyed(conn, "session", token), sessions.c.revoked_at.is_(None))
+        ).first()
+        expires = _utc(row.expires_at) if row is not None else None
+        if row is None or row.status != "active" or expires is None or expires <= self.now():
+            raise AuthenticationFailed("this session has ended; log in again")
+        if not self.policy(conn).source_allowed(row.principal_id, address):
+            raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, row.principal_id, NetworkDenied(
+                "requests from this address are not allowed: it is outside the IP allow-lists"),
+                source=str(address), channel=channel)  # fmt: skip
+        return Principal(row.principal_id, "person", channel, str(address))
+
+    def logout(self, conn: Connection, token: str) -> None:
+        conn.execute(update(sessions).where(sessions.c.token_hash == self.keyed(conn, "session", token))
+                     .values(revoked_at=self.now()))  # fmt: skip
+
+    def _end_sessions(self, conn: Connection, principal_id: str) -> int:
+        return conn.execute(update(sessions).where(sessions.c.principal_id == principal_id,
+                                                   sessions.c.revoked_at.is_(None))
+                            .values(revoked_at=self.now())).rowcount  # fmt: skip
+
+    def change_password(self, conn: Connection, login: str, current: str, new: str, code: str, *,
+                        source: str) -> None:  # fmt: skip
+        """Change a password with the current one and a TOTP code. Refused (and recorded) when
+        the new one is weak, breached, one of the last 10, or the current one is under a day old."""
+        row = self._row(conn, login, "person")
+        now = self.now()
+        if row.status != "active" or not self._hashing.verify(row.password_hash, current):
+            raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, AuthenticationFailed(
+                "the current password or the code is wrong"), source=source)  # fmt: skip
+        step = self._totp_step(row, code)
+        if step is None or (row.totp_last_step is not None and step <= row.totp_last_step):
+            raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, AuthenticationFailed(
+                "the current password or the code is wrong", reason="bad_totp"), source=source)  # fmt: skip
+        conn.execute(update(principals).where(principals.c.id == row.id).values(totp_last_step=step))
+        set_at = _utc(row.password_set_at)
+        expired = set_at is None or set_at + timedelta(days=self._policy_profile.password_max_age_days) <= now
+        if not expired and set_at is not None and now - set_at < timedelta(days=self._policy_profile.password_min_age_days):
+            raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, AccessError(
+                f"the password was changed less than {self._policy_profile.password_min_age_days} day(s) ago; "
+                "try again later, or ask an admin for a reset", reason="password_too_young"), source=source)  # fmt: skip
+        try:
+            check_strength(new, row.login, self._policy_profile)
+        except AccessError as exc:
+            raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, exc, source=source) from None
+        history = conn.execute(
+            select(password_history.c.password_hash).where(password_history.c.principal_id == row.id)
+            .order_by(password_history.c.set_at.desc()).limit(self._policy_profile.password_history)
+        ).scalars().all()  # fmt: skip
+        if any(self._hashing.verify(old, new) for old in history):
+            raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, AccessError(
+                f"password refused: it is one of your last {self._policy_profile.password_history}; choose a new one",
+                reason="password_reused"), source=source)  # fmt: skip
+        hashed = self._hashing.hash(new)
+        conn.execute(update(principals).where(principals.c.id == row.id).values(password_hash=hashed,
+                                                                                password_set_at=now))  # fmt: skip
+        conn.execute(insert(password_history).values(principal_id=row.id, set_at=now, password_hash=hashed))
+        self._event(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, source=source)
+
+    # --- leavers, locks ---------------------------------------------------------------------------
+
+    def disable(self, conn: Connection, login: str, *, actor: Principal) -> int:
+        """Disable an account now: its sessions end and its API keys are revoked. Returns how
+        many credentials died with it."""
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        row = self._row(conn, login)
+        if row.id == actor.id:
+            raise AccessError("you cannot disable your own account; ask another admin")
+        now = self.now()
+        conn.execute(update(principals).where(principals.c.id == row.id).values(status="disabled", disabled_at=now))
+        ended = self._end_sessions(conn, row.id)
+        ended += conn.execute(update(api_keys).where(api_keys.c.principal_id == row.id, api_keys.c.revoked_at.is_(None))
+                              .values(revoked_at=now)).rowcount  # fmt: skip
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_ACCOUNT_DISABLE, actor, counts={"credentials": ended})
+        return ended
+
+    def enable(self, conn: Connection, login: str, *, actor: Principal) -> None:
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        row = self._row(conn, login)
+        if row.status != "disabled":
+            raise AccessError(f"{row.login} is not disabled")
+        status = "active" if row.password_hash or row.kind == "service" else "enrolling"
+        conn.execute(update(principals).where(principals.c.id == row.id).values(status=status, disabled_at=None,
+                                                                                last_active_at=self.now()))  # fmt: skip
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_ACCOUNT_ENABLE, actor)
+
+    def unlock(self, conn: Connection, login: str, *, actor: Principal) -> None:
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        row = self._row(conn, login, "person")
+        if row.locked_until is None:
+            raise AccessError(f"{row.login} is not locked")
+        conn.execute(update(principals).where(principals.c.id == row.id).values(locked_until=None))
+        self.throttle.clear_account(self.keyed(conn, "login", row.login).hex())
+        self._event(conn, EventName.ACCESS_ACCOUNT_UNLOCK, actor, reason=Reason.NONE)
+
+    def accounts(self, conn: Connection, *, actor: Principal) -> list[Account]:
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        rows = conn.execute(select(principals).order_by(principals.c.login))
+        return [self._account(r) for r in rows]
+
+    @staticmethod
+    def _account(r: Row[Any]) -> Account:
+        return Account(r.id, r.kind, r.login, r.status, _utc(r.locked_until), _utc(r.last_active_at),
+                       _utc(r.created_at) or datetime.now(UTC), _utc(r.password_set_at))  # fmt: skip
+
+    def review(self, conn: Connection, *, actor: Principal, warn_days: int = 30) -> Review:
+        """Accounts unused for the policy's inactivity period, and API keys and passwords that
+        expire within `warn_days`."""
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        now = self.now()
+        stale = now - timedelta(days=self._policy_profile.inactive_account_days)
+        inactive = []
+        expiring_pw = []
+        for r in conn.execute(select(principals).where(principals.c.status != "disabled")):
+            account = self._account(r)
+            last = account.last_active_at or account.created_at
+            if last <= stale:
+                inactive.append(account)
+            if account.password_set_at is not None:
+                due = account.password_set_at + timedelta(days=self._policy_profile.password_max_age_days)
+                if due <= now + timedelta(days=warn_days):
+                    expiring_pw.append((account.id, due))
+        keys = []
+        for k in conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))):
+            expires = _utc(k.expires_at)
+            assert expires is not None
+            if expires <= now + timedelta(days=warn_days):
+                keys.append((k.id, k.principal_id, expires))
+        self._event(conn, EventName.ACCESS_REVIEW_RUN, actor, counts={
+            "inactive": len(inactive), "expiring_keys": len(keys), "expiring_passwords": len(expiring_pw)})  # fmt: skip
+        return Review(inactive, keys, expiring_pw)
+
+    # --- API keys -------------------------------------------------------------------------------
+
+    def issue_api_key(self, conn: Connection, service: str, *, scopes: Iterable[str], days: int | None = None,
+                      actor: Principal) -> ApiKey:  # fmt: skip
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        row = self._row(conn, service, "service")
+        if row.status != "active":
+            raise AccessError(f"{row.login} is disabled; enable it before issuing keys")
+        max_days = self._policy_profile.api_key_max_age_days
+        days = max_days if days is None else days
+        if not 1 <= days <= max_days:
+            raise AccessError(f"an API key lives 1 to {max_days} days; asked for {days}")
+        wanted = frozenset(scopes)
+        unknown = sorted(wanted - {s.value for s in Scope})
+        if not wanted or unknown:
+            raise AccessError(
+                f"give the key's scopes from: {', '.join(s.value for s in Scope)}"
+                + (f" (unknown: {', '.join(shown(u) for u in unknown)})" if unknown else "")
+            )
+        key_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        now = self.now()
+        expires = now + timedelta(days=days)
+        conn.execute(insert(api_keys).values(
+            id=key_id, principal_id=row.id, secret_hash=self.keyed(conn, "apikey", secret), scopes=sorted(wanted),
+            created_at=now, created_by=actor.id, expires_at=expires,
+        ))  # fmt: skip
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_APIKEY_CREATE, actor, counts={"days": days})
+        return ApiKey(key_id, f"svk_{key_id}_{secret}", row.id, wanted, expires)
+
+    def revoke_api_key(self, conn: Connection, key_id: str, *, actor: Principal) -> None:
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        done = conn.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                            .values(revoked_at=self.now())).rowcount  # fmt: skip
+        if not done:
+            raise AccessError(f"no live API key {shown(key_id)}; see `sagevault users keys`")
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_APIKEY_REVOKE, actor)
+
+    def verify_api_key(self, conn: Connection, token: str, *, source: str, channel: Channel = Channel.API) -> Principal:
+        """The service principal an API key stands for, checked against the current policy (one
+        read of the generation counter, then memory): a keyed hash, not Argon2."""
+        policy = self.policy(conn)
+        try:
+            return self.check_api_key(policy, self.ensure_secret(conn), token, source=source, channel=channel)
+        except AccessDenied as exc:
+            raise self._refuse(conn, EventName.ACCESS_APIKEY_FAILURE, None, exc, source=source,
+                               channel=channel) from None  # fmt: skip
+
+    def check_api_key(self, policy: AccessPolicy, secret: bytes, token: str, *, source: str,
+                      channel: Channel = Channel.API) -> Principal:  # fmt: skip
+        match = _API_KEY.fullmatch(token)
+        entry = policy.keys.get(match.group(1)) if match else None
+        digest = hmac.new(secret, b"apikey\0" + (match.group(2) if match else "").encode(), hashlib.sha256).digest()
+        if match is None or entry is None or not hmac.compare_digest(digest, entry.secret_hash):
+            raise AuthenticationFailed("this API key is not valid (unknown, revoked or mistyped)")
+        if entry.expires_at <= self.now().timestamp():
+            raise CredentialExpired("this API key has expired; ask the service's owner to issue a new one",
+                                    reason="credential_expired")  # fmt: skip
+        if policy.status.get(entry.principal_id) != "active":
+            raise AccountDisabled("the service account of this API key is disabled")
+        if not policy.source_allowed(entry.principal_id, address_of(source)):
+            raise NetworkDenied("requests from this address are not allowed: it is outside the IP allow-lists")
+        return Principal(entry.principal_id, "service", channel, source, entry.scopes)
+
+    # --- grants -----------------------------------------------------------------------------------
+
+    def _insert_grant(self, conn: Connection, principal_id: str, role: str, tenant_ids: Sequence[str],
+                      not_before: datetime | None, not_after: datetime | None, status: str, requested_by: str,
+                      approved_by: str | None) -> str:  # fmt: skip
+        grant_id = _new_id("grt")
+        conn.execute(insert(grants).values(
+            id=grant_id, principal_id=principal_id, role=role, tenants=list(tenant_ids), not_before=not_before,
+            not_after=not_after, status=status, requested_by=requested_by, approved_by=approved_by,
+            created_at=self.now(),
+        ))  # fmt: skip
+        return grant_id
+
+    def grant(self, conn: Connection, login: str, role: str, tenant_ids: Sequence[str], *, actor: Principal,
+              not_before: datetime | None = None, not_after: datetime | None = None) -> GrantInfo:  # fmt: skip
+        """Grant `role` on `tenant_ids` ("*" = all). Roles that reach PII or keys wait for a
+        second admin (`approve`); nobody grants themself anything."""
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        row = self._row(conn, login)
+        error: SageVaultError | None = None
+        if row.id == actor.id:
+            error = AccessDenied("you cannot grant yourself a role; another admin must", reason="self_grant")
+        elif role not in ROLES:
+            error = AccessError(f"no role {shown(role)}; roles: {', '.join(ROLES)}")
+        elif row.status == "disabled":
+            error = AccessError(f"{row.login} is disabled; enable it first")
+        elif not tenant_ids:
+            error = AccessError("name the tenants (--tenant ID, repeatable) or '*' for all")
+        elif not_after is not None and not_after <= (not_before or self.now()):
+            error = AccessError("the grant's window ends before it starts (or in the past)")
+        else:
+            error = self._check_tenants(conn, tenant_ids)
+        if error is not None:
+            raise self._refuse(conn, EventName.ACCESS_GRANT_CREATE, actor, error)
+        pending = ROLES[role].sensitive
+        status = "pending" if pending else "active"
+        grant_id = self._insert_grant(conn, row.id, role, sorted(set(tenant_ids)), not_before, not_after, status,
+                                      actor.id, None)  # fmt: skip
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_GRANT_CREATE, actor,
+                    reason=Reason.TWO_PERSON_RULE if pending else Reason.NONE,
+                    tenant_id=_event_tenant(tenant_ids[0]) if len(tenant_ids) == 1 else None)
+        return self._grant_info(conn, grant_id)
+
+    def _check_tenants(self, conn: Connection, tenant_ids: Sequence[str]) -> SageVaultError | None:
+        named = [t for t in tenant_ids if t != ALL_TENANTS]
+        if ALL_TENANTS in tenant_ids and named:
+            return AccessError("'*' already covers every tenant; give either '*' or tenant ids")
+        if not named:
+            return None
+        found = {r.id: r.shredded_at for r in conn.execute(select(tenants.c.id, tenants.c.shredded_at)
+                                                            .where(tenants.c.id.in_(named)))}  # fmt: skip
+        missing = [t for t in named if t not in found]
+        if missing:
+            return AccessError(f"no tenant {', '.join(shown(t) for t in missing)}; see `sagevault tenants list`",
+                               reason="unknown_tenant")  # fmt: skip
+        shredded = [t for t in named if found[t] is not None]
+        if shredded:
+            return AccessError(f"tenant {', '.join(shredded)} was shredded; nothing there to grant",
+                               reason="tenant_shredded")  # fmt: skip
+        return None
+
+    def approve(self, conn: Connection, grant_id: str, *, actor: Principal) -> GrantInfo:
+        """The second admin's approval of a pending grant: not the requester, not the grantee."""
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        g = conn.execute(select(grants).where(grants.c.id == grant_id)).first()
+        if g is None or g.status != "pending":
+            raise AccessError(f"no pending grant {shown(grant_id)}; see `sagevault grants list --pending`")
+        if actor.kind != "person" or actor.id in (g.requested_by, g.principal_id):
+            raise self._refuse(conn, EventName.ACCESS_GRANT_APPROVE, actor, AccessDenied(
+                "a grant that reaches PII or keys needs a second administrator: someone other than whoever "
+                "asked for it and whoever receives it, logged in as themself", reason="two_person_rule"))  # fmt: skip
+        conn.execute(update(grants).where(grants.c.id == grant_id).values(status="active", approved_by=actor.id))
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_GRANT_APPROVE, actor)
+        return self._grant_info(conn, grant_id)
+
+    def revoke(self, conn: Connection, grant_id: str, *, actor: Principal) -> None:
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        done = conn.execute(update(grants).where(grants.c.id == grant_id, grants.c.status != "revoked")
+                            .values(status="revoked", revoked_at=self.now())).rowcount  # fmt: skip
+        if not done:
+            raise AccessError(f"no live grant {shown(grant_id)}; see `sagevault grants list`")
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_GRANT_REVOKE, actor)
+
+    def grants(self, conn: Connection, *, actor: Principal, login: str | None = None,
+               pending: bool = False) -> list[GrantInfo]:  # fmt: skip
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        query = select(grants.c.id).where(grants.c.status != "revoked").order_by(grants.c.created_at)
+        if login is not None:
+            query = query.where(grants.c.principal_id == self._row(conn, login).id)
+        if pending:
+            query = query.where(grants.c.status == "pending")
+        return [self._grant_info(conn, gid) for gid in conn.execute(query).scalars()]
+
+    def _grant_info(self, conn: Connection, grant_id: str) -> GrantInfo:
+        g = conn.execute(select(grants, principals.c.login).join(principals, principals.c.id == grants.c.principal_id)
+                         .where(grants.c.id == grant_id)).one()  # fmt: skip
+        return GrantInfo(g.id, g.principal_id, g.login, g.role, tuple(g.tenants), g.status, _utc(g.not_before),
+                         _utc(g.not_after), g.requested_by, g.approved_by)  # fmt: skip
+
+    # --- allow-lists ----------------------------------------------------------------------------
+
+    def allow(self, conn: Connection, cidr: str, *, actor: Principal, role: str | None = None,
+              login: str | None = None) -> AllowEntry:  # fmt: skip
+        """Add a network to the global allow-list, a role's, or one principal's."""
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        if role is not None and login is not None:
+            raise AccessError("an allow-list entry is for a role or for a principal, not both")
+        scope, target = "global", ""
+        if role is not None:
+            if role not in ROLES:
+                raise AccessError(f"no role {shown(role)}; roles: {', '.join(ROLES)}")
+            scope, target = "role", role
+        elif login is not None:
+            scope, target = "principal", self._row(conn, login).id
+        try:
+            network = parse_network(cidr)
+            existing = {r.id: parse_network(r.cidr) for r in conn.execute(
+                select(allowlist).where(allowlist.c.scope == scope, allowlist.c.target == target))}  # fmt: skip
+            clash = overlapping(network, existing.values())
+            if clash is not None:
+                raise AccessError(f"{network} overlaps {clash}, already on this allow-list; remove one or merge them")
+        except AccessError as exc:
+            raise self._refuse(conn, EventName.ACCESS_ALLOWLIST_ADD, actor, exc) from None
+        entry_id = _new_id("net")
+        conn.execute(insert(allowlist).values(id=entry_id, scope=scope, target=target, cidr=str(network),
+                                              created_at=self.now(), created_by=actor.id))  # fmt: skip
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_ALLOWLIST_ADD, actor)
+        return AllowEntry(entry_id, scope, target, str(network))
+
+    def disallow(self, conn: Connection, entry_id: str, *, actor: Principal) -> None:
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        if not conn.execute(delete(allowlist).where(allowlist.c.id == entry_id)).rowcount:
+            raise AccessError(f"no allow-list entry {shown(entry_id)}; see `sagevault allowlist list`")
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_ALLOWLIST_REMOVE, actor)
+
+    def allow_entries(self, conn: Connection, *, actor: Principal) -> list[AllowEntry]:
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        rows = conn.execute(select(allowlist).order_by(allowlist.c.scope, allowlist.c.target, allowlist.c.cidr))
+        return [AllowEntry(r.id, r.scope, r.target, r.cidr) for r in rows]
+
+    # --- kill switches --------------------------------------------------------------------------
+
+    def set_switch(self, conn: Connection, name: str, engaged: bool, *, actor: Principal,
+                   tenant_id: str | None = None) -> None:  # fmt: skip
+        """Engage or release a kill switch for one tenant or all. It takes effect on the next
+        decision in every process, and stays until released (restarts included)."""
+        try:
+            switch = KillSwitch(name)
+        except ValueError:
+            raise AccessError(f"no kill switch {shown(name)}; switches: {', '.join(k.value for k in KillSwitch)}") from None
+        target = tenant_id or ALL_TENANTS
+        self.require(conn, actor, Scope.KILLSWITCH_OPERATE, None if target == ALL_TENANTS else target)
+        if target != ALL_TENANTS:
+            error = self._check_tenants(conn, [target])
+            if error is not None and error.reason != "tenant_shredded":
+                raise error
+        now = self.now()
+        done = conn.execute(update(kill_switches).where(kill_switches.c.name == switch.value,
+                                                        kill_switches.c.tenant_id == target)
+                            .values(engaged=engaged, changed_at=now, changed_by=actor.id)).rowcount  # fmt: skip
+        if not done:
+            conn.execute(insert(kill_switches).values(name=switch.value, tenant_id=target, engaged=engaged,
+                                                      changed_at=now, changed_by=actor.id))  # fmt: skip
+        self._changed(conn)
+        self._event(conn, EventName.ACCESS_KILLSWITCH_ENGAGE if engaged else EventName.ACCESS_KILLSWITCH_RELEASE,
+                    actor, tenant_id=_event_tenant(None if target == ALL_TENANTS else target))  # fmt: skip
+
+    def switches(self, conn: Connection) -> list[tuple[str, str, bool, datetime]]:
+        rows = conn.execute(select(kill_switches).order_by(kill_switches.c.name, kill_switches.c.tenant_id))
+        return [(r.name, r.tenant_id, bool(r.engaged), _utc(r.changed_at) or self.now()) for r in rows]
+
+    def count_people(self, conn: Connection) -> int:
+        return int(conn.execute(select(func.count()).where(principals.c.kind == "person")).scalar_one())

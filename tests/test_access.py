@@ -1,0 +1,624 @@
+"""Identity, least privilege and network protection, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pyotp
+import pytest
+import redis
+from conftest import OPERATOR, OTHER, TENANT
+
+from sagevault.access import (
+    ALL_TENANTS,
+    DEPLOYMENT_SCOPES,
+    PURPOSE_SCOPES,
+    ROLES,
+    AccessService,
+    LoginThrottle,
+    Scope,
+    client_address,
+    is_breached,
+    parse_network,
+)
+from sagevault.audit import Channel
+from sagevault.catalog import Purpose
+from sagevault.config import Settings
+from sagevault.deployment import Deployment, open_deployment
+from sagevault.errors import (
+    AccessDenied,
+    AccessError,
+    AccountDisabled,
+    AccountLocked,
+    AuthenticationFailed,
+    CredentialExpired,
+    KillSwitchEngaged,
+    LoginThrottled,
+    NetworkDenied,
+    PurposeNotAllowed,
+)
+from sagevault.testing import ManualClock, generate_orders, get_orders_response
+from sagevault.vault import Operation, Principal
+
+OFFICE = "198.51.100.7"  # inside the allow-list the fixture sets up
+ELSEWHERE = "198.51.100.99"
+OUTSIDE = "203.0.113.5"
+PASSWORD = "Quartz-Fjord-7-Lantern"
+
+
+@dataclass
+class Person:
+    login: str
+    id: str
+    password: str
+    totp: pyotp.TOTP
+    recovery: list[str]
+
+    def code(self, clock: ManualClock) -> str:
+        return self.totp.at(clock())
+
+
+class Harness:
+    """The access service of a test deployment, with a clock the test moves."""
+
+    def __init__(self, d: Deployment, clock: ManualClock, throttle: LoginThrottle | None = None) -> None:
+        self.d = d
+        self.clock = clock
+        self.svc = AccessService(d.settings, d.keys, d.audit, control=d.access.control, clock=clock,
+                                 throttle=throttle)  # fmt: skip
+
+    def tx(self) -> Any:
+        return self.d.engine.begin()
+
+    def enrol(self, conn: Any, enrolment: Any, password: str = PASSWORD) -> Person:
+        setup = self.svc.begin_enrolment(conn, enrolment.login, enrolment.secret)
+        totp = pyotp.TOTP(setup.secret)
+        codes = self.svc.finish_enrolment(conn, enrolment.login, enrolment.secret, password, totp.at(self.clock()))
+        return Person(enrolment.login, enrolment.principal_id, password, totp, codes)
+
+    def person(self, login: str, *roles: str, tenants: tuple[str, ...] = (TENANT,), admin: Person | None = None,
+               approver: Person | None = None) -> Person:  # fmt: skip
+        """An enrolled person holding `roles` on `tenants`, added by the operator (or `admin`)."""
+        with self.tx() as conn:
+            enrolment = self.svc.add_person(conn, login, f"{login}@seller-tools.example", manager=None,
+                                            actor=self.as_principal(admin) if admin else OPERATOR)  # fmt: skip
+            person = self.enrol(conn, enrolment)
+            for role in roles:
+                g = self.svc.grant(conn, login, role, list(tenants), actor=OPERATOR)
+                if g.status == "pending":
+                    assert approver is not None, f"{role} needs a second admin"
+                    self.svc.approve(conn, g.id, actor=self.as_principal(approver))
+        self.clock.advance(seconds=30)  # the enrolment's TOTP step is used
+        return person
+
+    def login(self, person: Person, source: str = OFFICE, password: str | None = None, code: str | None = None) -> Any:
+        with self.tx() as conn:
+            attempt = self.svc.login(conn, person.login, password or person.password,
+                                     code or person.code(self.clock), source=source)  # fmt: skip
+        self.clock.advance(seconds=30)
+        return attempt.session()
+
+    @staticmethod
+    def as_principal(person: Person, source: str = OFFICE) -> Principal:
+        return Principal(person.id, "person", Channel.API, source)
+
+    def events(self, name: str, actor: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.d.audit.search(name=name) if actor is None or e["actor"] == actor]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def harness(vault_tenant: Deployment, clock: ManualClock) -> Harness:
+    h = Harness(vault_tenant, clock)
+    with h.tx() as conn:
+        h.svc.allow(conn, "198.51.100.0/25", actor=OPERATOR)
+        h.svc.allow(conn, "2001:db8::/32", actor=OPERATOR)
+    return h
+
+
+@pytest.fixture
+def admins(harness: Harness) -> tuple[Person, Person]:
+    """Two administrators: the bootstrapped first one and a second added by the first."""
+    with harness.tx() as conn:
+        first = harness.enrol(conn, harness.svc.bootstrap_admin(conn, "alice.ng", "alice@seller-tools.example",
+                                                                actor=OPERATOR))  # fmt: skip
+    harness.clock.advance(seconds=30)
+    second = harness.person("bob.okafor", admin=first)
+    with harness.tx() as conn:
+        harness.svc.grant(conn, "bob.okafor", "admin", [ALL_TENANTS], actor=harness.as_principal(first))
+    return first, second
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+def test_init_creates_no_account_and_bootstrap_makes_exactly_one(harness: Harness) -> None:
+    with harness.tx() as conn:
+        assert harness.svc.count_people(conn) == 0
+        for generic in ("admin", "root", "test", "shared", "team", "Admin2", "ops_1"):
+            with pytest.raises(AccessError, match="generic name"):
+                harness.svc.bootstrap_admin(conn, generic, "x@seller-tools.example", actor=OPERATOR)
+        with pytest.raises(AccessError, match="not an e-mail"):
+            harness.svc.bootstrap_admin(conn, "maria@seller-tools.example", "m@seller-tools.example", actor=OPERATOR)
+        enrolment = harness.svc.bootstrap_admin(conn, "maria.silva", "maria@seller-tools.example", actor=OPERATOR)
+        assert enrolment.secret.startswith("sve_")
+        with pytest.raises(AccessError, match="exists already"):
+            harness.svc.bootstrap_admin(conn, "john.smith", "john@seller-tools.example", actor=OPERATOR)
+        # Until enrolled, the account cannot log in.
+        attempt = harness.svc.login(conn, "maria.silva", PASSWORD, "000000", source=OFFICE)
+        assert not attempt.ok
+        with pytest.raises(AuthenticationFailed):
+            attempt.session()
+        maria = harness.enrol(conn, enrolment)
+        with pytest.raises(AuthenticationFailed):  # the enrolment secret works once
+            harness.svc.begin_enrolment(conn, "maria.silva", enrolment.secret)
+    harness.clock.advance(seconds=30)
+    session = harness.login(maria)
+    assert session.principal.id == maria.id and session.principal.kind == "person"
+    with harness.tx() as conn:
+        assert harness.svc.authenticate_session(conn, session.token, source=OFFICE).id == maria.id
+        harness.svc.authorize(conn, session.principal, Scope.USERS_ADMIN)  # bootstrap gave the admin role
+        with pytest.raises(AccessDenied):  # ... and no PII
+            harness.svc.authorize(conn, session.principal, Scope.PII_REVEAL, TENANT, purpose=Purpose.FULFILMENT)
+    assert harness.events("access:login:success", maria.id)
+
+
+def test_password_rules_each_refused_and_recorded(harness: Harness, admins: tuple[Person, Person]) -> None:
+    with harness.tx() as conn:
+        enrolment = harness.svc.add_person(conn, "carlos.oliveira", "carlos@seller-tools.example", manager="alice.ng",
+                                           actor=harness.as_principal(admins[0]))  # fmt: skip
+        setup = harness.svc.begin_enrolment(conn, enrolment.login, enrolment.secret)
+        code = pyotp.TOTP(setup.secret).at(harness.clock())
+        cases = {
+            "Short-1a": "at least 12 characters",
+            "alllowercase-and-digits-1": "an upper-case letter",
+            "NoDigitsHere-At-All": "a digit",
+            "NoSymbols1234abcd": "a symbol",
+            "Carlos-Oliveira-99x": "no part of the login",
+            "Password1234!": "known from breaches",
+            "Qwertyuiop123!": "known from breaches",
+        }
+        for bad, why in cases.items():
+            with pytest.raises(AccessError, match=why) as info:
+                harness.svc.finish_enrolment(conn, enrolment.login, enrolment.secret, bad, code)
+            assert bad not in str(info.value)
+    refused = harness.events("access:password:change", enrolment.principal_id)
+    assert [e["reason"] for e in refused].count("weak_password") == 5
+    assert [e["reason"] for e in refused].count("breached_password") == 2
+    assert is_breached("Sunshine2024!") and not is_breached(PASSWORD)
+
+
+def test_password_history_min_age_and_max_age(harness: Harness) -> None:
+    dana = harness.person("dana.tanaka", "viewer")
+    svc, clock = harness.svc, harness.clock
+
+    def change(new: str) -> None:
+        with harness.tx() as conn:
+            svc.change_password(conn, dana.login, dana.password, new, dana.code(clock), source=OFFICE)
+        clock.advance(seconds=30)
+
+    with pytest.raises(AccessError, match="less than 1 day"):
+        change("Second-Harbor-88-Kite")
+    passwords = [f"Rotation-{n:02d}-Marble-Q" for n in range(10)]
+    for new in passwords:
+        clock.advance(days=1, seconds=5)
+        change(new)
+        dana.password = new
+    clock.advance(days=1, seconds=5)
+    with pytest.raises(AccessError, match="one of your last 10"):
+        change(passwords[1])
+    change(PASSWORD)  # the enrolment password is now 11 changes back: allowed again
+    dana.password = PASSWORD
+    reasons = [e["reason"] for e in harness.events("access:password:change", dana.id)]
+    assert reasons.count("password_too_young") == 1 and reasons.count("password_reused") == 1
+    clock.advance(days=365)
+    with pytest.raises(CredentialExpired, match="older than 365 days"):
+        harness.login(dana)
+
+
+def test_wrong_and_replayed_totp_are_refused_and_recovery_codes_work_once(harness: Harness) -> None:
+    eve = harness.person("eve.murphy", "viewer")
+    with pytest.raises(AuthenticationFailed):
+        harness.login(eve, code="123456" if eve.code(harness.clock) != "123456" else "654321")
+    code = eve.code(harness.clock)
+    with harness.tx() as conn:
+        harness.svc.login(conn, eve.login, eve.password, code, source=OFFICE).session()
+    with harness.tx() as conn:  # same code again, same 30-second step
+        attempt = harness.svc.login(conn, eve.login, eve.password, code, source=OFFICE)
+    with pytest.raises(AuthenticationFailed):
+        attempt.session()
+    reasons = [e["reason"] for e in harness.events("access:login:failure", eve.id)]
+    assert reasons == ["bad_totp", "totp_replay"]
+    harness.login(eve, code=eve.recovery[0])
+    with pytest.raises(AuthenticationFailed):
+        harness.login(eve, code=eve.recovery[0])
+    assert harness.events("access:login:success", eve.id)[-1]["reason"] == "recovery_code"
+
+
+def test_unknown_account_fails_like_a_wrong_password(harness: Harness) -> None:
+    frank = harness.person("frank.rossi", "viewer")
+    with pytest.raises(AuthenticationFailed) as wrong:
+        harness.login(frank, password="Not-The-Password-42")
+    ghost = Person("ghost.user", "usr_none", PASSWORD, frank.totp, [])
+    with pytest.raises(AuthenticationFailed) as unknown:
+        harness.login(ghost)
+    assert str(wrong.value) == str(unknown.value) == "wrong login, password or code"
+
+
+# --- lockout ----------------------------------------------------------------------------------
+
+
+def test_ten_wrong_passwords_lock_with_tiered_cool_off_and_admin_unlock(
+    harness: Harness, admins: tuple[Person, Person]
+) -> None:
+    grace = harness.person("grace.chen", "viewer")
+    for n in range(9):
+        with pytest.raises(AuthenticationFailed):
+            harness.login(grace, password=f"Wrong-Password-{n}-x")
+    harness.login(grace)  # nine failures: not locked; success clears the count
+    for n in range(10):
+        with pytest.raises(AuthenticationFailed):
+            harness.login(grace, password=f"Wrong-Password-{n}-y")
+    with pytest.raises(AccountLocked, match="locked until"):
+        harness.login(grace)  # the right password does not get in while locked
+    locks = harness.events("access:account:lock", grace.id)
+    assert len(locks) == 1 and locks[0]["counts"] == {"locks": 1, "minutes": 15}
+    harness.clock.advance(minutes=16)
+    harness.login(grace)  # cool-off over
+    assert harness.events("access:account:unlock", grace.id)[-1]["reason"] == "cool_off"
+    for n in range(10):
+        with pytest.raises(AuthenticationFailed):
+            harness.login(grace, password=f"Wrong-Password-{n}-z", source=ELSEWHERE)
+    assert harness.events("access:account:lock", grace.id)[-1]["counts"] == {"locks": 1, "minutes": 15}
+    # lock_count was reset by the successful log-in; lock again without success in between:
+    harness.clock.advance(minutes=16)
+    for n in range(10):
+        with pytest.raises((AuthenticationFailed, AccountLocked)):
+            harness.login(grace, password=f"Wrong-Password-{n}-w", source=ELSEWHERE)
+    assert harness.events("access:account:lock", grace.id)[-1]["counts"] == {"locks": 2, "minutes": 30}
+    with harness.tx() as conn:
+        harness.svc.unlock(conn, grace.login, actor=harness.as_principal(admins[1]))
+    harness.login(grace)
+    assert harness.events("access:account:unlock", admins[1].id)
+
+
+def test_spraying_one_source_is_blocked_without_locking_the_accounts(harness: Harness) -> None:
+    people = [harness.person(f"spray.target{n:02d}", "viewer") for n in range(50)]
+    refused_before_password = 0
+    for person in people:
+        try:
+            harness.login(person, password="Summer-Sale-2026!", source="2001:db8::bad")
+        except LoginThrottled as exc:
+            assert exc.reason == "spraying"
+            refused_before_password += 1
+        except AuthenticationFailed:
+            pass
+    assert refused_before_password == 40  # blocked after 10 distinct accounts
+    detections = harness.events("access:spray:detect")
+    assert len(detections) == 1 and detections[0]["client_ip_hash"]
+    assert not harness.events("access:account:lock")
+    for person in people:  # their owners, from the office, are not locked out
+        harness.login(person, source=OFFICE)
+
+
+# --- counters in Redis --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Redis at 127.0.0.1:6379 is unreachable under CI=true")
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    prefix = f"sagevault-test-{os.getpid()}-{secrets.token_hex(4)}"
+    yield prefix
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+def test_redis_counters_are_shared_between_nodes(vault_tenant: Deployment, clock: ManualClock,
+                                                 redis_prefix: str) -> None:  # fmt: skip
+    url = "redis://127.0.0.1:6379/0"
+    node_a = Harness(vault_tenant, clock, LoginThrottle(vault_tenant.settings, storage_url=url, key_prefix=redis_prefix))
+    node_b = Harness(vault_tenant, clock, LoginThrottle(vault_tenant.settings, storage_url=url, key_prefix=redis_prefix))
+    henry = node_a.person("henry.brown", "viewer")
+    for n in range(10):  # five failures on each node: ten in all
+        with pytest.raises(AuthenticationFailed):
+            (node_a if n % 2 else node_b).login(henry, source="127.0.0.1", password=f"Wrong-Password-{n}-r")
+    with pytest.raises(AccountLocked):
+        node_a.login(henry, source="127.0.0.1")
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    keys = [k.decode() for k in client.scan_iter(f"{redis_prefix}*")]
+    client.close()
+    assert keys and not any("henry" in k or "127.0.0.1" in k for k in keys)  # keyed hashes only
+
+
+def test_redis_down_refuses_logins(vault_tenant: Deployment, clock: ManualClock) -> None:
+    down = LoginThrottle(vault_tenant.settings, storage_url="redis://127.0.0.1:1/0", key_prefix="unused")
+    h = Harness(vault_tenant, clock, down)
+    irene = h.person("irene.yilmaz", "viewer")
+    with pytest.raises(LoginThrottled, match="cannot be reached") as info:
+        h.login(irene, source="127.0.0.1")  # the right password and code
+    assert info.value.reason == "limiter_unavailable"
+    assert h.events("access:login:failure")[-1]["reason"] == "limiter_unavailable"
+
+
+# --- leavers, API keys ----------------------------------------------------------------------------
+
+
+def test_disabled_account_sessions_and_api_keys_stop_at_once(harness: Harness, admins: tuple[Person, Person]) -> None:
+    admin = harness.as_principal(admins[0])
+    jack = harness.person("jack.patel", "viewer")
+    session = harness.login(jack)
+    with harness.tx() as conn:
+        harness.svc.add_service(conn, "label-printer", owner="alice.ng", purpose="prints shipping labels",
+                                actor=admin)  # fmt: skip
+        harness.svc.grant(conn, "label-printer", "viewer", [TENANT], actor=admin)
+        key = harness.svc.issue_api_key(conn, "label-printer", scopes=["records:read"], actor=admin)
+        service = harness.svc.verify_api_key(conn, key.token, source=OFFICE)
+        harness.d.vault.record_count(conn, TENANT, principal=service)
+        harness.d.vault.record_count(conn, TENANT, principal=session.principal)
+    with harness.tx() as conn:
+        assert harness.svc.disable(conn, "jack.patel", actor=admin) == 1
+        assert harness.svc.disable(conn, "label-printer", actor=admin) == 1
+    with harness.tx() as conn:
+        with pytest.raises(AuthenticationFailed):
+            harness.svc.authenticate_session(conn, session.token, source=OFFICE)
+        with pytest.raises(AccountDisabled):  # a principal object someone kept is refused too
+            harness.d.vault.record_count(conn, TENANT, principal=session.principal)
+        with pytest.raises(AuthenticationFailed):
+            harness.svc.verify_api_key(conn, key.token, source=OFFICE)
+    with pytest.raises(AuthenticationFailed):
+        harness.login(jack)
+
+
+def test_api_keys_expire_carry_scopes_and_are_refused_when_wrong(harness: Harness,
+                                                                 admins: tuple[Person, Person]) -> None:  # fmt: skip
+    admin = harness.as_principal(admins[0])
+    with harness.tx() as conn:
+        harness.svc.add_service(conn, "order-sync", owner="alice.ng", purpose="SP-API order sync", actor=admin)
+        harness.svc.grant(conn, "order-sync", "viewer", [TENANT], actor=admin)
+        with pytest.raises(AccessError, match="1 to 365 days"):
+            harness.svc.issue_api_key(conn, "order-sync", scopes=["records:read"], days=400, actor=admin)
+        with pytest.raises(AccessError, match="unknown"):
+            harness.svc.issue_api_key(conn, "order-sync", scopes=["records:everything"], actor=admin)
+        key = harness.svc.issue_api_key(conn, "order-sync", scopes=["records:read"], days=30, actor=admin)
+        principal = harness.svc.verify_api_key(conn, key.token, source=OFFICE)
+        assert principal.kind == "service" and principal.scopes == frozenset({"records:read"})
+        tampered = key.token[:-2] + ("AA" if not key.token.endswith("AA") else "BB")
+        for bad in (tampered, "svk_nothing", key.token.replace("svk_", "svs_")):
+            with pytest.raises(AuthenticationFailed):
+                harness.svc.verify_api_key(conn, bad, source=OFFICE)
+        with pytest.raises(NetworkDenied):
+            harness.svc.verify_api_key(conn, key.token, source=OUTSIDE)
+        with pytest.raises(AccessDenied):  # the grant has more than the key: the key decides
+            harness.svc.authorize(conn, principal, Scope.RECORDS_SEARCH, TENANT)
+        review = harness.svc.review(conn, actor=admin)
+        assert [k[0] for k in review.expiring_keys] == [key.key_id]
+    harness.clock.advance(days=31)
+    with harness.tx() as conn, pytest.raises(CredentialExpired, match="expired"):
+        harness.svc.verify_api_key(conn, key.token, source=OFFICE)
+    reasons = [e["reason"] for e in harness.events("access:apikey:failure")]
+    assert reasons.count("bad_credentials") == 3 and "credential_expired" in reasons and "network_denied" in reasons
+    for event in harness.d.audit.search():
+        assert key.token not in str(event)
+
+
+def test_inactive_accounts_are_flagged_after_90_days(harness: Harness, admins: tuple[Person, Person]) -> None:
+    kate = harness.person("kate.khan", "viewer")
+    harness.clock.advance(days=60)
+    harness.login(admins[0])
+    harness.clock.advance(days=31)
+    with harness.tx() as conn:
+        review = harness.svc.review(conn, actor=harness.as_principal(admins[0]))
+    flagged = {a.login for a in review.inactive}
+    assert kate.login in flagged and admins[0].login not in flagged
+
+
+# --- grants -------------------------------------------------------------------------------------
+
+
+def test_grants_two_person_rule_windows_and_bad_tenants(harness: Harness, admins: tuple[Person, Person]) -> None:
+    alice, bob = (harness.as_principal(a) for a in admins)
+    liam = harness.person("liam.silva")
+    with harness.tx() as conn:
+        with pytest.raises(AccessDenied, match="yourself"):
+            harness.svc.grant(conn, "alice.ng", "fulfilment", [TENANT], actor=alice)
+        with pytest.raises(AccessError, match="no tenant"):
+            harness.svc.grant(conn, "liam.silva", "viewer", ["A9NOSUCHTENANT"], actor=alice)
+        with pytest.raises(AccessError, match="no role"):
+            harness.svc.grant(conn, "liam.silva", "superuser", [TENANT], actor=alice)
+        pending = harness.svc.grant(conn, "liam.silva", "fulfilment", [TENANT], actor=alice)
+        assert pending.status == "pending"
+        liam_p = harness.as_principal(liam)
+        with pytest.raises(AccessDenied):
+            harness.svc.authorize(conn, liam_p, Scope.PII_REVEAL, TENANT, purpose=Purpose.FULFILMENT)
+        with pytest.raises(AccessDenied, match="second administrator"):
+            harness.svc.approve(conn, pending.id, actor=alice)  # the requester
+        assert harness.svc.approve(conn, pending.id, actor=bob).status == "active"
+        harness.svc.authorize(conn, liam_p, Scope.PII_REVEAL, TENANT, purpose=Purpose.FULFILMENT)
+        later = harness.svc.grant(conn, "liam.silva", "viewer", [OTHER], actor=alice,
+                                  not_before=harness.clock() + timedelta(days=1),
+                                  not_after=harness.clock() + timedelta(days=2))  # fmt: skip
+        assert later.status == "active"
+        with pytest.raises(AccessDenied):
+            harness.svc.authorize(conn, liam_p, Scope.RECORDS_READ, OTHER)
+    reasons = {e["reason"] for e in harness.events("access:grant:create", alice.id) if e["outcome"] != "success"}
+    assert {"self_grant", "unknown_tenant", "bad_input"} <= reasons
+    assert harness.events("access:grant:approve", alice.id)[0]["reason"] == "two_person_rule"
+
+
+# --- the matrix ------------------------------------------------------------------------------------
+
+
+def test_authorisation_matrix_every_scope_role_tenant_and_purpose(harness: Harness,
+                                                                 admins: tuple[Person, Person]) -> None:  # fmt: skip
+    """Every scope × every role × tenant inside/outside the grant × purpose allowed/not: allowed
+    exactly when the role carries the scope for that tenant (deployment scopes need "*") and,
+    for PII scopes, the purpose is the role's; every denial is recorded."""
+    alice = admins[0]
+    holders = {role: harness.person(f"matrix.{role}", role, approver=alice) for role in ROLES}
+    expected_denials: list[tuple[str, str | None]] = []
+    with harness.tx() as conn:
+        for role, person in holders.items():
+            principal = harness.as_principal(person)
+            allowed_purpose = min(ROLES[role].purposes, default=Purpose.FULFILMENT)
+            other_purpose = next(p for p in Purpose if p not in ROLES[role].purposes)
+            for scope in Scope:
+                for tenant in (TENANT, OTHER):
+                    for purpose in (allowed_purpose, other_purpose):
+                        expect = (
+                            scope in ROLES[role].scopes and tenant == TENANT and scope not in DEPLOYMENT_SCOPES
+                            and (scope not in PURPOSE_SCOPES or purpose in ROLES[role].purposes)
+                        )  # fmt: skip
+                        try:
+                            harness.svc.authorize(conn, principal, scope, tenant, purpose=purpose)
+                            allowed = True
+                        except AccessDenied:
+                            allowed = False
+                        assert allowed == expect, (role, scope.value, tenant, purpose.value)
+                        if not allowed:
+                            expected_denials.append((person.id, tenant))
+    recorded = [(e["actor"], e["tenant_id"]) for e in harness.events("access:permission:deny")
+                if e["actor"] in {p.id for p in holders.values()}]  # fmt: skip
+    assert sorted(recorded) == sorted(expected_denials)
+    assert len(expected_denials) > len(ROLES) * len(Scope)  # most cells are refusals
+
+
+def test_vault_reads_go_through_the_decision(harness: Harness, admins: tuple[Person, Person]) -> None:
+    d = harness.d
+    orders = list(generate_orders(3))
+    with harness.tx() as conn:
+        d.vault.ingest(conn, TENANT, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
+    order_id = orders[0]["AmazonOrderId"]
+    packer = harness.as_principal(harness.person("mia.packer", "fulfilment", approver=admins[0]))
+    viewer = harness.as_principal(harness.person("noah.viewer", "viewer"))
+    field = "ShippingAddress.Name"
+    with harness.tx() as conn:
+        revealed = d.vault.reveal(conn, TENANT, order_id, [field], Purpose.FULFILMENT, principal=packer)
+        assert revealed and revealed[0].value
+        with pytest.raises(PurposeNotAllowed):
+            d.vault.reveal(conn, TENANT, order_id, [field], Purpose.TAX_REMITTANCE, principal=packer)
+        with pytest.raises(AccessDenied):
+            d.vault.reveal(conn, OTHER, order_id, [field], Purpose.FULFILMENT, principal=packer)
+        d.vault.get(conn, TENANT, order_id, principal=viewer)
+        with pytest.raises(AccessDenied):
+            d.vault.reveal(conn, TENANT, order_id, [field], Purpose.FULFILMENT, principal=viewer)
+    denials = [e for e in harness.events("access:permission:deny") if e["actor"] in (packer.id, viewer.id)]
+    assert len(denials) == 3 and all(e["operation"] == "reveal" for e in denials)
+
+
+# --- network ---------------------------------------------------------------------------------------
+
+
+def test_outside_the_allow_list_is_refused_before_any_data_is_read(harness: Harness,
+                                                                 admins: tuple[Person, Person]) -> None:  # fmt: skip
+    d = harness.d
+    orders = list(generate_orders(1))
+    with harness.tx() as conn:
+        d.vault.ingest(conn, TENANT, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
+    olivia = harness.person("olivia.murphy", "fulfilment", approver=admins[0])
+    with pytest.raises(NetworkDenied):
+        harness.login(olivia, source=OUTSIDE)
+    harness.login(olivia, source="2001:db8:1::7")  # IPv6 inside the list
+    reads_before = len(harness.events("vault:field:reveal"))
+    away = Principal(olivia.id, "person", Channel.API, OUTSIDE)
+    with harness.tx() as conn, pytest.raises(NetworkDenied):
+        d.vault.reveal(conn, TENANT, orders[0]["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], Purpose.FULFILMENT,
+                       principal=away)  # fmt: skip
+    assert len(harness.events("vault:field:reveal")) == reads_before
+    assert harness.events("access:network:deny", None)
+    assert harness.events("access:permission:deny", olivia.id)[-1]["reason"] == "network_denied"
+    # A per-principal list narrows the global one.
+    with harness.tx() as conn:
+        harness.svc.allow(conn, "198.51.100.7/32", login="olivia.murphy", actor=harness.as_principal(admins[0]))
+    with pytest.raises(NetworkDenied):
+        harness.login(olivia, source=ELSEWHERE)
+    harness.login(olivia, source=OFFICE)
+
+
+def test_bad_cidrs_are_refused_and_recorded(harness: Harness, admins: tuple[Person, Person]) -> None:
+    admin = harness.as_principal(admins[0])
+    with harness.tx() as conn:
+        with pytest.raises(AccessError, match="host bits set; did you mean 10.0.0.0/8"):
+            harness.svc.allow(conn, "10.0.0.1/8", actor=admin)
+        with pytest.raises(AccessError, match="not an IPv4 or IPv6 network"):
+            harness.svc.allow(conn, "10.0.0.0/33", actor=admin)
+        with pytest.raises(AccessError, match="overlaps 198.51.100.0/25"):
+            harness.svc.allow(conn, "198.51.100.64/26", actor=admin)
+        with pytest.raises(AccessError, match="overlaps 2001:db8::/32"):
+            harness.svc.allow(conn, "2001:db8:ff::/48", actor=admin)
+        harness.svc.allow(conn, "198.51.100.64/26", role="viewer", actor=admin)  # another list: fine
+    assert len([e for e in harness.events("access:allowlist:add", admin.id) if e["outcome"] != "success"]) == 4
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
+    proxies = [parse_network("10.0.0.0/8")]
+    assert str(client_address("203.0.113.9", "198.51.100.7", proxies)) == "203.0.113.9"  # not a proxy: ignored
+    assert str(client_address("10.1.2.3", "198.51.100.7", proxies)) == "198.51.100.7"
+    # The client wrote "127.0.0.1" itself; the proxy appended the real peer.
+    assert str(client_address("10.1.2.3", "127.0.0.1, 203.0.113.50", proxies)) == "203.0.113.50"
+    assert str(client_address("10.1.2.3", "203.0.113.50, 10.9.9.9", proxies)) == "203.0.113.50"
+    with pytest.raises(AccessError):
+        client_address("10.1.2.3", "not-an-ip", proxies)
+
+
+# --- kill switches ---------------------------------------------------------------------------------
+
+
+def test_kill_switch_stops_reveals_at_once_and_survives_a_restart(
+    harness: Harness, admins: tuple[Person, Person], settings: Settings, backend: str, request: pytest.FixtureRequest
+) -> None:
+    d = harness.d
+    orders = list(generate_orders(1))
+    with harness.tx() as conn:
+        d.vault.ingest(conn, TENANT, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
+    packer = harness.as_principal(harness.person("paul.packer", "fulfilment", approver=admins[0]))
+    officer = harness.as_principal(harness.person("sofia.officer", "security-officer", tenants=(ALL_TENANTS,),
+                                                  approver=admins[0]))  # fmt: skip
+    order_id, field = orders[0]["AmazonOrderId"], ["ShippingAddress.Name"]
+    with harness.tx() as conn:
+        d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
+    with harness.tx() as conn:
+        with pytest.raises(AccessDenied):  # a packer cannot pull the switch
+            harness.svc.set_switch(conn, "pii-access", True, actor=packer)
+        harness.svc.set_switch(conn, "pii-access", True, actor=officer)
+    with harness.tx() as conn, pytest.raises(KillSwitchEngaged, match="pii-access"):
+        d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
+    with harness.tx() as conn, pytest.raises(KillSwitchEngaged):  # the operator too
+        d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=OPERATOR)
+    # A restart: a new deployment object (new caches) on the same database.
+    if backend == "sqlite":
+        reopened = open_deployment(d.settings, keys=d.keys)
+    else:
+        reopened = open_deployment(d.settings, keys=d.keys, engine=d.engine, audit_engine=d.audit.engine)
+    with reopened.engine.begin() as conn, pytest.raises(KillSwitchEngaged):
+        reopened.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
+    with reopened.engine.begin() as conn:
+        reopened.access.set_switch(conn, "pii-access", False, actor=officer)
+        assert reopened.access.switches(conn)[0][:3] == ("pii-access", ALL_TENANTS, False)
+    with reopened.engine.begin() as conn:
+        assert reopened.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
+    with harness.tx() as conn:  # per tenant: the other tenant's sync goes on
+        harness.svc.set_switch(conn, "sp-api-sync", True, tenant_id=TENANT, actor=officer)
+    with harness.tx() as conn, pytest.raises(KillSwitchEngaged, match=f"tenant {TENANT}"):
+        d.vault.ingest(conn, TENANT, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
+    with harness.tx() as conn:
+        d.vault.ingest(conn, OTHER, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
+    assert harness.events("access:killswitch:engage", officer.id) and harness.events("access:killswitch:release")
+    assert [e["reason"] for e in harness.events("access:permission:deny")].count("kill_switch") >= 3
+    if backend == "sqlite":
+        reopened.close()

@@ -608,3 +608,7 @@ def main() -> None:
         raise
     if isinstance(code, int) and code:
         raise SystemExit(code)
+
+
+# The identity-and-access commands register themselves on `app` (they use the helpers above).
+from sagevault import cli_access  # noqa: E402,F401

@@ -12,8 +12,8 @@ from ._passwords import check_strength, is_breached
 from ._policy import AccessControl, AccessPolicy, Rule, decide, load_policy
 from ._service import (
     GENERIC_LOGINS,
-    Account,
     AccessService,
+    Account,
     AllowEntry,
     ApiKey,
     Enrolment,

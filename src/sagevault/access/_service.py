@@ -12,7 +12,6 @@ therefore returns a `LoginAttempt` instead of raising, so the edge commits and t
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 import secrets
@@ -55,7 +54,7 @@ from sagevault.errors import (
 from sagevault.vault import Principal
 
 from ._model import ALL_TENANTS, ROLES, KillSwitch, Scope
-from ._network import Address, client_address, overlapping, parse_address, parse_network
+from ._network import client_address, overlapping, parse_address, parse_network
 from ._passwords import PasswordHashing, check_strength
 from ._policy import AccessControl, AccessPolicy, address_of, decide
 from ._throttle import LoginThrottle
@@ -233,7 +232,7 @@ class AccessService:
         return secret
 
     def keyed(self, conn: Connection, label: str, value: str) -> bytes:
-        return hmac.new(self.ensure_secret(conn), label.encode() + b"\0" + value.encode(), hashlib.sha256).digest()
+        return hmac.digest(self.ensure_secret(conn), label.encode() + b"\0" + value.encode(), "sha256")
 
     def client_ip_hash(self, conn: Connection, address: str | None) -> str | None:
         return self.keyed(conn, "ip", address).hex()[:32] if address else None
@@ -264,7 +263,8 @@ class AccessService:
         return error
 
     def _changed(self, conn: Connection) -> None:
-        conn.execute(update(access_state).where(access_state.c.id == 1).values(generation=access_state.c.generation + 1))
+        bump = access_state.c.generation + 1
+        conn.execute(update(access_state).where(access_state.c.id == 1).values(generation=bump))
 
     def policy(self, conn: Connection) -> AccessPolicy:
         return self.control.policy(conn)
@@ -329,10 +329,13 @@ class AccessService:
         if actor.kind != "operator":
             raise AccessDenied("only the local operator can bootstrap the first administrator")
         if conn.execute(select(principals.c.id).where(principals.c.kind == "person").limit(1)).first():
-            raise AccessError("an administrator exists already; people are added with `sagevault users add` by an admin")
+            raise AccessError(
+                "an administrator exists already; people are added with `sagevault users add` by an admin"
+            )
         return self._add_person(conn, login, email, None, actor=actor, role="admin")
 
-    def add_person(self, conn: Connection, login: str, email: str, *, manager: str | None, actor: Principal) -> Enrolment:
+    def add_person(self, conn: Connection, login: str, email: str, *, manager: str | None,
+                   actor: Principal) -> Enrolment:  # fmt: skip
         self.require(conn, actor, Scope.USERS_ADMIN)
         manager_id = self._row(conn, manager, "person").id if manager else None
         return self._add_person(conn, login, email, manager_id, actor=actor)
@@ -480,7 +483,9 @@ class AccessService:
             raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, None, exc, **fail) from None
         folded = login.strip().lower()
         account_key = self.keyed(conn, "login", folded).hex()
-        row = conn.execute(select(principals).where(principals.c.login == folded, principals.c.kind == "person")).first()
+        row = conn.execute(
+            select(principals).where(principals.c.login == folded, principals.c.kind == "person")
+        ).first()
         now = self.now()
         usable = row is not None and row.status == "active"
         if row is not None and not policy.source_allowed(row.id, address):
@@ -546,7 +551,8 @@ class AccessService:
                                                                                     lock_count=locks))  # fmt: skip
             self.throttle.clear_account(account_key)
             self._event(conn, EventName.ACCESS_ACCOUNT_LOCK, row.id, outcome=Outcome.DENIED,
-                        reason=Reason.ACCOUNT_LOCKED, counts={"locks": locks, "minutes": int(minutes)}, **fail)  # fmt: skip
+                        reason=Reason.ACCOUNT_LOCKED, counts={"locks": locks, "minutes": int(minutes)},
+                        **fail)  # fmt: skip
         raise AuthenticationFailed("wrong login, password or code", reason=reason)
 
     def _use_recovery_code(self, conn: Connection, principal_id: str, code: str) -> bool:
@@ -602,10 +608,12 @@ class AccessService:
         conn.execute(update(principals).where(principals.c.id == row.id).values(totp_last_step=step))
         set_at = _utc(row.password_set_at)
         expired = set_at is None or set_at + timedelta(days=self._policy_profile.password_max_age_days) <= now
-        if not expired and set_at is not None and now - set_at < timedelta(days=self._policy_profile.password_min_age_days):
+        too_young = set_at is not None and now - set_at < timedelta(days=self._policy_profile.password_min_age_days)
+        if not expired and too_young:
             raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, AccessError(
                 f"the password was changed less than {self._policy_profile.password_min_age_days} day(s) ago; "
-                "try again later, or ask an admin for a reset", reason="password_too_young"), source=source)  # fmt: skip
+                "try again later, or ask an admin for a reset", reason="password_too_young"),
+                source=source)  # fmt: skip
         try:
             check_strength(new, row.login, self._policy_profile)
         except AccessError as exc:
@@ -753,7 +761,7 @@ class AccessService:
                       channel: Channel = Channel.API) -> Principal:  # fmt: skip
         match = _API_KEY.fullmatch(token)
         entry = policy.keys.get(match.group(1)) if match else None
-        digest = hmac.new(secret, b"apikey\0" + (match.group(2) if match else "").encode(), hashlib.sha256).digest()
+        digest = hmac.digest(secret, b"apikey\0" + (match.group(2) if match else "").encode(), "sha256")
         if match is None or entry is None or not hmac.compare_digest(digest, entry.secret_hash):
             raise AuthenticationFailed("this API key is not valid (unknown, revoked or mistyped)")
         if entry.expires_at <= self.now().timestamp():
@@ -919,7 +927,8 @@ class AccessService:
         try:
             switch = KillSwitch(name)
         except ValueError:
-            raise AccessError(f"no kill switch {shown(name)}; switches: {', '.join(k.value for k in KillSwitch)}") from None
+            names = ", ".join(k.value for k in KillSwitch)
+            raise AccessError(f"no kill switch {shown(name)}; switches: {names}") from None
         target = tenant_id or ALL_TENANTS
         self.require(conn, actor, Scope.KILLSWITCH_OPERATE, None if target == ALL_TENANTS else target)
         if target != ALL_TENANTS:

@@ -42,7 +42,7 @@ class EventName(StrEnum):
     ACCESS_LOGIN_FAILURE = "access:login:failure"
     ACCESS_LOGIN_SUCCESS = "access:login:success"
     ACCESS_NETWORK_DENY = "access:network:deny"
-    ACCESS_PASSWORD_CHANGE = "access:password:change"
+    ACCESS_PASSWORD_CHANGE = "access:password:change"  # noqa: S105 (an event/reason name)
     ACCESS_PERMISSION_DENY = "access:permission:deny"
     ACCESS_REVIEW_RUN = "access:review:run"
     ACCESS_SPRAY_DETECT = "access:spray:detect"
@@ -150,14 +150,14 @@ class Reason(StrEnum):
     ACCOUNT_LOCKED = "account_locked"
     BAD_CREDENTIALS = "bad_credentials"
     BAD_TOTP = "bad_totp"
-    BREACHED_PASSWORD = "breached_password"
+    BREACHED_PASSWORD = "breached_password"  # noqa: S105 (an event/reason name)
     COOL_OFF = "cool_off"
     CREDENTIAL_EXPIRED = "credential_expired"
     KILL_SWITCH = "kill_switch"
     LIMITER_UNAVAILABLE = "limiter_unavailable"
     NETWORK_DENIED = "network_denied"
-    PASSWORD_REUSED = "password_reused"
-    PASSWORD_TOO_YOUNG = "password_too_young"
+    PASSWORD_REUSED = "password_reused"  # noqa: S105 (an event/reason name)
+    PASSWORD_TOO_YOUNG = "password_too_young"  # noqa: S105 (an event/reason name)
     RECOVERY_CODE = "recovery_code"
     REVOKED = "revoked"
     SELF_GRANT = "self_grant"
@@ -165,7 +165,7 @@ class Reason(StrEnum):
     THROTTLED = "throttled"
     TOTP_REPLAY = "totp_replay"
     TWO_PERSON_RULE = "two_person_rule"
-    WEAK_PASSWORD = "weak_password"
+    WEAK_PASSWORD = "weak_password"  # noqa: S105 (an event/reason name)
 
 
 def outcome_of(error: BaseException) -> tuple[Outcome, Reason]:

@@ -407,11 +407,17 @@ def test_api_keys_expire_carry_scopes_and_are_refused_when_wrong(harness: Harnes
             harness.svc.authorize(conn, principal, Scope.RECORDS_SEARCH, TENANT)
         review = harness.svc.review(conn, actor=admin)
         assert [k[0] for k in review.expiring_keys] == [key.key_id]
+        rotated = harness.svc.rotate_api_key(conn, key.key_id, actor=admin)
+        assert rotated.scopes == key.scopes and rotated.token != key.token
+        with pytest.raises(AuthenticationFailed):  # the old key stops at once
+            harness.svc.verify_api_key(conn, key.token, source=OFFICE)
+        assert harness.svc.verify_api_key(conn, rotated.token, source=OFFICE).id == principal.id
+        key = harness.svc.issue_api_key(conn, "order-sync", scopes=["records:read"], days=30, actor=admin)
     harness.clock.advance(days=31)
     with harness.tx() as conn, pytest.raises(CredentialExpired, match="expired"):
         harness.svc.verify_api_key(conn, key.token, source=OFFICE)
     reasons = [e["reason"] for e in harness.events("access:apikey:failure")]
-    assert reasons.count("bad_credentials") == 3 and "credential_expired" in reasons and "network_denied" in reasons
+    assert reasons.count("bad_credentials") == 4 and "credential_expired" in reasons and "network_denied" in reasons
     for event in harness.d.audit.search():
         assert key.token not in str(event)
 

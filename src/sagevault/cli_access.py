@@ -213,6 +213,19 @@ def users_issue_key(
     out.print(f"  {key.token}")
 
 
+@users_app.command("rotate-key")
+def users_rotate_key(
+    key_id: Annotated[str, typer.Argument()],
+    days: Annotated[int | None, typer.Option(help="Lifetime of the new key in days.")] = None,
+    as_: AsOption = None,
+) -> None:
+    """Replace an API key: a new one (printed once) with the same scopes; the old one stops now."""
+    with _acting(as_) as (d, actor), d.engine.begin() as conn:
+        key = d.access.rotate_api_key(conn, key_id, days=days, actor=actor)
+    out.print(f"API key {key.key_id} replaces {key_id}, expires {_when(key.expires_at)} UTC (shown once):")
+    out.print(f"  {key.token}")
+
+
 @users_app.command("revoke-key")
 def users_revoke_key(key_id: Annotated[str, typer.Argument()], as_: AsOption = None) -> None:
     """Revoke an API key now."""

@@ -738,6 +738,19 @@ class AccessService:
         self._event(conn, EventName.ACCESS_APIKEY_CREATE, actor, counts={"days": days})
         return ApiKey(key_id, f"svk_{key_id}_{secret}", row.id, wanted, expires)
 
+    def rotate_api_key(self, conn: Connection, key_id: str, *, actor: Principal, days: int | None = None) -> ApiKey:
+        """A new key for the same service with the same scopes; the old one is revoked now."""
+        self.require(conn, actor, Scope.USERS_ADMIN)
+        old = conn.execute(
+            select(api_keys.c.scopes, principals.c.login).join(principals, principals.c.id == api_keys.c.principal_id)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        ).first()  # fmt: skip
+        if old is None:
+            raise AccessError(f"no live API key {shown(key_id)}; see `sagevault users review` or issue a new one")
+        new = self.issue_api_key(conn, old.login, scopes=old.scopes, days=days, actor=actor)
+        self.revoke_api_key(conn, key_id, actor=actor)
+        return new
+
     def revoke_api_key(self, conn: Connection, key_id: str, *, actor: Principal) -> None:
         self.require(conn, actor, Scope.USERS_ADMIN)
         done = conn.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))

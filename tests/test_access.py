@@ -133,8 +133,10 @@ def admins(harness: Harness) -> tuple[Person, Person]:
                                                                 actor=OPERATOR))  # fmt: skip
     harness.clock.advance(seconds=30)
     second = harness.person("bob.okafor", admin=first)
-    with harness.tx() as conn:
-        harness.svc.grant(conn, "bob.okafor", "admin", [ALL_TENANTS], actor=harness.as_principal(first))
+    with harness.tx() as conn:  # the admin role is under the two-person rule too
+        grant = harness.svc.grant(conn, "bob.okafor", "admin", [ALL_TENANTS], actor=harness.as_principal(first))
+        assert grant.status == "pending"
+        harness.svc.approve(conn, grant.id, actor=OPERATOR)
     return first, second
 
 
@@ -203,8 +205,9 @@ def test_password_history_min_age_and_max_age(harness: Harness) -> None:
 
     def change(new: str) -> None:
         with harness.tx() as conn:
-            svc.change_password(conn, dana.login, dana.password, new, dana.code(clock), source=OFFICE)
+            attempt = svc.change_password(conn, dana.login, dana.password, new, dana.code(clock), source=OFFICE)
         clock.advance(seconds=30)
+        attempt.check()  # after the commit, as an edge does
 
     with pytest.raises(AccessError, match="less than 1 day"):
         change("Second-Harbor-88-Kite")
@@ -451,7 +454,7 @@ def test_grants_two_person_rule_windows_and_bad_tenants(harness: Harness, admins
         liam_p = harness.as_principal(liam)
         with pytest.raises(AccessDenied):
             harness.svc.authorize(conn, liam_p, Scope.PII_REVEAL, TENANT, purpose=Purpose.FULFILMENT)
-        with pytest.raises(AccessDenied, match="second administrator"):
+        with pytest.raises(AccessDenied, match="second party"):
             harness.svc.approve(conn, pending.id, actor=alice)  # the requester
         assert harness.svc.approve(conn, pending.id, actor=bob).status == "active"
         harness.svc.authorize(conn, liam_p, Scope.PII_REVEAL, TENANT, purpose=Purpose.FULFILMENT)
@@ -614,7 +617,7 @@ def test_kill_switch_stops_reveals_at_once_and_survives_a_restart(
         reopened.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
     with reopened.engine.begin() as conn:
         reopened.access.set_switch(conn, "pii-access", False, actor=officer)
-        assert reopened.access.switches(conn)[0][:3] == ("pii-access", ALL_TENANTS, False)
+        assert reopened.access.switches(conn, actor=officer)[0][:3] == ("pii-access", ALL_TENANTS, False)
     with reopened.engine.begin() as conn:
         assert reopened.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
     with harness.tx() as conn:  # per tenant: the other tenant's sync goes on
@@ -627,3 +630,67 @@ def test_kill_switch_stops_reveals_at_once_and_survives_a_restart(
     assert [e["reason"] for e in harness.events("access:permission:deny")].count("kill_switch") >= 3
     if backend == "sqlite":
         reopened.close()
+
+
+def test_re_enabled_account_needs_its_sensitive_grants_approved_again(
+    harness: Harness, admins: tuple[Person, Person]
+) -> None:
+    alice, bob = (harness.as_principal(a) for a in admins)
+    rosa = harness.as_principal(harness.person("rosa.tanaka", "fulfilment", "viewer", approver=admins[0]))
+    with harness.tx() as conn:
+        harness.svc.disable(conn, "rosa.tanaka", actor=alice)
+        harness.svc.enable(conn, "rosa.tanaka", actor=alice)
+        harness.svc.authorize(conn, rosa, Scope.RECORDS_READ, TENANT)  # viewer: back at once
+        with pytest.raises(AccessDenied):  # fulfilment: waits for a second party
+            harness.svc.authorize(conn, rosa, Scope.PII_REVEAL, TENANT, purpose=Purpose.FULFILMENT)
+        pending = harness.svc.grants(conn, actor=alice, login="rosa.tanaka", pending=True)
+        assert [g.role for g in pending] == ["fulfilment"]
+        with pytest.raises(AccessDenied):  # alice re-enabled her, so alice is the requester now
+            harness.svc.approve(conn, pending[0].id, actor=alice)
+        harness.svc.approve(conn, pending[0].id, actor=bob)
+        harness.svc.authorize(conn, rosa, Scope.PII_REVEAL, TENANT, purpose=Purpose.FULFILMENT)
+
+
+def test_role_allow_list_limits_that_roles_grants_and_loopback_is_the_default(vault_tenant: Deployment,
+                                                                               clock: ManualClock) -> None:  # fmt: skip
+    h = Harness(vault_tenant, clock)
+    sam = h.person("sam.rossi", "viewer")
+    h.login(sam, source="127.0.0.1")  # no global allow-list yet: loopback only
+    with pytest.raises(NetworkDenied):
+        h.login(sam, source="192.0.2.10")
+    with h.tx() as conn:
+        h.svc.allow(conn, "192.0.2.0/24", actor=OPERATOR)
+        h.svc.allow(conn, "192.0.2.128/25", role="viewer", actor=OPERATOR)
+        inside = Principal(sam.id, "person", Channel.API, "192.0.2.200")
+        outside_role = Principal(sam.id, "person", Channel.API, "192.0.2.10")
+        h.svc.authorize(conn, inside, Scope.RECORDS_READ, TENANT)
+        with pytest.raises(AccessDenied):  # inside the global list, outside the viewer role's list
+            h.svc.authorize(conn, outside_role, Scope.RECORDS_READ, TENANT)
+        with pytest.raises(AccessDenied):  # a library call without an address gets no role-limited grant
+            h.svc.authorize(conn, Principal(sam.id, "person"), Scope.RECORDS_READ, TENANT)
+
+
+def test_every_vault_refusal_is_recorded_and_key_use_counts_as_activity(
+    harness: Harness, admins: tuple[Person, Person]
+) -> None:
+    d, admin = harness.d, harness.as_principal(admins[0])
+    viewer = harness.as_principal(harness.person("tom.viewer", "viewer"))
+    with harness.tx() as conn:
+        for call in (lambda: d.vault.list_tenants(conn, principal=viewer),
+                     lambda: d.vault.record_count(conn, OTHER, principal=viewer),
+                     lambda: d.vault.key_status(conn, TENANT, principal=viewer),
+                     lambda: d.vault.shred_receipt(conn, TENANT, principal=viewer)):  # fmt: skip
+            with pytest.raises(AccessDenied):
+                call()
+        harness.svc.add_service(conn, "busy-sync", owner="alice.ng", purpose="order sync", actor=admin)
+        harness.svc.grant(conn, "busy-sync", "viewer", [TENANT], actor=admin)
+        key = harness.svc.issue_api_key(conn, "busy-sync", scopes=["records:read"], actor=admin)
+    operations = [e["operation"] for e in harness.events("access:permission:deny", viewer.id)]
+    assert operations == ["list tenants", "record count", "key status", "shred receipt"]
+    harness.clock.advance(days=89)
+    with harness.tx() as conn:
+        harness.svc.verify_api_key(conn, key.token, source=OFFICE)
+    harness.clock.advance(days=2)
+    with harness.tx() as conn:
+        inactive = {a.login for a in harness.svc.review(conn, actor=admin).inactive}
+    assert "busy-sync" not in inactive and "tom.viewer" in inactive

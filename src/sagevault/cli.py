@@ -133,7 +133,13 @@ def _deployment() -> Iterator[Deployment]:
 
 
 def _principal() -> Principal:
-    return Principal.local_operator(Channel.CLI)
+    """Who the command's events name: the local operator, unless `--as` logged a person in."""
+    actor = _state.get("actor")
+    return actor if isinstance(actor, Principal) else Principal.local_operator(Channel.CLI)
+
+
+def set_actor(principal: Principal) -> None:
+    _state["actor"] = principal
 
 
 def _progress() -> Progress:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -19,9 +19,9 @@ from rich.table import Table
 
 from sagevault.access import ROLES, KillSwitch, Scope
 from sagevault.audit import Channel
-from sagevault.cli import _deployment, _principal, app, out
+from sagevault.cli import _deployment, _principal, app, out, set_actor
 from sagevault.deployment import Deployment
-from sagevault.errors import AccessError
+from sagevault.errors import AccessError, shown
 from sagevault.vault import Principal
 
 users_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="People and service accounts.")
@@ -53,20 +53,25 @@ def _secret(label: str, *, confirm: bool = False) -> str:
     return line.rstrip("\n")
 
 
-def _actor(d: Deployment, login: str | None) -> Principal:
-    if login is None:
-        return _principal()
-    password = _secret("Password")
-    code = _secret("TOTP code")
-    with d.engine.begin() as conn:
-        attempt = d.access.login(conn, login, password, code, source=LOCAL, channel=Channel.CLI)
-    return attempt.session().principal  # raises the refusal after the failure was committed
-
-
 @contextmanager
 def _acting(login: str | None) -> Iterator[tuple[Deployment, Principal]]:
+    """The deployment and who acts: the local operator, or the person `--as` names, logged in
+    for this one command (the session ends with it)."""
     with _deployment() as d:
-        yield d, _actor(d, login)
+        if login is None:
+            yield d, _principal()
+            return
+        password = _secret("Password")
+        code = _secret("TOTP code")
+        with d.engine.begin() as conn:
+            attempt = d.access.login(conn, login, password, code, source=LOCAL, channel=Channel.CLI)
+        session = attempt.session()  # raises the refusal, after the failure was committed
+        set_actor(session.principal)
+        try:
+            yield d, session.principal
+        finally:
+            with d.engine.begin() as conn:
+                d.access.logout(conn, session.token)
 
 
 def _when(value: datetime | None) -> str:
@@ -146,7 +151,8 @@ def users_password(login: Annotated[str, typer.Option()]) -> None:
         new = _secret("New password", confirm=True)
         code = _secret("TOTP code")
         with d.engine.begin() as conn:
-            d.access.change_password(conn, login, current, new, code, source=LOCAL)
+            attempt = d.access.change_password(conn, login, current, new, code, source=LOCAL, channel=Channel.CLI)
+        attempt.check()
     out.print("[green]password changed[/]")
 
 
@@ -185,7 +191,8 @@ for _name, _done in (("disable", "disabled"), ("enable", "enabled"), ("unlock", 
 
 @users_app.command("review")
 def users_review(as_: AsOption = None) -> None:
-    """Accounts inactive for 90 days, API keys and passwords that expire within 30 days."""
+    """Accounts inactive for the policy's period (90 days), and API keys and passwords that
+    expire within 30 days."""
     with _acting(as_) as (d, actor), d.engine.begin() as conn:
         review = d.access.review(conn, actor=actor)
     out.print(f"inactive accounts: {len(review.inactive)}")
@@ -263,8 +270,8 @@ def _date(value: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise AccessError(f"{value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.now().astimezone().tzinfo).astimezone()
+        raise AccessError(f"{shown(value)} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @grants_app.command("add")
@@ -379,10 +386,10 @@ def killswitch_release(name: SwitchArg, tenant: TenantOpt = None, as_: AsOption 
 
 
 @switch_app.command("list")
-def killswitch_list() -> None:
+def killswitch_list(as_: AsOption = None) -> None:
     """Every switch that was ever flipped, and its state."""
-    with _deployment() as d, d.engine.begin() as conn:
-        rows = d.access.switches(conn)
+    with _acting(as_) as (d, actor), d.engine.begin() as conn:
+        rows = d.access.switches(conn, actor=actor)
     table = Table("switch", "tenant", "state", "changed")
     for name, tenant, engaged, changed in rows:
         table.add_row(name, tenant, "[red]engaged[/]" if engaged else "released", _when(changed))

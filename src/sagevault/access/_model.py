@@ -31,8 +31,10 @@ class Scope(StrEnum):
 
     @property
     def sensitive(self) -> bool:
-        """Scopes under the two-person rule: a grant that carries one needs a second admin."""
-        return self.value.startswith(("pii:", "keys:"))
+        """Scopes under the two-person rule: a grant that carries one needs a second party.
+        `users:admin` is one too: an admin could otherwise make a second identity and approve
+        their own grants through it."""
+        return self.value.startswith(("pii:", "keys:")) or self is Scope.USERS_ADMIN
 
 
 # Scopes that act on no particular tenant: a grant must cover every tenant ("*") to give them.

@@ -2,7 +2,9 @@
 
 Every method takes the caller's connection inside a transaction the edge owns (it never
 commits) and the acting principal. Administrative methods ask `decide` for `users:admin` (or
-`killswitch:operate`) first. Every refusal, failure, lock and change is a security event.
+`killswitch:operate`) first; that refusal, every failed log-in, key check, enrolment, password
+change, grant and allow-list change, and every lock and change, is a security event. Mistakes
+that change nothing (an unknown grant id, a switch name that does not exist) are plain errors.
 
 Log-in is the one place where a refusal changes state (failure counters, a lock): `login`
 therefore returns a `LoginAttempt` instead of raising, so the edge commits and then calls
@@ -99,19 +101,28 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
-class LoginAttempt:
+class Attempt:
+    """The outcome of a log-in or a password change: the edge commits (failure counters and a
+    lock are state too), then calls `session()` or `check()`, which raise the refusal."""
+
     _session: Session | None
     _error: SageVaultError | None
 
     @property
     def ok(self) -> bool:
-        return self._session is not None
+        return self._error is None
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def session(self) -> Session:
-        if self._session is None:
-            assert self._error is not None
-            raise self._error
+        self.check()
+        assert self._session is not None, "this attempt was not a log-in"
         return self._session
+
+
+LoginAttempt = Attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +217,7 @@ class AccessService:
         self._clock: Clock = clock or (lambda: datetime.now(UTC))
         self._hashing = PasswordHashing(settings)
         self._secret: bytes | None = None
+        self._key_seen: dict[str, datetime] = {}
         self._trusted = tuple(parse_network(c) for c in settings.trusted_proxies)
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -263,8 +275,10 @@ class AccessService:
         return error
 
     def _changed(self, conn: Connection) -> None:
-        bump = access_state.c.generation + 1
-        conn.execute(update(access_state).where(access_state.c.id == 1).values(generation=bump))
+        # A random value, not a counter: a rolled-back change and a later committed one must
+        # never share a generation, or a process could keep a picture of the rolled-back state.
+        conn.execute(update(access_state).where(access_state.c.id == 1)
+                     .values(generation=secrets.randbits(62)))  # fmt: skip
 
     def policy(self, conn: Connection) -> AccessPolicy:
         return self.control.policy(conn)
@@ -464,12 +478,26 @@ class AccessService:
         """Password and TOTP (or a recovery code) from `source`. Returns the attempt; the edge
         commits, then `attempt.session()` hands over the session or raises the refusal."""
         try:
-            return LoginAttempt(self._login(conn, login, password, code, source, channel), None)
+            row, step, used_recovery, address = self._authenticate(conn, login, password, code, source, channel)
         except SageVaultError as exc:
-            return LoginAttempt(None, exc)
+            return Attempt(None, exc)
+        now = self.now()
+        conn.execute(update(principals).where(principals.c.id == row.id).values(
+            last_active_at=now, lock_count=0, totp_last_step=step if step is not None else row.totp_last_step,
+        ))  # fmt: skip
+        token = "svs_" + secrets.token_urlsafe(32)
+        expires = now + timedelta(hours=self._settings.session_hours)
+        conn.execute(insert(sessions).values(token_hash=self.keyed(conn, "session", token), principal_id=row.id,
+                                             created_at=now, expires_at=expires))  # fmt: skip
+        self._event(conn, EventName.ACCESS_LOGIN_SUCCESS, row.id, source=address, channel=channel,
+                    reason=Reason.RECOVERY_CODE if used_recovery else Reason.NONE)  # fmt: skip
+        return Attempt(Session(token, Principal(row.id, "person", channel, address), expires), None)
 
-    def _login(self, conn: Connection, login: str, password: str, code: str, source: str,
-               channel: Channel) -> Session:  # fmt: skip
+    def _authenticate(self, conn: Connection, login: str, password: str, code: str, source: str, channel: Channel,
+                      *, allow_expired: bool = False) -> tuple[Row[Any], int | None, bool, str]:  # fmt: skip
+        """Check password and TOTP (or a recovery code) through the allow-list, the throttle
+        and the lock; count a failure and lock at the threshold. Returns the account row, the
+        TOTP step used, whether a recovery code was used, and the source address."""
         address = parse_address(source)
         ip_key = self.keyed(conn, "ip", str(address)).hex()
         fail: dict[str, Any] = {"source": str(address), "channel": channel}
@@ -488,9 +516,6 @@ class AccessService:
         ).first()
         now = self.now()
         usable = row is not None and row.status == "active"
-        if row is not None and not policy.source_allowed(row.id, address):
-            raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, row.id, NetworkDenied(
-                "log-ins from this address are not allowed for this account"), **fail)  # fmt: skip
         locked_until = _utc(row.locked_until) if row is not None else None
         if row is not None and locked_until is not None and locked_until <= now:
             conn.execute(update(principals).where(principals.c.id == row.id).values(locked_until=None))
@@ -504,9 +529,14 @@ class AccessService:
                 f"this account is locked until {locked_until:%Y-%m-%d %H:%M} UTC after repeated failed log-ins; "
                 "an admin can unlock it sooner (`sagevault users unlock`)"), **fail)  # fmt: skip
         if not password_ok or row is None:
-            reason = "bad_credentials" if row is None or usable else "account_disabled"
+            reason = "account_disabled" if row is not None and row.status == "disabled" else "bad_credentials"
             self._failed(conn, row, account_key, ip_key, reason, fail)
         assert row is not None
+        # The account's own allow-list is checked only once the password is right, so a refusal
+        # tells nothing about which logins exist.
+        if not policy.source_allowed(row.id, address):
+            raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, row.id, NetworkDenied(
+                "log-ins from this address are not allowed for this account"), **fail)  # fmt: skip
         step = self._totp_step(row, code)
         used_recovery = False
         if step is None:
@@ -517,21 +547,13 @@ class AccessService:
         elif row.totp_last_step is not None and step <= row.totp_last_step:
             self._failed(conn, row, account_key, ip_key, "totp_replay", fail)
         set_at = _utc(row.password_set_at)
-        if set_at is None or set_at + timedelta(days=self._policy_profile.password_max_age_days) <= now:
+        expired = set_at is None or set_at + timedelta(days=self._policy_profile.password_max_age_days) <= now
+        if expired and not allow_expired:
             raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, row.id, CredentialExpired(
                 f"your password is older than {self._policy_profile.password_max_age_days} days; set a new one "
                 "with `sagevault users password`"), **fail)  # fmt: skip
         self.throttle.clear_account(account_key)
-        conn.execute(update(principals).where(principals.c.id == row.id).values(
-            last_active_at=now, lock_count=0, totp_last_step=step if step is not None else row.totp_last_step,
-        ))  # fmt: skip
-        token = "svs_" + secrets.token_urlsafe(32)
-        expires = now + timedelta(hours=self._settings.session_hours)
-        conn.execute(insert(sessions).values(token_hash=self.keyed(conn, "session", token), principal_id=row.id,
-                                             created_at=now, expires_at=expires))  # fmt: skip
-        self._event(conn, EventName.ACCESS_LOGIN_SUCCESS, row.id,
-                    reason=Reason.RECOVERY_CODE if used_recovery else Reason.NONE, **fail)  # fmt: skip
-        return Session(token, Principal(row.id, "person", channel, str(address)), expires)
+        return row, step, used_recovery, str(address)
 
     def _failed(self, conn: Connection, row: Row[Any] | None, account_key: str, ip_key: str, reason: str,
                 fail: dict[str, Any]) -> None:  # fmt: skip
@@ -553,7 +575,8 @@ class AccessService:
             self._event(conn, EventName.ACCESS_ACCOUNT_LOCK, row.id, outcome=Outcome.DENIED,
                         reason=Reason.ACCOUNT_LOCKED, counts={"locks": locks, "minutes": int(minutes)},
                         **fail)  # fmt: skip
-        raise AuthenticationFailed("wrong login, password or code", reason=reason)
+        # The event keeps the precise reason; the caller gets one message and one reason for all.
+        raise AuthenticationFailed("wrong login, password or code")
 
     def _use_recovery_code(self, conn: Connection, principal_id: str, code: str) -> bool:
         raw = code.strip().lower().replace("-", "")
@@ -593,19 +616,22 @@ class AccessService:
                             .values(revoked_at=self.now())).rowcount  # fmt: skip
 
     def change_password(self, conn: Connection, login: str, current: str, new: str, code: str, *,
-                        source: str) -> None:  # fmt: skip
-        """Change a password with the current one and a TOTP code. Refused (and recorded) when
-        the new one is weak, breached, one of the last 10, or the current one is under a day old."""
-        row = self._row(conn, login, "person")
+                        source: str, channel: Channel = Channel.API) -> Attempt:  # fmt: skip
+        """Change a password with the current one and a TOTP code (which counts like a log-in:
+        failures lock). Refused (and recorded) when the new one is weak, breached, one of the
+        last 10, or the current one is under a day old. The edge commits, then `check()`s."""
+        try:
+            self._change_password(conn, login, current, new, code, source, channel)
+        except SageVaultError as exc:
+            return Attempt(None, exc)
+        return Attempt(None, None)
+
+    def _change_password(self, conn: Connection, login: str, current: str, new: str, code: str, source: str,
+                         channel: Channel) -> None:  # fmt: skip
+        row, step, _, source = self._authenticate(conn, login, current, code, source, channel, allow_expired=True)
         now = self.now()
-        if row.status != "active" or not self._hashing.verify(row.password_hash, current):
-            raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, AuthenticationFailed(
-                "the current password or the code is wrong"), source=source)  # fmt: skip
-        step = self._totp_step(row, code)
-        if step is None or (row.totp_last_step is not None and step <= row.totp_last_step):
-            raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, AuthenticationFailed(
-                "the current password or the code is wrong", reason="bad_totp"), source=source)  # fmt: skip
-        conn.execute(update(principals).where(principals.c.id == row.id).values(totp_last_step=step))
+        if step is not None:
+            conn.execute(update(principals).where(principals.c.id == row.id).values(totp_last_step=step))
         set_at = _utc(row.password_set_at)
         expired = set_at is None or set_at + timedelta(days=self._policy_profile.password_max_age_days) <= now
         too_young = set_at is not None and now - set_at < timedelta(days=self._policy_profile.password_min_age_days)
@@ -658,6 +684,11 @@ class AccessService:
         status = "active" if row.password_hash or row.kind == "service" else "enrolling"
         conn.execute(update(principals).where(principals.c.id == row.id).values(status=status, disabled_at=None,
                                                                                 last_active_at=self.now()))  # fmt: skip
+        # What needed two people before needs them again: sensitive grants wait for approval.
+        sensitive = [name for name, role in ROLES.items() if role.sensitive]
+        conn.execute(update(grants).where(grants.c.principal_id == row.id, grants.c.status == "active",
+                                          grants.c.role.in_(sensitive))
+                     .values(status="pending", requested_by=actor.id, approved_by=None))  # fmt: skip
         self._changed(conn)
         self._event(conn, EventName.ACCESS_ACCOUNT_ENABLE, actor)
 
@@ -765,10 +796,23 @@ class AccessService:
         read of the generation counter, then memory): a keyed hash, not Argon2."""
         policy = self.policy(conn)
         try:
-            return self.check_api_key(policy, self.ensure_secret(conn), token, source=source, channel=channel)
+            principal = self.check_api_key(policy, self.ensure_secret(conn), token, source=source, channel=channel)
         except AccessDenied as exc:
             raise self._refuse(conn, EventName.ACCESS_APIKEY_FAILURE, None, exc, source=source,
                                channel=channel) from None  # fmt: skip
+        self._note_use(conn, token[4:20], principal.id)
+        return principal
+
+    def _note_use(self, conn: Connection, key_id: str, principal_id: str) -> None:
+        """Record that a key (and its service) is in use, at most once an hour per key and
+        process: the inactivity review must not flag a busy service."""
+        now = self.now()
+        seen = self._key_seen.get(key_id)
+        if seen is not None and now - seen < timedelta(hours=1):
+            return
+        conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
+        conn.execute(update(principals).where(principals.c.id == principal_id).values(last_active_at=now))
+        self._key_seen[key_id] = now
 
     def check_api_key(self, policy: AccessPolicy, secret: bytes, token: str, *, source: str,
                       channel: Channel = Channel.API) -> Principal:  # fmt: skip
@@ -854,10 +898,11 @@ class AccessService:
         g = conn.execute(select(grants).where(grants.c.id == grant_id)).first()
         if g is None or g.status != "pending":
             raise AccessError(f"no pending grant {shown(grant_id)}; see `sagevault grants list --pending`")
-        if actor.kind != "person" or actor.id in (g.requested_by, g.principal_id):
+        if actor.kind == "service" or actor.id in (g.requested_by, g.principal_id):
             raise self._refuse(conn, EventName.ACCESS_GRANT_APPROVE, actor, AccessDenied(
-                "a grant that reaches PII or keys needs a second administrator: someone other than whoever "
-                "asked for it and whoever receives it, logged in as themself", reason="two_person_rule"))  # fmt: skip
+                "a grant that reaches PII, keys or account administration needs a second party: an admin "
+                "(or the local operator) other than whoever asked for it and whoever receives it",
+                reason="two_person_rule"))  # fmt: skip
         conn.execute(update(grants).where(grants.c.id == grant_id).values(status="active", approved_by=actor.id))
         self._changed(conn)
         self._event(conn, EventName.ACCESS_GRANT_APPROVE, actor)
@@ -959,7 +1004,8 @@ class AccessService:
         self._event(conn, EventName.ACCESS_KILLSWITCH_ENGAGE if engaged else EventName.ACCESS_KILLSWITCH_RELEASE,
                     actor, tenant_id=_event_tenant(None if target == ALL_TENANTS else target))  # fmt: skip
 
-    def switches(self, conn: Connection) -> list[tuple[str, str, bool, datetime]]:
+    def switches(self, conn: Connection, *, actor: Principal) -> list[tuple[str, str, bool, datetime]]:
+        self.require(conn, actor, Scope.KILLSWITCH_OPERATE)
         rows = conn.execute(select(kill_switches).order_by(kill_switches.c.name, kill_switches.c.tenant_id))
         return [(r.name, r.tenant_id, bool(r.engaged), _utc(r.changed_at) or self.now()) for r in rows]
 

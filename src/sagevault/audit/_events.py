@@ -76,7 +76,7 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.ACCESS_ACCOUNT_ENROL: "a person set their first password and TOTP",
     EventName.ACCESS_ACCOUNT_LOCK: "an account was locked after repeated failed log-ins",
     EventName.ACCESS_ACCOUNT_RESET: "an administrator issued a new enrolment secret",
-    EventName.ACCESS_ACCOUNT_UNLOCK: "a locked account was unlocked by an administrator",
+    EventName.ACCESS_ACCOUNT_UNLOCK: "a locked account was unlocked (by an administrator, or when its cool-off ended)",
     EventName.ACCESS_ALLOWLIST_ADD: "a network was added to an IP allow-list",
     EventName.ACCESS_ALLOWLIST_REMOVE: "a network was removed from an IP allow-list",
     EventName.ACCESS_APIKEY_CREATE: "an API key was issued to a service account",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -139,6 +140,11 @@ class Settings(BaseSettings):
                 "password hashing below Argon2id m=19456 KiB, t=2 (OWASP's floor) is unsafe; raise "
                 "password_hash_memory_kib / password_hash_time_cost"
             )
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {cidr!r} is not a network in CIDR form (e.g. 10.0.0.0/8)") from None
         if not 1 <= self.session_hours <= 24:
             raise ValueError("session_hours must be between 1 and 24")
         if not self.rate_limit_storage_url.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):

@@ -124,7 +124,8 @@ records = Table(
 )
 
 # --- identity and access (sagevault.access) ------------------------------------------------
-# A person or a service account. `id` is the pseudonymous id events carry (usr_/svc_ + hex);
+# A person or a service account. `id` is the pseudonymous id events carry (usr_/svc_ + 12
+# random consonants, so it can never look like a phone number);
 # login and e-mail stay in this table and never reach an event or a log line.
 principals = Table(
     "principals",

@@ -462,7 +462,12 @@ def test_grants_two_person_rule_windows_and_bad_tenants(harness: Harness, admins
                                   not_before=harness.clock() + timedelta(days=1),
                                   not_after=harness.clock() + timedelta(days=2))  # fmt: skip
         assert later.status == "active"
-        with pytest.raises(AccessDenied):
+        with pytest.raises(AccessDenied):  # the window has not opened
+            harness.svc.authorize(conn, liam_p, Scope.RECORDS_READ, OTHER)
+        harness.clock.advance(days=1, seconds=1)
+        harness.svc.authorize(conn, liam_p, Scope.RECORDS_READ, OTHER)
+        harness.clock.advance(days=1)
+        with pytest.raises(AccessDenied):  # ... and has closed
             harness.svc.authorize(conn, liam_p, Scope.RECORDS_READ, OTHER)
     reasons = {e["reason"] for e in harness.events("access:grant:create", alice.id) if e["outcome"] != "success"}
     assert {"self_grant", "unknown_tenant", "bad_input"} <= reasons

@@ -112,7 +112,7 @@ def test_reveal_refuses_a_purpose_the_catalog_does_not_allow(vault_tenant: Deplo
         )
 
 
-def test_reads_take_a_principal_and_the_default_gate_admits_only_the_operator(vault_tenant: Deployment) -> None:
+def test_reads_take_a_principal_and_an_unknown_one_is_refused(vault_tenant: Deployment) -> None:
     ingest(vault_tenant, sandbox_examples(V0, "/orders/v0/orders/{orderId}/buyerInfo"))
     stranger = Principal(id="svc:report-bot", kind="service")
     with vault_tenant.engine.begin() as conn, pytest.raises(AccessDenied):

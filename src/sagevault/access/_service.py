@@ -288,7 +288,7 @@ class AccessService:
         """Let `actor` go on only if `decide` allows `scope` on `tenant_id` (for `purpose`); a
         refusal is recorded as access:permission:deny with its reason, then raised."""
         try:
-            decide(self.policy(conn), actor, Scope(scope), tenant_id, purpose=purpose)
+            decide(self.policy(conn), actor, Scope(scope), tenant_id, purpose=purpose, now=self.now().timestamp())
         except AccessDenied as exc:
             raise self._refuse(conn, EventName.ACCESS_PERMISSION_DENY, actor, exc,
                                tenant_id=_event_tenant(tenant_id)) from None  # fmt: skip

@@ -699,3 +699,18 @@ def test_every_vault_refusal_is_recorded_and_key_use_counts_as_activity(
     with harness.tx() as conn:
         inactive = {a.login for a in harness.svc.review(conn, actor=admin).inactive}
     assert "busy-sync" not in inactive and "tom.viewer" in inactive
+
+
+def test_password_change_guesses_count_like_log_ins(harness: Harness) -> None:
+    uma = harness.person("uma.chen", "viewer")
+    for n in range(10):
+        with harness.tx() as conn:
+            attempt = harness.svc.change_password(conn, uma.login, f"Guess-Number-{n}-Q", "New-Harbor-77-Quill",
+                                                  uma.code(harness.clock), source=OFFICE)  # fmt: skip
+        harness.clock.advance(seconds=30)
+        with pytest.raises(AuthenticationFailed) as info:
+            attempt.check()
+        assert info.value.reason == "bad_credentials"
+    assert harness.events("access:account:lock", uma.id)
+    with pytest.raises(AccountLocked):
+        harness.login(uma)

@@ -31,6 +31,10 @@ def test_defaults_are_the_policy_numbers(tmp_path: Path) -> None:
         ({"SAGEVAULT_KEY_CACHE_TTL_SECONDS": "86400"}, "at most 3600 seconds"),
         ({"SAGEVAULT_KEY_PROVIDER": "aws-kms"}, "needs kms_key_id"),
         ({"SAGEVAULT_POLICY__NOT_A_SETTING": "1"}, "policy.not_a_setting"),
+        ({"SAGEVAULT_TRUSTED_PROXIES": '["10.0.0.1/8"]'}, "not a network in CIDR form"),
+        ({"SAGEVAULT_PASSWORD_HASH_MEMORY_KIB": "1024"}, "OWASP's floor"),
+        ({"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "http://127.0.0.1:6379"}, "rate_limit_storage_url must be"),
+        ({"SAGEVAULT_POLICY__INACTIVE_ACCOUNT_DAYS": "180"}, "inactive_account_days=180"),
     ],
 )
 def test_unsafe_settings_refuse_to_start(env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -69,6 +69,7 @@ def _root(
     ] = None,
 ) -> None:
     _state["overrides"] = {"data_dir": data_dir} if data_dir else {}
+    _state.pop("actor", None)  # each command starts as the local operator
 
 
 def _settings() -> Settings:

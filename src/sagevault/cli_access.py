@@ -2,8 +2,9 @@
 
 Commands run as the local operator (who holds the master key) unless `--as LOGIN` names a
 person, who then logs in with password and TOTP (read from the terminal, or one per line from
-standard input when it is not a terminal). Approving a grant always needs `--as`: the two-person
-rule is about people. Secrets (enrolment secrets, API keys, recovery codes) are printed once.
+standard input when it is not a terminal). `grants approve` always needs `--as`: from the shell
+the second party of the two-person rule is a person who logs in (the library also accepts the
+local operator as one). Secrets (enrolment secrets, API keys, recovery codes) are printed once.
 """
 
 from __future__ import annotations
@@ -283,12 +284,13 @@ def grants_add(
     until: Annotated[str | None, typer.Option(help="End (ISO date/time, UTC).")] = None,
     as_: AsOption = None,
 ) -> None:
-    """Grant a role for tenants. Roles reaching PII or keys wait for a second admin's approval."""
+    """Grant a role for tenants. Roles reaching PII, keys or account administration wait for a
+    second party's approval."""
     with _acting(as_) as (d, actor), d.engine.begin() as conn:
         g = d.access.grant(conn, login, role, tenant, actor=actor, not_before=_date(from_), not_after=_date(until))
     out.print(f"[green]grant {g.id}[/]: {g.login} holds {g.role} on {', '.join(g.tenants)} ({g.status})")
     if g.status == "pending":
-        out.print(f"a second admin approves it: sagevault grants approve {g.id} --as THEIR_LOGIN")
+        out.print(f"another admin approves it: sagevault grants approve {g.id} --as THEIR_LOGIN")
 
 
 @grants_app.command("approve")
@@ -296,7 +298,7 @@ def grants_approve(
     grant_id: Annotated[str, typer.Argument()],
     as_: Annotated[str, typer.Option("--as", help="The approving administrator (not the requester).")],
 ) -> None:
-    """Approve a pending grant as a second administrator."""
+    """Approve a pending grant as a second party (not its requester, not its grantee)."""
     with _acting(as_) as (d, actor), d.engine.begin() as conn:
         g = d.access.approve(conn, grant_id, actor=actor)
     out.print(f"[green]approved[/] {g.id}: {g.login} holds {g.role} on {', '.join(g.tenants)}")

@@ -82,7 +82,7 @@ def _build(settings: Settings, keys: KeyProvider | None, engine: Engine | None, 
     engine = engine or create_engine_for(settings.resolved_database_url)
     audit = _audit_log(settings, audit_engine)
     keyring = TenantKeyring(keys, KeyCache(settings.key_cache_ttl_seconds))
-    control = AccessControl()
+    control = AccessControl(clock)
     access = AccessService(settings, keys, audit, control=control, throttle=throttle, clock=clock)
     return Deployment(settings, engine, keys, audit, Vault(keyring, audit=audit, gate=control), access)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -203,7 +204,8 @@ _GENERATION = "SELECT generation FROM access_state WHERE id = 1"
 class AccessControl:
     """The vault's gate: every vault operation asks `check`, which asks `decide`."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+        self._clock = clock
         self._policy: AccessPolicy | None = None
         self._lock = threading.Lock()
 
@@ -228,4 +230,5 @@ class AccessControl:
         purpose: Purpose | None = None,
         fields: Collection[str] = (),
     ) -> None:
-        decide(self.policy(conn), principal, Scope(action.value), tenant_id, purpose=purpose)
+        now = self._clock().timestamp() if self._clock is not None else None
+        decide(self.policy(conn), principal, Scope(action.value), tenant_id, purpose=purpose, now=now)

@@ -212,7 +212,7 @@ class AccessService:
         self._policy_profile = settings.policy
         self._keys = keys
         self._audit = audit
-        self.control = control or AccessControl()
+        self.control = control or AccessControl(clock)
         self.throttle = throttle or LoginThrottle(settings)
         self._clock: Clock = clock or (lambda: datetime.now(UTC))
         self._hashing = PasswordHashing(settings)
@@ -532,11 +532,6 @@ class AccessService:
             reason = "account_disabled" if row is not None and row.status == "disabled" else "bad_credentials"
             self._failed(conn, row, account_key, ip_key, reason, fail)
         assert row is not None
-        # The account's own allow-list is checked only once the password is right, so a refusal
-        # tells nothing about which logins exist.
-        if not policy.source_allowed(row.id, address):
-            raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, row.id, NetworkDenied(
-                "log-ins from this address are not allowed for this account"), **fail)  # fmt: skip
         step = self._totp_step(row, code)
         used_recovery = False
         if step is None:
@@ -546,6 +541,11 @@ class AccessService:
                 self._failed(conn, row, account_key, ip_key, "bad_totp", fail)
         elif row.totp_last_step is not None and step <= row.totp_last_step:
             self._failed(conn, row, account_key, ip_key, "totp_replay", fail)
+        # The account's own allow-list is checked only once password and code are right, so a
+        # refusal tells nothing about which logins exist or which passwords are right.
+        if not policy.source_allowed(row.id, address):
+            raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, row.id, NetworkDenied(
+                "log-ins from this address are not allowed for this account"), **fail)  # fmt: skip
         set_at = _utc(row.password_set_at)
         expired = set_at is None or set_at + timedelta(days=self._policy_profile.password_max_age_days) <= now
         if expired and not allow_expired:
@@ -787,7 +787,7 @@ class AccessService:
         done = conn.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                             .values(revoked_at=self.now())).rowcount  # fmt: skip
         if not done:
-            raise AccessError(f"no live API key {shown(key_id)}; see `sagevault users keys`")
+            raise AccessError(f"no live API key {shown(key_id)}; see `sagevault users review` for keys near expiry")
         self._changed(conn)
         self._event(conn, EventName.ACCESS_APIKEY_REVOKE, actor)
 
@@ -846,7 +846,7 @@ class AccessService:
     def grant(self, conn: Connection, login: str, role: str, tenant_ids: Sequence[str], *, actor: Principal,
               not_before: datetime | None = None, not_after: datetime | None = None) -> GrantInfo:  # fmt: skip
         """Grant `role` on `tenant_ids` ("*" = all). Roles that reach PII or keys wait for a
-        second admin (`approve`); nobody grants themself anything."""
+        second party (`approve`); nobody grants themself anything."""
         self.require(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, login)
         error: SageVaultError | None = None
@@ -893,7 +893,8 @@ class AccessService:
         return None
 
     def approve(self, conn: Connection, grant_id: str, *, actor: Principal) -> GrantInfo:
-        """The second admin's approval of a pending grant: not the requester, not the grantee."""
+        """A second party's approval of a pending grant: an admin or the local operator, never
+        the requester or the grantee."""
         self.require(conn, actor, Scope.USERS_ADMIN)
         g = conn.execute(select(grants).where(grants.c.id == grant_id)).first()
         if g is None or g.status != "pending":

@@ -201,6 +201,23 @@ def load_policy(conn: Connection) -> AccessPolicy:
 _GENERATION = "SELECT generation FROM access_state WHERE id = 1"
 
 
+def _generation(conn: Connection) -> int:
+    """The current policy generation, read on every decision. Once the caller's transaction has
+    begun, the read goes straight to the driver's cursor on the same connection (and so in the
+    same transaction): SQLAlchemy's result handling would cost more than the query itself."""
+    if not conn.in_transaction():
+        return int(conn.exec_driver_sql(_GENERATION).scalar_one())  # begins the transaction
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_GENERATION)
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    if row is None:
+        raise LookupError("access_state has no row; run the migrations (`sagevault init` or open the deployment)")
+    return int(row[0])
+
+
 class AccessControl:
     """The vault's gate: every vault operation asks `check`, which asks `decide`."""
 
@@ -211,8 +228,7 @@ class AccessControl:
 
     def policy(self, conn: Connection) -> AccessPolicy:
         current = self._policy
-        # The driver-level read costs a few microseconds; a compiled Core select costs far more.
-        generation = conn.exec_driver_sql(_GENERATION).scalar_one()
+        generation = _generation(conn)
         if current is not None and current.generation == generation:
             return current
         with self._lock:

@@ -28,6 +28,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py --orders 20000
 	$(BIN)/python bench/shred.py
+	$(BIN)/python bench/audit.py --events 20000
+	$(BIN)/python bench/authz.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,6 +42,7 @@ from sagevault.errors import (
     LoginThrottled,
     NetworkDenied,
     PurposeNotAllowed,
+    TenantShredded,
 )
 from sagevault.testing import ManualClock, generate_orders, get_orders_response
 from sagevault.vault import Operation, Principal
@@ -299,7 +301,8 @@ def test_spraying_one_source_is_blocked_without_locking_the_accounts(harness: Ha
     outcomes = []
     for person in people:
         try:
-            harness.login(person, password="Summer-Sale-2026!", source="2001:db8::bad")
+            # A new address each time, all in one /64: counted as one source.
+            harness.login(person, password="Summer-Sale-2026!", source=f"2001:db8::{len(outcomes) + 1:x}")
         except (LoginThrottled, AuthenticationFailed) as exc:
             outcomes.append(exc.reason)
     assert outcomes == ["bad_credentials"] * 10 + ["spraying"] * 40  # blocked after 10 distinct accounts
@@ -379,8 +382,10 @@ def test_disabled_account_sessions_and_api_keys_stop_at_once(harness: Harness, a
     with harness.tx() as conn:
         with pytest.raises(AuthenticationFailed):
             harness.svc.authenticate_session(conn, session.token, source=OFFICE)
-        with pytest.raises(AccountDisabled):  # a principal object someone kept is refused too
+        with pytest.raises(AccountDisabled):  # principal objects someone kept are refused too
             harness.d.vault.record_count(conn, TENANT, principal=session.principal)
+        with pytest.raises(AccountDisabled):
+            harness.d.vault.record_count(conn, TENANT, principal=service)
         with pytest.raises(AuthenticationFailed):
             harness.svc.verify_api_key(conn, key.token, source=OFFICE)
     with pytest.raises(AuthenticationFailed):
@@ -484,7 +489,7 @@ def test_authorisation_matrix_every_scope_role_tenant_and_purpose(harness: Harne
     for PII scopes, the purpose is the role's; every denial is recorded."""
     alice = admins[0]
     holders = {role: harness.person(f"matrix.{role}", role, approver=alice) for role in ROLES}
-    expected_denials: list[tuple[str, str | None]] = []
+    expected_denials: list[tuple[str, str | None, str]] = []
     with harness.tx() as conn:
         for role, person in holders.items():
             principal = harness.as_principal(person)
@@ -504,8 +509,11 @@ def test_authorisation_matrix_every_scope_role_tenant_and_purpose(harness: Harne
                             allowed = False
                         assert allowed == expect, (role, scope.value, tenant, purpose.value)
                         if not allowed:
-                            expected_denials.append((person.id, tenant))
-    recorded = [(e["actor"], e["tenant_id"]) for e in harness.events("access:permission:deny")
+                            purpose_only = (scope in ROLES[role].scopes and tenant == TENANT
+                                            and scope in PURPOSE_SCOPES)  # fmt: skip
+                            reason = "purpose_not_allowed" if purpose_only else "access_denied"
+                            expected_denials.append((person.id, tenant, reason))
+    recorded = [(e["actor"], e["tenant_id"], e["reason"]) for e in harness.events("access:permission:deny")
                 if e["actor"] in {p.id for p in holders.values()}]  # fmt: skip
     assert sorted(recorded) == sorted(expected_denials)
     assert len(expected_denials) > len(ROLES) * len(Scope)  # most cells are refusals
@@ -714,3 +722,97 @@ def test_password_change_guesses_count_like_log_ins(harness: Harness) -> None:
     assert harness.events("access:account:lock", uma.id)
     with pytest.raises(AccountLocked):
         harness.login(uma)
+
+
+def test_refused_before_the_tenant_is_even_looked_at(harness: Harness, admins: tuple[Person, Person]) -> None:
+    """The decision comes first: from outside the allow-list a shredded tenant answers
+    NetworkDenied, not TenantShredded (which the vault can only know by reading the tenant)."""
+    d = harness.d
+    vera = harness.as_principal(harness.person("vera.okafor", "fulfilment", approver=admins[0]))
+    with harness.tx() as conn:
+        d.vault.shred(conn, TENANT, principal=OPERATOR)
+    away = Principal(vera.id, "person", Channel.API, OUTSIDE)
+    with harness.tx() as conn, pytest.raises(NetworkDenied):
+        d.vault.reveal(conn, TENANT, "902-1845936-5435065", ["ShippingAddress.Name"], Purpose.FULFILMENT,
+                       principal=away)  # fmt: skip
+    with harness.tx() as conn, pytest.raises(TenantShredded):
+        d.vault.reveal(conn, TENANT, "902-1845936-5435065", ["ShippingAddress.Name"], Purpose.FULFILMENT,
+                       principal=vera)  # fmt: skip
+    with harness.tx() as conn, pytest.raises(NetworkDenied, match="no source address"):
+        d.vault.get(conn, TENANT, "902-1845936-5435065", principal=Principal(vera.id, "person"))
+
+
+def test_odd_codes_and_locked_accounts_give_nothing_away(harness: Harness) -> None:
+    wes = harness.person("wes.khan", "viewer")
+    for odd in ("\u0661\u0662\u0663\u0664\u0665\u0666", "12345\ud800", "\uff11" * 6):
+        with pytest.raises(AuthenticationFailed):  # never a crash, whatever the password
+            harness.login(wes, code=odd)
+    with pytest.raises(AuthenticationFailed):
+        harness.login(Person("wes.k\ud800an", wes.id, PASSWORD, wes.totp, []))
+    # Each was counted: two name wes (the code was checked), the two with unencodable input name
+    # nobody (refused before the account was looked up).
+    assert len(harness.events("access:login:failure", wes.id)) == 2
+    anonymous = [e["reason"] for e in harness.events("access:login:failure") if e["actor"] is None]
+    assert anonymous == ["bad_input"] * 2
+    for n in range(7):
+        with pytest.raises(AuthenticationFailed):
+            harness.login(wes, password=f"Wrong-Password-{n}-v")
+    with pytest.raises(AuthenticationFailed, match="wrong login, password or code"):
+        harness.login(wes, password="Still-Wrong-9-Pass")  # locked now, and a wrong password: no hint
+    with pytest.raises(AccountLocked):  # the owner, with the right password, is told
+        harness.login(wes)
+
+
+def test_reset_and_sensitive_keys_need_the_second_party_again(harness: Harness,
+                                                               admins: tuple[Person, Person]) -> None:  # fmt: skip
+    alice, bob = (harness.as_principal(a) for a in admins)
+    xena = harness.as_principal(harness.person("xena.silva", "fulfilment", approver=admins[1]))
+    with harness.tx() as conn:
+        harness.svc.reset(conn, "xena.silva", actor=alice)  # alice now holds an enrolment secret for xena
+        assert [g.role for g in harness.svc.grants(conn, actor=bob, login="xena.silva", pending=True)] == ["fulfilment"]
+        harness.svc.add_service(conn, "tax-export", owner="bob.okafor", purpose="tax remittance export", actor=bob)
+        harness.svc.grant(conn, "tax-export", "tax", [TENANT], actor=bob)
+        pending = harness.svc.grants(conn, actor=bob, login="tax-export", pending=True)
+        harness.svc.approve(conn, pending[0].id, actor=alice)
+        harness.svc.issue_api_key(conn, "tax-export", scopes=["records:read"], actor=bob)  # not sensitive
+        assert not harness.svc.grants(conn, actor=bob, login="tax-export", pending=True)
+        harness.svc.issue_api_key(conn, "tax-export", scopes=["pii:reveal"], actor=bob)
+        assert [g.role for g in harness.svc.grants(conn, actor=bob, login="tax-export", pending=True)] == ["tax"]
+    assert xena.id
+
+
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Asia/Tokyo"])
+def test_expiry_and_windows_are_utc_whatever_the_host_zone(
+    harness: Harness, admins: tuple[Person, Person], zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        admin = harness.as_principal(admins[0])
+        with harness.tx() as conn:
+            harness.svc.add_service(conn, "zone-sync", owner="alice.ng", purpose="order sync", actor=admin)
+            harness.svc.grant(conn, "zone-sync", "viewer", [OTHER], actor=admin,
+                              not_after=harness.clock() + timedelta(hours=2))  # fmt: skip
+            key = harness.svc.issue_api_key(conn, "zone-sync", scopes=["records:read"], days=1, actor=admin)
+        harness.clock.advance(hours=1, minutes=59)
+        with harness.tx() as conn:
+            service = harness.svc.verify_api_key(conn, key.token, source=OFFICE)
+            harness.svc.authorize(conn, service, Scope.RECORDS_READ, OTHER)
+        harness.clock.advance(minutes=2)
+        with harness.tx() as conn, pytest.raises(AccessDenied):  # the window closed on the minute
+            harness.svc.authorize(conn, service, Scope.RECORDS_READ, OTHER)
+        harness.clock.advance(hours=22)
+        with harness.tx() as conn, pytest.raises(CredentialExpired):
+            harness.svc.verify_api_key(conn, key.token, source=OFFICE)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_session_that_ended_is_refused_and_recorded(harness: Harness) -> None:
+    yara = harness.person("yara.chen", "viewer")
+    session = harness.login(yara)
+    harness.clock.advance(hours=13)
+    with harness.tx() as conn, pytest.raises(AuthenticationFailed, match="log in again"):
+        harness.svc.authenticate_session(conn, session.token, source=OFFICE)
+    assert harness.events("access:login:failure", yara.id)[-1]["reason"] == "session_ended"

@@ -24,6 +24,7 @@ _SECRETS = re.compile(
     r"|\+?\d[\d\s().-]{6,}\d"  # phone numbers
     r"|(?:Atza|Atzr)\|[\w\-|=]+"  # LWA access and refresh tokens
     r"|(?i:bearer)\s+[\w\-.=]+"
+    r"|sv[eks]_[\w-]+"  # SageVault enrolment secrets, API keys, session tokens
 )
 
 

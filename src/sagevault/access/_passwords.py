@@ -41,6 +41,10 @@ def is_breached(password: str) -> bool:
 def check_strength(password: str, login: str, policy: PolicyProfile) -> None:
     """Refuse a password the policy does not allow, saying every rule it breaks. The password
     itself never appears in the message."""
+    try:
+        password.encode()
+    except UnicodeEncodeError:
+        raise AccessError("password refused: it holds characters that are not text", reason="weak_password") from None
     problems = []
     if len(password) < policy.password_min_length:
         problems.append(f"at least {policy.password_min_length} characters")
@@ -78,7 +82,7 @@ class PasswordHashing:
     def verify(self, stored: str | None, password: str) -> bool:
         try:
             return self._hasher.verify(stored or self._dummy, password) and stored is not None
-        except (VerificationError, InvalidHashError):
+        except (VerificationError, InvalidHashError, UnicodeEncodeError):
             return False
 
     def dummy_verify(self, password: str) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -116,8 +116,13 @@ def decide(
     status = policy.status.get(principal.id)
     if status != "active":
         raise AccountDisabled(f"{principal.id} is {status or 'unknown'}; it may not act")
-    address = address_of(principal.source_ip) if principal.source_ip is not None else None
-    if address is not None and not policy.source_allowed(principal.id, address):
+    if principal.source_ip is None:
+        raise NetworkDenied(
+            f"{principal.id} comes with no source address; a person or service is admitted only from an address "
+            "inside the IP allow-lists (in-process callers pass source_ip='127.0.0.1')"
+        )
+    address = address_of(principal.source_ip)
+    if not policy.source_allowed(principal.id, address):
         raise NetworkDenied(f"{principal.id} may not act from this address: it is outside the IP allow-lists")
     if principal.scopes is not None and scope.value not in principal.scopes:
         raise AccessDenied(f"this API key does not carry {scope}; issue one that does")
@@ -161,6 +166,14 @@ def _first_rule(candidates: tuple[Rule, ...], scope: Scope, purpose: Purpose | N
     return None, purpose_refused
 
 
+def _ts(value: datetime | None) -> float | None:
+    """Seconds since the epoch of a stored time. SQLite hands timezone-aware columns back naive;
+    they were written in UTC (a naive value's .timestamp() would read it as local time)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
 def load_policy(conn: Connection) -> AccessPolicy:
     generation = conn.execute(select(access_state.c.generation).where(access_state.c.id == 1)).scalar_one()
     status = {r.id: r.status for r in conn.execute(select(principals.c.id, principals.c.status))}
@@ -175,13 +188,13 @@ def load_policy(conn: Connection) -> AccessPolicy:
         role_nets = nets.get(("role", g.role))
         rule = Rule(
             g.id, g.role, role.scopes, role.purposes,
-            g.not_before.timestamp() if g.not_before else None, g.not_after.timestamp() if g.not_after else None,
+            _ts(g.not_before), _ts(g.not_after),
             tuple(role_nets) if role_nets is not None else None,
         )  # fmt: skip
         for tenant in g.tenants:
             rules.setdefault(g.principal_id, {}).setdefault(tenant, []).append(rule)
     keys = {
-        k.id: KeyEntry(k.principal_id, bytes(k.secret_hash), frozenset(k.scopes), k.expires_at.timestamp())
+        k.id: KeyEntry(k.principal_id, bytes(k.secret_hash), frozenset(k.scopes), _ts(k.expires_at) or 0.0)
         for k in conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None)))
     }
     switches = frozenset(

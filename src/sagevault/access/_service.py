@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyotp
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from sagevault.audit import AuditEvent, Channel, EventName, Outcome, Reason, looks_like_pii, outcome_of
@@ -83,19 +84,19 @@ _MAX_LOCK = timedelta(hours=24)
 class Enrolment:
     principal_id: str
     login: str
-    secret: str  # shown once; the person uses it to set a password and TOTP
+    secret: str = field(repr=False)  # shown once; the person uses it to set a password and TOTP
     expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class TotpSetup:
-    secret: str
-    uri: str
+    secret: str = field(repr=False)
+    uri: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    token: str  # shown once; only a keyed hash is stored
+    token: str = field(repr=False)  # shown once; only a keyed hash is stored
     principal: Principal
     expires_at: datetime
 
@@ -105,7 +106,7 @@ class Attempt:
     """The outcome of a log-in or a password change: the edge commits (failure counters and a
     lock are state too), then calls `session()` or `check()`, which raise the refusal."""
 
-    _session: Session | None
+    _session: Session | None = field(repr=False)
     _error: SageVaultError | None
 
     @property
@@ -128,7 +129,7 @@ LoginAttempt = Attempt
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     key_id: str
-    token: str  # shown once
+    token: str = field(repr=False)  # shown once
     principal_id: str
     scopes: frozenset[str]
     expires_at: datetime
@@ -190,6 +191,22 @@ def _event_tenant(tenant_id: str | None) -> str | None:
     return tenant_id
 
 
+def _encodable(value: str) -> bool:
+    """Text that can be stored and hashed (a lone surrogate cannot be encoded as UTF-8)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """A caller's time in UTC (a value without a zone is taken as UTC), as it will be stored."""
+    if value is None:
+        return None
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _utc(value: datetime | None) -> datetime | None:
     """SQLite hands timezone-aware columns back naive; they were written in UTC."""
     if value is None:
@@ -234,17 +251,21 @@ class AccessService:
         wrapped = conn.execute(select(access_state.c.secret).where(access_state.c.id == 1)).scalar_one()
         if wrapped is None:
             secret = secrets.token_bytes(32)
-            conn.execute(
-                update(access_state).where(access_state.c.id == 1)
+            made = conn.execute(
+                update(access_state).where(access_state.c.id == 1, access_state.c.secret.is_(None))
                 .values(secret=self._keys.wrap(secret, context), master_key_id=self._keys.key_id)
-            )  # fmt: skip
+            ).rowcount  # fmt: skip
+            if not made:  # another process made it first: use theirs
+                wrapped = conn.execute(select(access_state.c.secret).where(access_state.c.id == 1)).scalar_one()
+                secret = self._keys.unwrap(bytes(wrapped), context)
         else:
             secret = self._keys.unwrap(bytes(wrapped), context)
         self._secret = secret
         return secret
 
     def keyed(self, conn: Connection, label: str, value: str) -> bytes:
-        return hmac.digest(self.ensure_secret(conn), label.encode() + b"\0" + value.encode(), "sha256")
+        data = value.encode("utf-8", "surrogatepass")  # any str hashes; none raises
+        return hmac.digest(self.ensure_secret(conn), label.encode() + b"\0" + data, "sha256")
 
     def client_ip_hash(self, conn: Connection, address: str | None) -> str | None:
         return self.keyed(conn, "ip", address).hex()[:32] if address else None
@@ -296,6 +317,8 @@ class AccessService:
     require = authorize
 
     def _row(self, conn: Connection, login: str, kind: str | None = None) -> Row[Any]:
+        if not _encodable(login):
+            raise AccessError("that login holds characters that are not text; check what was typed")
         query = select(principals).where(principals.c.login == login.strip().lower())
         row = conn.execute(query).first()
         if row is None or (kind is not None and row.kind != kind):
@@ -392,11 +415,25 @@ class AccessService:
         ))  # fmt: skip
         self._end_sessions(conn, row.id)
         conn.execute(delete(recovery_codes).where(recovery_codes.c.principal_id == row.id))
+        # Whoever resets sees the enrolment secret and could enrol as the person: what needed two
+        # people (PII, keys, administration) needs them again.
+        self._rearm_two_person_rule(conn, row.id, actor)
         self._changed(conn)
         self._event(conn, EventName.ACCESS_ACCOUNT_RESET, actor)
         return enrolment
 
+    def _rearm_two_person_rule(self, conn: Connection, principal_id: str, actor: Principal) -> int:
+        """Put the principal's active sensitive grants back to pending, requested by `actor`."""
+        sensitive = [name for name, role in ROLES.items() if role.sensitive]
+        return conn.execute(
+            update(grants).where(grants.c.principal_id == principal_id, grants.c.status == "active",
+                                 grants.c.role.in_(sensitive))
+            .values(status="pending", requested_by=actor.id, approved_by=None)
+        ).rowcount  # fmt: skip
+
     def _check_enrolment(self, conn: Connection, login: str, secret: str) -> Row[Any]:
+        if not (_encodable(login) and _encodable(secret)):
+            raise AuthenticationFailed("that login and enrolment secret do not match an open enrolment")
         row = conn.execute(select(principals).where(principals.c.login == login.strip().lower())).first()
         expires = _utc(row.enrolment_expires_at) if row is not None else None
         if (
@@ -429,6 +466,7 @@ class AccessService:
             raise AccessError("start with `begin_enrolment` (`sagevault users enrol`) to get a TOTP secret first")
         try:
             check_strength(password, row.login, self._policy_profile)
+            self._check_history(conn, row.id, password)  # a reset does not wipe the history
         except AccessError as exc:
             raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, exc) from None
         step = self._totp_step(row, code)
@@ -461,7 +499,7 @@ class AccessService:
     def _totp_step(self, row: Row[Any], code: str) -> int | None:
         """The time step `code` belongs to (current, or one either side for clock drift), if it
         is right and newer than the last one used: a code works once."""
-        if row.totp_secret is None or not re.fullmatch(r"\d{6}", code.strip()):
+        if row.totp_secret is None or not re.fullmatch(r"[0-9]{6}", code.strip()):
             return None
         secret = self._keys.unwrap(bytes(row.totp_secret), {"purpose": "totp", "principal": row.id}).decode()
         totp = pyotp.TOTP(secret)
@@ -478,12 +516,12 @@ class AccessService:
         """Password and TOTP (or a recovery code) from `source`. Returns the attempt; the edge
         commits, then `attempt.session()` hands over the session or raises the refusal."""
         try:
-            row, step, used_recovery, address = self._authenticate(conn, login, password, code, source, channel)
+            row, used_recovery, address = self._authenticate(conn, login, password, code, source, channel)
         except SageVaultError as exc:
             return Attempt(None, exc)
         now = self.now()
         conn.execute(update(principals).where(principals.c.id == row.id).values(
-            last_active_at=now, lock_count=0, totp_last_step=step if step is not None else row.totp_last_step,
+            last_active_at=now, lock_count=0,
         ))  # fmt: skip
         token = "svs_" + secrets.token_urlsafe(32)
         expires = now + timedelta(hours=self._settings.session_hours)
@@ -494,12 +532,14 @@ class AccessService:
         return Attempt(Session(token, Principal(row.id, "person", channel, address), expires), None)
 
     def _authenticate(self, conn: Connection, login: str, password: str, code: str, source: str, channel: Channel,
-                      *, allow_expired: bool = False) -> tuple[Row[Any], int | None, bool, str]:  # fmt: skip
+                      *, allow_expired: bool = False) -> tuple[Row[Any], bool, str]:  # fmt: skip
         """Check password and TOTP (or a recovery code) through the allow-list, the throttle
-        and the lock; count a failure and lock at the threshold. Returns the account row, the
-        TOTP step used, whether a recovery code was used, and the source address."""
+        and the lock; count a failure and lock at the threshold. A TOTP step is used up here.
+        Returns the account row, whether a recovery code was used, and the source address."""
         address = parse_address(source)
-        ip_key = self.keyed(conn, "ip", str(address)).hex()
+        # IPv6 sources are counted by /64: one host can hold a whole /64 and rotate through it.
+        counted = str(ipaddress.ip_network(f"{address}/64", strict=False)) if address.version == 6 else str(address)
+        ip_key = self.keyed(conn, "ip", counted).hex()
         fail: dict[str, Any] = {"source": str(address), "channel": channel}
         policy = self.policy(conn)
         if not policy.source_allowed(None, address):
@@ -511,6 +551,8 @@ class AccessService:
             raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, None, exc, **fail) from None
         folded = login.strip().lower()
         account_key = self.keyed(conn, "login", folded).hex()
+        if not all(map(_encodable, (login, password, code))):  # nothing a real person types
+            self._failed(conn, None, account_key, ip_key, "bad_input", fail)
         row = conn.execute(
             select(principals).where(principals.c.login == folded, principals.c.kind == "person")
         ).first()
@@ -519,15 +561,20 @@ class AccessService:
         locked_until = _utc(row.locked_until) if row is not None else None
         if row is not None and locked_until is not None and locked_until <= now:
             conn.execute(update(principals).where(principals.c.id == row.id).values(locked_until=None))
+            self.throttle.clear_account(account_key)  # kept until now, so a lost commit loses no count
             self._event(conn, EventName.ACCESS_ACCOUNT_UNLOCK, row.id, reason=Reason.COOL_OFF, **fail)
             locked_until = None
         # Always spend one Argon2 verification, so a failure takes as long for an unknown,
         # disabled or locked account as for a wrong password.
         password_ok = self._hashing.verify(row.password_hash if usable and row is not None else None, password)
         if row is not None and locked_until is not None:
-            raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, row.id, AccountLocked(
+            # Only someone who knows the password learns that the account is locked; anyone else
+            # gets the answer an unknown login gets. Attempts on a locked account are not counted.
+            error: SageVaultError = AccountLocked(
                 f"this account is locked until {locked_until:%Y-%m-%d %H:%M} UTC after repeated failed log-ins; "
-                "an admin can unlock it sooner (`sagevault users unlock`)"), **fail)  # fmt: skip
+                "an admin can unlock it sooner (`sagevault users unlock`)"
+            ) if password_ok else AuthenticationFailed("wrong login, password or code", reason="account_locked")
+            raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, row.id, error, **fail)
         if not password_ok or row is None:
             reason = "account_disabled" if row is not None and row.status == "disabled" else "bad_credentials"
             self._failed(conn, row, account_key, ip_key, reason, fail)
@@ -539,7 +586,7 @@ class AccessService:
                 used_recovery = True
             else:
                 self._failed(conn, row, account_key, ip_key, "bad_totp", fail)
-        elif row.totp_last_step is not None and step <= row.totp_last_step:
+        elif not self._consume_step(conn, row.id, step):
             self._failed(conn, row, account_key, ip_key, "totp_replay", fail)
         # The account's own allow-list is checked only once password and code are right, so a
         # refusal tells nothing about which logins exist or which passwords are right.
@@ -553,7 +600,17 @@ class AccessService:
                 f"your password is older than {self._policy_profile.password_max_age_days} days; set a new one "
                 "with `sagevault users password`"), **fail)  # fmt: skip
         self.throttle.clear_account(account_key)
-        return row, step, used_recovery, str(address)
+        return row, used_recovery, str(address)
+
+    def _consume_step(self, conn: Connection, principal_id: str, step: int) -> bool:
+        """Mark a TOTP step used, if it is newer than the last one: one conditional UPDATE, so two
+        concurrent log-ins with the same code cannot both pass."""
+        return bool(conn.execute(
+            update(principals).where(
+                principals.c.id == principal_id,
+                or_(principals.c.totp_last_step.is_(None), principals.c.totp_last_step < step),
+            ).values(totp_last_step=step)
+        ).rowcount)  # fmt: skip
 
     def _failed(self, conn: Connection, row: Row[Any] | None, account_key: str, ip_key: str, reason: str,
                 fail: dict[str, Any]) -> None:  # fmt: skip
@@ -571,7 +628,6 @@ class AccessService:
             until = self.now() + min(timedelta(minutes=minutes), _MAX_LOCK)
             conn.execute(update(principals).where(principals.c.id == row.id).values(locked_until=until,
                                                                                     lock_count=locks))  # fmt: skip
-            self.throttle.clear_account(account_key)
             self._event(conn, EventName.ACCESS_ACCOUNT_LOCK, row.id, outcome=Outcome.DENIED,
                         reason=Reason.ACCOUNT_LOCKED, counts={"locks": locks, "minutes": int(minutes)},
                         **fail)  # fmt: skip
@@ -599,7 +655,9 @@ class AccessService:
         ).first()
         expires = _utc(row.expires_at) if row is not None else None
         if row is None or row.status != "active" or expires is None or expires <= self.now():
-            raise AuthenticationFailed("this session has ended; log in again")
+            raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, row.principal_id if row else None,
+                               AuthenticationFailed("this session has ended; log in again", reason="session_ended"),
+                               source=str(address), channel=channel)  # fmt: skip
         if not self.policy(conn).source_allowed(row.principal_id, address):
             raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, row.principal_id, NetworkDenied(
                 "requests from this address are not allowed: it is outside the IP allow-lists"),
@@ -628,10 +686,8 @@ class AccessService:
 
     def _change_password(self, conn: Connection, login: str, current: str, new: str, code: str, source: str,
                          channel: Channel) -> None:  # fmt: skip
-        row, step, _, source = self._authenticate(conn, login, current, code, source, channel, allow_expired=True)
+        row, _, source = self._authenticate(conn, login, current, code, source, channel, allow_expired=True)
         now = self.now()
-        if step is not None:
-            conn.execute(update(principals).where(principals.c.id == row.id).values(totp_last_step=step))
         set_at = _utc(row.password_set_at)
         expired = set_at is None or set_at + timedelta(days=self._policy_profile.password_max_age_days) <= now
         too_young = set_at is not None and now - set_at < timedelta(days=self._policy_profile.password_min_age_days)
@@ -644,19 +700,26 @@ class AccessService:
             check_strength(new, row.login, self._policy_profile)
         except AccessError as exc:
             raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, exc, source=source) from None
-        history = conn.execute(
-            select(password_history.c.password_hash).where(password_history.c.principal_id == row.id)
-            .order_by(password_history.c.set_at.desc()).limit(self._policy_profile.password_history)
-        ).scalars().all()  # fmt: skip
-        if any(self._hashing.verify(old, new) for old in history):
-            raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, AccessError(
-                f"password refused: it is one of your last {self._policy_profile.password_history}; choose a new one",
-                reason="password_reused"), source=source)  # fmt: skip
+        try:
+            self._check_history(conn, row.id, new)
+        except AccessError as exc:
+            raise self._refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, exc, source=source) from None
         hashed = self._hashing.hash(new)
         conn.execute(update(principals).where(principals.c.id == row.id).values(password_hash=hashed,
                                                                                 password_set_at=now))  # fmt: skip
         conn.execute(insert(password_history).values(principal_id=row.id, set_at=now, password_hash=hashed))
         self._event(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, source=source)
+
+    def _check_history(self, conn: Connection, principal_id: str, password: str) -> None:
+        history = conn.execute(
+            select(password_history.c.password_hash).where(password_history.c.principal_id == principal_id)
+            .order_by(password_history.c.set_at.desc()).limit(self._policy_profile.password_history)
+        ).scalars().all()  # fmt: skip
+        if any(self._hashing.verify(old, password) for old in history):
+            raise AccessError(
+                f"password refused: it is one of your last {self._policy_profile.password_history}; choose a new one",
+                reason="password_reused",
+            )
 
     # --- leavers, locks ---------------------------------------------------------------------------
 
@@ -685,10 +748,7 @@ class AccessService:
         conn.execute(update(principals).where(principals.c.id == row.id).values(status=status, disabled_at=None,
                                                                                 last_active_at=self.now()))  # fmt: skip
         # What needed two people before needs them again: sensitive grants wait for approval.
-        sensitive = [name for name, role in ROLES.items() if role.sensitive]
-        conn.execute(update(grants).where(grants.c.principal_id == row.id, grants.c.status == "active",
-                                          grants.c.role.in_(sensitive))
-                     .values(status="pending", requested_by=actor.id, approved_by=None))  # fmt: skip
+        self._rearm_two_person_rule(conn, row.id, actor)
         self._changed(conn)
         self._event(conn, EventName.ACCESS_ACCOUNT_ENABLE, actor)
 
@@ -757,6 +817,10 @@ class AccessService:
                 f"give the key's scopes from: {', '.join(s.value for s in Scope)}"
                 + (f" (unknown: {', '.join(shown(u) for u in unknown)})" if unknown else "")
             )
+        if any(Scope(s).sensitive for s in wanted):
+            # The issuing admin holds the new key: what the service may do with PII, keys or
+            # accounts waits for a second party again.
+            self._rearm_two_person_rule(conn, row.id, actor)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         now = self.now()
@@ -849,6 +913,7 @@ class AccessService:
         second party (`approve`); nobody grants themself anything."""
         self.require(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, login)
+        not_before, not_after = _aware(not_before), _aware(not_after)
         error: SageVaultError | None = None
         if row.id == actor.id:
             error = AccessDenied("you cannot grant yourself a role; another admin must", reason="self_grant")

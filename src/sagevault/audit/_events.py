@@ -160,6 +160,7 @@ class Reason(StrEnum):
     PASSWORD_TOO_YOUNG = "password_too_young"  # noqa: S105 (an event/reason name)
     RECOVERY_CODE = "recovery_code"
     REVOKED = "revoked"
+    SESSION_ENDED = "session_ended"
     SELF_GRANT = "self_grant"
     SPRAYING = "spraying"
     THROTTLED = "throttled"

@@ -23,6 +23,8 @@ from sagevault.catalog import Purpose
 from sagevault.errors import AccessDenied
 
 _POSIX_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_DIGIT_RUN = re.compile(r"\d[\d_-]{5,}")
+_LETTERS = "bcdfghjkmnpqrstvwxz"
 
 
 class Action(StrEnum):
@@ -50,10 +52,14 @@ class Principal:
     @classmethod
     def local_operator(cls, channel: Channel = Channel.CLI) -> Principal:
         """The operator at this machine's shell: `operator:<login>` when the login is a plain
-        POSIX name, else a pseudonym derived from it (a login could be an e-mail address)."""
+        POSIX name, else a pseudonym derived from it (a login could be an e-mail address, or
+        hold a run of digits that reads like a phone number)."""
         user = getpass.getuser()
-        if not _POSIX_USER.fullmatch(user):
-            user = "u" + hashlib.sha256(user.encode()).hexdigest()[:12]
+        if not _POSIX_USER.fullmatch(user) or _DIGIT_RUN.search(user):
+            # Letters only: an id with a run of digits could look like a phone number, and the
+            # security log refuses those.
+            digest = hashlib.sha256(user.encode()).digest()
+            user = "u" + "".join(_LETTERS[b % len(_LETTERS)] for b in digest[:12])
         return cls(id=f"operator:{user}", kind="operator", channel=channel)
 
 

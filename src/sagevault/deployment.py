@@ -138,6 +138,8 @@ def open_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
         if not schema_is_current(conn):
             migrate(deployment.engine)
     migrate_audit(deployment.audit.engine)  # at head this only reads the version table
+    with deployment.engine.begin() as conn:  # a deployment from before access control gets its secret now
+        deployment.access.ensure_secret(conn)
     _record_config(deployment)
     return deployment
 

@@ -679,7 +679,7 @@ def test_role_allow_list_limits_that_roles_grants_and_loopback_is_the_default(va
         h.svc.authorize(conn, inside, Scope.RECORDS_READ, TENANT)
         with pytest.raises(AccessDenied):  # inside the global list, outside the viewer role's list
             h.svc.authorize(conn, outside_role, Scope.RECORDS_READ, TENANT)
-        with pytest.raises(AccessDenied):  # a library call without an address gets no role-limited grant
+        with pytest.raises(NetworkDenied):  # a library call without an address is refused outright
             h.svc.authorize(conn, Principal(sam.id, "person"), Scope.RECORDS_READ, TENANT)
 
 
@@ -757,8 +757,10 @@ def test_odd_codes_and_locked_accounts_give_nothing_away(harness: Harness) -> No
     for n in range(7):
         with pytest.raises(AuthenticationFailed):
             harness.login(wes, password=f"Wrong-Password-{n}-v")
-    with pytest.raises(AuthenticationFailed, match="wrong login, password or code"):
+    with pytest.raises(AuthenticationFailed, match="wrong login, password or code") as hidden:
         harness.login(wes, password="Still-Wrong-9-Pass")  # locked now, and a wrong password: no hint
+    assert hidden.value.reason == "bad_credentials"
+    assert harness.events("access:login:failure", wes.id)[-1]["reason"] == "account_locked"
     with pytest.raises(AccountLocked):  # the owner, with the right password, is told
         harness.login(wes)
 
@@ -770,6 +772,9 @@ def test_reset_and_sensitive_keys_need_the_second_party_again(harness: Harness,
     with harness.tx() as conn:
         harness.svc.reset(conn, "xena.silva", actor=alice)  # alice now holds an enrolment secret for xena
         assert [g.role for g in harness.svc.grants(conn, actor=bob, login="xena.silva", pending=True)] == ["fulfilment"]
+        harness.svc.approve(conn, harness.svc.grants(conn, actor=bob, pending=True)[0].id, actor=bob)
+        harness.svc.reset(conn, "xena.silva", actor=OPERATOR)  # the master-key holder: nothing to re-arm
+        assert not harness.svc.grants(conn, actor=bob, login="xena.silva", pending=True)
         harness.svc.add_service(conn, "tax-export", owner="bob.okafor", purpose="tax remittance export", actor=bob)
         harness.svc.grant(conn, "tax-export", "tax", [TENANT], actor=bob)
         pending = harness.svc.grants(conn, actor=bob, login="tax-export", pending=True)

@@ -35,6 +35,12 @@ def test_defaults_are_the_policy_numbers(tmp_path: Path) -> None:
         ({"SAGEVAULT_PASSWORD_HASH_MEMORY_KIB": "1024"}, "OWASP's floor"),
         ({"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "http://127.0.0.1:6379"}, "rate_limit_storage_url must be"),
         ({"SAGEVAULT_POLICY__INACTIVE_ACCOUNT_DAYS": "180"}, "inactive_account_days=180"),
+        ({"SAGEVAULT_DATABASE_URL": "postgresql+psycopg://app@db.example.com/sv"}, "sslmode=verify-full"),
+        ({"SAGEVAULT_DATABASE_URL": "postgresql+psycopg://app@10.0.0.5/sv?sslmode=require"}, "sslmode=verify-full"),
+        ({"SAGEVAULT_AUDIT_DATABASE_URL": "postgresql+psycopg://app@[2001:db8::5]/sv"}, "audit_database_url points"),
+        ({"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "redis://cache.example.com:6379/0"}, "use rediss://"),
+        ({"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "rediss://cache.example.com/0?ssl_cert_reqs=none"}, "certificate checks"),
+        ({"SAGEVAULT_KMS_ENDPOINT_URL": "http://kms.example.com"}, "must be an https:// URL"),
     ],
 )
 def test_unsafe_settings_refuse_to_start(env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,6 +56,24 @@ def test_stricter_settings_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("SAGEVAULT_POLICY__LOCKOUT_THRESHOLD", "5")
     s = load_settings()
     assert s.policy.security_log_retention_days == 730 and s.policy.lockout_threshold == 5
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SAGEVAULT_DATABASE_URL": "postgresql+psycopg://app@db.example.com/sv?sslmode=verify-full"},
+        {"SAGEVAULT_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test"},
+        {"SAGEVAULT_DATABASE_URL": "postgresql+psycopg://app@/sv?host=/var/run/postgresql"},
+        {"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "rediss://cache.example.com:6380/0"},
+        {"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "redis://[::1]:6379/0"},
+        {"SAGEVAULT_KMS_ENDPOINT_URL": "https://kms.us-east-1.amazonaws.com"},
+    ],
+)
+def test_encrypted_or_local_channels_are_accepted(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings()
+    assert s.model_dump(mode="json")[next(iter(env)).removeprefix("SAGEVAULT_").lower()] == next(iter(env.values()))
 
 
 def test_toml_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,3 +100,11 @@ def test_public_api_is_pinned() -> None:
         "SageVaultError", "Settings", "TenantShredded", "Vault", "init_deployment", "load_settings",
         "open_deployment",
     }  # fmt: skip
+
+
+def test_a_limiter_url_given_in_code_is_held_to_the_same_rule(tmp_path: Path) -> None:
+    from sagevault.access import LoginThrottle
+
+    settings = load_settings(data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="use rediss://"):
+        LoginThrottle(settings, storage_url="redis://cache.example.com:6379/0")  # refused before any connection

@@ -17,8 +17,8 @@ from limits.errors import StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from sagevault.config import Settings
-from sagevault.errors import LoginThrottled
+from sagevault.config import Settings, redis_problem
+from sagevault.errors import ConfigError, LoginThrottled
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,9 @@ class Failure:
 class LoginThrottle:
     def __init__(self, settings: Settings, *, storage_url: str | None = None, key_prefix: str | None = None) -> None:
         url = storage_url or settings.rate_limit_storage_url
+        problem = redis_problem("the log-in limiter URL", url)
+        if problem:
+            raise ConfigError(problem)
         options: dict[str, float | str | bool] = {"key_prefix": key_prefix or settings.rate_limit_key_prefix}
         if not url.startswith("memory://"):
             options |= {"wrap_exceptions": True, "socket_connect_timeout": 0.5, "socket_timeout": 0.5}

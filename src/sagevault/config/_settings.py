@@ -15,6 +15,8 @@ from pydantic_settings import (
 
 from sagevault.errors import ConfigError
 
+from ._channels import database_problem, https_problem, redis_problem
+
 # Each policy number with the direction in which it may move and the limit it may not pass.
 # "max": the setting may be lowered (stricter) but not raised above the limit;
 # "min": the setting may be raised (stricter) but not lowered below the limit.
@@ -153,6 +155,15 @@ class Settings(BaseSettings):
                      "lockout_base_minutes"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        problems = [
+            *(database_problem(n, u) for n, u in (("database_url", self.database_url),
+                                                   ("audit_database_url", self.audit_database_url)) if u),
+            redis_problem("rate_limit_storage_url", self.rate_limit_storage_url),
+            https_problem("kms_endpoint_url", self.kms_endpoint_url) if self.kms_endpoint_url else None,
+        ]  # fmt: skip
+        found = [p for p in problems if p]
+        if found:
+            raise ValueError("; ".join(found))
         if self.key_provider == "aws-kms" and not self.kms_key_id:
             raise ValueError("key_provider=aws-kms needs kms_key_id (SAGEVAULT_KMS_KEY_ID)")
         return self

@@ -159,6 +159,8 @@ def init() -> None:
     out.print(f"[green]initialised[/] SageVault in {s.resolved_data_dir}")
     if s.key_provider == "local":
         out.print(f"master key: {s.resolved_master_key_file} (mode 0600; back it up apart from the database)")
+    if s.tls_cert_file is None:
+        out.print(f"TLS: local CA {s.tls_dir / 'ca.pem'} (clients trust it), server certificate for localhost")
     out.print("next: sagevault tenants add SELLER_ID --marketplace ATVPDKIKX0DER")
     deployment.close()
 

@@ -28,7 +28,14 @@ from sagevault.audit import (
     migrate_audit,
 )
 from sagevault.config import Settings
-from sagevault.crypto import KeyCache, KeyProvider, create_local_key_file, key_provider_from_settings
+from sagevault.crypto import (
+    KeyCache,
+    KeyProvider,
+    create_local_key_file,
+    create_local_tls,
+    key_provider_from_settings,
+    tls_files,
+)
 from sagevault.db import create_engine_for, is_sqlite, migrate, schema_is_current
 from sagevault.errors import AlreadyInitialized, NotInitialized
 from sagevault.vault import TenantKeyring, Vault
@@ -113,6 +120,8 @@ def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
         create_local_key_file(key_file)
     if not settings.resolved_audit_signing_key_file.exists():
         create_signing_key(settings.resolved_audit_signing_key_file)
+    if settings.tls_cert_file is None and not tls_files(settings.tls_dir).key.exists():
+        create_local_tls(settings.tls_dir)
     migrate(engine)
     deployment = _build(settings, keys, engine, audit_engine, throttle, clock)
     migrate_audit(deployment.audit.engine)

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     password_hash_memory_kib: int = 65536  # Argon2id
     password_hash_time_cost: int = 3
     password_hash_parallelism: int = 4
+    # TLS for the service: a configured certificate and key (PEM), or the local CA's that
+    # `sagevault init` makes under <data_dir>/tls.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     policy: PolicyProfile = PolicyProfile()
 
     @classmethod
@@ -137,6 +141,21 @@ class Settings(BaseSettings):
             raise ValueError("audit_digest_every must be between 1 and 1000000")
         if not 1 <= self.ingest_batch_size <= 100_000:
             raise ValueError("ingest_batch_size must be between 1 and 100000")
+        problems = [
+            *(database_problem(n, u) for n, u in (("database_url", self.database_url),
+                                                   ("audit_database_url", self.audit_database_url)) if u),
+            redis_problem("rate_limit_storage_url", self.rate_limit_storage_url),
+            https_problem("kms_endpoint_url", self.kms_endpoint_url) if self.kms_endpoint_url else None,
+        ]  # fmt: skip
+        found = [p for p in problems if p]
+        if found:
+            raise ValueError("; ".join(found))
+        if self.key_provider == "aws-kms" and not self.kms_key_id:
+            raise ValueError("key_provider=aws-kms needs kms_key_id (SAGEVAULT_KMS_KEY_ID)")
+        return self
+
+    @model_validator(mode="after")
+    def _access_checks(self) -> Settings:
         if self.password_hash_memory_kib < 19456 or self.password_hash_time_cost < 2:
             raise ValueError(
                 "password hashing below Argon2id m=19456 KiB, t=2 (OWASP's floor) is unsafe; raise "
@@ -155,17 +174,8 @@ class Settings(BaseSettings):
                      "lockout_base_minutes"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        problems = [
-            *(database_problem(n, u) for n, u in (("database_url", self.database_url),
-                                                   ("audit_database_url", self.audit_database_url)) if u),
-            redis_problem("rate_limit_storage_url", self.rate_limit_storage_url),
-            https_problem("kms_endpoint_url", self.kms_endpoint_url) if self.kms_endpoint_url else None,
-        ]  # fmt: skip
-        found = [p for p in problems if p]
-        if found:
-            raise ValueError("; ".join(found))
-        if self.key_provider == "aws-kms" and not self.kms_key_id:
-            raise ValueError("key_provider=aws-kms needs kms_key_id (SAGEVAULT_KMS_KEY_ID)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both, or neither for the local CA's")
         return self
 
     @property
@@ -198,6 +208,22 @@ class Settings(BaseSettings):
     @property
     def digest_file(self) -> Path:
         return self.resolved_data_dir / "audit" / "digests.jsonl"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.resolved_data_dir / "tls"
+
+    @property
+    def resolved_tls_cert_file(self) -> Path:
+        return self._in_data_dir(self.tls_cert_file) if self.tls_cert_file else self.tls_dir / "server.pem"
+
+    @property
+    def resolved_tls_key_file(self) -> Path:
+        return self._in_data_dir(self.tls_key_file) if self.tls_key_file else self.tls_dir / "server.key"
+
+    def _in_data_dir(self, path: Path) -> Path:
+        path = path.expanduser()
+        return (path if path.is_absolute() else self.resolved_data_dir / path).resolve()
 
     @property
     def resolved_master_key_file(self) -> Path:

@@ -19,8 +19,11 @@ from ._provider import (
     key_provider_from_settings,
 )
 from ._secret_files import read_secret_file, write_secret_file
+from ._tls import CIPHERS, LOCAL_NAMES, TlsFiles, client_context, create_local_tls, server_context, tls_files
 
 __all__ = [
+    "CIPHERS",
+    "LOCAL_NAMES",
     "SEARCH_KINDS",
     "AwsKmsKeyProvider",
     "BlindIndex",
@@ -30,11 +33,16 @@ __all__ = [
     "KeyProvider",
     "LocalKeyFileProvider",
     "PiiBlob",
+    "TlsFiles",
+    "client_context",
     "create_local_key_file",
+    "create_local_tls",
     "decode_value",
     "encode_value",
     "key_provider_from_settings",
     "normalise",
     "read_secret_file",
+    "server_context",
+    "tls_files",
     "write_secret_file",
 ]

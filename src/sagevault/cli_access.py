@@ -88,6 +88,15 @@ def _print_enrolment(login: str, secret: str, expires: datetime) -> None:
     out.print(f"give it to {login} in person; they run: sagevault users enrol --login {login}")
 
 
+def _print_pending(count: int, login: str | None) -> None:
+    """Say when a new credential put grants back under the two-person rule."""
+    if count:
+        who = f" of {login}" if login else ""
+        where = f"--login {login} --pending" if login else "--pending"
+        out.print(f"[yellow]{count} grant(s){who} reaching PII, keys or administration wait for a second party "
+                  f"again[/]: sagevault grants list {where}")  # fmt: skip
+
+
 @users_app.command("bootstrap-admin")
 def users_bootstrap_admin(
     login: Annotated[str, typer.Option(help="The first administrator's own login (not a generic name).")],
@@ -176,6 +185,7 @@ def _user_action(name: str, done: str) -> None:
         out.print(f"[green]{done}[/] {login}{extra}")
         if name == "reset":
             _print_enrolment(result.login, result.secret, result.expires_at)
+            _print_pending(result.pending_grants, login)
 
     command.__doc__ = {
         "disable": "Disable an account at once: its sessions and API keys stop working.",
@@ -219,6 +229,7 @@ def users_issue_key(
         key = d.access.issue_api_key(conn, service, scopes=scope, days=days, actor=actor)
     out.print(f"API key {key.key_id} for {service}, expires {_when(key.expires_at)} UTC (shown once):")
     out.print(f"  {key.token}")
+    _print_pending(key.pending_grants, service)
 
 
 @users_app.command("rotate-key")
@@ -232,6 +243,7 @@ def users_rotate_key(
         key = d.access.rotate_api_key(conn, key_id, days=days, actor=actor)
     out.print(f"API key {key.key_id} replaces {key_id}, expires {_when(key.expires_at)} UTC (shown once):")
     out.print(f"  {key.token}")
+    _print_pending(key.pending_grants, None)
 
 
 @users_app.command("revoke-key")

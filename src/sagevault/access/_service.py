@@ -14,6 +14,7 @@ therefore returns a `LoginAttempt` instead of raising, so the edge commits and t
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hmac
 import ipaddress
 import re
@@ -86,6 +87,7 @@ class Enrolment:
     login: str
     secret: str = field(repr=False)  # shown once; the person uses it to set a password and TOTP
     expires_at: datetime
+    pending_grants: int = 0  # grants put back to pending by this reset (two-person rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,7 @@ class ApiKey:
     principal_id: str
     scopes: frozenset[str]
     expires_at: datetime
+    pending_grants: int = 0  # the service's grants put back to pending by this key (two-person rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,10 +420,10 @@ class AccessService:
         conn.execute(delete(recovery_codes).where(recovery_codes.c.principal_id == row.id))
         # Whoever resets sees the enrolment secret and could enrol as the person: what needed two
         # people (PII, keys, administration) needs them again.
-        self._rearm_two_person_rule(conn, row.id, actor)
+        rearmed = self._rearm_two_person_rule(conn, row.id, actor)
         self._changed(conn)
-        self._event(conn, EventName.ACCESS_ACCOUNT_RESET, actor)
-        return enrolment
+        self._event(conn, EventName.ACCESS_ACCOUNT_RESET, actor, counts={"pending_grants": rearmed})
+        return dataclasses.replace(enrolment, pending_grants=rearmed)
 
     def _rearm_two_person_rule(self, conn: Connection, principal_id: str, actor: Principal) -> int:
         """Put the principal's active sensitive grants back to pending, requested by `actor`.
@@ -830,10 +833,11 @@ class AccessService:
                 f"give the key's scopes from: {', '.join(s.value for s in Scope)}"
                 + (f" (unknown: {', '.join(shown(u) for u in unknown)})" if unknown else "")
             )
+        rearmed = 0
         if any(Scope(s).sensitive for s in wanted):
             # The issuing admin holds the new key: what the service may do with PII, keys or
             # accounts waits for a second party again.
-            self._rearm_two_person_rule(conn, row.id, actor)
+            rearmed = self._rearm_two_person_rule(conn, row.id, actor)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         now = self.now()
@@ -843,8 +847,8 @@ class AccessService:
             created_at=now, created_by=actor.id, expires_at=expires,
         ))  # fmt: skip
         self._changed(conn)
-        self._event(conn, EventName.ACCESS_APIKEY_CREATE, actor, counts={"days": days})
-        return ApiKey(key_id, f"svk_{key_id}_{secret}", row.id, wanted, expires)
+        self._event(conn, EventName.ACCESS_APIKEY_CREATE, actor, counts={"days": days, "pending_grants": rearmed})
+        return ApiKey(key_id, f"svk_{key_id}_{secret}", row.id, wanted, expires, rearmed)
 
     def rotate_api_key(self, conn: Connection, key_id: str, *, actor: Principal, days: int | None = None) -> ApiKey:
         """A new key for the same service with the same scopes; the old one is revoked now."""

@@ -165,6 +165,25 @@ def init() -> None:
     deployment.close()
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8443,
+) -> None:
+    """Serve the HTTPS API (TLS 1.2+ only; there is no plaintext port). First slice of the API:
+    sessions, tenants, masked orders, reveal, kill switches under /api/v1."""
+    from sagevault.web import API, make_server
+
+    d = open_deployment(_settings())
+    try:
+        if d.settings.tls_cert_file is None:
+            out.print(f"clients trust the local CA: {d.settings.tls_dir / 'ca.pem'}")
+        out.print(f"serving https://{host}:{port}{API} (OpenAPI: {API}/openapi.json)")
+        make_server(d, host, port).run()
+    finally:
+        d.close()
+
+
 @tenants_app.command("add")
 def tenants_add(
     tenant_id: Annotated[str, typer.Argument(help="The selling partner id.")],

@@ -1,0 +1,8 @@
+"""The HTTPS service: FastAPI on uvicorn, TLS only (first slice of issue #5)."""
+
+from __future__ import annotations
+
+from ._app import API, create_app
+from ._server import make_server
+
+__all__ = ["API", "create_app", "make_server"]

@@ -1,0 +1,174 @@
+"""The HTTPS API, first slice: a real uvicorn server on 127.0.0.1 with SageVault's TLS context and a
+real httpx client that trusts the local CA."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pyotp
+import pytest
+
+from conftest import OPERATOR, TENANT
+from sagevault.access import ALL_TENANTS
+from sagevault.audit import Channel
+from sagevault.config import Settings
+from sagevault.crypto import InMemoryKeyProvider, client_context
+from sagevault.deployment import Deployment, init_deployment
+from sagevault.testing import generate_orders, get_orders_response
+from sagevault.vault import Operation, Principal
+from sagevault.web import API, make_server
+
+PASSWORD = "Quartz-Fjord-7-Lantern"
+
+
+@dataclass
+class Api:
+    d: Deployment
+    base: str
+    client: httpx.Client
+    order_id: str
+    admin: Principal
+
+    def person(self, login: str, role: str, tenants: list[str]) -> pyotp.TOTP:
+        with self.d.engine.begin() as conn:
+            enrolment = self.d.access.add_person(conn, login, f"{login}@seller-tools.example", manager=None,
+                                                 actor=OPERATOR)  # fmt: skip
+            setup = self.d.access.begin_enrolment(conn, login, enrolment.secret)
+            totp = pyotp.TOTP(setup.secret)
+            self.d.access.finish_enrolment(conn, login, enrolment.secret, PASSWORD, totp.now())
+            grant = self.d.access.grant(conn, login, role, tenants, actor=OPERATOR)
+            if grant.status == "pending":  # the second party: the bootstrapped admin
+                self.d.access.approve(conn, grant.id, actor=self.admin)
+        return totp
+
+    def login(self, login: str, totp: pyotp.TOTP) -> dict[str, str]:
+        code = totp.at(time.time() + 30)  # the enrolment used the current step
+        r = self.client.post(f"{self.base}/sessions", json={"login": login, "password": PASSWORD, "code": code})
+        assert r.status_code == 201, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[Api]:
+    d = init_deployment(settings, keys=InMemoryKeyProvider())
+    orders = list(generate_orders(2, seed=11))
+    with d.engine.begin() as conn:
+        boot = d.access.bootstrap_admin(conn, "alice.ng", "alice@seller-tools.example", actor=OPERATOR)
+        admin_totp = pyotp.TOTP(d.access.begin_enrolment(conn, boot.login, boot.secret).secret)
+        d.access.finish_enrolment(conn, boot.login, boot.secret, PASSWORD, admin_totp.now())
+        admin = Principal(boot.principal_id, "person", Channel.API, "127.0.0.1")
+        d.vault.add_tenant(conn, TENANT, ["ATVPDKIKX0DER"], principal=OPERATOR)
+        d.vault.ingest(conn, TENANT, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
+    port = _free_port()
+    server = make_server(d, "127.0.0.1", port)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start"
+    client = httpx.Client(verify=client_context(settings.tls_dir / "ca.pem"), timeout=10)
+    try:
+        yield Api(d, f"https://127.0.0.1:{port}{API}", client, orders[0]["AmazonOrderId"], admin)
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        d.close()
+
+
+def test_every_route_refuses_a_request_without_credentials(api: Api) -> None:
+    routes = [("GET", "/tenants"), ("GET", f"/tenants/{TENANT}/orders/{api.order_id}"),
+              ("POST", f"/tenants/{TENANT}/orders/{api.order_id}/reveal"), ("PUT", "/killswitches/pii-access"),
+              ("DELETE", "/killswitches/pii-access"), ("DELETE", "/sessions")]  # fmt: skip
+    for method, path in routes:
+        for headers in ({}, {"Authorization": "Bearer svs_forged"}, {"Authorization": "Basic YWRtaW46YWRtaW4="}):
+            r = api.client.request(method, api.base + path, headers=headers,
+                                   json={"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"})  # fmt: skip
+            assert r.status_code == 401, (method, path, r.status_code, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["request_id"] == r.headers["x-request-id"]
+            assert r.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_a_person_logs_in_reads_masked_and_reveals_for_an_allowed_purpose_only(api: Api) -> None:
+    totp = api.person("mia.packer", "fulfilment", [TENANT])
+    wrong = api.client.post(f"{api.base}/sessions", json={"login": "mia.packer", "password": "Not-It-42-Really",
+                                                          "code": "000000"})  # fmt: skip
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "wrong login, password or code"
+    auth = api.login("mia.packer", totp)
+    masked = api.client.get(f"{api.base}/tenants/{TENANT}/orders/{api.order_id}", headers=auth)
+    assert masked.status_code == 200 and "[PII" in masked.text
+    body = {"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"}
+    revealed = api.client.post(f"{api.base}/tenants/{TENANT}/orders/{api.order_id}/reveal", headers=auth, json=body)
+    assert revealed.status_code == 200 and revealed.json()["fields"][0]["value"]
+    tax = api.client.post(f"{api.base}/tenants/{TENANT}/orders/{api.order_id}/reveal", headers=auth,
+                          json={**body, "purpose": "tax_remittance"})  # fmt: skip
+    assert tax.status_code == 403 and tax.json()["type"].endswith("purpose-not-allowed")
+    other = api.client.get(f"{api.base}/tenants/A9OTHERSELLER/orders/{api.order_id}", headers=auth)
+    assert other.status_code == 403
+    assert api.client.delete(f"{api.base}/sessions", headers=auth).status_code == 204
+    assert api.client.get(f"{api.base}/tenants/{TENANT}/orders/{api.order_id}", headers=auth).status_code == 401
+
+
+def test_a_kill_switch_over_the_api_stops_reveals_at_once(api: Api) -> None:
+    packer = api.login("paul.packer", api.person("paul.packer", "fulfilment", [TENANT]))
+    officer = api.login("sofia.officer", api.person("sofia.officer", "security-officer", [ALL_TENANTS]))
+    reveal = f"{api.base}/tenants/{TENANT}/orders/{api.order_id}/reveal"
+    body = {"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"}
+    assert api.client.put(f"{api.base}/killswitches/pii-access", headers=packer).status_code == 403
+    assert api.client.put(f"{api.base}/killswitches/pii-access", headers=officer).status_code == 204
+    stopped = api.client.post(reveal, headers=packer, json=body)
+    assert stopped.status_code == 403 and stopped.json()["type"].endswith("kill-switch")
+    assert api.client.delete(f"{api.base}/killswitches/pii-access", headers=officer).status_code == 204
+    assert api.client.post(reveal, headers=packer, json=body).status_code == 200
+
+
+def test_bad_input_is_a_4xx_problem_that_echoes_no_value(api: Api) -> None:
+    secret_password = "Do-Not-Echo-This-9!"
+    cases = [
+        b"{not json",
+        b'{"login": "x", "password": "' + secret_password.encode() + b'", "code": "123456", "extra": 1}',
+        b'{"login": 7, "password": "' + secret_password.encode() + b'", "code": []}',
+        b"[]",
+    ]
+    for raw in cases:
+        r = api.client.post(f"{api.base}/sessions", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (raw, r.status_code, r.text)
+        assert secret_password not in r.text and r.headers["content-type"] == "application/problem+json"
+    auth = api.login("vera.packer", api.person("vera.packer", "fulfilment", [TENANT]))
+    r = api.client.post(f"{api.base}/tenants/{TENANT}/orders/{api.order_id}/reveal", headers=auth,
+                        json={"fields": [], "purpose": "world-domination"})  # fmt: skip
+    assert r.status_code == 422 and "purpose" in r.json()["detail"]
+
+
+def test_plaintext_http_to_the_port_gets_no_http_answer(api: Api) -> None:
+    port = int(api.base.split(":")[2].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"GET /api/v1/tenants HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        try:
+            while chunk := raw.recv(1024):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert b"HTTP/" not in answer
+    legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    legacy.check_hostname = False
+    legacy.verify_mode = ssl.CERT_NONE
+    legacy.maximum_version = ssl.TLSVersion.TLSv1_2
+    legacy.set_ciphers("AES128-SHA:AES256-SHA")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{api.base}/tenants", verify=legacy, timeout=5)

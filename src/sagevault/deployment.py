@@ -149,6 +149,8 @@ def open_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
     migrate_audit(deployment.audit.engine)  # at head this only reads the version table
     with deployment.engine.begin() as conn:  # a deployment from before access control gets its secret now
         deployment.access.ensure_secret(conn)
+    if settings.tls_cert_file is None and not tls_files(settings.tls_dir).key.exists():
+        create_local_tls(settings.tls_dir)  # ... and one from before the service its local CA
     _record_config(deployment)
     return deployment
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,19 @@ PG_ADMIN_URL = os.environ.get("SAGEVAULT_TEST_PG_ADMIN", "postgresql+psycopg://p
 TENANT = "A1TESTSELLER01"
 OTHER = "A2OTHERSELLER2"
 OPERATOR = Principal(id="operator:test", kind="operator")
+
+
+def plaintext_answer(port: int, path: str = "/") -> bytes:
+    """What a TLS-only port sends back to a plaintext HTTP request (at most a TLS alert)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        answer = b""
+        try:
+            while chunk := raw.recv(1024):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return answer
 
 
 def sandbox_examples(model: str, path: str, method: str = "get") -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from conftest import plaintext_answer
 from sagevault.config import Settings
 from sagevault.crypto import InMemoryKeyProvider, client_context, create_local_tls, server_context, tls_files
 from sagevault.deployment import init_deployment
@@ -107,15 +108,7 @@ def test_old_protocols_and_weak_ciphers_are_refused_by_the_server(tls_server: tu
 
 def test_plaintext_gets_no_answer(tls_server: tuple[int, Path]) -> None:
     port, _ = tls_server
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        raw.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        answer = b""
-        try:
-            while chunk := raw.recv(1024):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-    assert b"HTTP/" not in answer  # at most a TLS alert record, never an HTTP response
+    assert b"HTTP/" not in plaintext_answer(port)  # at most a TLS alert record, never an HTTP response
 
 
 def test_a_bad_certificate_file_is_a_clear_refusal(tmp_path: Path) -> None:

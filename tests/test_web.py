@@ -14,7 +14,7 @@ import httpx
 import pyotp
 import pytest
 
-from conftest import OPERATOR, TENANT
+from conftest import OPERATOR, TENANT, plaintext_answer
 from sagevault.access import ALL_TENANTS
 from sagevault.audit import Channel
 from sagevault.config import Settings
@@ -156,15 +156,7 @@ def test_bad_input_is_a_4xx_problem_that_echoes_no_value(api: Api) -> None:
 
 def test_plaintext_http_to_the_port_gets_no_http_answer(api: Api) -> None:
     port = int(api.base.split(":")[2].split("/")[0])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        raw.sendall(b"GET /api/v1/tenants HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        answer = b""
-        try:
-            while chunk := raw.recv(1024):
-                answer += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
-    assert b"HTTP/" not in answer
+    assert b"HTTP/" not in plaintext_answer(port, "/api/v1/tenants")
     legacy = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     legacy.check_hostname = False
     legacy.verify_mode = ssl.CERT_NONE

@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/shred.py
 	$(BIN)/python bench/audit.py --events 20000
 	$(BIN)/python bench/authz.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -164,3 +164,40 @@ def test_plaintext_http_to_the_port_gets_no_http_answer(api: Api) -> None:
     legacy.set_ciphers("AES128-SHA:AES256-SHA")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{api.base}/tenants", verify=legacy, timeout=5)
+
+
+def test_a_service_ingests_and_a_packer_searches_by_blind_index(api: Api) -> None:
+    with api.d.engine.begin() as conn:
+        api.d.access.add_service(conn, "order-sync", owner="alice.ng", purpose="SP-API order sync", actor=api.admin)
+        grant = api.d.access.grant(conn, "order-sync", "operator", [TENANT], actor=OPERATOR)
+        api.d.access.approve(conn, grant.id, actor=api.admin)
+        key = api.d.access.issue_api_key(conn, "order-sync", scopes=["records:ingest"], actor=OPERATOR)
+    sync = {"Authorization": f"Bearer {key.token}"}
+    new = list(generate_orders(3, seed=77, prefix="9"))
+    stored = api.client.post(f"{api.base}/tenants/{TENANT}/documents", headers=sync, json=get_orders_response(new))
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["orders"] == 3 and stored.json()["pii_fields"] > 0
+    garbage = api.client.post(f"{api.base}/tenants/{TENANT}/documents", headers=sync, json={"not": "sp-api"})
+    assert garbage.status_code == 400 and garbage.headers["content-type"] == "application/problem+json"
+    auth = api.login("nia.packer", api.person("nia.packer", "fulfilment", [TENANT]))
+    email = new[1]["BuyerInfo"]["BuyerEmail"]
+    found = api.client.post(f"{api.base}/tenants/{TENANT}/search", headers=auth,
+                            json={"kind": "email", "value": email.upper(), "purpose": "fulfilment"})  # fmt: skip
+    assert found.status_code == 200 and [h["order_id"] for h in found.json()["items"]] == [new[1]["AmazonOrderId"]]
+    assert email not in found.text
+    refused = api.client.post(f"{api.base}/tenants/{TENANT}/search", headers=sync,
+                              json={"kind": "email", "value": email, "purpose": "fulfilment"})  # fmt: skip
+    assert refused.status_code == 403  # the key carries records:ingest only
+
+
+def test_oversize_and_unsized_bodies_are_refused_before_anything_runs(api: Api) -> None:
+    limit = api.d.settings.api_max_body_bytes
+    big = b'{"login": "' + b"a" * limit + b'", "password": "x", "code": "123456"}'
+    r = api.client.post(f"{api.base}/sessions", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "api_max_body_bytes" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"login": "x", "password": "y", "code": "123456"}'
+
+    r = api.client.post(f"{api.base}/sessions", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 411

@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     # `sagevault init` makes under <data_dir>/tls.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    api_max_body_bytes: int = 10 * 1024 * 1024  # larger request bodies are refused (413)
     policy: PolicyProfile = PolicyProfile()
 
     @classmethod

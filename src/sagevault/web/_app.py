@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,7 +26,7 @@ from sagevault import errors
 from sagevault.audit import Channel
 from sagevault.catalog import Purpose
 from sagevault.deployment import Deployment
-from sagevault.vault import Principal
+from sagevault.vault import Operation, Principal
 
 API = "/api/v1"
 
@@ -64,7 +64,16 @@ class _Headers(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         request.state.request_id = secrets.token_hex(8)
-        response = await call_next(request)
+        limit = request.app.state.deployment.settings.api_max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            response: Response = problem(413, "body-too-large", f"request bodies are limited to {limit} bytes "
+                                         "(api_max_body_bytes); send smaller batches", request.state.request_id)
+        elif length is None and request.method in ("POST", "PUT", "PATCH"):
+            response = problem(411, "length-required", "send a Content-Length header (chunked bodies are refused)",
+                               request.state.request_id)  # fmt: skip
+        else:
+            response = await call_next(request)
         response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
@@ -80,6 +89,13 @@ class LoginBody(BaseModel):
     login: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256, repr=False)
     code: str = Field(min_length=6, max_length=16, repr=False)
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(min_length=1, max_length=32)
+    value: str = Field(min_length=1, max_length=320, repr=False)  # PII: in the body, never the URL
+    purpose: Purpose
 
 
 class RevealBody(BaseModel):
@@ -178,6 +194,23 @@ def create_app(d: Deployment) -> FastAPI:
         fields = d.vault.reveal(conn, tenant_id, order_id, body.fields, body.purpose, principal=who)
         return {"fields": [{"record_id": f.record_id, "document": f.document.value, "path": f.path,
                             "value": f.value} for f in fields]}  # fmt: skip
+
+    @app.post(f"{API}/tenants/{{tenant_id}}/search")
+    def search(tenant_id: str, body: SearchBody, conn: Conn, who: Who) -> dict[str, Any]:
+        hits = d.vault.search(conn, tenant_id, body.kind, body.value, purpose=body.purpose, principal=who)
+        return {"items": [{"order_id": h.order_id, "record_id": h.record_id, "document": h.document.value}
+                          for h in hits]}  # fmt: skip
+
+    @app.post(f"{API}/tenants/{{tenant_id}}/documents", status_code=201)
+    def ingest(tenant_id: str, payload: Annotated[Any, Body()], conn: Conn, who: Who,
+               operation: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """SP-API responses as Amazon returns them (one, or a list): PII encrypted per field."""
+        op = Operation.parse(operation) if operation else None
+        result = d.vault.ingest(conn, tenant_id, payload if isinstance(payload, list) else [payload], op,
+                                principal=who)  # fmt: skip
+        return {"records": result.records, "orders": result.orders, "replaced": result.replaced,
+                "pii_fields": result.pii_fields, "unknown_fields": result.unknown_fields,
+                "documents": dict(result.documents)}  # fmt: skip
 
     @app.put(f"{API}/killswitches/{{name}}", status_code=204)
     def engage(name: str, conn: Conn, who: Who, tenant: str | None = None) -> Response:

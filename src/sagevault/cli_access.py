@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -21,8 +21,9 @@ from rich.table import Table
 from sagevault.access import ROLES, KillSwitch, Scope
 from sagevault.audit import Channel
 from sagevault.cli import _deployment, _principal, app, out, set_actor
+from sagevault.cli import _when as _parse_when
 from sagevault.deployment import Deployment
-from sagevault.errors import AccessError, shown
+from sagevault.errors import AccessError
 from sagevault.vault import Principal
 
 users_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="People and service accounts.")
@@ -277,16 +278,6 @@ def roles_scopes() -> None:
         out.print(f"{s.value}{'  (two-person rule)' if s.sensitive else ''}")
 
 
-def _date(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise AccessError(f"{shown(value)} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 @grants_app.command("add")
 def grants_add(
     login: Annotated[str, typer.Option()],
@@ -299,7 +290,8 @@ def grants_add(
     """Grant a role for tenants. Roles reaching PII, keys or account administration wait for a
     second party's approval."""
     with _acting(as_) as (d, actor), d.engine.begin() as conn:
-        g = d.access.grant(conn, login, role, tenant, actor=actor, not_before=_date(from_), not_after=_date(until))
+        g = d.access.grant(conn, login, role, tenant, actor=actor, not_before=_parse_when(from_, "--from"),
+                          not_after=_parse_when(until, "--until"))
     out.print(f"[green]grant {g.id}[/]: {g.login} holds {g.role} on {', '.join(g.tenants)} ({g.status})")
     if g.status == "pending":
         out.print(f"another admin approves it: sagevault grants approve {g.id} --as THEIR_LOGIN")

@@ -126,7 +126,7 @@ def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
     deployment = _build(settings, keys, engine, audit_engine, throttle, clock)
     migrate_audit(deployment.audit.engine)
     with deployment.engine.begin() as conn:
-        deployment.access.ensure_secret(conn)
+        deployment.access.make_secret(conn)
     _record_config(deployment)
     return deployment
 
@@ -148,7 +148,7 @@ def open_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
             migrate(deployment.engine)
     migrate_audit(deployment.audit.engine)  # at head this only reads the version table
     with deployment.engine.begin() as conn:  # a deployment from before access control gets its secret now
-        deployment.access.ensure_secret(conn)
+        deployment.access.make_secret(conn)
     if settings.tls_cert_file is None and not tls_files(settings.tls_dir).key.exists():
         create_local_tls(settings.tls_dir)  # ... and one from before the service its local CA
     _record_config(deployment)

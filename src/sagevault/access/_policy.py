@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import overload
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -146,7 +147,7 @@ def decide(
 
 
 def _first_rule(candidates: tuple[Rule, ...], scope: Scope, purpose: Purpose | None, when: float,
-                address: Address | None) -> tuple[Rule | None, bool]:  # fmt: skip
+                address: Address) -> tuple[Rule | None, bool]:  # fmt: skip
     """The first rule that gives `scope` now, from `address`, for `purpose`; and whether one
     would have, but for the purpose."""
     purpose_refused = False
@@ -157,7 +158,7 @@ def _first_rule(candidates: tuple[Rule, ...], scope: Scope, purpose: Purpose | N
             rule.not_after is not None and when >= rule.not_after
         ):
             continue
-        if rule.networks is not None and (address is None or not contains(rule.networks, address)):
+        if rule.networks is not None and not contains(rule.networks, address):
             continue
         if scope in PURPOSE_SCOPES and (purpose is None or purpose not in rule.purposes):
             purpose_refused = True
@@ -166,12 +167,21 @@ def _first_rule(candidates: tuple[Rule, ...], scope: Scope, purpose: Purpose | N
     return None, purpose_refused
 
 
-def _ts(value: datetime | None) -> float | None:
-    """Seconds since the epoch of a stored time. SQLite hands timezone-aware columns back naive;
-    they were written in UTC (a naive value's .timestamp() would read it as local time)."""
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+def as_utc(value: datetime | None) -> datetime | None:
+    """A time in UTC. A naive value is taken as UTC: SQLite hands timezone-aware columns back
+    naive (they were written in UTC), and callers' times without a zone mean UTC too. (A naive
+    value's .timestamp() would read it as the host's local time.)"""
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else as_utc(value).timestamp()
 
 
 def load_policy(conn: Connection) -> AccessPolicy:

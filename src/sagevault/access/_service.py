@@ -22,6 +22,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import pyotp
@@ -60,7 +61,7 @@ from sagevault.vault import Principal
 from ._model import ALL_TENANTS, ROLES, KillSwitch, Scope
 from ._network import client_address, overlapping, parse_address, parse_network
 from ._passwords import PasswordHashing, check_strength
-from ._policy import AccessControl, AccessPolicy, address_of, decide
+from ._policy import AccessControl, AccessPolicy, address_of, as_utc, decide
 from ._throttle import LoginThrottle
 
 Clock = Callable[[], datetime]
@@ -75,6 +76,7 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}")
 _PURPOSE_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ,.:/_()-]{2,199}")
 _API_KEY = re.compile(r"svk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _RECOVERY = re.compile(r"[a-z2-7]{5}-?[a-z2-7]{5}")
+_SECRET_CONTEXT = MappingProxyType({"purpose": "access-secret"})  # bound into the wrapped secret
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ENROLMENT_HOURS = 72
 _RECOVERY_CODES = 10
@@ -203,20 +205,6 @@ def _encodable(value: str) -> bool:
     return True
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """A caller's time in UTC (a value without a zone is taken as UTC), as it will be stored."""
-    if value is None:
-        return None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """SQLite hands timezone-aware columns back naive; they were written in UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class AccessService:
     def __init__(
         self,
@@ -245,26 +233,29 @@ class AccessService:
     def now(self) -> datetime:
         return self._clock()
 
+    def make_secret(self, conn: Connection) -> None:
+        """Create the access secret (keyed hashes of API keys, codes, sessions, addresses),
+        wrapped by the master key, if the deployment has none yet. When one exists nothing is
+        wrapped or unwrapped, so opening a deployment costs no KMS call."""
+        missing = select(access_state.c.id).where(access_state.c.id == 1, access_state.c.secret.is_(None))
+        if conn.execute(missing).first() is None:
+            return
+        secret = secrets.token_bytes(32)
+        made = conn.execute(
+            update(access_state).where(access_state.c.id == 1, access_state.c.secret.is_(None))
+            .values(secret=self._keys.wrap(secret, _SECRET_CONTEXT), master_key_id=self._keys.key_id)
+        ).rowcount  # fmt: skip
+        if made:  # else another process made it first: theirs is read on first use
+            self._secret = secret
+
     def ensure_secret(self, conn: Connection) -> bytes:
-        """The access secret (keyed hashes of API keys, codes, sessions, addresses), made on
-        first use and stored wrapped by the master key."""
-        if self._secret is not None:
-            return self._secret
-        context = {"purpose": "access-secret"}
-        wrapped = conn.execute(select(access_state.c.secret).where(access_state.c.id == 1)).scalar_one()
-        if wrapped is None:
-            secret = secrets.token_bytes(32)
-            made = conn.execute(
-                update(access_state).where(access_state.c.id == 1, access_state.c.secret.is_(None))
-                .values(secret=self._keys.wrap(secret, context), master_key_id=self._keys.key_id)
-            ).rowcount  # fmt: skip
-            if not made:  # another process made it first: use theirs
-                wrapped = conn.execute(select(access_state.c.secret).where(access_state.c.id == 1)).scalar_one()
-                secret = self._keys.unwrap(bytes(wrapped), context)
-        else:
-            secret = self._keys.unwrap(bytes(wrapped), context)
-        self._secret = secret
-        return secret
+        """The access secret, made on first use if missing, unwrapped once per process."""
+        if self._secret is None:
+            self.make_secret(conn)
+        if self._secret is None:
+            wrapped = conn.execute(select(access_state.c.secret).where(access_state.c.id == 1)).scalar_one()
+            self._secret = self._keys.unwrap(bytes(wrapped), _SECRET_CONTEXT)
+        return self._secret
 
     def keyed(self, conn: Connection, label: str, value: str) -> bytes:
         data = value.encode("utf-8", "surrogatepass")  # any str hashes; none raises
@@ -316,8 +307,6 @@ class AccessService:
         except AccessDenied as exc:
             raise self._refuse(conn, EventName.ACCESS_PERMISSION_DENY, actor, exc,
                                tenant_id=_event_tenant(tenant_id)) from None  # fmt: skip
-
-    require = authorize
 
     def _row(self, conn: Connection, login: str, kind: str | None = None) -> Row[Any]:
         if not _encodable(login):
@@ -376,7 +365,7 @@ class AccessService:
 
     def add_person(self, conn: Connection, login: str, email: str, *, manager: str | None,
                    actor: Principal) -> Enrolment:  # fmt: skip
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         manager_id = self._row(conn, manager, "person").id if manager else None
         return self._add_person(conn, login, email, manager_id, actor=actor)
 
@@ -399,7 +388,7 @@ class AccessService:
         return enrolment
 
     def add_service(self, conn: Connection, login: str, *, owner: str, purpose: str, actor: Principal) -> str:
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         owner_id = self._row(conn, owner, "person").id
         if not _PURPOSE_TEXT.fullmatch(purpose.strip()) or looks_like_pii(purpose):
             raise AccessError("the purpose must be a short description of the service's job (3-200 characters)")
@@ -409,7 +398,7 @@ class AccessService:
 
     def reset(self, conn: Connection, login: str, *, actor: Principal) -> Enrolment:
         """A new enrolment secret: the person sets a new password and TOTP. Sessions end now."""
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, login, "person")
         enrolment, values = self._enrolment(conn, row.id, row.login)
         conn.execute(update(principals).where(principals.c.id == row.id).values(
@@ -442,7 +431,7 @@ class AccessService:
         if not (_encodable(login) and _encodable(secret)):
             raise AuthenticationFailed("that login and enrolment secret do not match an open enrolment")
         row = conn.execute(select(principals).where(principals.c.login == login.strip().lower())).first()
-        expires = _utc(row.enrolment_expires_at) if row is not None else None
+        expires = as_utc(row.enrolment_expires_at) if row is not None else None
         if (
             row is None or row.enrolment_hash is None or row.status != "enrolling" or expires is None
             or not hmac.compare_digest(bytes(row.enrolment_hash), self.keyed(conn, "enrol", secret))
@@ -565,7 +554,7 @@ class AccessService:
         ).first()
         now = self.now()
         usable = row is not None and row.status == "active"
-        locked_until = _utc(row.locked_until) if row is not None else None
+        locked_until = as_utc(row.locked_until) if row is not None else None
         if row is not None and locked_until is not None and locked_until <= now:
             conn.execute(update(principals).where(principals.c.id == row.id).values(locked_until=None))
             self.throttle.clear_account(account_key)  # kept until now, so a lost commit loses no count
@@ -594,7 +583,7 @@ class AccessService:
         if not policy.source_allowed(row.id, address):
             raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, row.id, NetworkDenied(
                 "log-ins from this address are not allowed for this account"), **fail)  # fmt: skip
-        set_at = _utc(row.password_set_at)
+        set_at = as_utc(row.password_set_at)
         expired = set_at is None or set_at + timedelta(days=self._policy_profile.password_max_age_days) <= now
         if expired and not allow_expired:
             raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, row.id, CredentialExpired(
@@ -669,7 +658,7 @@ class AccessService:
             .join(principals, principals.c.id == sessions.c.principal_id)
             .where(sessions.c.token_hash == self.keyed(conn, "session", token), sessions.c.revoked_at.is_(None))
         ).first()
-        expires = _utc(row.expires_at) if row is not None else None
+        expires = as_utc(row.expires_at) if row is not None else None
         if row is None or row.status != "active" or expires is None or expires <= self.now():
             raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, row.principal_id if row else None,
                                AuthenticationFailed("this session has ended; log in again", reason="session_ended"),
@@ -704,7 +693,7 @@ class AccessService:
                          channel: Channel) -> None:  # fmt: skip
         row, _, source = self._authenticate(conn, login, current, code, source, channel, allow_expired=True)
         now = self.now()
-        set_at = _utc(row.password_set_at)
+        set_at = as_utc(row.password_set_at)
         expired = set_at is None or set_at + timedelta(days=self._policy_profile.password_max_age_days) <= now
         too_young = set_at is not None and now - set_at < timedelta(days=self._policy_profile.password_min_age_days)
         if not expired and too_young:
@@ -742,7 +731,7 @@ class AccessService:
     def disable(self, conn: Connection, login: str, *, actor: Principal) -> int:
         """Disable an account now: its sessions end and its API keys are revoked. Returns how
         many credentials died with it."""
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, login)
         if row.id == actor.id:
             raise AccessError("you cannot disable your own account; ask another admin")
@@ -756,7 +745,7 @@ class AccessService:
         return ended
 
     def enable(self, conn: Connection, login: str, *, actor: Principal) -> None:
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, login)
         if row.status != "disabled":
             raise AccessError(f"{row.login} is not disabled")
@@ -769,7 +758,7 @@ class AccessService:
         self._event(conn, EventName.ACCESS_ACCOUNT_ENABLE, actor)
 
     def unlock(self, conn: Connection, login: str, *, actor: Principal) -> None:
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, login, "person")
         if row.locked_until is None:
             raise AccessError(f"{row.login} is not locked")
@@ -778,19 +767,19 @@ class AccessService:
         self._event(conn, EventName.ACCESS_ACCOUNT_UNLOCK, actor, reason=Reason.NONE)
 
     def accounts(self, conn: Connection, *, actor: Principal) -> list[Account]:
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         rows = conn.execute(select(principals).order_by(principals.c.login))
         return [self._account(r) for r in rows]
 
     @staticmethod
     def _account(r: Row[Any]) -> Account:
-        return Account(r.id, r.kind, r.login, r.status, _utc(r.locked_until), _utc(r.last_active_at),
-                       _utc(r.created_at) or datetime.now(UTC), _utc(r.password_set_at))  # fmt: skip
+        return Account(r.id, r.kind, r.login, r.status, as_utc(r.locked_until), as_utc(r.last_active_at),
+                       as_utc(r.created_at) or datetime.now(UTC), as_utc(r.password_set_at))  # fmt: skip
 
     def review(self, conn: Connection, *, actor: Principal, warn_days: int = 30) -> Review:
         """Accounts unused for the policy's inactivity period, and API keys and passwords that
         expire within `warn_days`."""
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         now = self.now()
         stale = now - timedelta(days=self._policy_profile.inactive_account_days)
         inactive = []
@@ -806,7 +795,7 @@ class AccessService:
                     expiring_pw.append((account.id, due))
         keys = []
         for k in conn.execute(select(api_keys).where(api_keys.c.revoked_at.is_(None))):
-            expires = _utc(k.expires_at)
+            expires = as_utc(k.expires_at)
             assert expires is not None
             if expires <= now + timedelta(days=warn_days):
                 keys.append((k.id, k.principal_id, expires))
@@ -818,7 +807,7 @@ class AccessService:
 
     def issue_api_key(self, conn: Connection, service: str, *, scopes: Iterable[str], days: int | None = None,
                       actor: Principal) -> ApiKey:  # fmt: skip
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, service, "service")
         if row.status != "active":
             raise AccessError(f"{row.login} is disabled; enable it before issuing keys")
@@ -852,7 +841,7 @@ class AccessService:
 
     def rotate_api_key(self, conn: Connection, key_id: str, *, actor: Principal, days: int | None = None) -> ApiKey:
         """A new key for the same service with the same scopes; the old one is revoked now."""
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         old = conn.execute(
             select(api_keys.c.scopes, principals.c.login).join(principals, principals.c.id == api_keys.c.principal_id)
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
@@ -864,7 +853,7 @@ class AccessService:
         return new
 
     def revoke_api_key(self, conn: Connection, key_id: str, *, actor: Principal) -> None:
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         done = conn.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                             .values(revoked_at=self.now())).rowcount  # fmt: skip
         if not done:
@@ -928,9 +917,9 @@ class AccessService:
               not_before: datetime | None = None, not_after: datetime | None = None) -> GrantInfo:  # fmt: skip
         """Grant `role` on `tenant_ids` ("*" = all). Roles that reach PII or keys wait for a
         second party (`approve`); nobody grants themself anything."""
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, login)
-        not_before, not_after = _aware(not_before), _aware(not_after)
+        not_before, not_after = as_utc(not_before), as_utc(not_after)
         error: SageVaultError | None = None
         if row.id == actor.id:
             error = AccessDenied("you cannot grant yourself a role; another admin must", reason="self_grant")
@@ -977,7 +966,7 @@ class AccessService:
     def approve(self, conn: Connection, grant_id: str, *, actor: Principal) -> GrantInfo:
         """A second party's approval of a pending grant: an admin or the local operator, never
         the requester or the grantee."""
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         g = conn.execute(select(grants).where(grants.c.id == grant_id)).first()
         if g is None or g.status != "pending":
             raise AccessError(f"no pending grant {shown(grant_id)}; see `sagevault grants list --pending`")
@@ -992,7 +981,7 @@ class AccessService:
         return self._grant_info(conn, grant_id)
 
     def revoke(self, conn: Connection, grant_id: str, *, actor: Principal) -> None:
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         done = conn.execute(update(grants).where(grants.c.id == grant_id, grants.c.status != "revoked")
                             .values(status="revoked", revoked_at=self.now())).rowcount  # fmt: skip
         if not done:
@@ -1002,7 +991,7 @@ class AccessService:
 
     def grants(self, conn: Connection, *, actor: Principal, login: str | None = None,
                pending: bool = False) -> list[GrantInfo]:  # fmt: skip
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         query = select(grants.c.id).where(grants.c.status != "revoked").order_by(grants.c.created_at)
         if login is not None:
             query = query.where(grants.c.principal_id == self._row(conn, login).id)
@@ -1013,15 +1002,15 @@ class AccessService:
     def _grant_info(self, conn: Connection, grant_id: str) -> GrantInfo:
         g = conn.execute(select(grants, principals.c.login).join(principals, principals.c.id == grants.c.principal_id)
                          .where(grants.c.id == grant_id)).one()  # fmt: skip
-        return GrantInfo(g.id, g.principal_id, g.login, g.role, tuple(g.tenants), g.status, _utc(g.not_before),
-                         _utc(g.not_after), g.requested_by, g.approved_by)  # fmt: skip
+        return GrantInfo(g.id, g.principal_id, g.login, g.role, tuple(g.tenants), g.status, as_utc(g.not_before),
+                         as_utc(g.not_after), g.requested_by, g.approved_by)  # fmt: skip
 
     # --- allow-lists ----------------------------------------------------------------------------
 
     def allow(self, conn: Connection, cidr: str, *, actor: Principal, role: str | None = None,
               login: str | None = None) -> AllowEntry:  # fmt: skip
         """Add a network to the global allow-list, a role's, or one principal's."""
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         if role is not None and login is not None:
             raise AccessError("an allow-list entry is for a role or for a principal, not both")
         scope, target = "global", ""
@@ -1048,14 +1037,14 @@ class AccessService:
         return AllowEntry(entry_id, scope, target, str(network))
 
     def disallow(self, conn: Connection, entry_id: str, *, actor: Principal) -> None:
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         if not conn.execute(delete(allowlist).where(allowlist.c.id == entry_id)).rowcount:
             raise AccessError(f"no allow-list entry {shown(entry_id)}; see `sagevault allowlist list`")
         self._changed(conn)
         self._event(conn, EventName.ACCESS_ALLOWLIST_REMOVE, actor)
 
     def allow_entries(self, conn: Connection, *, actor: Principal) -> list[AllowEntry]:
-        self.require(conn, actor, Scope.USERS_ADMIN)
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
         rows = conn.execute(select(allowlist).order_by(allowlist.c.scope, allowlist.c.target, allowlist.c.cidr))
         return [AllowEntry(r.id, r.scope, r.target, r.cidr) for r in rows]
 
@@ -1071,7 +1060,7 @@ class AccessService:
             names = ", ".join(k.value for k in KillSwitch)
             raise AccessError(f"no kill switch {shown(name)}; switches: {names}") from None
         target = tenant_id or ALL_TENANTS
-        self.require(conn, actor, Scope.KILLSWITCH_OPERATE, None if target == ALL_TENANTS else target)
+        self.authorize(conn, actor, Scope.KILLSWITCH_OPERATE, None if target == ALL_TENANTS else target)
         if target != ALL_TENANTS:
             error = self._check_tenants(conn, [target])
             if error is not None and error.reason != "tenant_shredded":
@@ -1088,9 +1077,9 @@ class AccessService:
                     actor, tenant_id=_event_tenant(None if target == ALL_TENANTS else target))  # fmt: skip
 
     def switches(self, conn: Connection, *, actor: Principal) -> list[tuple[str, str, bool, datetime]]:
-        self.require(conn, actor, Scope.KILLSWITCH_OPERATE)
+        self.authorize(conn, actor, Scope.KILLSWITCH_OPERATE)
         rows = conn.execute(select(kill_switches).order_by(kill_switches.c.name, kill_switches.c.tenant_id))
-        return [(r.name, r.tenant_id, bool(r.engaged), _utc(r.changed_at) or self.now()) for r in rows]
+        return [(r.name, r.tenant_id, bool(r.engaged), as_utc(r.changed_at) or self.now()) for r in rows]
 
     def count_people(self, conn: Connection) -> int:
         return int(conn.execute(select(func.count()).where(principals.c.kind == "person")).scalar_one())

@@ -31,6 +31,8 @@ TENANT = "A1TESTSELLER01"
 OTHER = "A2OTHERSELLER2"
 OPERATOR = Principal(id="operator:test", kind="operator")
 
+pytest_plugins = ["webapi"]  # the `api` fixture: a served API over TLS
+
 
 def plaintext_answer(port: int, path: str = "/") -> bytes:
     """What a TLS-only port sends back to a plaintext HTTP request (at most a TLS alert)."""

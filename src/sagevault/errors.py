@@ -174,3 +174,9 @@ class KillSwitchEngaged(AccessDenied):
 
 class CredentialExpired(AccessDenied):
     reason = "credential_expired"
+
+
+class RateLimited(AccessDenied):
+    """A principal (or one principal on one route) went over its request rate."""
+
+    reason = "rate_limited"

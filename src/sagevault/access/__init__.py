@@ -23,7 +23,7 @@ from ._service import (
     Session,
     TotpSetup,
 )
-from ._throttle import LoginThrottle
+from ._throttle import LoginThrottle, RequestLimiter
 
 __all__ = [
     "ALL_TENANTS",
@@ -43,6 +43,7 @@ __all__ = [
     "KillSwitch",
     "LoginAttempt",
     "LoginThrottle",
+    "RequestLimiter",
     "Review",
     "Role",
     "Rule",

@@ -1,5 +1,5 @@
 """Log-in throttling with the `limits` library: per account, per source address, global, and
-spraying (one source failing on many accounts).
+spraying (one source failing on many accounts); and API request rates per principal and route.
 
 Counters live in memory for the embedded deployment and in Redis for a distributed one. If the
 store cannot be reached, log-ins are refused: an attacker who can knock Redis over must not get
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
 from limits.storage import Storage, storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from sagevault.config import Settings, redis_problem
-from sagevault.errors import ConfigError, LoginThrottled
+from sagevault.errors import ConfigError, LoginThrottled, RateLimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +29,7 @@ class Failure:
 
 class LoginThrottle:
     def __init__(self, settings: Settings, *, storage_url: str | None = None, key_prefix: str | None = None) -> None:
-        url = storage_url or settings.rate_limit_storage_url
-        problem = redis_problem("the log-in limiter URL", url)
-        if problem:
-            raise ConfigError(problem)
-        options: dict[str, float | str | bool] = {"key_prefix": key_prefix or settings.rate_limit_key_prefix}
-        if not url.startswith("memory://"):
-            options |= {"wrap_exceptions": True, "socket_connect_timeout": 0.5, "socket_timeout": 0.5}
-        self._storage: Storage = storage_from_string(url, **options)  # type: ignore[assignment]
+        self._storage = _storage(settings, storage_url, key_prefix, "the log-in limiter URL")
         self._limiter = MovingWindowRateLimiter(self._storage)
         self.threshold = settings.policy.lockout_threshold
         self._account = parse(f"{self.threshold} per day")
@@ -93,3 +86,39 @@ def _fail_closed() -> Iterator[None]:
             "log-ins are refused: the log-in limiter (rate_limit_storage_url) cannot be reached; "
             "they resume when it is back", reason="limiter_unavailable",
         ) from None
+
+
+class RequestLimiter:
+    """API request rates per principal, and per principal on a route (sliding-window counters,
+    constant work per request). Counted where the log-in counters are; an unreachable store
+    refuses requests rather than letting them through uncounted."""
+
+    def __init__(self, settings: Settings, *, storage_url: str | None = None, key_prefix: str | None = None) -> None:
+        self._storage = _storage(settings, storage_url, key_prefix, "the API rate limiter URL")
+        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
+        self._total = parse(settings.api_rate_per_principal)
+        self._routes = {route: parse(rate) for route, rate in settings.api_route_rates.items()}
+
+    def admit(self, principal_id: str, route: str) -> None:
+        """Count one request of `principal_id` on `route` ("METHOD /path/{template}")."""
+        try:
+            if not self._limiter.hit(self._total, "api", principal_id):
+                raise RateLimited(f"too many requests: at most {self._total} for one principal; slow down and retry")
+            per_route = self._routes.get(route)
+            if per_route is not None and not self._limiter.hit(per_route, "route", route, principal_id):
+                raise RateLimited(f"too many requests on this route: at most {per_route} for one principal; "
+                                  "slow down and retry")  # fmt: skip
+        except (StorageError, ConnectionError, TimeoutError):
+            raise RateLimited("requests are refused: the rate limiter (rate_limit_storage_url) cannot be reached; "
+                              "they resume when it is back", reason="limiter_unavailable") from None  # fmt: skip
+
+
+def _storage(settings: Settings, url: str | None, key_prefix: str | None, what: str) -> Storage:
+    url = url or settings.rate_limit_storage_url
+    problem = redis_problem(what, url)
+    if problem:
+        raise ConfigError(problem)
+    options: dict[str, float | str | bool] = {"key_prefix": key_prefix or settings.rate_limit_key_prefix}
+    if not url.startswith("memory://"):
+        options |= {"wrap_exceptions": True, "socket_connect_timeout": 0.5, "socket_timeout": 0.5}
+    return storage_from_string(url, **options)  # type: ignore[return-value]

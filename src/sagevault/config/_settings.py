@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import limits
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -114,6 +115,14 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     api_max_body_bytes: int = 10 * 1024 * 1024  # larger request bodies are refused (413)
+    # API request rates (`limits` notation), counted in rate_limit_storage_url: every principal's
+    # total, and per principal on a route ("METHOD /api/v1/path/{template}" -> limit).
+    api_rate_per_principal: str = "6000 per minute"
+    api_route_rates: dict[str, str] = {
+        "POST /api/v1/tenants/{tenant_id}/orders/{order_id}/reveal": "3000 per minute",
+        "POST /api/v1/tenants/{tenant_id}/search": "600 per minute",
+        "GET /api/v1/audit/export": "30 per minute",
+    }
     policy: PolicyProfile = PolicyProfile()
 
     @classmethod
@@ -175,6 +184,12 @@ class Settings(BaseSettings):
                      "lockout_base_minutes"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for where, rate in [("api_rate_per_principal", self.api_rate_per_principal),
+                            *((f"api_route_rates[{k!r}]", v) for k, v in self.api_route_rates.items())]:
+            try:
+                limits.parse(rate)
+            except ValueError:
+                raise ValueError(f"{where}: {rate!r} is not a rate; write e.g. '600 per minute'") from None
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together: set both, or neither for the local CA's")
         return self

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._app import API, create_app
+from ._app import create_app
+from ._deps import API
 from ._server import make_server
 
 __all__ = ["API", "create_app", "make_server"]

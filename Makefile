@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Set up, initialise the embedded deployment if the data dir is new (`demo` runs `init` then),
-# ingest the bundled sample orders and print a masked summary.
+# ingest the bundled sample orders, print a masked summary, then serve the HTTPS API on
+# https://127.0.0.1:8443 until Ctrl-C.
 run: $(STAMP)
 	$(BIN)/sagevault demo
+	$(BIN)/sagevault serve --init --host 127.0.0.1 --port 8443
 
 # The whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432; required when CI=true).
 test: $(STAMP)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import Engine, create_engine, text
 
 from sagevault.audit import migrate_audit
@@ -133,3 +134,20 @@ def vault_tenant(deployment: Deployment) -> Deployment:
         deployment.vault.add_tenant(conn, TENANT, ["ATVPDKIKX0DER"], principal=OPERATOR)
         deployment.vault.add_tenant(conn, OTHER, ["ATVPDKIKX0DER", "A2EUQ1WTGCTBG2"], principal=OPERATOR)
     return deployment
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own on the Redis at 127.0.0.1:6379; its keys are deleted after."""
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Redis at 127.0.0.1:6379 is unreachable under CI=true")
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    prefix = f"sagevault-test-{os.getpid()}-{secrets.token_hex(4)}"
+    yield prefix
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -314,22 +311,6 @@ def test_spraying_one_source_is_blocked_without_locking_the_accounts(harness: Ha
 
 
 # --- counters in Redis --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis at 127.0.0.1:6379 is unreachable under CI=true")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
-    prefix = f"sagevault-test-{os.getpid()}-{secrets.token_hex(4)}"
-    yield prefix
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
-    client.close()
 
 
 def test_redis_counters_are_shared_between_nodes(vault_tenant: Deployment, clock: ManualClock,

@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from conftest import OPERATOR, TENANT, plaintext_answer
-from sagevault.access import ALL_TENANTS
+from sagevault.access import ALL_TENANTS, RequestLimiter
+from sagevault.config import Settings
 from sagevault.testing import generate_orders, get_orders_response
+from sagevault.web import API
 from webapi import Api
 
 
@@ -127,3 +129,29 @@ def test_oversize_and_unsized_bodies_are_refused_before_anything_runs(api: Api) 
 
     r = api.client.post(f"{api.base}/sessions", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 411
+
+
+def test_rate_limits_per_principal_and_per_route_answer_429_and_redis_down_refuses(
+    api: Api, settings: Settings, redis_prefix: str
+) -> None:
+    order = f"{api.base}/tenants/{TENANT}/orders/{api.order_id}"
+    tight = settings.model_copy(update={"api_rate_per_principal": "8 per minute",
+                                        "api_route_rates": {f"GET {API}/tenants/{{tenant_id}}/orders/{{order_id}}":
+                                                            "3 per minute"}})  # fmt: skip
+    api.app.state.limiter = RequestLimiter(tight)
+    auth = api.login("rhea.packer", api.person("rhea.packer", "fulfilment", [TENANT]))
+    reads = [api.client.get(order, headers=auth).status_code for _ in range(4)]
+    assert reads == [200, 200, 200, 429]  # the route's own limit
+    body = {"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"}
+    reveals = [api.client.post(f"{order}/reveal", headers=auth, json=body).status_code for _ in range(5)]
+    assert reveals == [200, 200, 200, 200, 429]  # the principal's total: 8 counted requests, then refused
+    refused = api.client.post(f"{order}/reveal", headers=auth, json=body)
+    assert refused.json()["type"].endswith("rate-limited") and "slow down" in refused.json()["detail"]
+    fresh = api.login("sam.packer", api.person("sam.packer", "fulfilment", [TENANT]))
+    assert api.client.get(order, headers=fresh).status_code == 200  # another principal has its own budget
+    # Counted in Redis, shared by every worker; Redis unreachable = refused, not unlimited.
+    api.app.state.limiter = RequestLimiter(settings, storage_url="redis://127.0.0.1:6379/0", key_prefix=redis_prefix)
+    assert api.client.get(order, headers=fresh).status_code == 200
+    api.app.state.limiter = RequestLimiter(settings, storage_url="redis://127.0.0.1:1/0")
+    down = api.client.get(order, headers=fresh)
+    assert down.status_code == 429 and "cannot be reached" in down.json()["detail"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pyotp
 import pytest
+from fastapi import FastAPI
 
 from conftest import OPERATOR, TENANT
 from sagevault.audit import Channel
@@ -20,7 +21,7 @@ from sagevault.crypto import InMemoryKeyProvider, client_context
 from sagevault.deployment import Deployment, init_deployment
 from sagevault.testing import generate_orders, get_orders_response
 from sagevault.vault import Operation, Principal
-from sagevault.web import API, make_server
+from sagevault.web import API, create_app, make_server
 
 PASSWORD = "Quartz-Fjord-7-Lantern"
 
@@ -32,6 +33,7 @@ class Api:
     client: httpx.Client
     order_id: str
     admin: Principal
+    app: FastAPI
 
     def person(self, login: str, role: str, tenants: list[str]) -> pyotp.TOTP:
         with self.d.engine.begin() as conn:
@@ -72,7 +74,8 @@ def api(settings: Settings) -> Iterator[Api]:
         d.vault.add_tenant(conn, TENANT, ["ATVPDKIKX0DER"], principal=OPERATOR)
         d.vault.ingest(conn, TENANT, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
     port = _free_port()
-    server = make_server(d, "127.0.0.1", port)
+    app = create_app(d)
+    server = make_server(d, "127.0.0.1", port, app=app)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -81,7 +84,7 @@ def api(settings: Settings) -> Iterator[Api]:
     assert server.started, "the server did not start"
     client = httpx.Client(verify=client_context(settings.tls_dir / "ca.pem"), timeout=10)
     try:
-        yield Api(d, f"https://127.0.0.1:{port}{API}", client, orders[0]["AmazonOrderId"], admin)
+        yield Api(d, f"https://127.0.0.1:{port}{API}", client, orders[0]["AmazonOrderId"], admin, app)
     finally:
         client.close()
         server.should_exit = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +37,7 @@ from sagevault.audit import (
 )
 from sagevault.config import Settings, load_settings
 from sagevault.deployment import Deployment, init_deployment, open_audit, open_deployment
-from sagevault.errors import AuditError, NotInitialized, PayloadError, SageVaultError, shown
+from sagevault.errors import AuditError, ConfigError, NotInitialized, PayloadError, SageVaultError, shown
 from sagevault.logs import configure_logging, get_logger
 from sagevault.vault import IngestResult, Operation, Principal, SourceDocument
 
@@ -169,17 +170,44 @@ def init() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8443,
+    init_if_new: Annotated[bool, typer.Option("--init", help="Initialise the data dir first if it is new.")] = False,
 ) -> None:
-    """Serve the HTTPS API (TLS 1.2+ only; there is no plaintext port). First slice of the API:
-    sessions, tenants, masked orders, reveal, kill switches under /api/v1."""
+    """Serve the HTTPS API under /api/v1 (TLS 1.2+ only; there is no plaintext port). Ctrl-C stops it."""
     from sagevault.web import API, make_server
 
-    d = open_deployment(_settings())
+    settings = _settings()
     try:
+        d = open_deployment(settings)
+    except NotInitialized:
+        if not init_if_new:
+            raise
+        d = init_deployment(settings)
+        out.print(f"[green]initialised[/] a new deployment in {settings.resolved_data_dir}")
+    try:
+        try:
+            listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        except OSError as exc:
+            raise ConfigError(f"could not listen on {host}:{port} ({exc.strerror or 'refused'}); the port may be "
+                              "in use or the address not this machine's: choose another with --host/--port") from None
+        server = make_server(d, host, port)
+        base = f"https://{f'[{host}]' if ':' in host else host}:{port}{API}"
+        ca = d.settings.tls_dir / "ca.pem"
+        trust = f"--cacert {ca}" if d.settings.tls_cert_file is None else ""
+        out.print(f"serving {base} over TLS only (OpenAPI: {base}/openapi.json)", soft_wrap=True)
         if d.settings.tls_cert_file is None:
-            out.print(f"clients trust the local CA: {d.settings.tls_dir / 'ca.pem'}")
-        out.print(f"serving https://{host}:{port}{API} (OpenAPI: {API}/openapi.json)")
-        make_server(d, host, port).run()
+            out.print(f"clients trust the local CA certificate: {ca}", soft_wrap=True)
+        with d.engine.connect() as conn:
+            people = d.access.count_people(conn)
+        if not people:
+            out.print("no accounts yet. Create the first admin (in another terminal), then log in:\n"
+                      "  .venv/bin/sagevault users bootstrap-admin --login LOGIN --email EMAIL\n"
+                      "  .venv/bin/sagevault users enrol --login LOGIN\n"
+                      f"  curl {trust} -X POST {base}/sessions -H 'content-type: application/json' \\\n"
+                      "       -d '{\"login\": \"LOGIN\", \"password\": \"...\", \"code\": \"TOTP\"}'",
+                      soft_wrap=True)  # fmt: skip
+        out.print("see docs/api.md; Ctrl-C stops the server")
+        _record_command(d.audit, None)
+        server.run(sockets=[listening])
     finally:
         d.close()
 

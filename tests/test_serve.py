@@ -1,0 +1,78 @@
+"""`sagevault serve` as `make run` starts it: a real process on a fresh data dir, a real client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from conftest import plaintext_answer
+from sagevault.crypto import client_context
+
+SV = [sys.executable, "-c", "from sagevault.cli import main; main()"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(tmp: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "SAGEVAULT_DATA_DIR": str(tmp / "var"), "COLUMNS": "80", "NO_COLOR": "1"}
+    env.pop("SAGEVAULT_CONFIG", None)
+    return subprocess.Popen([*SV, "serve", "--port", str(port), *extra], cwd=tmp, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def _wait_for_tls(port: int, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            time.sleep(0.1)
+        else:
+            return
+    raise AssertionError(f"the server did not come up (exit code {proc.poll()})")
+
+
+def test_serve_initialises_a_new_data_dir_and_answers_only_over_tls(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _serve(tmp_path, port, "--init")
+    try:
+        _wait_for_tls(port, proc)
+        ca = tmp_path / "var" / "tls" / "ca.pem"
+        r = httpx.get(f"https://127.0.0.1:{port}/api/v1/tenants", verify=client_context(ca), timeout=10)
+        assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+        assert httpx.get(f"https://127.0.0.1:{port}/api/v1/openapi.json", verify=client_context(ca)).status_code == 200
+        assert b"HTTP/" not in plaintext_answer(port, "/api/v1/tenants")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130) and "Traceback" not in stderr, stderr  # 130: stopped by Ctrl-C
+    # What the operator is told: where the API is, which CA to trust, how to make the first admin.
+    assert f"https://127.0.0.1:{port}/api/v1" in stdout
+    assert f"--cacert {ca}" in stdout and str(ca) in stdout
+    assert "sagevault users bootstrap-admin --login LOGIN --email EMAIL" in stdout
+
+
+def test_serve_without_init_on_a_new_dir_or_on_a_busy_port_says_what_to_do(tmp_path: Path) -> None:
+    port = _free_port()
+    fresh = _serve(tmp_path, port)
+    _, stderr = fresh.communicate(timeout=60)
+    assert fresh.returncode != 0 and "sagevault init" in stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        proc = _serve(tmp_path, taken, "--init")
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert f"could not listen on 127.0.0.1:{taken}" in " ".join(stderr.split()) and "Traceback" not in stderr

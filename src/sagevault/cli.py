@@ -36,6 +36,7 @@ from sagevault.audit import (
     verify,
 )
 from sagevault.config import Settings, load_settings
+from sagevault.crypto import issue_client_certificate
 from sagevault.deployment import Deployment, init_deployment, open_audit, open_deployment
 from sagevault.errors import AuditError, ConfigError, NotInitialized, PayloadError, SageVaultError, shown
 from sagevault.logs import configure_logging, get_logger
@@ -54,6 +55,8 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="The security event log.")
 app.add_typer(audit_app, name="audit")
+tls_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help="Certificates for mutual TLS.")
+app.add_typer(tls_app, name="tls")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -210,6 +213,20 @@ def serve(
         server.run(sockets=[listening])
     finally:
         d.close()
+
+
+@tls_app.command("client-cert")
+def tls_client_cert(
+    name: Annotated[str, typer.Argument(help="The service account's login (the certificate's common name).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for NAME.pem and NAME.key.")] = Path("."),
+    days: Annotated[int, typer.Option(min=1, max=397)] = 365,
+) -> None:
+    """Issue a client certificate from the local CA, for a deployment with mutual TLS
+    (tls_client_ca_file = tls/ca.pem): the service presents it besides its API key."""
+    with _deployment() as d:
+        ca = d.settings.tls_dir
+        cert, key = issue_client_certificate(ca / "ca.pem", ca / "ca.key", name, out_dir, days=days)
+    out.print(f"client certificate {cert} and key {key} (mode 0600) for {name}, valid {days} days", soft_wrap=True)
 
 
 @tenants_app.command("add")

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # `sagevault init` makes under <data_dir>/tls.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Mutual TLS: with a CA certificate (PEM) here, every client must present a certificate it
+    # signed (`sagevault tls client-cert` issues them from the local CA), on top of its credential.
+    tls_client_ca_file: Path | None = None
     api_max_body_bytes: int = 10 * 1024 * 1024  # larger request bodies are refused (413)
     # API request rates (`limits` notation), counted in rate_limit_storage_url: every principal's
     # total, and per principal on a route ("METHOD /api/v1/path/{template}" -> limit).
@@ -232,6 +235,10 @@ class Settings(BaseSettings):
     @property
     def resolved_tls_cert_file(self) -> Path:
         return self._in_data_dir(self.tls_cert_file) if self.tls_cert_file else self.tls_dir / "server.pem"
+
+    @property
+    def resolved_tls_client_ca_file(self) -> Path | None:
+        return self._in_data_dir(self.tls_client_ca_file) if self.tls_client_ca_file else None
 
     @property
     def resolved_tls_key_file(self) -> Path:

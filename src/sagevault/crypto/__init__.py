@@ -19,7 +19,16 @@ from ._provider import (
     key_provider_from_settings,
 )
 from ._secret_files import read_secret_file, write_secret_file
-from ._tls import CIPHERS, LOCAL_NAMES, TlsFiles, client_context, create_local_tls, server_context, tls_files
+from ._tls import (
+    CIPHERS,
+    LOCAL_NAMES,
+    TlsFiles,
+    client_context,
+    create_local_tls,
+    issue_client_certificate,
+    server_context,
+    tls_files,
+)
 
 __all__ = [
     "CIPHERS",
@@ -39,6 +48,7 @@ __all__ = [
     "create_local_tls",
     "decode_value",
     "encode_value",
+    "issue_client_certificate",
     "key_provider_from_settings",
     "normalise",
     "read_secret_file",

@@ -9,6 +9,7 @@ certificate and key can be configured instead; clients of the embedded deploymen
 from __future__ import annotations
 
 import ipaddress
+import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -92,9 +93,10 @@ def create_local_tls(directory: Path, names: tuple[str, ...] = LOCAL_NAMES, *, n
     return files
 
 
-def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
     """The only way SageVault listens: TLS 1.2 minimum, ECDHE + AEAD suites, no compression,
-    no renegotiation, server's cipher order."""
+    no renegotiation, server's cipher order. With `client_ca`, mutual TLS: every client must
+    present a certificate that CA signed, or the handshake fails."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(CIPHERS)
@@ -106,7 +108,47 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
             f"cannot load the TLS certificate {cert} and key {key} ({type(exc).__name__}); check both files "
             "(PEM), or run `sagevault init` on a new data dir to make a local CA"
         ) from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the client CA certificate {client_ca} ({type(exc).__name__}); "
+                              "tls_client_ca_file must be a PEM certificate") from None  # fmt: skip
+        context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def issue_client_certificate(
+    ca_cert: Path, ca_key: Path, name: str, out: Path, *, days: int = 365
+) -> tuple[Path, Path]:
+    """A client certificate for `name` (a service account's login), signed by the CA at
+    `ca_cert`/`ca_key`, written to `out/<name>.pem` and `out/<name>.key` (0600)."""
+    try:
+        ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+        signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the CA {ca_cert} and its key ({type(exc).__name__})") from None
+    if not isinstance(signer, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{ca_key} is not an EC key; sign client certificates with the local CA")
+    if not re.fullmatch(r"[a-z][a-z0-9._-]{1,62}", name):
+        raise ConfigError("a client certificate is named after a service account's login: lower-case letters, "
+                          "digits, '.', '_' or '-'")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cert_path, key_path = out / f"{name}.pem", out / f"{name}.key"
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(start + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
+        .sign(signer, hashes.SHA256())
+    )  # fmt: skip
+    write_secret_file(key_path, _key_pem(key), what=f"the client key of {name}", exists_error=ConfigError)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
 
 
 def client_context(ca_cert: Path) -> ssl.SSLContext:

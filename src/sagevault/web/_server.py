@@ -19,7 +19,8 @@ def make_server(
     d: Deployment, host: str = "127.0.0.1", port: int = 8443, *, app: FastAPI | None = None
 ) -> uvicorn.Server:
     """The server for `d`'s API (or for `app`, which a benchmark may extend), TLS only."""
-    tls = server_context(d.settings.resolved_tls_cert_file, d.settings.resolved_tls_key_file)
+    tls = server_context(d.settings.resolved_tls_cert_file, d.settings.resolved_tls_key_file,
+                         d.settings.resolved_tls_client_ca_file)  # fmt: skip
 
     def ours(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         return tls  # uvicorn's own context is never built

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy import ColumnElement, Engine, delete, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from sagevault.errors import AuditError, AuditUnavailable
@@ -231,20 +231,43 @@ class AuditLog:
 
     # --- reading --------------------------------------------------------------------------
 
+    @staticmethod
+    def _matching(
+        actor: str | None, tenant_id: str | None, name: str | None, since: datetime | None, until: datetime | None,
+        after_seq: int, through_seq: int | None,
+    ) -> list[ColumnElement[bool]]:  # fmt: skip
+        where = [audit_events.c.seq > after_seq]
+        if through_seq is not None:
+            where.append(audit_events.c.seq <= through_seq)
+        if actor:
+            where.append(audit_events.c.actor == actor)
+        if tenant_id:
+            where.append(audit_events.c.tenant_id == tenant_id)
+        if name:
+            where.append(audit_events.c.name == name)
+        if since:
+            where.append(audit_events.c.at >= since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        if until:
+            where.append(audit_events.c.at < until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        return where
+
+    def count(self, *, actor: str | None = None, tenant_id: str | None = None, name: str | None = None,
+              since: datetime | None = None, until: datetime | None = None, after_seq: int = 0,
+              through_seq: int | None = None) -> int:  # fmt: skip
+        """How many events `search` with the same filters would yield."""
+        where = self._matching(actor, tenant_id, name, since, until, after_seq, through_seq)
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(audit_events).where(*where)).scalar_one())
+
     def search(self, *, actor: str | None = None, tenant_id: str | None = None, name: str | None = None,
                since: datetime | None = None, until: datetime | None = None, after_seq: int = 0,
-               limit: int | None = None, newest_first: bool = False) -> Iterator[dict[str, Any]]:  # fmt: skip
-        query = select(*(audit_events.c[c] for c in COLUMNS)).where(audit_events.c.seq > after_seq)
-        if actor:
-            query = query.where(audit_events.c.actor == actor)
-        if tenant_id:
-            query = query.where(audit_events.c.tenant_id == tenant_id)
-        if name:
-            query = query.where(audit_events.c.name == name)
-        if since:
-            query = query.where(audit_events.c.at >= since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-        if until:
-            query = query.where(audit_events.c.at < until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+               through_seq: int | None = None, limit: int | None = None,
+               newest_first: bool = False) -> Iterator[dict[str, Any]]:  # fmt: skip
+        """Events matching every filter given, by sequence number: those after `after_seq` (a
+        page's cursor) and up to `through_seq` (an export's snapshot of the head)."""
+        query = select(*(audit_events.c[c] for c in COLUMNS)).where(
+            *self._matching(actor, tenant_id, name, since, until, after_seq, through_seq)
+        )
         query = query.order_by(audit_events.c.seq.desc() if newest_first else audit_events.c.seq)
         if limit:
             query = query.limit(limit)

@@ -115,6 +115,18 @@ class OrderView:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderSummary:
+    """An order as a listing shows it: ids and clear (non-PII) state only, nothing decrypted."""
+
+    order_id: str
+    record_ids: list[int]
+    documents: list[Document]
+    order_status: str | None
+    purchased_at: str | None
+    retrieved_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class RevealedField:
     record_id: int
     document: Document
@@ -307,14 +319,54 @@ class Vault:
         self._keys.create(conn, tenant_id, now)
         return self._tenant(conn, tenant_id)
 
-    def list_tenants(self, conn: Connection, *, principal: Principal) -> list[Tenant]:
+    def list_tenants(
+        self, conn: Connection, *, principal: Principal, after: str | None = None, limit: int | None = None
+    ) -> list[Tenant]:
+        """Tenants by id; `after` and `limit` give one page of them (keyset: ids after `after`)."""
         self._check(conn, principal, Action.TENANTS_ADMIN, None, operation="list tenants")
-        rows = conn.execute(select(tenants).order_by(tenants.c.id)).all()
-        return [self._tenant_from(r) for r in rows]
+        query = select(tenants).order_by(tenants.c.id)
+        if after is not None:
+            query = query.where(tenants.c.id > after)
+        if limit is not None:
+            query = query.limit(limit)
+        return [self._tenant_from(r) for r in conn.execute(query).all()]
 
     def record_count(self, conn: Connection, tenant_id: str, *, principal: Principal) -> int:
         self._check(conn, principal, Action.RECORDS_READ, tenant_id, operation="record count")
         return int(conn.execute(select(func.count()).where(records.c.tenant_id == tenant_id)).scalar_one())
+
+    @audited(EventName.VAULT_RECORD_READ, "list orders", lambda os: ((), {"orders": len(os)}))
+    def list_orders(
+        self, conn: Connection, tenant_id: str, *, principal: Principal, after: str | None = None, limit: int = 50
+    ) -> list[OrderSummary]:
+        """Up to `limit` of the tenant's orders with ids after `after`, by order id (keyset on the
+        (tenant_id, order_id, document) index). Ids and clear state only: no PII is read."""
+        self._gate.check(conn, principal, Action.RECORDS_READ, tenant_id)
+        self._live_tenant(conn, tenant_id)
+        page = select(records.c.order_id).where(records.c.tenant_id == tenant_id)
+        if after is not None:
+            page = page.where(records.c.order_id > after)
+        order_ids = list(conn.execute(page.distinct().order_by(records.c.order_id).limit(limit)).scalars())
+        if not order_ids:
+            return []
+        by_order: dict[str, list[Any]] = {}
+        for row in conn.execute(
+            select(records.c.order_id, records.c.id, records.c.document, records.c.order_status,
+                   records.c.purchased_at, records.c.retrieved_at)
+            .where(records.c.tenant_id == tenant_id, one_of(conn, records.c.order_id, order_ids))
+            .order_by(records.c.order_id, records.c.document)
+        ):  # fmt: skip
+            by_order.setdefault(row.order_id, []).append(row)
+        return [
+            OrderSummary(
+                order_id, [r.id for r in rows], [Document(r.document) for r in rows],
+                next((r.order_status for r in rows if r.order_status), None),
+                next((r.purchased_at for r in rows if r.purchased_at), None),
+                max(_aware(r.retrieved_at) for r in rows),
+            )
+            for order_id in order_ids
+            if (rows := by_order.get(order_id))
+        ]  # fmt: skip
 
     @staticmethod
     def _tenant_from(row: Row[Any]) -> Tenant:
@@ -657,6 +709,12 @@ class Vault:
         self._tenant(conn, tenant_id)
         receipt = conn.execute(select(tenants.c.shred_receipt).where(tenants.c.id == tenant_id)).scalar_one()
         return dict(receipt) if receipt else None
+
+    def unpurged_records(self, conn: Connection, tenant_id: str, *, principal: Principal) -> int:
+        """How many unreadable rows of a shredded tenant `purge_shredded` has still to delete."""
+        self._check(conn, principal, Action.TENANTS_SHRED, tenant_id, operation="unpurged records")
+        self._tenant(conn, tenant_id)
+        return int(conn.execute(select(func.count()).where(records.c.tenant_id == tenant_id)).scalar_one())
 
     @audited(EventName.STORAGE_RECORD_PURGE, "purge", lambda n: ((), {"records": n}))
     def purge_shredded(self, conn: Connection, tenant_id: str, *, principal: Principal, limit: int = 5000) -> int:

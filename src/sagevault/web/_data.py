@@ -1,10 +1,256 @@
 """Keys, shredding and the security event log: key status and rotation, crypto-shredding with
-its certificate, audit search and export."""
+its certificate and the purge that follows, audit search, export and verification.
+
+Rotation, purge and export do bounded work per request. A rotation step re-encrypts at most
+`batch` records and answers 202 with how many remain; the client calls again until it gets 200
+(the step that moved the last record also retires the old key versions). Purge works the same way.
+An export streams the events that match its filters up to the newest event when it began.
+
+Shred, rotation, purge, export and verify commit their unit of work before they answer (`committed_work`):
+shred and the last rotation step then push the erased key pages out of the database's journal,
+and an export or a verification must not hold a write transaction while it reads the log.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from ._deps import API
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from sagevault.access import Scope
+from sagevault.audit import (
+    AuditEvent,
+    Channel,
+    DigestFile,
+    EventName,
+    Outcome,
+    Reason,
+    VerifyReport,
+    load_public_key,
+    looks_like_pii,
+    public_path,
+    verify,
+)
+from sagevault.errors import AuditError, PayloadError, RecordNotFound
+
+from ._deps import API, Conn, Vault, Who, encode_cursor
+from ._records import PageQuery, committed_work
 
 router = APIRouter(prefix=API)
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$"  # the audit log's own id format
+_EVENT_NAMES = frozenset(e.value for e in EventName)
+_EXPORT_CHUNK = 500  # events per write: a thread hop per event would dominate a large export
+
+
+class BatchQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch: int = Field(500, ge=1, le=5000, description="The most records this request moves or deletes.")
+
+
+class ShredBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    confirm: Literal[True] = Field(description="true: every record of the tenant becomes unreadable forever.")
+
+
+class AuditFilters(BaseModel):
+    """The `sagevault audit search` filters. Ids only: the log holds no PII, so none is asked for."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor: str | None = Field(None, pattern=_ID_PATTERN, description="A principal id (usr_…, svc_…, operator:…).")
+    tenant: str | None = Field(None, pattern=_ID_PATTERN, description="A tenant id.")
+    name: str | None = Field(None, max_length=48, description="An event name, e.g. vault:field:reveal.")
+    since: str | None = Field(None, max_length=40, description="Events at or after this time (ISO 8601).")
+    until: str | None = Field(None, max_length=40, description="Events before this time (ISO 8601).")
+
+    def checked(self) -> dict[str, Any]:
+        """The filters as `AuditLog.search` takes them; a 400 that says what to send instead."""
+        for field, value in (("actor", self.actor), ("tenant", self.tenant)):
+            if value is not None and looks_like_pii(value):
+                raise PayloadError(f"{field} must be an id; the security log holds no e-mail addresses or phone "
+                                   "numbers, so search by the principal or tenant id")  # fmt: skip
+        if self.name is not None and self.name not in _EVENT_NAMES:
+            raise PayloadError("name is not an event name; use one such as vault:field:reveal "
+                               "(`sagevault audit events` lists them all)")  # fmt: skip
+        since, until = _when(self.since, "since"), _when(self.until, "until")
+        if since is not None and until is not None and since >= until:
+            raise PayloadError("since must be earlier than until; swap them or widen the window")
+        return {"actor": self.actor, "tenant_id": self.tenant, "name": self.name, "since": since, "until": until}
+
+
+class AuditSearchQuery(AuditFilters, PageQuery):
+    pass
+
+
+def _when(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise PayloadError(f"{option} is not a date or time; use ISO 8601 such as 2026-11-01 or "
+                           "2026-11-01T08:00:00Z") from None  # fmt: skip
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+@router.get("/tenants/{tenant_id}/keys", tags=["keys"])
+def key_status(tenant_id: str, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """The tenant's key versions (data and blind index), their state, and how many records each
+    data version protects. Never the key material."""
+    versions = d.vault.key_status(conn, tenant_id, principal=who)
+    data = [k for k in versions if k.purpose == "data"]
+    primary = next(k.version for k in data if k.status == "primary")
+    return {
+        "tenant_id": tenant_id, "primary_version": primary,
+        "rotating": any(k.status == "active" for k in data),
+        "records_to_move": sum(k.records for k in data if k.version != primary),
+        "versions": [{"purpose": k.purpose, "version": k.version, "status": k.status, "created_at": k.created_at,
+                      "retired_at": k.retired_at, "records": k.records} for k in versions],
+    }  # fmt: skip
+
+
+@router.post("/tenants/{tenant_id}/keys/rotation", tags=["keys"],
+             responses={202: {"description": "Records still to move: call again."}})  # fmt: skip
+def rotate(tenant_id: str, q: Annotated[BatchQuery, Query()], request: Request, d: Vault) -> JSONResponse:
+    """One step of a key rotation: begin it (a new primary data key version) or resume the one
+    under way, re-encrypt up to `batch` records, and once none is left retire the old versions.
+    202 with `remaining` while records are left (call again), 200 when the rotation is complete.
+    A call after a complete rotation begins the next one."""
+    with committed_work(request) as (conn, who):
+        d.access.authorize(conn, who, Scope.KEYS_READ, tenant_id)  # the answer reports progress: a read
+        target = d.vault.begin_rotation(conn, tenant_id, principal=who)
+        moved = d.vault.reencrypt_batch(conn, tenant_id, target, principal=who, limit=q.batch)
+        remaining = d.vault.rotation_remaining(conn, tenant_id, target, principal=who)
+        retired = [] if remaining else d.vault.finish_rotation(conn, tenant_id, principal=who)
+    if retired:
+        d.release_deleted_pages()  # the retired keys' erased pages out of the journal too
+    state = "re-encrypting" if remaining else "complete"
+    return JSONResponse({"tenant_id": tenant_id, "state": state, "primary_version": target, "moved": moved,
+                         "remaining": remaining, "retired_versions": retired},
+                        status_code=202 if remaining else 200)  # fmt: skip
+
+
+# --- shred --------------------------------------------------------------------------------
+
+
+@router.post("/tenants/{tenant_id}/shred", status_code=201, tags=["shred"])
+def shred(tenant_id: str, body: ShredBody, request: Request, d: Vault) -> JSONResponse:
+    """Crypto-shred the tenant: every copy of its keys destroyed, its records unreadable from
+    now on (reads answer 410). Answers the shred certificate; `records_to_purge` rows are left
+    for `POST .../purge` to delete."""
+    with committed_work(request) as (conn, who):
+        receipt = d.vault.shred(conn, tenant_id, principal=who).as_json()
+        left = d.vault.unpurged_records(conn, tenant_id, principal=who)
+    d.release_deleted_pages()  # as `sagevault shred`: no page image of a destroyed key is kept
+    return JSONResponse({"certificate": receipt, "records_to_purge": left}, status_code=201,
+                        headers={"Location": f"{API}/tenants/{tenant_id}/shred-certificate"})  # fmt: skip
+
+
+@router.get("/tenants/{tenant_id}/shred-certificate", tags=["shred"])
+def shred_certificate(tenant_id: str, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """The certificate of a shredded tenant (what was destroyed, when, under which master key)."""
+    receipt = d.vault.shred_receipt(conn, tenant_id, principal=who)
+    if receipt is None:
+        raise RecordNotFound(f"tenant {tenant_id} is not shredded, so it has no shred certificate")
+    return receipt
+
+
+@router.post("/tenants/{tenant_id}/purge", tags=["shred"],
+             responses={202: {"description": "Rows still to delete: call again."}})  # fmt: skip
+def purge(tenant_id: str, q: Annotated[BatchQuery, Query()], request: Request, d: Vault) -> JSONResponse:
+    """Delete up to `batch` unreadable rows of a shredded tenant. 202 with `remaining` while rows
+    are left (call again), 200 when none is."""
+    with committed_work(request) as (conn, who):
+        purged = d.vault.purge_shredded(conn, tenant_id, principal=who, limit=q.batch)
+        remaining = d.vault.unpurged_records(conn, tenant_id, principal=who)
+    return JSONResponse({"tenant_id": tenant_id, "purged": purged, "remaining": remaining},
+                        status_code=202 if remaining else 200)  # fmt: skip
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+@router.get("/audit/events", tags=["audit"])
+def audit_events(q: Annotated[AuditSearchQuery, Query()], d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """Security events matching the filters, oldest first, a page at a time (the cursor is a
+    position in the chain, so new events never shift a page)."""
+    d.access.authorize(conn, who, Scope.AUDIT_READ)
+    filters = q.checked()
+    after = q.page().position(int)
+    if after is not None and (type(after) is not int or after < 0):
+        raise PayloadError("the cursor is not one this API gave out; start again without one")
+    items = list(d.audit.search(**filters, after_seq=after or 0, limit=q.limit + 1))
+    more = len(items) > q.limit
+    return {"items": items[: q.limit], "next_cursor": encode_cursor(items[q.limit - 1]["seq"]) if more else None}
+
+
+@router.get("/audit/export", tags=["audit"], response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-ndjson": {}},
+                             "description": "One event per line (JSON)."}})  # fmt: skip
+def audit_export(q: Annotated[AuditFilters, Query()], request: Request, d: Vault) -> StreamingResponse:
+    """Every event matching the filters, as JSON lines, up to the newest event when the export
+    began. The export is itself recorded (audit:log:export, with its event count) before the
+    first line leaves; if that cannot be made durable, nothing is sent."""
+    filters = q.checked()
+    with committed_work(request) as (conn, who):
+        d.access.authorize(conn, who, Scope.AUDIT_READ)
+        ip_hash = d.access.client_ip_hash(conn, who.source_ip)
+    through, _ = d.audit.head()
+    count = d.audit.count(**filters, through_seq=through)
+    d.audit.record(AuditEvent(
+        name=EventName.AUDIT_LOG_EXPORT, channel=Channel.API, actor=who.id, tenant_id=q.tenant,
+        counts={"events": count, "through_seq": through}, operation="audit export",
+        request_id=request.state.request_id, client_ip_hash=ip_hash,
+    ))  # fmt: skip
+    return StreamingResponse(
+        _ndjson(d.audit.search(**filters, through_seq=through)),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": 'attachment; filename="sagevault-audit.ndjson"'},
+    )
+
+
+def _ndjson(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    lines: list[str] = []
+    for event in events:
+        lines.append(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        if len(lines) == _EXPORT_CHUNK:
+            yield ("\n".join(lines) + "\n").encode()
+            lines = []
+    if lines:
+        yield ("\n".join(lines) + "\n").encode()
+
+
+@router.post("/audit/verify", tags=["audit"])
+def audit_verify(request: Request, d: Vault) -> dict[str, Any]:
+    """`sagevault audit verify`: the whole chain, its head, purge anchors and every signed
+    digest. `ok` false names the first bad sequence number. The check is itself recorded."""
+    with committed_work(request) as (conn, who):
+        d.access.authorize(conn, who, Scope.AUDIT_READ)
+        ip_hash = d.access.client_ip_hash(conn, who.source_ip)
+    settings = d.settings
+    try:
+        key = load_public_key(public_path(settings.resolved_audit_signing_key_file))
+        digests = DigestFile(settings.digest_file).read()
+    except AuditError:
+        report = VerifyReport()
+        report.fail(None, "the audit signing public key or the digest file cannot be read; "
+                    "run `sagevault audit verify` on the server, which names the file")  # fmt: skip
+    else:
+        report = verify(d.audit.engine, key, digests, workers=1)  # never fork a serving process
+    d.audit.record(AuditEvent(
+        name=EventName.AUDIT_LOG_VERIFY, channel=Channel.API, actor=who.id,
+        outcome=Outcome.SUCCESS if report.ok else Outcome.FAILURE,
+        reason=Reason.NONE if report.ok else Reason.INTEGRITY_FAILURE,
+        counts={"events": report.events, "digests": report.digests}, operation="audit verify",
+        request_id=request.state.request_id, client_ip_hash=ip_hash,
+    ))  # fmt: skip
+    return {"ok": report.ok, "events": report.events, "digests": report.digests,
+            "first_bad_seq": report.first_bad_seq, "problems": report.problems}  # fmt: skip

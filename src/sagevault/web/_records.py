@@ -2,18 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import Connection
 from starlette.responses import Response
 
 from sagevault.catalog import Purpose
-from sagevault.vault import Operation
+from sagevault.vault import Operation, Principal
 
-from ._deps import API, Conn, Vault, Who, bearer, source
+from ._deps import API, MAX_PAGE, Conn, Page, Vault, Who, bearer, deployment, encode_cursor, principal, source
 
 router = APIRouter(prefix=API)
+T = TypeVar("T")
+
+
+@contextmanager
+def committed_work(request: Request) -> Iterator[tuple[Connection, Principal]]:
+    """The request's unit of work and its principal (the same checks as `Who`), committed when the
+    block ends: before the answer. The shared `Conn` commits only after the answer is sent, so a
+    route whose client acts on the answer at once (or that works after the commit) uses this."""
+    with deployment(request).engine.begin() as conn:
+        yield conn, principal(request, conn)
+
+
+class PageQuery(BaseModel):
+    """`?limit=&cursor=`, and no other query parameter: a mistyped filter is refused (422), not
+    silently ignored. Routes with filters extend it."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(50, ge=1, le=MAX_PAGE, description="Items per page.")
+    cursor: str | None = Field(None, max_length=512, description="`next_cursor` of the previous page.")
+
+    def page(self) -> Page:
+        return Page(self.limit, self.cursor)
+
+
+def keyset_page(items: Sequence[T], limit: int, key: str, render: Callable[[T], Any]) -> dict[str, Any]:
+    """A page from `limit + 1` items fetched after the cursor: the extra one only says there is more."""
+    shown, more = items[:limit], len(items) > limit
+    return {"items": [render(i) for i in shown],
+            "next_cursor": encode_cursor(getattr(shown[-1], key)) if more else None}  # fmt: skip
+
+
+class NewTenantBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=2, max_length=64, description="The selling partner id.")
+    marketplaces: list[str] = Field(min_length=1, max_length=30, description="Marketplace ids of one SP-API region.")
 
 
 class LoginBody(BaseModel):
@@ -51,11 +89,34 @@ def logout(request: Request, d: Vault, conn: Conn, who: Who) -> Response:
     return Response(status_code=204)
 
 
+def _tenant(t: Any) -> dict[str, Any]:
+    return {"id": t.id, "region": t.region, "marketplaces": t.marketplaces, "created_at": t.created_at,
+            "shredded_at": t.shredded_at}  # fmt: skip
+
+
+@router.post("/tenants", status_code=201, tags=["tenants"])
+def add_tenant(body: NewTenantBody, request: Request, response: Response, d: Vault) -> dict[str, Any]:
+    """Add a tenant (a selling partner, one SP-API region) and create its keys."""
+    with committed_work(request) as (conn, who):
+        tenant = d.vault.add_tenant(conn, body.id, body.marketplaces, principal=who)
+    response.headers["Location"] = f"{API}/tenants/{tenant.id}/orders"
+    return _tenant(tenant)
+
+
 @router.get("/tenants", tags=["tenants"])
-def tenants(d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
-    items = d.vault.list_tenants(conn, principal=who)
-    return {"items": [{"id": t.id, "region": t.region, "marketplaces": t.marketplaces,
-                       "shredded_at": t.shredded_at} for t in items]}  # fmt: skip
+def tenants(q: Annotated[PageQuery, Query()], d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """Tenants by id, a page at a time."""
+    items = d.vault.list_tenants(conn, principal=who, after=q.page().position(str), limit=q.limit + 1)
+    return keyset_page(items, q.limit, "id", _tenant)
+
+
+@router.get("/tenants/{tenant_id}/orders", tags=["records"])
+def orders(tenant_id: str, q: Annotated[PageQuery, Query()], d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """The tenant's orders by order id, a page at a time: ids and clear order state, no PII."""
+    items = d.vault.list_orders(conn, tenant_id, principal=who, after=q.page().position(str), limit=q.limit + 1)
+    return keyset_page(items, q.limit, "order_id", lambda o: {
+        "order_id": o.order_id, "record_ids": o.record_ids, "documents": [doc.value for doc in o.documents],
+        "order_status": o.order_status, "purchased_at": o.purchased_at, "retrieved_at": o.retrieved_at})  # fmt: skip
 
 
 @router.get("/tenants/{tenant_id}/orders/{order_id}", tags=["records"])

@@ -53,6 +53,7 @@ from sagevault.errors import (
     AuthenticationFailed,
     CredentialExpired,
     NetworkDenied,
+    RecordNotFound,
     SageVaultError,
     shown,
 )
@@ -138,6 +139,20 @@ class ApiKey:
     scopes: frozenset[str]
     expires_at: datetime
     pending_grants: int = 0  # the service's grants put back to pending by this key (two-person rule)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    """What is known of a live API key: everything but its secret, of which only a keyed hash exists."""
+
+    key_id: str
+    principal_id: str
+    login: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    created_by: str
+    expires_at: datetime
+    last_used_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -861,6 +876,18 @@ class AccessService:
         self._changed(conn)
         self._event(conn, EventName.ACCESS_APIKEY_REVOKE, actor)
 
+    def api_key_list(self, conn: Connection, *, actor: Principal, login: str | None = None) -> list[ApiKeyInfo]:
+        """Live (unrevoked) API keys, of every service or of the service `login`, by login then key id.
+        Expired keys stay listed until revoked, so a review can see them."""
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
+        query = (select(api_keys, principals.c.login).join(principals, principals.c.id == api_keys.c.principal_id)
+                 .where(api_keys.c.revoked_at.is_(None)).order_by(principals.c.login, api_keys.c.id))  # fmt: skip
+        if login is not None:
+            query = query.where(api_keys.c.principal_id == self._row(conn, login, "service").id)
+        return [ApiKeyInfo(k.id, k.principal_id, k.login, tuple(k.scopes), as_utc(k.created_at) or self.now(),
+                           k.created_by, as_utc(k.expires_at) or self.now(), as_utc(k.last_used_at))
+                for k in conn.execute(query)]  # fmt: skip
+
     def verify_api_key(self, conn: Connection, token: str, *, source: str, channel: Channel = Channel.API) -> Principal:
         """The service principal an API key stands for, checked against the current policy (one
         read of the generation counter, then memory): a keyed hash, not Argon2."""
@@ -1047,6 +1074,33 @@ class AccessService:
         self.authorize(conn, actor, Scope.USERS_ADMIN)
         rows = conn.execute(select(allowlist).order_by(allowlist.c.scope, allowlist.c.target, allowlist.c.cidr))
         return [AllowEntry(r.id, r.scope, r.target, r.cidr) for r in rows]
+
+    # --- for the edges: what exists, who may come in ---------------------------------------------
+
+    def check_known(self, conn: Connection, kind: str, ident: str, *, actor: Principal) -> None:
+        """Raise `RecordNotFound` unless `ident` names an existing (in any state) account (by login),
+        grant, API key or allow-list entry; `kind` is one of those four. `users:admin` is asked first,
+        so nobody without it learns which ids exist."""
+        self.authorize(conn, actor, Scope.USERS_ADMIN)
+        column, what, plural = {
+            "account": (principals.c.login, "account with login", "accounts"),
+            "grant": (grants.c.id, "grant", "grants"),
+            "api-key": (api_keys.c.id, "API key", "API keys"),
+            "allow-entry": (allowlist.c.id, "allow-list entry", "allow-list entries"),
+        }[kind]
+        value = ident.strip().lower() if kind == "account" else ident
+        if not _encodable(value) or conn.execute(select(column).where(column == value)).first() is None:
+            raise RecordNotFound(f"no {what} {shown(ident)}; list the {plural} to find the right one")
+
+    def admit_source(self, conn: Connection, source: str, *, channel: Channel = Channel.API) -> str:
+        """Let a request that carries no credential yet (enrolment) go on only from inside the
+        global allow-list; a refusal is recorded as access:network:deny. Returns the address."""
+        address = parse_address(source)
+        if not self.policy(conn).source_allowed(None, address):
+            raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, None, NetworkDenied(
+                "requests from this address are not allowed: it is outside the IP allow-list"),
+                source=str(address), channel=channel)  # fmt: skip
+        return str(address)
 
     # --- kill switches --------------------------------------------------------------------------
 

@@ -1,22 +1,382 @@
-"""Administration: users, roles, grants, allow-lists and kill switches."""
+"""Administration: users and service accounts, enrolment and passwords, API keys, roles, grants,
+allow-lists and kill switches. The HTTPS face of `sagevault users|roles|grants|allowlist|killswitch`.
+
+Every route but enrolment and the password change depends on `Who` (allow-list, credential,
+rate limit) and calls the access service, which asks `decide` for `users:admin` (kill switches:
+`killswitch:operate`) and records the security event. Enrolment and the password change carry
+their proof in the body (one-time secret; current password and TOTP code) and pass the
+allow-list check first. Secrets travel in bodies only, are answered once and never appear in a
+problem's detail.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from ._deps import API, Conn, Vault, Who
+from sagevault.access import ROLES, Account, AllowEntry, ApiKey, Enrolment, GrantInfo, Scope
+from sagevault.audit import Channel
+
+from ._deps import API, Conn, Paging, Vault, Who, source
 
 router = APIRouter(prefix=API)
+
+Login = Annotated[str, Field(min_length=1, max_length=64)]
+LoginPath = Annotated[str, Path(min_length=1, max_length=64, description="The account's login.")]
+IdPath = Annotated[str, Path(min_length=1, max_length=64)]
+LoginFilter = Annotated[str | None, Query(min_length=1, max_length=64, description="Only this account's.")]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PersonBody(_Body):
+    login: str = Field(min_length=1, max_length=64, description="Their own login, not a generic name.")
+    email: str = Field(min_length=3, max_length=254, repr=False, description="Their work e-mail address.")
+    manager: Login | None = Field(default=None, description="Login of the person who answers for their access.")
+
+
+class ServiceBody(_Body):
+    login: Login
+    owner: Login = Field(description="Login of the person who owns the service.")
+    purpose: str = Field(min_length=3, max_length=200, description="What the service does, in a few words.")
+
+
+class EnrolmentBody(_Body):
+    login: Login
+    enrolment_secret: str = Field(min_length=1, max_length=128, repr=False)
+
+
+class FinishEnrolmentBody(EnrolmentBody):
+    password: str = Field(min_length=1, max_length=256, repr=False)
+    code: str = Field(min_length=6, max_length=16, repr=False, description="The current TOTP code.")
+
+
+class PasswordBody(_Body):
+    login: Login
+    current_password: str = Field(min_length=1, max_length=256, repr=False)
+    new_password: str = Field(min_length=1, max_length=256, repr=False)
+    code: str = Field(min_length=6, max_length=16, repr=False, description="A TOTP code (or a recovery code).")
+
+
+class KeyBody(_Body):
+    service: Login = Field(description="The service account's login.")
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope), description="What the key may be used for.")
+    days: int | None = Field(default=None, ge=1, le=3650, description="Lifetime (default and most: the policy's).")
+
+
+class RotateBody(_Body):
+    days: int | None = Field(default=None, ge=1, le=3650, description="Lifetime of the new key.")
+
+
+class GrantBody(_Body):
+    login: Login
+    role: str = Field(min_length=1, max_length=32)
+    tenants: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=100, description='Tenant ids, or ["*"] for every tenant.'
+    )
+    not_before: datetime | None = Field(default=None, description="Start of the window (UTC if no offset).")
+    not_after: datetime | None = Field(default=None, description="End of the window (UTC if no offset).")
+
+
+class AllowBody(_Body):
+    cidr: str = Field(min_length=1, max_length=64, description="An IPv4 or IPv6 network, e.g. 203.0.113.0/24.")
+    role: str | None = Field(default=None, min_length=1, max_length=32, description="Only for this role's grants.")
+    login: Login | None = Field(default=None, description="Only for this account.")
+
+
+def _account(a: Account) -> dict[str, Any]:
+    return {"id": a.id, "login": a.login, "kind": a.kind, "status": a.status, "locked_until": a.locked_until,
+            "last_active_at": a.last_active_at, "created_at": a.created_at,
+            "password_set_at": a.password_set_at}  # fmt: skip
+
+
+def _enrolment(e: Enrolment) -> dict[str, Any]:
+    return {"principal_id": e.principal_id, "login": e.login, "enrolment_secret": e.secret,
+            "expires_at": e.expires_at, "pending_grants": e.pending_grants}  # fmt: skip
+
+
+def _grant(g: GrantInfo) -> dict[str, Any]:
+    return {"id": g.id, "principal_id": g.principal_id, "login": g.login, "role": g.role, "tenants": list(g.tenants),
+            "status": g.status, "not_before": g.not_before, "not_after": g.not_after,
+            "requested_by": g.requested_by, "approved_by": g.approved_by}  # fmt: skip
+
+
+def _entry(e: AllowEntry) -> dict[str, Any]:
+    return {"id": e.id, "list": e.scope, "target": e.target or None, "cidr": e.cidr}
+
+
+# --- users and service accounts -----------------------------------------------------------------
+
+
+@router.get("/users", tags=["users"])
+def users(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
+    """Every account (people and services) by login, with status, lock and last activity. Needs `users:admin`."""
+    return page.of(d.access.accounts(conn, actor=who), lambda a: a.login, _account)
+
+
+@router.post("/users", status_code=201, tags=["users"])
+def add_person(body: PersonBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """Add a person. The answer holds their one-time enrolment secret (shown once, valid 72 hours):
+    give it to them in person; they enrol with `POST /enrolment/begin` and `/enrolment/finish`.
+    Needs `users:admin`."""
+    return _enrolment(d.access.add_person(conn, body.login, body.email, manager=body.manager, actor=who))
+
+
+@router.post("/services", status_code=201, tags=["users"])
+def add_service(body: ServiceBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """Add a service account, owned by a person. It authenticates with API keys (`POST /api-keys`)
+    and acts through grants like a person. Needs `users:admin`."""
+    principal_id = d.access.add_service(conn, body.login, owner=body.owner, purpose=body.purpose, actor=who)
+    return {"id": principal_id, "login": body.login.strip().lower()}
+
+
+@router.post("/users/{login}/disable", tags=["users"])
+def disable(login: LoginPath, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """Disable an account now: its sessions end and its API keys are revoked. Answers how many
+    credentials ended. Needs `users:admin`; nobody disables their own account."""
+    d.access.check_known(conn, "account", login, actor=who)
+    return {"credentials_ended": d.access.disable(conn, login, actor=who)}
+
+
+@router.post("/users/{login}/enable", status_code=204, tags=["users"])
+def enable(login: LoginPath, d: Vault, conn: Conn, who: Who) -> Response:
+    """Enable a disabled account. Its grants that reach PII, keys or administration wait for a
+    second party's approval again. Needs `users:admin`."""
+    d.access.check_known(conn, "account", login, actor=who)
+    d.access.enable(conn, login, actor=who)
+    return Response(status_code=204)
+
+
+@router.post("/users/{login}/unlock", status_code=204, tags=["users"])
+def unlock(login: LoginPath, d: Vault, conn: Conn, who: Who) -> Response:
+    """Unlock a person locked after failed log-ins. Needs `users:admin`."""
+    d.access.check_known(conn, "account", login, actor=who)
+    d.access.unlock(conn, login, actor=who)
+    return Response(status_code=204)
+
+
+@router.post("/users/{login}/reset", tags=["users"])
+def reset(login: LoginPath, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """A new enrolment secret for a person (shown once): they set a new password and TOTP. Their
+    sessions end now, and their grants that reach PII, keys or administration wait for a second
+    party again (`pending_grants` says how many). Needs `users:admin`."""
+    d.access.check_known(conn, "account", login, actor=who)
+    return _enrolment(d.access.reset(conn, login, actor=who))
+
+
+@router.get("/access-review", tags=["users"])
+def access_review(d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """The access review: accounts inactive for the policy's period (90 days), and API keys and
+    passwords that expire within 30 days. Recorded as a review run. Needs `users:admin`."""
+    review = d.access.review(conn, actor=who)
+    return {
+        "inactive": [_account(a) for a in review.inactive],
+        "expiring_keys": [{"key_id": k, "principal_id": p, "expires_at": e} for k, p, e in review.expiring_keys],
+        "expiring_passwords": [{"principal_id": p, "expires_at": e} for p, e in review.expiring_passwords],
+    }
+
+
+# --- enrolment and passwords (no session: the proof is in the body) ------------------------------
+
+
+def _admitted(request: Request, d: Vault, conn: Conn) -> None:
+    """The allow-list, then the request rate of the source address (there is no principal yet)."""
+    address = d.access.admit_source(conn, source(request), channel=Channel.API)
+    route = request.scope.get("route")
+    request.app.state.limiter.admit(f"source:{d.access.client_ip_hash(conn, address)}",
+                                    f"{request.method} {getattr(route, 'path', request.url.path)}")  # fmt: skip
+
+
+@router.post("/enrolment/begin", tags=["enrolment"])
+def begin_enrolment(body: EnrolmentBody, request: Request, d: Vault, conn: Conn) -> dict[str, Any]:
+    """First step of a new person's enrolment, with the one-time secret an admin gave them: the
+    TOTP secret and its `otpauth://` URI for an authenticator app (6 digits, 30 seconds). Calling
+    it again makes a new TOTP secret."""
+    _admitted(request, d, conn)
+    setup = d.access.begin_enrolment(conn, body.login, body.enrolment_secret)
+    return {"totp_secret": setup.secret, "provisioning_uri": setup.uri}
+
+
+@router.post("/enrolment/finish", status_code=201, tags=["enrolment"])
+def finish_enrolment(body: FinishEnrolmentBody, request: Request, d: Vault, conn: Conn) -> dict[str, Any]:
+    """Second step: the first password and a current TOTP code. Answers ten recovery codes, shown
+    once (each works once in place of a TOTP code). The enrolment secret is then spent; the person
+    logs in with `POST /sessions`."""
+    _admitted(request, d, conn)
+    codes = d.access.finish_enrolment(conn, body.login, body.enrolment_secret, body.password, body.code)
+    return {"recovery_codes": codes}
+
+
+@router.post("/password", status_code=204, tags=["enrolment"])
+def change_password(body: PasswordBody, request: Request, d: Vault) -> Response:
+    """Change your own password: current password, new password and a TOTP code. It counts like a
+    log-in (allow-list, throttle, failures lock the account), so it also works when the password
+    has expired. Refused when the new one is weak, breached or one of your last 10, or the current
+    one is less than a day old."""
+    with d.engine.begin() as conn:  # committed even when refused: failure counters and locks are state
+        attempt = d.access.change_password(conn, body.login, body.current_password, body.new_password, body.code,
+                                           source=source(request), channel=Channel.API)  # fmt: skip
+    attempt.check()
+    return Response(status_code=204)
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+
+def _issued(key: ApiKey) -> dict[str, Any]:
+    return {"key_id": key.key_id, "token": key.token, "principal_id": key.principal_id, "scopes": sorted(key.scopes),
+            "expires_at": key.expires_at, "pending_grants": key.pending_grants}  # fmt: skip
+
+
+@router.get("/api-keys", tags=["API keys"])
+def api_keys(d: Vault, conn: Conn, who: Who, page: Paging, login: LoginFilter = None) -> dict[str, Any]:
+    """Live API keys (all services, or one with `?login=`): id, scopes, dates, last use. Never the
+    secret, which is not stored. Needs `users:admin`."""
+    keys = d.access.api_key_list(conn, actor=who, login=login)
+    return page.of(keys, lambda k: [k.login, k.key_id], lambda k: {
+        "key_id": k.key_id, "principal_id": k.principal_id, "login": k.login, "scopes": list(k.scopes),
+        "created_at": k.created_at, "created_by": k.created_by, "expires_at": k.expires_at,
+        "last_used_at": k.last_used_at})  # fmt: skip
+
+
+@router.post("/api-keys", status_code=201, tags=["API keys"])
+def issue_key(body: KeyBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """Issue an API key to a service account. `token` is shown once (send it as
+    `Authorization: Bearer`); only a keyed hash is kept. A key with a sensitive scope puts the
+    service's sensitive grants back under the two-person rule (`pending_grants`). Needs `users:admin`."""
+    return _issued(d.access.issue_api_key(conn, body.service, scopes=body.scopes, days=body.days, actor=who))
+
+
+@router.post("/api-keys/{key_id}/rotate", status_code=201, tags=["API keys"])
+def rotate_key(key_id: IdPath, d: Vault, conn: Conn, who: Who, body: RotateBody | None = None) -> dict[str, Any]:
+    """Replace an API key: a new one with the same scopes (its `token` shown once); the old one
+    stops now. Needs `users:admin`."""
+    d.access.check_known(conn, "api-key", key_id, actor=who)
+    return _issued(d.access.rotate_api_key(conn, key_id, days=body.days if body else None, actor=who))
+
+
+@router.delete("/api-keys/{key_id}", status_code=204, tags=["API keys"])
+def revoke_key(key_id: IdPath, d: Vault, conn: Conn, who: Who) -> Response:
+    """Revoke an API key now. Needs `users:admin`."""
+    d.access.check_known(conn, "api-key", key_id, actor=who)
+    d.access.revoke_api_key(conn, key_id, actor=who)
+    return Response(status_code=204)
+
+
+# --- roles and scopes ---------------------------------------------------------------------------
+
+
+@router.get("/roles", tags=["roles"])
+def roles(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
+    """The roles: their scopes, the purposes they may reveal PII for, and whether a grant of the
+    role needs a second party's approval. Needs `users:admin`."""
+    d.access.authorize(conn, who, Scope.USERS_ADMIN)
+    return page.of(sorted(ROLES.values(), key=lambda r: r.name), lambda r: r.name, lambda r: {
+        "name": r.name, "description": r.description, "scopes": sorted(s.value for s in r.scopes),
+        "purposes": sorted(p.value for p in r.purposes), "two_person_rule": r.sensitive})  # fmt: skip
+
+
+@router.get("/scopes", tags=["roles"])
+def scopes(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
+    """Every scope, and whether it falls under the two-person rule. Needs `users:admin`."""
+    d.access.authorize(conn, who, Scope.USERS_ADMIN)
+    return page.of(sorted(Scope, key=lambda s: s.value), lambda s: s.value,
+                   lambda s: {"name": s.value, "two_person_rule": s.sensitive})  # fmt: skip
+
+
+# --- grants -------------------------------------------------------------------------------------
+
+
+@router.get("/grants", tags=["grants"])
+def grants(d: Vault, conn: Conn, who: Who, page: Paging, login: LoginFilter = None,
+           pending: Annotated[bool, Query(description="Only grants waiting for approval.")] = False,
+           ) -> dict[str, Any]:  # fmt: skip
+    """Live grants (pending and active), by login then grant id; `?login=` for one account's.
+    Needs `users:admin`."""
+    rows = sorted(d.access.grants(conn, actor=who, login=login, pending=pending), key=lambda g: (g.login, g.id))
+    return page.of(rows, lambda g: [g.login, g.id], _grant)
+
+
+@router.post("/grants", status_code=201, tags=["grants"])
+def request_grant(body: GrantBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """Grant a role on tenants, optionally in a time window. A role that reaches PII, keys or
+    account administration is answered `"status": "pending"` and works only once another admin
+    approves it (`POST /grants/{id}/approve`). Nobody grants themself. Needs `users:admin`."""
+    g = d.access.grant(conn, body.login, body.role, body.tenants, actor=who, not_before=body.not_before,
+                       not_after=body.not_after)  # fmt: skip
+    return _grant(g)
+
+
+@router.post("/grants/{grant_id}/approve", tags=["grants"])
+def approve_grant(grant_id: IdPath, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """Approve a pending grant as the second party: an admin who neither asked for it nor
+    receives it (403 otherwise). Needs `users:admin`."""
+    d.access.check_known(conn, "grant", grant_id, actor=who)
+    return _grant(d.access.approve(conn, grant_id, actor=who))
+
+
+@router.delete("/grants/{grant_id}", status_code=204, tags=["grants"])
+def revoke_grant(grant_id: IdPath, d: Vault, conn: Conn, who: Who) -> Response:
+    """Revoke a grant now (pending or active). Needs `users:admin`."""
+    d.access.check_known(conn, "grant", grant_id, actor=who)
+    d.access.revoke(conn, grant_id, actor=who)
+    return Response(status_code=204)
+
+
+# --- allow-lists --------------------------------------------------------------------------------
+
+
+@router.get("/allowlist", tags=["allow-lists"])
+def allowlist(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
+    """Every allow-list entry: `list` is `global`, `role` or `principal`, `target` the role name or
+    principal id. With no global entry only loopback may connect. Needs `users:admin`."""
+    entries = d.access.allow_entries(conn, actor=who)
+    return page.of(entries, lambda e: [e.scope, e.target, e.cidr], _entry)
+
+
+@router.post("/allowlist", status_code=201, tags=["allow-lists"])
+def allow(body: AllowBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+    """Allow a network: globally (the default), for a role's grants, or for one account. Mind that
+    a global entry replaces the loopback default: add your own network first. Needs `users:admin`."""
+    return _entry(d.access.allow(conn, body.cidr, actor=who, role=body.role, login=body.login))
+
+
+@router.delete("/allowlist/{entry_id}", status_code=204, tags=["allow-lists"])
+def disallow(entry_id: IdPath, d: Vault, conn: Conn, who: Who) -> Response:
+    """Remove an allow-list entry. Needs `users:admin`."""
+    d.access.check_known(conn, "allow-entry", entry_id, actor=who)
+    d.access.disallow(conn, entry_id, actor=who)
+    return Response(status_code=204)
+
+
+# --- kill switches ------------------------------------------------------------------------------
+
+
+@router.get("/killswitches", tags=["kill switches"])
+def switches(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
+    """Every kill switch that was ever flipped (for all tenants, `"*"`, or one), its state and
+    when it last changed. Needs `killswitch:operate`."""
+    rows = d.access.switches(conn, actor=who)
+    return page.of(rows, lambda r: [r[0], r[1]], lambda r: {"name": r[0], "tenant": r[1], "engaged": r[2],
+                                                             "changed_at": r[3]})  # fmt: skip
 
 
 @router.put("/killswitches/{name}", status_code=204, tags=["kill switches"])
 def engage(name: str, d: Vault, conn: Conn, who: Who, tenant: str | None = None) -> Response:
+    """Engage a kill switch (`pii-access`, `sp-api-sync`, `exports`) for all tenants or `?tenant=`.
+    It takes effect on the next decision everywhere and stays until released. Needs `killswitch:operate`."""
     d.access.set_switch(conn, name, True, actor=who, tenant_id=tenant)
     return Response(status_code=204)
 
 
 @router.delete("/killswitches/{name}", status_code=204, tags=["kill switches"])
 def release(name: str, d: Vault, conn: Conn, who: Who, tenant: str | None = None) -> Response:
+    """Release a kill switch. Needs `killswitch:operate`."""
     d.access.set_switch(conn, name, False, actor=who, tenant_id=tenant)
     return Response(status_code=204)

@@ -1,29 +1,36 @@
 """API benchmark: reveals over TLS with authentication, authorisation and a durable audit event,
 beside a floor endpoint in the same server that returns the same bytes with none of that.
 
-    python bench/api.py [--seconds 10] [--concurrency 16]
+    python bench/api.py [--seconds 10] [--concurrency 16] [--workers 2] [--clients 2] [--repeat 3]
 
-The server runs in its own process (`sagevault serve`'s app plus one floor route), on an embedded
-deployment (SQLite) in a temporary directory; the client is httpx (HTTP/1.1, keep-alive) on
-asyncio in this process. Prints one JSON line: requests/s and p50/p99 latency for each, and the
-ratio reveal/floor. Both share the machine's cores with the client.
+The server is `sagevault serve`'s app plus one floor route, in `--workers` processes of its own
+that share one listening socket, on an embedded deployment (SQLite) in a temporary directory.
+The load generator is `--clients` separate processes, each with `concurrency / clients` threads
+on blocking TLS sockets (HTTP/1.1 keep-alive, certificate verified against the local CA): a
+request is one pre-encoded write and a read of the status line, headers and Content-Length body,
+so the client costs the machine as little as Python can. Reveal and floor runs alternate, each
+measured for `--seconds` after a short warm-up; the figures are the medians over `--repeat`
+pairs. Prints one JSON line: requests/s and p50/p99 latency for each, and the ratio reveal/floor.
+Client and server share the machine's cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import multiprocessing as mp
 import os
+import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pyotp
 from fastapi import Response
 
@@ -38,6 +45,8 @@ TENANT = "A1BENCHSELLER"
 PASSWORD = "Quartz-Fjord-7-Lantern"
 OPERATOR = Principal(id="operator:bench", kind="operator")
 FIELDS = {"fields": ["ShippingAddress.Name", "ShippingAddress.AddressLine1"], "purpose": "fulfilment"}
+REVEAL_ROUTE = "POST /api/v1/tenants/{tenant_id}/orders/{order_id}/reveal"
+WARMUP = 1.0  # seconds of requests before the measured window (connections, caches, thread pools)
 
 
 def prepare(data_dir: Path, orders: int) -> tuple[str, list[str]]:
@@ -50,9 +59,11 @@ def prepare(data_dir: Path, orders: int) -> tuple[str, list[str]]:
         d.vault.ingest(conn, TENANT, [get_orders_response(rows)], Operation.GET_ORDERS, principal=OPERATOR)
         people = {}
         for login in ("bench.admin", "bench.packer"):
-            made = (d.access.bootstrap_admin(conn, login, f"{login}@seller-tools.example", actor=OPERATOR)
-                    if login == "bench.admin" else
-                    d.access.add_person(conn, login, f"{login}@seller-tools.example", manager=None, actor=OPERATOR))
+            made = (
+                d.access.bootstrap_admin(conn, login, f"{login}@seller-tools.example", actor=OPERATOR)
+                if login == "bench.admin"
+                else d.access.add_person(conn, login, f"{login}@seller-tools.example", manager=None, actor=OPERATOR)
+            )
             totp = pyotp.TOTP(d.access.begin_enrolment(conn, login, made.secret).secret)
             d.access.finish_enrolment(conn, login, made.secret, PASSWORD, totp.now())
             people[login] = (made.principal_id, totp)
@@ -66,8 +77,9 @@ def prepare(data_dir: Path, orders: int) -> tuple[str, list[str]]:
     return token, [o["AmazonOrderId"] for o in rows]
 
 
-def serve(data_dir: Path, port: int) -> None:
-    """Server process: the real app, plus /bench/floor returning a reveal's bytes as they are."""
+def serve(data_dir: Path, fd: int) -> None:
+    """One server process: the real app, plus /bench/floor returning a reveal's bytes as they
+    are, on the listening socket `fd` that every worker process shares."""
     from sagevault.web import create_app, make_server
 
     d = open_deployment(load_settings(data_dir=data_dir))
@@ -75,48 +87,160 @@ def serve(data_dir: Path, port: int) -> None:
     cached: dict[str, bytes] = {}
 
     @app.post("/bench/floor")
-    def floor() -> Response:  # the bytes of a real reveal, written by the client before the runs
+    def floor() -> Response:  # the bytes of a real reveal, written by the bench before the runs
         body = cached.get("body") or cached.setdefault("body", (data_dir / "floor.json").read_bytes())
         return Response(body, media_type="application/json")
 
-    make_server(d, "127.0.0.1", port, app=app).run()
+    listening = socket.socket(fileno=fd)
+    try:
+        server = make_server(d, "127.0.0.1", listening.getsockname()[1], app=app)
+        server.run(sockets=[listening])
+    finally:
+        d.close()
 
 
-async def load(url: str, token: str, orders: list[str], seconds: float, concurrency: int, ca: Path,
-               floor: bool) -> dict[str, Any]:  # fmt: skip
+# --- the load generator ------------------------------------------------------------------
+
+
+def _request(path: str, token: str, body: bytes) -> bytes:
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    return head.encode() + body
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection over TLS, blocking (the socket calls release the GIL)."""
+
+    def __init__(self, port: int, context: ssl.SSLContext) -> None:
+        raw = socket.create_connection(("127.0.0.1", port))
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        self.buffer = b""
+        self.body = b""
+
+    def exchange(self, request: bytes) -> int:
+        """Send `request`, read the whole response; return its status."""
+        self.sock.sendall(request)
+        buf = self.buffer
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            buf += chunk
+        head = buf[:end].decode("latin-1").lower()
+        status = int(head[9:12])
+        at = head.find("content-length:")
+        length = int(head[at + 15 :].split("\r\n", 1)[0]) if at >= 0 else 0
+        need = end + 4 + length
+        while len(buf) < need:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            buf += chunk
+        self.body, self.buffer = buf[end + 4 : need], buf[need:]
+        return status
+
+
+def _client(port: int, ca: str, requests: list[bytes], threads: int, start: float, warm_until: float, stop: float,
+            offset: int, out: Any) -> None:  # fmt: skip
+    """A client process: `threads` connections sending `requests` in turn until `stop`; sends
+    back the latencies of the requests begun in [warm_until, stop) and the error count."""
+    context = client_context(Path(ca))
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[dict[int, int]] = [{} for _ in range(threads)]
+
+    def worker(n: int) -> None:
+        conn = _Connection(port, context)
+        mine = latencies[n]
+        i = offset + n
+        while time.time() < start:
+            time.sleep(0.001)
+        while True:
+            began = time.perf_counter()
+            now = time.time()
+            if now >= stop:
+                break
+            status = conn.exchange(requests[i % len(requests)])
+            if now >= warm_until:
+                mine.append(time.perf_counter() - began)
+                if status != 200:
+                    errors[n][status] = errors[n].get(status, 0) + 1
+            i += threads * 97  # walk the orders from different places in each thread
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    statuses: dict[int, int] = {}
+    for mine in errors:
+        for status, n in mine.items():
+            statuses[status] = statuses.get(status, 0) + n
+    out.send(([x for part in latencies for x in part], statuses))
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes `pids` have used so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def load(port: int, ca: Path, requests: list[bytes], seconds: float, concurrency: int, clients: int,
+         servers: list[int]) -> dict[str, Any]:  # fmt: skip
+    """Run `concurrency` connections from `clients` processes for WARMUP + `seconds`; the
+    servers' CPU time per request is measured over the whole run, warm-up included."""
+    ctx = mp.get_context("fork")
+    cpu_before = cpu_seconds(servers)
+    start = time.time() + 0.5  # time for every process to connect
+    warm_until, stop = start + WARMUP, start + WARMUP + seconds
+    procs, pipes = [], []
+    for c in range(clients):
+        threads = concurrency // clients + (c < concurrency % clients)
+        mine, theirs = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_client, args=(port, str(ca), requests, threads, start, warm_until, stop,
+                                              c * 1000, theirs))  # fmt: skip
+        p.start()
+        procs.append(p)
+        pipes.append(mine)
     latencies: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(verify=client_context(ca), limits=limits, timeout=30,
-                                 headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
-
-        async def worker(n: int) -> None:
-            nonlocal errors
-            i = n
-            while time.perf_counter() < stop:
-                order = orders[i % len(orders)]
-                target = f"{url}/bench/floor" if floor else f"{url}/api/v1/tenants/{TENANT}/orders/{order}/reveal"
-                start = time.perf_counter()
-                r = await client.post(target, json=FIELDS)
-                latencies.append(time.perf_counter() - start)
-                errors += r.status_code != 200
-                i += concurrency
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(n) for n in range(concurrency)))
-        elapsed = time.perf_counter() - began
+    errors: dict[int, int] = {}
+    for pipe in pipes:
+        got, statuses = pipe.recv()
+        latencies += got
+        for status, n in statuses.items():
+            errors[status] = errors.get(status, 0) + n
+    for p in procs:
+        p.join()
+    cpu = cpu_seconds(servers) - cpu_before
     latencies.sort()
-    return {"per_s": round(len(latencies) / elapsed), "p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1), "errors": errors}  # fmt: skip
+    return {"per_s": round(len(latencies) / seconds),
+            "server_cpu_ms": round(cpu * 1000 / (len(latencies) * (1 + WARMUP / seconds)), 2),
+            "p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+            "errors": sum(errors.values()), "error_statuses": errors}  # fmt: skip
+
+
+def _get(port: int, ca: Path, request: bytes) -> tuple[int, bytes]:
+    """One request on a new connection: (status, body)."""
+    conn = _Connection(port, client_context(ca))
+    try:
+        return conn.exchange(request), conn.body
+    finally:
+        conn.sock.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2, help="server processes sharing the listening socket")
+    parser.add_argument("--clients", type=int, default=2, help="load generator processes")
+    parser.add_argument("--repeat", type=int, default=3, help="reveal/floor pairs; medians are reported")
     parser.add_argument("--orders", type=int, default=1000)
-    parser.add_argument("--serve", nargs=2, metavar=("DATA_DIR", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=2, metavar=("DATA_DIR", "FD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(Path(args.serve[0]), int(args.serve[1]))
@@ -124,28 +248,48 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sv-api-bench-") as tmp:
         data_dir = Path(tmp) / "var"
         token, orders = prepare(data_dir, args.orders)
-        port = 18000 + os.getpid() % 1000
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), str(port)], cwd=tmp)
+        listening = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        port = listening.getsockname()[1]
+        # The limiter still counts every request; its limits are raised so that it admits a
+        # benchmark's rate (the defaults allow 100 requests/s per principal, 50 reveals/s).
+        env = {**os.environ, "SAGEVAULT_API_RATE_PER_PRINCIPAL": "10000000 per minute",
+               "SAGEVAULT_API_ROUTE_RATES": json.dumps({REVEAL_ROUTE: "10000000 per minute"})}  # fmt: skip
+        command = [sys.executable, __file__, "--serve", str(data_dir), str(listening.fileno())]
+        servers = [subprocess.Popen(command, cwd=tmp, pass_fds=(listening.fileno(),), env=env)
+                   for _ in range(args.workers)]  # fmt: skip
         try:
-            url, ca = f"https://127.0.0.1:{port}", data_dir / "tls" / "ca.pem"
+            ca = data_dir / "tls" / "ca.pem"
+            body = json.dumps(FIELDS).encode()
+            reveals = [_request(f"/api/v1/tenants/{TENANT}/orders/{o}/reveal", token, body) for o in orders]
             for _ in range(100):
                 try:
-                    httpx.get(f"{url}/api/v1/openapi.json", verify=client_context(ca), timeout=1)
+                    status, sample = _get(port, ca, reveals[0])
                     break
-                except httpx.TransportError:
+                except OSError:
                     time.sleep(0.2)
-            sample = httpx.post(f"{url}/api/v1/tenants/{TENANT}/orders/{orders[0]}/reveal", json=FIELDS,
-                                headers={"Authorization": f"Bearer {token}"}, verify=client_context(ca))  # fmt: skip
-            assert sample.status_code == 200, sample.text
-            (data_dir / "floor.json").write_bytes(sample.content)  # read by the floor route on first use
-            time.sleep(0.1)
-            reveal = asyncio.run(load(url, token, orders, args.seconds, args.concurrency, ca, floor=False))
-            floor = asyncio.run(load(url, token, orders, args.seconds, args.concurrency, ca, floor=True))
+            assert status == 200, sample
+            (data_dir / "floor.json").write_bytes(sample)  # read by the floor route on first use
+            floors = [_request("/bench/floor", token, body)]
+            runs: dict[str, list[dict[str, Any]]] = {"reveal": [], "floor": []}
+            for _ in range(args.repeat):
+                for kind, requests in (("reveal", reveals), ("floor", floors)):
+                    runs[kind].append(
+                        load(port, ca, requests, args.seconds, args.concurrency, args.clients, [s.pid for s in servers])
+                    )
+                    print(kind, json.dumps(runs[kind][-1]), file=sys.stderr)
         finally:
-            server.terminate()
-            server.wait(timeout=20)
-    print(json.dumps({"concurrency": args.concurrency, "reveal": reveal, "floor": floor,
-                      "reveal_floor_ratio": round(reveal["per_s"] / floor["per_s"], 2)}))  # fmt: skip
+            for s in servers:
+                s.terminate()
+            for s in servers:
+                s.wait(timeout=20)
+            listening.close()
+    keys = ("per_s", "p50_ms", "p99_ms", "server_cpu_ms", "errors")
+    med = {kind: {k: statistics.median(r[k] for r in rs) for k in keys}
+           for kind, rs in runs.items()}  # fmt: skip
+    ratios = [r["per_s"] / f["per_s"] for r, f in zip(runs["reveal"], runs["floor"], strict=True)]
+    print(json.dumps({"concurrency": args.concurrency, "workers": args.workers, "clients": args.clients,
+                      "runs": args.repeat, "reveal": med["reveal"], "floor": med["floor"],
+                      "reveal_floor_ratio": round(statistics.median(ratios), 2)}))  # fmt: skip
 
 
 if __name__ == "__main__":

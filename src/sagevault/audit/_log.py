@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -66,6 +68,13 @@ class AuditLog:
         self._writing = False
         self._expect = 1  # the last group's size: how many callers the next group waits for
         self.transactions = 0  # committed appends, for monitoring how well commits are shared
+        self._writer = threading.Lock()
+        # SQLite: writers in several processes (API workers, the CLI) queue on a lock file in the
+        # kernel, woken the moment the lock is free, instead of polling SQLite's busy handler
+        # (which sleeps 1, 2, 5, 10 ... ms between tries). BEGIN IMMEDIATE still decides.
+        path = engine.url.database if engine.dialect.name == "sqlite" else None
+        self._lock_path = f"{path}-writer.lock" if path and path != ":memory:" else None
+        self._lock_fd: int | None = None
 
     # --- appending ------------------------------------------------------------------------
 
@@ -134,6 +143,23 @@ class AuditLog:
     def _write(self, batch: list[_Ticket]) -> None:
         """One transaction through the driver's own connection: this is the latency every
         durable caller waits for, so it skips SQLAlchemy's per-statement work."""
+        with self._writer, self._file_lock():
+            self._write_locked(batch)
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        if self._lock_path is None:
+            yield
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _write_locked(self, batch: list[_Ticket]) -> None:
         seq = 0
         raw = self.engine.raw_connection()
         try:
@@ -279,6 +305,9 @@ class AuditLog:
                 yield item
 
     def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         self.engine.dispose()
 
     def __repr__(self) -> str:

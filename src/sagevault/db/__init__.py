@@ -6,7 +6,17 @@ command, a request, a job) opened; they never commit.
 
 from __future__ import annotations
 
-from ._engine import bulk_insert, create_engine_for, driver_value, is_sqlite, migrate, one_of, schema_is_current
+from ._engine import (
+    bulk_insert,
+    create_engine_for,
+    driver_value,
+    is_sqlite,
+    migrate,
+    one_of,
+    read_only,
+    reading,
+    schema_is_current,
+)
 from .schema import (
     BLIND_INDEX_COLUMNS,
     BLIND_INDEX_SLOTS,
@@ -43,6 +53,8 @@ __all__ = [
     "one_of",
     "password_history",
     "principals",
+    "read_only",
+    "reading",
     "record_ids",
     "records",
     "recovery_codes",

@@ -41,6 +41,7 @@ from sagevault.db import (
     kill_switches,
     password_history,
     principals,
+    read_only,
     recovery_codes,
     sessions,
     tenants,
@@ -907,9 +908,19 @@ class AccessService:
         seen = self._key_seen.get(key_id)
         if seen is not None and now - seen < timedelta(hours=1):
             return
+        if read_only(conn):
+            # The request's own transaction only reads (on SQLite a DEFERRED snapshot, where a
+            # write could fail with SQLITE_BUSY_SNAPSHOT): this bookkeeping commits on its own.
+            with conn.engine.begin() as own:
+                self._write_use(own, key_id, principal_id, now)
+        else:
+            self._write_use(conn, key_id, principal_id, now)
+        self._key_seen[key_id] = now
+
+    @staticmethod
+    def _write_use(conn: Connection, key_id: str, principal_id: str, now: datetime) -> None:
         conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
         conn.execute(update(principals).where(principals.c.id == principal_id).values(last_active_at=now))
-        self._key_seen[key_id] = now
 
     def check_api_key(self, policy: AccessPolicy, secret: bytes, token: str, *, source: str,
                       channel: Channel = Channel.API) -> Principal:  # fmt: skip

@@ -452,7 +452,10 @@ def generic_path(path: str) -> str:
     while i < len(path):
         c = path[i]
         if c == "[":
-            j = path.index("]", i)
+            j = path.find("]", i)
+            if j < 0:  # an unclosed bracket (a caller's typo): kept as is, so it names no catalog path
+                out.append(path[i:])
+                break
             out.append("[]")
             i = j + 1
         else:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._app import create_app
+from ._app import create_app, openapi_document
 from ._deps import API
 from ._server import make_server
 
-__all__ = ["API", "create_app", "make_server"]
+__all__ = ["API", "create_app", "make_server", "openapi_document"]

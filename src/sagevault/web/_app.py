@@ -17,10 +17,13 @@ with a request id; nothing else about an error leaves the server.
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
@@ -29,7 +32,7 @@ from sagevault.access import RequestLimiter
 from sagevault.deployment import Deployment
 
 from . import _admin, _data, _records
-from ._deps import API, problem, status_of
+from ._deps import API, STATUS, problem, status_of
 
 
 class _Headers(BaseHTTPMiddleware):
@@ -57,10 +60,72 @@ class _Headers(BaseHTTPMiddleware):
         return response
 
 
+class Problem(BaseModel):
+    """The body of every refusal and error (RFC 9457, `application/problem+json`). Nothing else
+    leaves the server about an error, so the schema admits no other member."""
+
+    model_config = ConfigDict(extra="forbid", title="Problem")
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str
+
+
+_PROBLEM_SCHEMA = {"schema": {"$ref": "#/components/schemas/Problem"}}
+
+
+def _problems(method: str, operation: dict[str, Any]) -> dict[int, list[str]]:
+    """The problems an operation can answer besides its success: every domain refusal (its service
+    call may raise any of them), the body limits of `_Headers`, validation when it takes input, the crash."""
+    problems: dict[int, list[str]] = {413: ["body-too-large"], 500: ["error"]}
+    for _, status, name in STATUS:
+        problems.setdefault(status, []).append(name)
+    if method in ("post", "put", "patch"):
+        problems[411] = ["length-required"]
+    if operation.get("parameters") or operation.get("requestBody"):
+        problems[422] = ["invalid-request"]
+    return dict(sorted(problems.items()))
+
+
+class _Api(FastAPI):
+    """FastAPI whose OpenAPI document declares, on every operation, the problem details it can
+    answer (not FastAPI's own 422 body, which this API never sends)."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            document = super().openapi()
+            for path in document.get("paths", {}).values():
+                for method, operation in path.items():
+                    responses = operation.setdefault("responses", {})
+                    for status, kinds in _problems(method, operation).items():
+                        responses[str(status)] = {"description": "A problem: " + ", ".join(sorted(set(kinds))),
+                                                  "content": {"application/problem+json": _PROBLEM_SCHEMA}}  # fmt: skip
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            schemas["Problem"] = Problem.model_json_schema()
+            self.openapi_schema = document
+        return self.openapi_schema
+
+
+def _routes() -> FastAPI:
+    """Every route of the API, with no deployment behind them yet."""
+    app = _Api(title="SageVault", version="1", docs_url=None, redoc_url=None, openapi_url=f"{API}/openapi.json")
+    for module in (_records, _data, _admin):
+        app.include_router(module.router)
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI document, as served at /api/v1/openapi.json (no deployment needed)."""
+    return _routes().openapi()
+
+
 def create_app(d: Deployment, *, limiter: RequestLimiter | None = None) -> FastAPI:
     """The API of deployment `d`. Request rates are counted by `limiter` (by default one built
     from the settings: memory or Redis)."""
-    app = FastAPI(title="SageVault", version="1", docs_url=None, redoc_url=None, openapi_url=f"{API}/openapi.json")
+    app = _routes()
     app.state.deployment = d
     app.state.limiter = limiter or RequestLimiter(d.settings)
     app.add_middleware(_Headers)
@@ -79,10 +144,16 @@ def create_app(d: Deployment, *, limiter: RequestLimiter | None = None) -> FastA
         where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
         return problem(422, "invalid-request", where, request.state.request_id)
 
+    @app.exception_handler(HTTPException)
+    async def _routing(request: Request, exc: HTTPException) -> JSONResponse:
+        # No route for this path or method (404/405), said as a problem like every other refusal.
+        kind = {404: "no-such-route", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        detail = {404: "no API route has this path; see /api/v1/openapi.json",
+                  405: "this route does not take this method; see /api/v1/openapi.json"}.get(exc.status_code, kind)
+        return problem(exc.status_code, kind, detail, request.state.request_id, dict(exc.headers or {}))
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         return problem(500, "error", "the request failed; the security log has the details", request.state.request_id)
 
-    for module in (_records, _data, _admin):
-        app.include_router(module.router)
     return app

@@ -7,17 +7,36 @@ import ssl
 import threading
 import warnings
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from sslyze import (
+    CertificateInfoExtraArgument,
+    RobotScanResultEnum,
+    ScanCommand,
+    ScanCommandsExtraArguments,
+    Scanner,
+    ServerNetworkLocation,
+    ServerScanRequest,
+    ServerScanResult,
+    ServerScanStatusEnum,
+)
+from sslyze.mozilla_tls_profile.tls_config_checker import (
+    SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER,
+    MozillaTlsConfiguration,
+    ServerNotCompliantWithTlsConfiguration,
+    TlsConfigurationAsJson,
+    TlsConfigurationEnum,
+    check_server_against_tls_configuration,
+)
 
 from conftest import plaintext_answer
 from sagevault.config import Settings
 from sagevault.crypto import InMemoryKeyProvider, client_context, create_local_tls, server_context, tls_files
 from sagevault.deployment import init_deployment
 from sagevault.errors import ConfigError
+from webapi import Api
 
 
 @pytest.fixture
@@ -70,7 +89,7 @@ def test_init_makes_a_local_ca_and_a_server_certificate_for_this_machine(setting
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
     assert names.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert (cert.not_valid_after_utc - datetime.now(UTC)).days <= 397
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days <= 366  # Mozilla "intermediate"
     with pytest.raises(ConfigError, match="already holds TLS keys"):
         create_local_tls(settings.tls_dir)
 
@@ -116,3 +135,80 @@ def test_a_bad_certificate_file_is_a_clear_refusal(tmp_path: Path) -> None:
     (tmp_path / "key.pem").write_text("not a key")
     with pytest.raises(ConfigError, match="cannot load the TLS certificate"):
         server_context(tmp_path / "cert.pem", tmp_path / "key.pem")
+
+
+# --- sslyze against the served API ------------------------------------------------------------------
+
+# Curves beyond Mozilla's list that the server also offers: Python's ssl module sets one curve at
+# most (`set_ecdh_curve`), so the list cannot be narrowed without losing X25519; both are stronger
+# than P-256, so the one difference from "intermediate" is accepted here, and nothing else.
+EXTRA_STRONG_CURVES = {"X448", "secp521r1"}
+
+
+def _scan(api: Api) -> ServerScanResult:
+    """sslyze over the real API server on 127.0.0.1: every protocol and cipher, the known attacks,
+    the certificate (checked against the local CA only) and the HSTS header. The address is given,
+    so sslyze resolves no name and connects nowhere else."""
+    port = int(api.base.split(":")[2].split("/")[0])
+    request = ServerScanRequest(
+        server_location=ServerNetworkLocation(hostname="127.0.0.1", port=port, ip_address="127.0.0.1"),
+        scan_commands={*SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER, ScanCommand.HTTP_HEADERS},
+        scan_commands_extra_arguments=ScanCommandsExtraArguments(
+            certificate_info=CertificateInfoExtraArgument(custom_ca_file=api.d.settings.tls_dir / "ca.pem")),
+    )  # fmt: skip
+    scanner = Scanner()
+    scanner.queue_scans([request])
+    (result,) = scanner.get_results()
+    assert result.scan_status == ServerScanStatusEnum.COMPLETED, result.connectivity_error_trace
+    return result
+
+
+# sslyze reads its bundled trust stores, where an old root has a serial number that cryptography
+# warns about; that is sslyze's data, not our certificate (whose serial is random and positive).
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")
+def test_sslyze_finds_tls_12_and_13_only_ecdhe_aead_no_known_attack_and_mozilla_intermediate(api: Api) -> None:
+    result = _scan(api)
+    scans = result.scan_result
+    assert scans is not None
+    for name in SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER | {ScanCommand.HTTP_HEADERS}:
+        attempt = getattr(scans, name.value)
+        assert attempt.result is not None, (name, attempt.error_reason, attempt.error_trace)
+
+    for old in (scans.ssl_2_0_cipher_suites, scans.ssl_3_0_cipher_suites, scans.tls_1_0_cipher_suites,
+                scans.tls_1_1_cipher_suites):  # fmt: skip
+        assert not old.result.is_tls_version_supported and not old.result.accepted_cipher_suites
+    tls12 = [c.cipher_suite.name for c in scans.tls_1_2_cipher_suites.result.accepted_cipher_suites]
+    assert tls12 and all(
+        name.startswith("TLS_ECDHE_") and ("_GCM_" in name or "_CHACHA20_POLY1305_" in name) for name in tls12
+    ), tls12
+    tls13 = {c.cipher_suite.name for c in scans.tls_1_3_cipher_suites.result.accepted_cipher_suites}
+    assert scans.tls_1_3_cipher_suites.result.is_tls_version_supported
+    assert tls13 and tls13 <= {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+
+    assert not scans.heartbleed.result.is_vulnerable_to_heartbleed
+    assert scans.robot.result.robot_result in (RobotScanResultEnum.NOT_VULNERABLE_NO_ORACLE,
+                                               RobotScanResultEnum.NOT_VULNERABLE_RSA_NOT_SUPPORTED)  # fmt: skip
+    assert not scans.openssl_ccs_injection.result.is_vulnerable_to_ccs_injection
+    assert scans.tls_fallback_scsv.result.supports_fallback_scsv
+    assert not scans.tls_compression.result.supports_compression
+    renegotiation = scans.session_renegotiation.result
+    assert renegotiation.supports_secure_renegotiation and not renegotiation.is_vulnerable_to_client_renegotiation_dos
+    assert scans.tls_extended_master_secret.result.supports_ems_extension
+    deployment = scans.certificate_info.result.certificate_deployments[0]
+    assert deployment.verified_certificate_chain and not deployment.verified_chain_has_sha1_signature
+
+    intermediate = MozillaTlsConfiguration.get(TlsConfigurationEnum.MOZILLA_INTERMEDIATE)
+    hsts = scans.http_headers.result.strict_transport_security_header
+    assert hsts is not None and hsts.max_age is not None and hsts.max_age >= intermediate.hsts_min_age
+    offered = {curve.name for curve in scans.elliptic_curves.result.supported_curves or []}
+    assert offered - intermediate.tls_curves <= EXTRA_STRONG_CURVES, offered
+    assert set(_departures(result, intermediate)) <= {"tls_curves"}  # the certificate, versions, suites, attacks
+
+
+def _departures(result: ServerScanResult, profile: TlsConfigurationAsJson) -> dict[str, str]:
+    """What sslyze's own checker says departs from `profile` (nothing: an empty dict)."""
+    try:
+        check_server_against_tls_configuration(result, profile)
+    except ServerNotCompliantWithTlsConfiguration as exc:
+        return exc.issues
+    return {}

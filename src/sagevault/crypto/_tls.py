@@ -28,7 +28,7 @@ from ._secret_files import write_secret_file
 # all of that kind already. Stricter than Mozilla's "intermediate" profile (no DHE, no CBC).
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1"
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
-_SERVER_DAYS = 397  # the longest a publicly trusted certificate may live; we keep to it
+_SERVER_DAYS = 366  # Mozilla "intermediate" allows at most 366 (public CAs 397): we keep to the stricter
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def create_local_tls(directory: Path, names: tuple[str, ...] = LOCAL_NAMES, *, now: datetime | None = None) -> TlsFiles:
-    """A new CA (10 years) and a server certificate for `names` (397 days), ECDSA P-256."""
+    """A new CA (10 years) and a server certificate for `names` (366 days), ECDSA P-256."""
     files = tls_files(directory)
     if files.ca_key.exists() or files.key.exists():
         raise ConfigError(f"{directory} already holds TLS keys; remove them first to make new ones")

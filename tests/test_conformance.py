@@ -11,9 +11,13 @@ the same cases each time (set SAGEVAULT_CONFORMANCE_EXAMPLES higher to search wi
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +40,7 @@ from sagevault.access import ALL_TENANTS, ROLES, Scope
 from sagevault.config import Settings
 from webapi import Api
 
+DOCUMENT = Path(__file__).parent.parent / "docs" / "openapi.json"
 EXAMPLES = int(os.environ.get("SAGEVAULT_CONFORMANCE_EXAMPLES", "12"))
 CHECKS: list[CheckFunction] = [not_a_server_error, status_code_conformance, content_type_conformance,
                                response_schema_conformance, negative_data_rejection]  # fmt: skip
@@ -135,3 +140,14 @@ def test_every_operation_answers_as_its_openapi_document_says(api: Api, session:
     assert operations >= 7  # the document was read, and holds at least the first slice's routes
     # The run reached what it was meant to: handlers that answered, or for nobody the refusal.
     assert statuses[401] if who == "nobody" else sum(n for s, n in statuses.items() if 200 <= s < 300), statuses
+
+
+def test_docs_openapi_json_is_the_document_the_cli_writes_and_the_server_serves(api: Api, tmp_path: Path) -> None:
+    made = tmp_path / "openapi.json"
+    command = [sys.executable, "-c", "from sagevault.cli import main; main()", "openapi", "--out", str(made)]
+    cli = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert cli.returncode == 0, cli.stderr
+    assert made.read_text() == DOCUMENT.read_text(), (
+        "docs/openapi.json is not the API's document any more: run `sagevault openapi --out docs/openapi.json`")
+    served = api.client.get(f"{api.base}/openapi.json")
+    assert served.status_code == 200 and served.json() == json.loads(DOCUMENT.read_text())

@@ -215,6 +215,22 @@ def serve(
         d.close()
 
 
+@app.command()
+def openapi(
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the document here (default: stdout).")] = None,
+) -> None:
+    """Print (or write) the API's OpenAPI document, as `serve` serves it at /api/v1/openapi.json.
+    Needs no data dir: docs/openapi.json is made with it."""
+    from sagevault.web import openapi_document
+
+    text = json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n"
+    if out_file is None:
+        sys.stdout.write(text)
+        return
+    out_file.write_text(text, encoding="utf-8")
+    out.print(f"wrote the OpenAPI document to {out_file}", soft_wrap=True)
+
+
 @tls_app.command("client-cert")
 def tls_client_cert(
     name: Annotated[str, typer.Argument(help="The service account's login (the certificate's common name).")],

@@ -72,6 +72,7 @@ class Problem(BaseModel):
     request_id: str
 
 
+_PROBLEM_TYPE = "application/problem+json"
 _PROBLEM_SCHEMA = {"schema": {"$ref": "#/components/schemas/Problem"}}
 
 
@@ -95,13 +96,17 @@ class _Api(FastAPI):
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
             document = super().openapi()
+            shared = document.setdefault("components", {}).setdefault("responses", {})
             for path in document.get("paths", {}).values():
                 for method, operation in path.items():
                     responses = operation.setdefault("responses", {})
                     for status, kinds in _problems(method, operation).items():
-                        responses[str(status)] = {"description": "A problem: " + ", ".join(sorted(set(kinds))),
-                                                  "content": {"application/problem+json": _PROBLEM_SCHEMA}}  # fmt: skip
-            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+                        shared[f"Problem{status}"] = {"description": "A problem: " + ", ".join(sorted(set(kinds))),
+                                                      "content": {_PROBLEM_TYPE: _PROBLEM_SCHEMA}}  # fmt: skip
+                        responses[str(status)] = {"$ref": f"#/components/responses/Problem{status}"}
+                    operation["responses"] = dict(sorted(responses.items()))
+            document["components"]["responses"] = dict(sorted(shared.items()))
+            schemas = document["components"].setdefault("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)
             schemas["Problem"] = Problem.model_json_schema()

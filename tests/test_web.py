@@ -14,6 +14,7 @@ from sagevault.access import ALL_TENANTS, RequestLimiter
 from sagevault.config import Settings
 from sagevault.testing import generate_orders, get_orders_response
 from sagevault.web import API
+from sagevault.web._deps import encode_cursor
 from webapi import Api
 
 
@@ -29,6 +30,12 @@ def test_every_route_refuses_a_request_without_credentials(api: Api) -> None:
             assert r.headers["content-type"] == "application/problem+json"
             assert r.json()["request_id"] == r.headers["x-request-id"]
             assert r.headers["strict-transport-security"].startswith("max-age=")
+    # Each refusal is a security event: the ones without a bearer token at the API's edge, the
+    # forged ones where the credential was checked.
+    edge = [e["reason"] for e in api.d.audit.search(name="api:request:refuse")]
+    assert edge == ["no_credential"] * (2 * len(routes))
+    forged = [e["reason"] for e in api.d.audit.search(name="access:login:failure")]
+    assert forged.count("session_ended") == len(routes)
 
 
 def test_a_person_logs_in_reads_masked_and_reveals_for_an_allowed_purpose_only(api: Api) -> None:
@@ -147,6 +154,9 @@ def test_rate_limits_per_principal_and_per_route_answer_429_and_redis_down_refus
     assert reveals == [200, 200, 200, 200, 429]  # the principal's total: 8 counted requests, then refused
     refused = api.client.post(f"{order}/reveal", headers=auth, json=body)
     assert refused.json()["type"].endswith("rate-limited") and "slow down" in refused.json()["detail"]
+    events = list(api.d.audit.search(name="api:request:refuse"))
+    assert [e["reason"] for e in events] == ["rate_limited"] * 3 and {e["outcome"] for e in events} == {"denied"}
+    assert len({e["actor"] for e in events}) == 1 and events[0]["client_ip_hash"]
     fresh = api.login("sam.packer", api.person("sam.packer", "fulfilment", [TENANT]))
     assert api.client.get(order, headers=fresh).status_code == 200  # another principal has its own budget
     # Counted in Redis, shared by every worker; Redis unreachable = refused, not unlimited.
@@ -154,4 +164,57 @@ def test_rate_limits_per_principal_and_per_route_answer_429_and_redis_down_refus
     assert api.client.get(order, headers=fresh).status_code == 200
     api.app.state.limiter = RequestLimiter(settings, storage_url="redis://127.0.0.1:1/0")
     down = api.client.get(order, headers=fresh)
-    assert down.status_code == 429 and "cannot be reached" in down.json()["detail"]
+    assert down.status_code == 503 and "cannot be reached" in down.json()["detail"]
+    assert down.json()["type"].endswith("limiter-unavailable")
+
+
+def test_refused_requests_are_bounded_per_source_and_the_allow_list_comes_before_the_credential(
+    api: Api, settings: Settings
+) -> None:
+    api.app.state.limiter = RequestLimiter(settings.model_copy(update={"api_refusals_per_source": "3 per minute"}))
+    auth = api.login("ivo.packer", api.person("ivo.packer", "fulfilment", [TENANT]))
+    order = f"{api.base}/tenants/{TENANT}/orders/{api.order_id}"
+    assert api.client.get(order, headers=auth).status_code == 200
+    statuses = [api.client.get(order, headers={"Authorization": "Bearer svk_forged_key"}).status_code
+                for _ in range(3)] + [api.client.get(order).status_code for _ in range(2)]  # fmt: skip
+    assert statuses == [401, 401, 401, 429, 429]
+    # Over its budget the source is refused before any credential is checked, a good one too,
+    # and writes no event per request: the budget's end is one event.
+    assert api.client.get(order, headers=auth).status_code == 429
+    assert [e["reason"] for e in api.d.audit.search(name="api:request:refuse")] == ["rate_limited"]
+    assert len(list(api.d.audit.search(name="access:apikey:failure"))) == 3
+    # Outside the global allow-list, a good and a bad credential get the same answer.
+    api.app.state.limiter = RequestLimiter(settings)
+    with api.d.engine.begin() as conn:
+        api.d.access.allow(conn, "10.0.0.0/8", actor=OPERATOR)
+    for headers in (auth, {"Authorization": "Bearer svs_forged"}, {}):
+        r = api.client.get(order, headers=headers)
+        assert r.status_code == 403 and r.json()["type"].endswith("network-denied"), r.text
+
+
+def test_an_unexpected_error_is_a_bare_500_problem_with_the_headers_and_a_security_event(api: Api) -> None:
+    def boom() -> None:
+        raise RuntimeError("jane.doe@example.com 555-0100")  # as if a bug put PII in a message
+
+    api.app.add_api_route(f"{API}/boom", boom, methods=["GET"])
+    r = api.client.get(f"{api.base}/boom")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert "jane.doe" not in r.text and "RuntimeError" not in r.text and "Traceback" not in r.text
+    assert r.headers["strict-transport-security"].startswith("max-age=") and r.headers["cache-control"] == "no-store"
+    events = list(api.d.audit.search(name="api:request:fail"))
+    assert [(e["request_id"], e["operation"]) for e in events] == [(r.headers["x-request-id"], "runtimeerror")]
+    assert api.client.get(f"{api.base}/boom").status_code == 500  # the connection and server live on
+
+
+def test_crafted_cursors_are_400_problems_on_every_paged_list(api: Api) -> None:
+    officer = api.login("lea.officer", api.person("lea.officer", "security-officer", [ALL_TENANTS]))
+    operator = api.login("omar.operator", api.person("omar.operator", "operator", [ALL_TENANTS]))
+    crafted = [encode_cursor(2**70), encode_cursor(-1), encode_cursor("\ud800"), encode_cursor("a\u0000"),
+               encode_cursor(["x"]), encode_cursor("x" * 300), "%%%", "e30"]  # fmt: skip
+    lists = [(f"{api.base}/audit/events", officer), (f"{api.base}/tenants", operator),
+             (f"{api.base}/tenants/{TENANT}/orders", operator)]  # fmt: skip
+    for url, auth in lists:
+        assert api.client.get(url, headers=auth).status_code == 200
+        for cursor in crafted:
+            r = api.client.get(url, headers=auth, params={"cursor": cursor})
+            assert r.status_code in (400, 422) and "cursor" in r.json()["detail"], (url, cursor, r.status_code)

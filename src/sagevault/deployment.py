@@ -9,6 +9,7 @@ last ones recorded.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +38,7 @@ from sagevault.crypto import (
     tls_files,
 )
 from sagevault.db import create_engine_for, is_sqlite, migrate, schema_is_current
-from sagevault.errors import AlreadyInitialized, NotInitialized
+from sagevault.errors import AlreadyInitialized, NotInitialized, StorageBusy
 from sagevault.vault import TenantKeyring, Vault
 
 Clock = Callable[[], datetime]
@@ -52,19 +53,34 @@ class Deployment:
     vault: Vault
     access: AccessService
 
-    def release_deleted_pages(self) -> None:
+    def release_deleted_pages(self, *, patience: float = 10.0) -> None:
         """Push deletions (shredded keys) out of the write-ahead log and free pages now.
 
         SQLite runs with secure_delete, so freed pages are zeroed; a TRUNCATE checkpoint also
-        empties the WAL, which would otherwise keep the old page images. PostgreSQL: VACUUM
-        the key table so the deleted tuples are pruned from its pages.
+        empties the WAL, which would otherwise keep the old page images. A reader still on an
+        older snapshot makes the checkpoint busy: it is retried for up to `patience` seconds,
+        then refused with an error that says to run it again. PostgreSQL: VACUUM the key table
+        so the deleted tuples are pruned from its pages.
         """
         if is_sqlite(self.engine):
-            raw = self.engine.raw_connection()  # outside any transaction, as a checkpoint must be
-            try:
-                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                raw.close()
+            deadline = time.monotonic() + patience
+            while True:
+                raw = self.engine.raw_connection()  # outside any transaction, as a checkpoint must be
+                try:
+                    cursor = raw.cursor()
+                    cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    row = cursor.fetchone()
+                    busy = bool(row and row[0])
+                finally:
+                    raw.close()
+                if not busy:
+                    return
+                if time.monotonic() > deadline:
+                    raise StorageBusy(
+                        "the write-ahead log could not be emptied (readers kept it busy), so copies of deleted "
+                        "keys may remain in it; run the purge (or `sagevault shred` resume) again"
+                    )
+                time.sleep(0.05)
         else:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("VACUUM tenant_keys"))

@@ -177,6 +177,18 @@ class CredentialExpired(AccessDenied):
 
 
 class RateLimited(AccessDenied):
-    """A principal (or one principal on one route) went over its request rate."""
+    """A principal (or one principal on one route, or a source of refused requests) went over
+    its request rate."""
 
     reason = "rate_limited"
+
+
+class LimiterUnavailable(RateLimited):
+    """The rate limiter's store cannot be reached: requests are refused, not let through uncounted."""
+
+    reason = "limiter_unavailable"
+
+
+class StorageBusy(SageVaultError):
+    """Storage work that must finish (emptying the write-ahead log after a shred) could not, for
+    now; running it again completes it."""

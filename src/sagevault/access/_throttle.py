@@ -18,7 +18,7 @@ from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from sagevault.config import Settings, redis_problem
-from sagevault.errors import ConfigError, LoginThrottled, RateLimited
+from sagevault.errors import ConfigError, LimiterUnavailable, LoginThrottled, RateLimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,19 +98,41 @@ class RequestLimiter:
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         self._total = parse(settings.api_rate_per_principal)
         self._routes = {route: parse(rate) for route, rate in settings.api_route_rates.items()}
+        self._refusals = parse(settings.api_refusals_per_source)
 
     def admit(self, principal_id: str, route: str) -> None:
         """Count one request of `principal_id` on `route` ("METHOD /path/{template}")."""
-        try:
+        with _limiter_reachable():
             if not self._limiter.hit(self._total, "api", principal_id):
                 raise RateLimited(f"too many requests: at most {self._total} for one principal; slow down and retry")
             per_route = self._routes.get(route)
             if per_route is not None and not self._limiter.hit(per_route, "route", route, principal_id):
                 raise RateLimited(f"too many requests on this route: at most {per_route} for one principal; "
                                   "slow down and retry")  # fmt: skip
-        except (StorageError, ConnectionError, TimeoutError):
-            raise RateLimited("requests are refused: the rate limiter (rate_limit_storage_url) cannot be reached; "
-                              "they resume when it is back", reason="limiter_unavailable") from None  # fmt: skip
+
+    def admit_source(self, source_key: str) -> None:
+        """Before a credential is looked at: refuse a source (a keyed hash of its address) that
+        has used up its budget of refused requests, so that nobody can make the server check
+        credentials, or write refusal events, without bound."""
+        with _limiter_reachable():
+            if not self._limiter.test(self._refusals, "refused", source_key):
+                raise RateLimited(f"too many refused requests from this address (at most {self._refusals}); "
+                                  "fix the credential and retry later")  # fmt: skip
+
+    def refused(self, source_key: str) -> bool:
+        """Count a refused request of the source; True when this one used up its budget."""
+        with _limiter_reachable():
+            self._limiter.hit(self._refusals, "refused", source_key)
+            return self._limiter.get_window_stats(self._refusals, "refused", source_key).remaining == 0
+
+
+@contextmanager
+def _limiter_reachable() -> Iterator[None]:
+    try:
+        yield
+    except (StorageError, ConnectionError, TimeoutError):
+        raise LimiterUnavailable("requests are refused: the rate limiter (rate_limit_storage_url) cannot be "
+                                 "reached; they resume when it is back") from None  # fmt: skip
 
 
 def _storage(settings: Settings, url: str | None, key_prefix: str | None, what: str) -> Storage:

@@ -47,6 +47,8 @@ class EventName(StrEnum):
     ACCESS_REVIEW_RUN = "access:review:run"
     ACCESS_SPRAY_DETECT = "access:spray:detect"
     ADMIN_CONFIG_CHANGE = "admin:config:change"
+    API_REQUEST_FAIL = "api:request:fail"
+    API_REQUEST_REFUSE = "api:request:refuse"
     AUDIT_DIGEST_WRITE = "audit:digest:write"
     AUDIT_LOG_EXPORT = "audit:log:export"
     AUDIT_LOG_VERIFY = "audit:log:verify"
@@ -95,6 +97,8 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.ACCESS_REVIEW_RUN: "accounts and keys were reviewed (inactive, expiring)",
     EventName.ACCESS_SPRAY_DETECT: "one source failed log-ins on many accounts; it is blocked",
     EventName.ADMIN_CONFIG_CHANGE: "the effective configuration differs from the last one recorded",
+    EventName.API_REQUEST_FAIL: "an API request failed with an unexpected error (its type and request id only)",
+    EventName.API_REQUEST_REFUSE: "an API request was refused before any credential was checked, or over its rate",
     EventName.AUDIT_DIGEST_WRITE: "a signed digest of the chain head was written",
     EventName.AUDIT_LOG_EXPORT: "security events were exported",
     EventName.AUDIT_LOG_VERIFY: "the event chain and digests were verified",
@@ -155,9 +159,11 @@ class Reason(StrEnum):
     CREDENTIAL_EXPIRED = "credential_expired"
     KILL_SWITCH = "kill_switch"
     LIMITER_UNAVAILABLE = "limiter_unavailable"
+    NO_CREDENTIAL = "no_credential"
     NETWORK_DENIED = "network_denied"
     PASSWORD_REUSED = "password_reused"  # noqa: S105 (an event/reason name)
     PASSWORD_TOO_YOUNG = "password_too_young"  # noqa: S105 (an event/reason name)
+    RATE_LIMITED = "rate_limited"
     RECOVERY_CODE = "recovery_code"
     REVOKED = "revoked"
     SESSION_ENDED = "session_ended"

@@ -121,10 +121,14 @@ class Settings(BaseSettings):
     # API request rates (`limits` notation), counted in rate_limit_storage_url: every principal's
     # total, and per principal on a route ("METHOD /api/v1/path/{template}" -> limit).
     api_rate_per_principal: str = "6000 per minute"
+    # Refused requests (no, wrong or expired credential) one source address may make before it
+    # is refused unheard, with no credential check and no further event, until the window moves.
+    api_refusals_per_source: str = "120 per minute"
     api_route_rates: dict[str, str] = {
         "POST /api/v1/tenants/{tenant_id}/orders/{order_id}/reveal": "3000 per minute",
         "POST /api/v1/tenants/{tenant_id}/search": "600 per minute",
         "GET /api/v1/audit/export": "30 per minute",
+        "POST /api/v1/audit/verify": "2 per minute",
     }
     policy: PolicyProfile = PolicyProfile()
 
@@ -188,6 +192,7 @@ class Settings(BaseSettings):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for where, rate in [("api_rate_per_principal", self.api_rate_per_principal),
+                            ("api_refusals_per_source", self.api_refusals_per_source),
                             *((f"api_route_rates[{k!r}]", v) for k, v in self.api_route_rates.items())]:
             try:
                 limits.parse(rate)

@@ -23,6 +23,7 @@ class KeyCache(Generic[V]):
         self._maxsize = maxsize
         self._clock = clock
         self._items: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
+        self._gone: set[Hashable] = set()  # shredded tenants: never cached again in this process
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> V | None:
@@ -38,14 +39,20 @@ class KeyCache(Generic[V]):
 
     def put(self, key: Hashable, value: V) -> None:
         with self._lock:
+            if isinstance(key, tuple) and key and key[0] in self._gone:
+                return  # a reader whose snapshot predates the shred must not bring the key back
             self._items[key] = (self._clock() + self._ttl, value)
             self._items.move_to_end(key)
             while len(self._items) > self._maxsize:
                 self._items.popitem(last=False)
 
-    def evict_tenant(self, tenant_id: str) -> None:
-        """Drop every entry whose key is a tuple starting with `tenant_id`."""
+    def evict_tenant(self, tenant_id: str, *, forever: bool = False) -> None:
+        """Drop every entry whose key is a tuple starting with `tenant_id`; with `forever` (a
+        shred), refuse to cache that tenant's keys from now on, in the same lock, so no put racing
+        the shred can land after it."""
         with self._lock:
+            if forever:
+                self._gone.add(tenant_id)
             for key in [k for k in self._items if isinstance(k, tuple) and k and k[0] == tenant_id]:
                 del self._items[key]
 

@@ -164,7 +164,7 @@ class TenantKeyring:
                 .returning(tenant_keys.c.purpose, tenant_keys.c.version)
             ).all()
         ]
-        self._cache.evict_tenant(tenant_id)
+        self._cache.evict_tenant(tenant_id, forever=True)
         return sorted(gone)
 
     def status(self, conn: Connection, tenant_id: str) -> list[KeyVersionInfo]:

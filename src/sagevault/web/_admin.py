@@ -18,10 +18,11 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from sagevault import errors
 from sagevault.access import ROLES, Account, AllowEntry, ApiKey, Enrolment, GrantInfo, Scope
 from sagevault.audit import Channel
 
-from ._deps import API, Conn, Paging, Vault, Who, source
+from ._deps import API, Conn, Paging, Vault, Who, edge_refusal, source
 
 router = APIRouter(prefix=API)
 
@@ -189,8 +190,11 @@ def _admitted(request: Request, d: Vault, conn: Conn) -> None:
     """The allow-list, then the request rate of the source address (there is no principal yet)."""
     address = d.access.admit_source(conn, source(request), channel=Channel.API)
     route = request.scope.get("route")
-    request.app.state.limiter.admit(f"source:{d.access.client_ip_hash(conn, address)}",
-                                    f"{request.method} {getattr(route, 'path', request.url.path)}")  # fmt: skip
+    try:
+        request.app.state.limiter.admit(f"source:{d.access.client_ip_hash(conn, address)}",
+                                        f"{request.method} {getattr(route, 'path', request.url.path)}")  # fmt: skip
+    except errors.RateLimited as exc:
+        raise edge_refusal(d, conn, exc, None, address) from None
 
 
 @router.post("/enrolment/begin", tags=["enrolment"])

@@ -23,16 +23,35 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
 from sagevault import errors
 from sagevault.access import RequestLimiter
+from sagevault.audit import AuditEvent, Channel, EventName, Outcome, Reason
 from sagevault.deployment import Deployment
+from sagevault.logs import get_logger
 
 from . import _admin, _data, _records
 from ._deps import API, STATUS, problem, status_of
+
+
+def _crashed(request: Request, exc: Exception) -> Response:
+    """An unexpected error: recorded as api:request:fail (the error's type and the request id,
+    nothing of the request), answered as a bare 500 problem."""
+    d: Deployment = request.app.state.deployment
+    message = "the request failed; the security log has the details (quote the request id)"
+    try:
+        d.audit.record(AuditEvent(name=EventName.API_REQUEST_FAIL, channel=Channel.API, outcome=Outcome.FAILURE,
+                                  reason=Reason.ERROR, operation=type(exc).__name__.lower(),
+                                  request_id=request.state.request_id))  # fmt: skip
+    except errors.SageVaultError:
+        message = "the request failed and could not be recorded; quote the request id to the operator"
+    get_logger("sagevault.web").error("request failed", request_id=request.state.request_id,
+                                      error=type(exc).__name__)  # fmt: skip
+    return problem(500, "error", message, request.state.request_id)
 
 
 class _Headers(BaseHTTPMiddleware):
@@ -42,14 +61,17 @@ class _Headers(BaseHTTPMiddleware):
         request.state.request_id = secrets.token_hex(8)
         limit = request.app.state.deployment.settings.api_max_body_bytes
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
+        if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > limit):
             response: Response = problem(413, "body-too-large", f"request bodies are limited to {limit} bytes "
                                          "(api_max_body_bytes); send smaller batches", request.state.request_id)
-        elif length is None and request.method in ("POST", "PUT", "PATCH"):
+        elif length is None and "transfer-encoding" in request.headers:
             response = problem(411, "length-required", "send a Content-Length header (chunked bodies are refused)",
                                request.state.request_id)  # fmt: skip
         else:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # the one place an unexpected error becomes an answer
+                response = await run_in_threadpool(_crashed, request, exc)
         response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"

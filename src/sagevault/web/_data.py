@@ -36,7 +36,8 @@ from sagevault.audit import (
     public_path,
     verify,
 )
-from sagevault.errors import AuditError, PayloadError, RecordNotFound
+from sagevault.deployment import Deployment
+from sagevault.errors import AuditError, PayloadError, RecordNotFound, shown
 
 from ._deps import API, Conn, Vault, Who, encode_cursor
 from ._records import PageQuery, committed_work
@@ -107,7 +108,7 @@ def key_status(tenant_id: str, d: Vault, conn: Conn, who: Who) -> dict[str, Any]
     data version protects. Never the key material."""
     versions = d.vault.key_status(conn, tenant_id, principal=who)
     data = [k for k in versions if k.purpose == "data"]
-    primary = next(k.version for k in data if k.status == "primary")
+    primary = next((k.version for k in data if k.status == "primary"), None)
     return {
         "tenant_id": tenant_id, "primary_version": primary,
         "rotating": any(k.status == "active" for k in data),
@@ -159,7 +160,7 @@ def shred_certificate(tenant_id: str, d: Vault, conn: Conn, who: Who) -> dict[st
     """The certificate of a shredded tenant (what was destroyed, when, under which master key)."""
     receipt = d.vault.shred_receipt(conn, tenant_id, principal=who)
     if receipt is None:
-        raise RecordNotFound(f"tenant {tenant_id} is not shredded, so it has no shred certificate")
+        raise RecordNotFound(f"tenant {shown(tenant_id)} is not shredded, so it has no shred certificate")
     return receipt
 
 
@@ -167,10 +168,13 @@ def shred_certificate(tenant_id: str, d: Vault, conn: Conn, who: Who) -> dict[st
              responses={202: {"description": "Rows still to delete: call again."}})  # fmt: skip
 def purge(tenant_id: str, q: Annotated[BatchQuery, Query()], request: Request, d: Vault) -> JSONResponse:
     """Delete up to `batch` unreadable rows of a shredded tenant. 202 with `remaining` while rows
-    are left (call again), 200 when none is."""
+    are left (call again); 200 when none is, after the freed storage was scrubbed as `sagevault
+    shred` does."""
     with committed_work(request) as (conn, who):
         purged = d.vault.purge_shredded(conn, tenant_id, principal=who, limit=q.batch)
         remaining = d.vault.unpurged_records(conn, tenant_id, principal=who)
+    if not remaining:
+        d.release_deleted_pages()  # freed pages zeroed, WAL emptied (SQLite); dead tuples pruned (PostgreSQL)
     return JSONResponse({"tenant_id": tenant_id, "purged": purged, "remaining": remaining},
                         status_code=202 if remaining else 200)  # fmt: skip
 
@@ -185,8 +189,6 @@ def audit_events(q: Annotated[AuditSearchQuery, Query()], d: Vault, conn: Conn, 
     d.access.authorize(conn, who, Scope.AUDIT_READ)
     filters = q.checked()
     after = q.page().position(int)
-    if after is not None and (type(after) is not int or after < 0):
-        raise PayloadError("the cursor is not one this API gave out; start again without one")
     items = list(d.audit.search(**filters, after_seq=after or 0, limit=q.limit + 1))
     more = len(items) > q.limit
     return {"items": items[: q.limit], "next_cursor": encode_cursor(items[q.limit - 1]["seq"]) if more else None}
@@ -199,10 +201,10 @@ def audit_export(q: Annotated[AuditFilters, Query()], request: Request, d: Vault
     """Every event matching the filters, as JSON lines, up to the newest event when the export
     began. The export is itself recorded (audit:log:export, with its event count) before the
     first line leaves; if that cannot be made durable, nothing is sent."""
-    filters = q.checked()
     with committed_work(request) as (conn, who):
         d.access.authorize(conn, who, Scope.AUDIT_READ)
         ip_hash = d.access.client_ip_hash(conn, who.source_ip)
+    filters = q.checked()  # after authentication: an unauthenticated caller learns nothing from its filters
     through, _ = d.audit.head()
     count = d.audit.count(**filters, through_seq=through)
     d.audit.record(AuditEvent(
@@ -211,10 +213,19 @@ def audit_export(q: Annotated[AuditFilters, Query()], request: Request, d: Vault
         request_id=request.state.request_id, client_ip_hash=ip_hash,
     ))  # fmt: skip
     return StreamingResponse(
-        _ndjson(d.audit.search(**filters, through_seq=through)),
+        _ndjson(_in_pages(d, filters, through)),
         media_type="application/x-ndjson",
         headers={"Content-Disposition": 'attachment; filename="sagevault-audit.ndjson"'},
     )
+
+
+def _in_pages(d: Deployment, filters: dict[str, Any], through: int) -> Iterator[dict[str, Any]]:
+    """The matching events up to `through`, read a page per short transaction, so a slow client
+    never holds a read open on the audit database (on SQLite that would pin its WAL)."""
+    after = 0
+    while page := list(d.audit.search(**filters, after_seq=after, through_seq=through, limit=_EXPORT_CHUNK)):
+        yield from page
+        after = page[-1]["seq"]
 
 
 def _ndjson(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Connection
 
 from sagevault import errors
-from sagevault.audit import Channel
+from sagevault.audit import AuditEvent, Channel, EventName, outcome_of
+from sagevault.db import reading
 from sagevault.deployment import Deployment
 from sagevault.vault import Principal
 
@@ -27,6 +28,7 @@ T = TypeVar("T")
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS: list[tuple[type[Exception], int, str]] = [
     (errors.LoginThrottled, 429, "throttled"),
+    (errors.LimiterUnavailable, 503, "limiter-unavailable"),
     (errors.RateLimited, 429, "rate-limited"),
     (errors.NetworkDenied, 403, "network-denied"),
     (errors.AuthenticationFailed, 401, "authentication-failed"),
@@ -41,6 +43,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (errors.TenantExists, 409, "tenant-exists"),
     (errors.RecordNotFound, 404, "not-found"),
     (errors.AuditUnavailable, 503, "audit-unavailable"),
+    (errors.StorageBusy, 503, "storage-busy"),
     (errors.RotationError, 409, "rotation-conflict"),
     (errors.AccessError, 400, "bad-request"),
     (errors.PayloadError, 400, "bad-request"),
@@ -85,13 +88,24 @@ def source(request: Request) -> str:
     return deployment(request).access.client_address(peer, request.headers.get("x-forwarded-for"))
 
 
+# Routes whose unit of work writes nothing to the vault database (their security events go to the
+# audit log, a database of its own): on SQLite their transaction is a snapshot read that does not
+# queue for the write lock. A route that writes must not be listed.
+READ_ROUTES = frozenset({"tenants", "order", "reveal", "search"})
+
+
 def unit_of_work(request: Request) -> Iterator[Connection]:
     """One transaction per request: committed when the handler returns, rolled back if it raises."""
-    with deployment(request).engine.begin() as conn:
-        yield conn
+    with deployment(request).engine.connect() as conn:
+        if getattr(request.scope.get("route"), "name", None) in READ_ROUTES:
+            reading(conn)
+        with conn.begin():
+            yield conn
 
 
-Conn = Annotated[Connection, Depends(unit_of_work)]
+# scope="function": the transaction ends (commits or rolls back) before the answer is sent, so a
+# client never sees 2xx for work that did not commit.
+Conn = Annotated[Connection, Depends(unit_of_work, scope="function")]
 
 
 def bearer(request: Request) -> str:
@@ -100,23 +114,48 @@ def bearer(request: Request) -> str:
 
 
 def principal(request: Request, conn: Conn) -> Principal:
-    """The source address against the allow-lists, then the bearer credential (a session for
-    people, an API key for services), then the principal's and the route's rate limits. No
-    credential, no handler; authorisation is the handler's domain call (`decide`)."""
+    """The chain every authenticated route runs, in this order: the source address against the
+    global allow-list (before anything about the credential is looked at); the source's budget
+    of refused requests; the bearer credential (a session for people, an API key for services,
+    each also held to its own allow-list); then the principal's and the route's rate limits.
+    Authorisation is the handler's domain call (`decide`)."""
     d = deployment(request)
     address = source(request)
-    token = bearer(request)
-    if token.startswith("svk_"):
-        who = d.access.verify_api_key(conn, token, source=address, channel=Channel.API)
-    elif token.startswith("svs_"):
-        who = d.access.authenticate_session(conn, token, source=address, channel=Channel.API)
-    else:
-        raise errors.AuthenticationFailed("this request needs a bearer token: a session (POST /api/v1/sessions) "
-                                          "or an API key")  # fmt: skip
     limiter = request.app.state.limiter
+    source_key = d.access.client_ip_hash(conn, address) or ""
+    limiter.admit_source(source_key)  # refused without an event: the budget's end was recorded once
+    token = bearer(request)
+    try:
+        address = d.access.admit_source(conn, address, channel=Channel.API)
+        if token.startswith("svk_"):
+            who: Principal = d.access.verify_api_key(conn, token, source=address, channel=Channel.API)
+        elif token.startswith("svs_"):
+            who = d.access.authenticate_session(conn, token, source=address, channel=Channel.API)
+        else:
+            refused = errors.AuthenticationFailed("this request needs a bearer token: a session "
+                                                  "(POST /api/v1/sessions) or an API key", reason="no_credential")
+            raise edge_refusal(d, conn, refused, None, address)  # fmt: skip
+    except errors.AccessDenied:
+        if limiter.refused(source_key):  # this refusal spent the source's budget: say so, once
+            edge_refusal(d, conn, errors.RateLimited("too many refused requests from this address"), None, address)
+        raise
     route = request.scope.get("route")
-    limiter.admit(who.id, f"{request.method} {getattr(route, 'path', request.url.path)}")
+    try:
+        limiter.admit(who.id, f"{request.method} {getattr(route, 'path', request.url.path)}")
+    except errors.RateLimited as exc:
+        raise edge_refusal(d, conn, exc, who.id, address) from None
     return who
+
+
+def edge_refusal(d: Deployment, conn: Connection, error: errors.SageVaultError, actor: str | None,
+                 address: str) -> errors.SageVaultError:  # fmt: skip
+    """Record a refusal that no domain call saw (no credential, over a rate) as
+    `api:request:refuse`, and hand the error back to raise. The event is durable before the
+    refusal is answered; if it cannot be written the answer is 503."""
+    outcome, reason = outcome_of(error)
+    d.audit.record(AuditEvent(name=EventName.API_REQUEST_REFUSE, channel=Channel.API, outcome=outcome, reason=reason,
+                              actor=actor, client_ip_hash=d.access.client_ip_hash(conn, address)))  # fmt: skip
+    return error
 
 
 Who = Annotated[Principal, Depends(principal)]
@@ -140,6 +179,20 @@ def decode_cursor(cursor: str | None) -> Any:
         raise errors.PayloadError("the cursor is not one this API gave out; start again without one") from None
 
 
+def checked_position(value: Any, kind: type[T]) -> T | None:
+    if value is None:
+        return None
+    if kind is int:
+        ok = type(value) is int and 0 <= value < 2**63
+    elif kind is str:
+        ok = type(value) is str and len(value) <= 256 and value.isprintable()  # no NUL, no lone surrogate
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise errors.PayloadError("the cursor is not one this API gave out; start again without one")
+    return value  # type: ignore[no-any-return]
+
+
 class Page:
     """`limit` and `cursor` query parameters, validated (a bad one is a 400/422, never a 500)."""
 
@@ -152,14 +205,13 @@ class Page:
         self.cursor = cursor
 
     def position(self, kind: type[T]) -> T | None:
-        """The decoded cursor, checked to be of the expected type."""
-        value = decode_cursor(self.cursor)
-        if value is not None and not isinstance(value, kind):
-            raise errors.PayloadError("the cursor is not one this API gave out; start again without one")
-        return value
+        """The decoded cursor, checked to be a value this API could have given out: a sequence
+        number (an int the database can hold) or an id (short, encodable text without NUL)."""
+        return checked_position(decode_cursor(self.cursor), kind)
 
     def of(self, items: Sequence[T], key: Callable[[T], Any], render: Callable[[T], Any]) -> dict[str, Any]:
         """One page of an already sorted (by `key`, ascending) in-memory sequence."""
+        items = sorted(items, key=key)  # Python's order, whatever the database's collation was
         after = decode_cursor(self.cursor)
         if after is not None:
             try:

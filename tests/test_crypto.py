@@ -119,6 +119,11 @@ def test_key_cache_entries_expire_and_shred_evicts_them() -> None:
     cache.evict_tenant("T1")
     assert cache.get(("T1", "data", 2)) is None
     assert "k2" not in repr(cache)
+    cache.put(("T1", "data", 2), "k3")  # a rotation's eviction: the tenant's keys may come back
+    assert cache.get(("T1", "data", 2)) == "k3"
+    cache.evict_tenant("T1", forever=True)  # a shred: a reader on an older snapshot cannot put one back
+    cache.put(("T1", "data", 2), "k3")
+    assert cache.get(("T1", "data", 2)) is None and cache.get(("T2", "data", 1)) is None  # T2 expired at 61
 
 
 def test_field_cipher_binds_each_field_to_its_tenant_record_and_path() -> None:

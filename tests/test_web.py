@@ -218,3 +218,17 @@ def test_crafted_cursors_are_400_problems_on_every_paged_list(api: Api) -> None:
         for cursor in crafted:
             r = api.client.get(url, headers=auth, params={"cursor": cursor})
             assert r.status_code in (400, 422) and "cursor" in r.json()["detail"], (url, cursor, r.status_code)
+
+
+def test_logging_out_ends_the_session_is_recorded_and_is_not_how_api_keys_end(api: Api) -> None:
+    totp = api.person("uma.packer", "fulfilment", [TENANT])
+    auth = api.login("uma.packer", totp)
+    assert api.client.delete(f"{api.base}/sessions", headers=auth).status_code == 204
+    ended = list(api.d.audit.search(name="access:session:end"))
+    assert len(ended) == 1 and ended[0]["actor"].startswith("usr_") and ended[0]["outcome"] == "success"
+    assert api.client.delete(f"{api.base}/sessions", headers=auth).status_code == 401  # already over
+    with api.d.engine.begin() as conn:
+        api.d.access.add_service(conn, "label-printer", owner="alice.ng", purpose="labels", actor=api.admin)
+        key = api.d.access.issue_api_key(conn, "label-printer", scopes=["records:read"], actor=OPERATOR)
+    r = api.client.delete(f"{api.base}/sessions", headers={"Authorization": f"Bearer {key.token}"})
+    assert r.status_code == 400 and "revoke" in r.json()["detail"] and key.token not in r.text

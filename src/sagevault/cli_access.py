@@ -73,7 +73,7 @@ def _acting(login: str | None) -> Iterator[tuple[Deployment, Principal]]:
             yield d, session.principal
         finally:
             with d.engine.begin() as conn:
-                d.access.logout(conn, session.token)
+                d.access.logout(conn, session.token, actor=session.principal)
 
 
 def _when(value: datetime | None) -> str:

@@ -685,9 +685,16 @@ class AccessService:
                 source=str(address), channel=channel)  # fmt: skip
         return Principal(row.principal_id, "person", channel, str(address))
 
-    def logout(self, conn: Connection, token: str) -> None:
-        conn.execute(update(sessions).where(sessions.c.token_hash == self.keyed(conn, "session", token))
-                     .values(revoked_at=self.now()))  # fmt: skip
+    def logout(self, conn: Connection, token: str, *, actor: Principal | None = None) -> None:
+        """End the session `token` (the holder's own); recorded as access:session:end. A token
+        that is not a live session is refused: an API key is revoked, not logged out."""
+        ended = conn.execute(update(sessions).where(sessions.c.token_hash == self.keyed(conn, "session", token),
+                                                    sessions.c.revoked_at.is_(None))
+                             .values(revoked_at=self.now())).rowcount  # fmt: skip
+        if not ended:
+            raise AccessError("this credential is not a live session; an API key is revoked by an admin "
+                              "(DELETE /api/v1/api-keys/{key_id} or `sagevault users revoke-key`)")  # fmt: skip
+        self._event(conn, EventName.ACCESS_SESSION_END, actor, channel=actor.channel if actor else Channel.API)
 
     def _end_sessions(self, conn: Connection, principal_id: str) -> int:
         return conn.execute(update(sessions).where(sessions.c.principal_id == principal_id,

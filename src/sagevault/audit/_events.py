@@ -45,6 +45,7 @@ class EventName(StrEnum):
     ACCESS_PASSWORD_CHANGE = "access:password:change"  # noqa: S105 (an event/reason name)
     ACCESS_PERMISSION_DENY = "access:permission:deny"
     ACCESS_REVIEW_RUN = "access:review:run"
+    ACCESS_SESSION_END = "access:session:end"
     ACCESS_SPRAY_DETECT = "access:spray:detect"
     ADMIN_CONFIG_CHANGE = "admin:config:change"
     API_REQUEST_FAIL = "api:request:fail"
@@ -95,6 +96,7 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.ACCESS_PASSWORD_CHANGE: "a password change was made or refused",
     EventName.ACCESS_PERMISSION_DENY: "a principal was refused an action (scope, purpose or gate)",
     EventName.ACCESS_REVIEW_RUN: "accounts and keys were reviewed (inactive, expiring)",
+    EventName.ACCESS_SESSION_END: "a person ended their session (logged out)",
     EventName.ACCESS_SPRAY_DETECT: "one source failed log-ins on many accounts; it is blocked",
     EventName.ADMIN_CONFIG_CHANGE: "the effective configuration differs from the last one recorded",
     EventName.API_REQUEST_FAIL: "an API request failed with an unexpected error (its type and request id only)",

@@ -10,6 +10,7 @@ from typing import Any
 import pyotp
 import pytest
 import redis
+import sqlalchemy
 
 from conftest import OPERATOR, OTHER, TENANT
 from sagevault.access import (
@@ -802,3 +803,46 @@ def test_a_session_that_ended_is_refused_and_recorded(harness: Harness) -> None:
     with harness.tx() as conn, pytest.raises(AuthenticationFailed, match="log in again"):
         harness.svc.authenticate_session(conn, session.token, source=OFFICE)
     assert harness.events("access:login:failure", yara.id)[-1]["reason"] == "session_ended"
+
+
+def test_a_checked_session_is_remembered_per_generation_and_ends_at_once_in_every_process(
+    harness: Harness, admins: tuple[Person, Person]
+) -> None:
+    # Another API worker: its own service and its own policy picture over the same database.
+    other = AccessService(harness.d.settings, harness.d.keys, harness.d.audit, clock=harness.clock)
+    yara, zoe = harness.person("yara.chen", "viewer"), harness.person("zoe.ng", "viewer")
+    first, second, zoes = harness.login(yara), harness.login(yara), harness.login(zoe)
+    session_reads: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM sessions" in statement:
+            session_reads.append(statement)
+
+    def check(svc: AccessService, *sessions: Any) -> None:
+        with harness.tx() as conn:
+            for s in sessions:
+                assert svc.authenticate_session(conn, s.token, source=OFFICE).id == s.principal.id
+
+    sqlalchemy.event.listen(harness.d.engine, "before_cursor_execute", count)
+    try:
+        for svc in (harness.svc, other):
+            check(svc, first, second, zoes)
+        assert len(session_reads) == 6
+        for svc in (harness.svc, other):  # remembered: no session row is read again
+            check(svc, first, second, zoes)
+        assert len(session_reads) == 6
+    finally:
+        sqlalchemy.event.remove(harness.d.engine, "before_cursor_execute", count)
+    with harness.tx() as conn:  # logged out in one worker: refused at once in the other
+        harness.svc.logout(conn, first.token)
+    with harness.tx() as conn, pytest.raises(AuthenticationFailed, match="log in again"):
+        other.authenticate_session(conn, first.token, source=OFFICE)
+    check(other, second, zoes)
+    with harness.tx() as conn:  # a disabled account: its sessions are refused at once everywhere
+        harness.svc.disable(conn, "zoe.ng", actor=harness.as_principal(admins[0]))
+    with harness.tx() as conn, pytest.raises(AuthenticationFailed):
+        other.authenticate_session(conn, zoes.token, source=OFFICE)
+    check(other, second)
+    harness.clock.advance(hours=13)  # expiry is checked on every request, remembered or not
+    with harness.tx() as conn, pytest.raises(AuthenticationFailed, match="log in again"):
+        other.authenticate_session(conn, second.token, source=OFFICE)

@@ -83,6 +83,8 @@ _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ENROLMENT_HOURS = 72
 _RECOVERY_CODES = 10
 _MAX_LOCK = timedelta(hours=24)
+_SESSIONS_KEPT = 10_000  # live sessions remembered per process and policy generation
+_NEVER_VALID = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +244,10 @@ class AccessService:
         self._hashing = PasswordHashing(settings)
         self._secret: bytes | None = None
         self._key_seen: dict[str, datetime] = {}
+        # Live sessions this process has checked, by token hash: (principal id, expiry), valid for
+        # one policy generation. Every change that ends a session or an account changes the
+        # generation, so a hit is what the database would answer; expiry is checked every time.
+        self._sessions: tuple[int, dict[bytes, tuple[str, datetime]]] = (0, {})
         self._trusted = tuple(parse_network(c) for c in settings.trusted_proxies)
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -669,21 +675,36 @@ class AccessService:
     def authenticate_session(self, conn: Connection, token: str, *, source: str,
                              channel: Channel = Channel.API) -> Principal:  # fmt: skip
         address = parse_address(source)
-        row = conn.execute(
-            select(sessions.c.principal_id, sessions.c.expires_at, principals.c.status)
-            .join(principals, principals.c.id == sessions.c.principal_id)
-            .where(sessions.c.token_hash == self.keyed(conn, "session", token), sessions.c.revoked_at.is_(None))
-        ).first()
-        expires = as_utc(row.expires_at) if row is not None else None
-        if row is None or row.status != "active" or expires is None or expires <= self.now():
-            raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, row.principal_id if row else None,
+        policy = self.policy(conn)  # read first: the session read below sees at least this generation
+        token_hash = self.keyed(conn, "session", token)
+        generation, known = self._sessions
+        if generation != policy.generation:
+            known = {}
+            self._sessions = (policy.generation, known)
+        hit = known.get(token_hash)
+        principal_id: str | None
+        if hit is not None:
+            principal_id, expires = hit
+            status = policy.status.get(principal_id)
+        else:
+            row = conn.execute(
+                select(sessions.c.principal_id, sessions.c.expires_at, principals.c.status)
+                .join(principals, principals.c.id == sessions.c.principal_id)
+                .where(sessions.c.token_hash == token_hash, sessions.c.revoked_at.is_(None))
+            ).first()
+            principal_id, status = (row.principal_id, row.status) if row is not None else (None, None)
+            expires = as_utc(row.expires_at) if row is not None else _NEVER_VALID
+        if principal_id is None or status != "active" or expires <= self.now():
+            raise self._refuse(conn, EventName.ACCESS_LOGIN_FAILURE, principal_id,
                                AuthenticationFailed("this session has ended; log in again", reason="session_ended"),
                                source=str(address), channel=channel)  # fmt: skip
-        if not self.policy(conn).source_allowed(row.principal_id, address):
-            raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, row.principal_id, NetworkDenied(
+        if hit is None and len(known) < _SESSIONS_KEPT:
+            known[token_hash] = (principal_id, expires)
+        if not policy.source_allowed(principal_id, address):
+            raise self._refuse(conn, EventName.ACCESS_NETWORK_DENY, principal_id, NetworkDenied(
                 "requests from this address are not allowed: it is outside the IP allow-lists"),
                 source=str(address), channel=channel)  # fmt: skip
-        return Principal(row.principal_id, "person", channel, str(address))
+        return Principal(principal_id, "person", channel, str(address))
 
     def logout(self, conn: Connection, token: str, *, actor: Principal | None = None) -> None:
         """End the session `token` (the holder's own); recorded as access:session:end. A token
@@ -694,12 +715,15 @@ class AccessService:
         if not ended:
             raise AccessError("this credential is not a live session; an API key is revoked by an admin "
                               "(DELETE /api/v1/api-keys/{key_id} or `sagevault users revoke-key`)")  # fmt: skip
+        self._changed(conn)  # every process forgets the session now (see `authenticate_session`)
         self._event(conn, EventName.ACCESS_SESSION_END, actor, channel=actor.channel if actor else Channel.API)
 
     def _end_sessions(self, conn: Connection, principal_id: str) -> int:
-        return conn.execute(update(sessions).where(sessions.c.principal_id == principal_id,
-                                                   sessions.c.revoked_at.is_(None))
-                            .values(revoked_at=self.now())).rowcount  # fmt: skip
+        ended = conn.execute(update(sessions).where(sessions.c.principal_id == principal_id,
+                                                    sessions.c.revoked_at.is_(None))
+                             .values(revoked_at=self.now())).rowcount  # fmt: skip
+        self._changed(conn)  # sessions checked before are forgotten by every process
+        return int(ended)
 
     def change_password(self, conn: Connection, login: str, current: str, new: str, code: str, *,
                         source: str, channel: Channel = Channel.API) -> Attempt:  # fmt: skip

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from sagevault.audit import AuditEvent, EventName, looks_like_pii, outcome_of
@@ -500,13 +500,20 @@ class Vault:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def _order_rows(self, conn: Connection, tenant_id: str, order_id: str) -> list[Row[Any]]:
+    def _live_order_rows(self, conn: Connection, tenant_id: str, order_id: str) -> list[Row[Any]]:
+        """The order's records, in one query with the tenant's check (`_live_tenant`): a tenant
+        that does not exist or was shredded is refused as `_live_tenant` refuses it."""
         rows = conn.execute(
-            select(records)
-            .where(records.c.tenant_id == tenant_id, records.c.order_id == order_id)
+            select(tenants.c.shredded_at.label("tenant_shredded_at"), records)
+            .select_from(tenants.outerjoin(records, and_(records.c.tenant_id == tenants.c.id,
+                                                         records.c.order_id == order_id)))
+            .where(tenants.c.id == tenant_id)
             .order_by(records.c.document)
-        ).all()
-        if not rows:
+        ).all()  # fmt: skip
+        if not rows or rows[0].tenant_shredded_at is not None:
+            self._live_tenant(conn, tenant_id)  # raises UnknownTenant or TenantShredded
+            raise UnknownTenant(tenant_id)  # (it did not: the tenant came after the read above)
+        if rows[0].id is None:
             raise RecordNotFound(f"tenant {shown(tenant_id)} has no stored order {shown(order_id)}")
         return list(rows)
 
@@ -516,9 +523,8 @@ class Vault:
     def get(self, conn: Connection, tenant_id: str, order_id: str, *, principal: Principal) -> OrderView:
         """Every stored document of an order, PII masked. Nothing is decrypted."""
         self._gate.check(conn, principal, Action.RECORDS_READ, tenant_id)
-        self._live_tenant(conn, tenant_id)
         views = []
-        for row in self._order_rows(conn, tenant_id, order_id):
+        for row in self._live_order_rows(conn, tenant_id, order_id):
             document = Document(row.document)
             data = json.loads(row.clear)
             paths = [p for p in PiiBlob.paths(row.pii) if p != UNKNOWN_PATH]
@@ -584,13 +590,12 @@ class Vault:
                         f"purpose {purpose.value} is not allowed for {name} ({f.category}); allowed: {allowed}"
                     )
         self._gate.check(conn, principal, Action.PII_REVEAL, tenant_id, purpose=purpose, fields=list(wanted))
-        self._live_tenant(conn, tenant_id)
         by_doc: dict[Document, set[str]] = {}
         for matches in wanted.values():
             for f in matches:
                 by_doc.setdefault(f.document, set()).add(f.path)
         out: list[RevealedField] = []
-        for row in self._order_rows(conn, tenant_id, order_id):
+        for row in self._live_order_rows(conn, tenant_id, order_id):
             document = Document(row.document)
             generic = by_doc.get(document)
             if not generic:

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from conftest import OPERATOR, TENANT
 from sagevault.access import ALL_TENANTS
 from sagevault.db import principals
-from sagevault.web import _admin
+from sagevault.web import _admin, _models
 from webapi import PASSWORD, Api
 
 NEW_PASSWORD = "Harbor-Violet-93-Compass"
@@ -117,7 +117,18 @@ def test_unknown_logins_and_ids_are_404_problems_for_an_admin(api: Api) -> None:
         body = refused(api.client.request(method, api.base + unknown, headers=bob), 404, "not-found")
         assert body["detail"].startswith("no ")
     killswitch = api.client.put(f"{api.base}/killswitches/self-destruct", headers=bob)
-    assert "pii-access" in refused(killswitch, 400, "bad-request")["detail"]  # says which names exist
+    assert "pii-access" in refused(killswitch, 422, "invalid-request")["detail"]  # says which names exist
+
+
+def test_path_parameters_that_cannot_name_anything_are_422_problems(api: Api) -> None:
+    bob, _ = admins(api)
+    for method, path in [("POST", "/users/x/disable"), ("POST", "/users/alice%20ng/enable"),
+                         ("POST", f"/users/{'a' * 65}/reset"), ("POST", "/api-keys/0123456789ABCDEF/rotate"),
+                         ("DELETE", "/api-keys/0123"), ("POST", "/grants/net_bcdfghjkmnpq/approve"),
+                         ("DELETE", "/grants/grt_"), ("DELETE", "/allowlist/grt_bcdfghjkmnpq"),
+                         ("DELETE", "/killswitches/PII-ACCESS"), ("PUT", "/killswitches/exports?tenant=a%40b.example")]:
+        refused(api.client.request(method, api.base + path, headers=bob), 422, "invalid-request")
+    assert api.client.get(f"{api.base}/api-keys", headers=bob, params={"login": "x@y"}).status_code == 422
 
 
 def test_an_admin_adds_a_person_who_enrols_and_logs_in_over_https(api: Api) -> None:
@@ -125,10 +136,10 @@ def test_an_admin_adds_a_person_who_enrols_and_logs_in_over_https(api: Api) -> N
     added = ok(api.client.post(f"{api.base}/users", headers=bob,
                                json={"login": "Erin.Shipper", "email": "erin@seller-tools.example"}), 201)  # fmt: skip
     secret = added["enrolment_secret"]
-    assert added["login"] == "erin.shipper" and secret.startswith("sve_") and added["expires_at"]
+    assert added["login"] == "erin.shipper" and secret.startswith("sve_") and added["expires_at"].endswith("+00:00")
     taken = api.client.post(f"{api.base}/users", headers=bob,
                             json={"login": "erin.shipper", "email": "erin2@seller-tools.example"})  # fmt: skip
-    assert "taken" in refused(taken, 400, "bad-request")["detail"]
+    assert "taken" in refused(taken, 409, "conflict")["detail"]
     listed = ok(api.client.get(f"{api.base}/users", headers=bob))
     assert {u["login"]: u["status"] for u in listed["items"]}["erin.shipper"] == "enrolling"
 
@@ -183,13 +194,16 @@ def test_sensitive_grants_need_a_second_admin_over_https(api: Api) -> None:
     assert approved["status"] == "active" and approved["approved_by"] not in (None, pending["requested_by"])
     assert ok(api.client.post(reveal, headers=dave, json=wanted))["fields"][0]["value"]
     again = api.client.post(f"{api.base}/grants/{pending['id']}/approve", headers=carol)
-    assert "no pending grant" in refused(again, 400, "bad-request")["detail"]
+    assert "no longer pending" in refused(again, 409, "conflict")["detail"]
 
     live = ok(api.client.get(f"{api.base}/grants", headers=carol, params={"login": "dave.packer"}))
     assert sorted(g["role"] for g in live["items"]) == ["fulfilment", "viewer"]
     assert api.client.delete(f"{api.base}/grants/{pending['id']}", headers=carol).status_code == 204
     refused(api.client.post(reveal, headers=dave, json=wanted), 403)
-    refused(api.client.delete(f"{api.base}/grants/{pending['id']}", headers=carol), 400, "bad-request")
+    twice = api.client.delete(f"{api.base}/grants/{pending['id']}", headers=carol)
+    assert "revoked already" in refused(twice, 409, "conflict")["detail"]
+    late = api.client.post(f"{api.base}/grants/{pending['id']}/approve", headers=carol)
+    assert "is revoked, no longer pending" in refused(late, 409, "conflict")["detail"]
     live = ok(api.client.get(f"{api.base}/grants", headers=carol, params={"login": "dave.packer"}))
     assert [g["role"] for g in live["items"]] == ["viewer"]
 
@@ -246,9 +260,11 @@ def test_an_admin_adds_a_service_and_issues_rotates_and_revokes_its_keys(api: Ap
     refused(api.client.get(order, headers={"Authorization": f"Bearer {token}"}), 401, None, token)
     fresh = {"Authorization": f"Bearer {rotated['token']}"}
     assert api.client.get(order, headers=fresh).status_code == 200
-    refused(api.client.post(f"{api.base}/api-keys/{issued['key_id']}/rotate", headers=bob), 400, "bad-request")
+    stale = api.client.post(f"{api.base}/api-keys/{issued['key_id']}/rotate", headers=bob)
+    assert "is revoked" in refused(stale, 409, "conflict")["detail"]
 
     assert api.client.delete(f"{api.base}/api-keys/{rotated['key_id']}", headers=bob).status_code == 204
+    refused(api.client.delete(f"{api.base}/api-keys/{rotated['key_id']}", headers=bob), 409, "conflict")
     refused(api.client.get(order, headers=fresh), 401, None, rotated["token"])
     assert ok(api.client.get(f"{api.base}/api-keys", headers=bob))["items"] == []
     unknown_scope = api.client.post(f"{api.base}/api-keys", headers=bob,
@@ -266,16 +282,19 @@ def test_an_admin_disables_enables_unlocks_and_resets_accounts(api: Api) -> None
     assert api.client.get(order, headers=frank).status_code == 200
     assert ok(api.client.post(f"{api.base}/users/frank.viewer/disable", headers=bob)) == {"credentials_ended": 1}
     refused(api.client.get(order, headers=frank), 401)
+    to_disabled = api.client.post(f"{api.base}/grants", headers=bob,
+                                  json={"login": "frank.viewer", "role": "viewer", "tenants": [TENANT]})  # fmt: skip
+    assert "enable it first" in refused(to_disabled, 409, "conflict")["detail"]
     assert "your own account" in refused(api.client.post(f"{api.base}/users/bob.admin/disable", headers=bob),
                                          400, "bad-request")["detail"]  # fmt: skip
     assert api.client.post(f"{api.base}/users/frank.viewer/enable", headers=bob).status_code == 204
     assert "is not disabled" in refused(api.client.post(f"{api.base}/users/frank.viewer/enable", headers=bob),
-                                        400, "bad-request")["detail"]  # fmt: skip
+                                        409, "conflict")["detail"]  # fmt: skip
     refused(api.client.get(order, headers=frank), 401)  # the ended session stays ended
 
     gina_totp = api.person("gina.viewer", "viewer", [TENANT])
     assert "is not locked" in refused(api.client.post(f"{api.base}/users/gina.viewer/unlock", headers=bob),
-                                      400, "bad-request")["detail"]  # fmt: skip
+                                      409, "conflict")["detail"]  # fmt: skip
     for _ in range(api.d.settings.policy.lockout_threshold):
         wrong = api.client.post(f"{api.base}/sessions", json={"login": "gina.viewer", "password": "Wrong-Guess-4-Me!",
                                                               "code": "123456"})  # fmt: skip
@@ -343,6 +362,22 @@ def test_enrolment_and_password_change_stay_inside_the_allow_list(api: Api) -> N
     refused(change, 403, "network-denied", PASSWORD, NEW_PASSWORD)
 
 
+def test_secrets_shown_once_have_no_repr_that_prints_them() -> None:
+    now = datetime.now(UTC)
+    secret = "sve_Shown-Once-Enrolment-Secret"
+    shown = [
+        _models.EnrolmentOut(principal_id="usr_x", login="x.y", enrolment_secret=secret, expires_at=now,
+                             pending_grants=0),
+        _models.TotpSetupOut(totp_secret=secret, provisioning_uri=f"otpauth://totp/x?secret={secret}"),
+        _models.RecoveryCodesOut(recovery_codes=[secret]),
+        _models.IssuedKeyOut(key_id="0123456789abcdef", token=secret, principal_id="svc_x", scopes=[],
+                             expires_at=now, pending_grants=0),
+    ]
+    for model in shown:
+        assert secret not in repr(model) and secret not in str(model)
+        assert secret in model.model_dump_json()  # the answer itself still carries it, once
+
+
 def test_bodies_with_secrets_that_do_not_validate_echo_none_of_them(api: Api) -> None:
     secret = "sve_Do-Not-Echo-This-Enrolment-Secret"
     password = "Do-Not-Echo-This-Password-9!"
@@ -377,7 +412,7 @@ def test_roles_scopes_allow_lists_and_kill_switches_as_an_admin_sees_them(api: A
     entry = ok(api.client.post(f"{api.base}/allowlist", headers=bob, json={"cidr": "127.0.0.0/8"}), 201)
     assert entry == {"id": entry["id"], "list": "global", "target": None, "cidr": "127.0.0.0/8"}
     clash = api.client.post(f"{api.base}/allowlist", headers=bob, json={"cidr": "127.0.0.1/32"})
-    assert "overlaps 127.0.0.0/8" in refused(clash, 400, "bad-request")["detail"]
+    assert "overlaps 127.0.0.0/8" in refused(clash, 409, "conflict")["detail"]
     per_role = ok(api.client.post(f"{api.base}/allowlist", headers=bob,
                                   json={"cidr": "::1/128", "role": "fulfilment"}), 201)  # fmt: skip
     both = api.client.post(f"{api.base}/allowlist", headers=bob,

@@ -20,7 +20,10 @@ catalog path only, never by value, so an exception can be logged without leaking
     │   ├── AuditEventError         an event with a bad field (never written)
     │   └── AuditUnavailable        the event could not be made durable: the operation is refused
     ├── AccessError                 access administration refused: weak password, generic login,
-    │                               bad CIDR, grant to an unknown tenant, self-grant ...
+    │   │                           bad CIDR, grant to an unknown tenant, self-grant ...
+    │   ├── Conflict                the current state forbids it: a login taken, an account not
+    │   │                           disabled or not locked, a grant not pending, a revoked key ...
+    │   └── NotFound                the account, grant, API key or allow-list entry does not exist
     └── AccessDenied                a principal may not do this (scope, tenant, window, purpose)
         ├── PurposeNotAllowed       the catalog (or the role) does not allow this purpose
         ├── AuthenticationFailed    wrong login, password, code or key: one message for all
@@ -138,6 +141,18 @@ class AuditUnavailable(AuditError):
 
 class AccessError(SageVaultError):
     reason = "bad_input"
+
+
+class Conflict(AccessError):
+    """The request is well formed but the current state forbids it (enable an account that is not
+    disabled, approve a grant that is no longer pending, revoke what is revoked already). The
+    message says what the state is and what to do instead."""
+
+
+class NotFound(AccessError):
+    """The account, grant, API key or allow-list entry named does not exist (in any state)."""
+
+    reason = "record_not_found"
 
 
 class AccessDenied(SageVaultError):

@@ -52,8 +52,10 @@ from sagevault.errors import (
     AccountDisabled,
     AccountLocked,
     AuthenticationFailed,
+    Conflict,
     CredentialExpired,
     NetworkDenied,
+    NotFound,
     RecordNotFound,
     SageVaultError,
     shown,
@@ -356,7 +358,7 @@ class AccessService:
                 "so give it that person's or service's own name"
             )
         if conn.execute(select(principals.c.id).where(principals.c.login == login)).first() is not None:
-            raise AccessError(f"login {login} is taken; logins are unique and are never reused for someone else")
+            raise Conflict(f"login {login} is taken; logins are unique and are never reused for someone else")
         return login
 
     def _insert_principal(self, conn: Connection, kind: str, login: str, actor: Principal, **values: Any) -> str:
@@ -380,7 +382,7 @@ class AccessService:
         if actor.kind != "operator":
             raise AccessDenied("only the local operator can bootstrap the first administrator")
         if conn.execute(select(principals.c.id).where(principals.c.kind == "person").limit(1)).first():
-            raise AccessError(
+            raise Conflict(
                 "an administrator exists already; people are added with `sagevault users add` by an admin"
             )
         return self._add_person(conn, login, email, None, actor=actor, role="admin")
@@ -481,7 +483,8 @@ class AccessService:
         """Set the first password, confirm TOTP with a code, and hand out recovery codes (once)."""
         row = self._check_enrolment(conn, login, secret)
         if row.totp_secret is None:
-            raise AccessError("start with `begin_enrolment` (`sagevault users enrol`) to get a TOTP secret first")
+            raise Conflict("start with `begin_enrolment` (POST /api/v1/enrolment/begin, `sagevault users enrol`) "
+                           "to get a TOTP secret first")
         try:
             check_strength(password, row.login, self._policy_profile)
             self._check_history(conn, row.id, password)  # a reset does not wipe the history
@@ -795,7 +798,7 @@ class AccessService:
         self.authorize(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, login)
         if row.status != "disabled":
-            raise AccessError(f"{row.login} is not disabled")
+            raise Conflict(f"{row.login} is not disabled, so there is nothing to enable; see `sagevault users list`")
         status = "active" if row.password_hash or row.kind == "service" else "enrolling"
         conn.execute(update(principals).where(principals.c.id == row.id).values(status=status, disabled_at=None,
                                                                                 last_active_at=self.now()))  # fmt: skip
@@ -808,7 +811,8 @@ class AccessService:
         self.authorize(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, login, "person")
         if row.locked_until is None:
-            raise AccessError(f"{row.login} is not locked")
+            raise Conflict(f"{row.login} is not locked, so there is nothing to unlock; a disabled account is enabled "
+                           "instead")
         conn.execute(update(principals).where(principals.c.id == row.id).values(locked_until=None))
         self.throttle.clear_account(self.keyed(conn, "login", row.login).hex())
         self._event(conn, EventName.ACCESS_ACCOUNT_UNLOCK, actor, reason=Reason.NONE)
@@ -857,7 +861,7 @@ class AccessService:
         self.authorize(conn, actor, Scope.USERS_ADMIN)
         row = self._row(conn, service, "service")
         if row.status != "active":
-            raise AccessError(f"{row.login} is disabled; enable it before issuing keys")
+            raise Conflict(f"{row.login} is disabled; enable it before issuing keys")
         max_days = self._policy_profile.api_key_max_age_days
         days = max_days if days is None else days
         if not 1 <= days <= max_days:
@@ -894,7 +898,7 @@ class AccessService:
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
         ).first()  # fmt: skip
         if old is None:
-            raise AccessError(f"no live API key {shown(key_id)}; see `sagevault users review` or issue a new one")
+            raise self._dead_key(conn, key_id, "rotated; issue a new key to the service instead")
         new = self.issue_api_key(conn, old.login, scopes=old.scopes, days=days, actor=actor)
         self.revoke_api_key(conn, key_id, actor=actor)
         return new
@@ -904,9 +908,16 @@ class AccessService:
         done = conn.execute(update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                             .values(revoked_at=self.now())).rowcount  # fmt: skip
         if not done:
-            raise AccessError(f"no live API key {shown(key_id)}; see `sagevault users review` for keys near expiry")
+            raise self._dead_key(conn, key_id, "revoked again; nothing to do")
         self._changed(conn)
         self._event(conn, EventName.ACCESS_APIKEY_REVOKE, actor)
+
+    @staticmethod
+    def _dead_key(conn: Connection, key_id: str, what: str) -> AccessError:
+        """Why no live key `key_id` was found: it never existed (NotFound), or it is revoked (Conflict)."""
+        if conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id)).first() is None:
+            return NotFound(f"no API key {shown(key_id)}; see `sagevault users review` or GET /api/v1/api-keys")
+        return Conflict(f"API key {shown(key_id)} is revoked and cannot be {what}")
 
     def api_key_list(self, conn: Connection, *, actor: Principal, login: str | None = None) -> list[ApiKeyInfo]:
         """Live (unrevoked) API keys, of every service or of the service `login`, by login then key id.
@@ -995,7 +1006,7 @@ class AccessService:
         elif role not in ROLES:
             error = AccessError(f"no role {shown(role)}; roles: {', '.join(ROLES)}")
         elif row.status == "disabled":
-            error = AccessError(f"{row.login} is disabled; enable it first")
+            error = Conflict(f"{row.login} is disabled; enable it first")
         elif not tenant_ids:
             error = AccessError("name the tenants (--tenant ID, repeatable) or '*' for all")
         elif not_after is not None and not_after <= (not_before or self.now()):
@@ -1037,8 +1048,11 @@ class AccessService:
         the requester or the grantee."""
         self.authorize(conn, actor, Scope.USERS_ADMIN)
         g = conn.execute(select(grants).where(grants.c.id == grant_id)).first()
-        if g is None or g.status != "pending":
-            raise AccessError(f"no pending grant {shown(grant_id)}; see `sagevault grants list --pending`")
+        if g is None:
+            raise NotFound(f"no grant {shown(grant_id)}; see `sagevault grants list --pending`")
+        if g.status != "pending":
+            raise Conflict(f"grant {shown(grant_id)} is {g.status}, no longer pending, so there is nothing to approve; "
+                           "see `sagevault grants list --pending`")
         if actor.kind == "service" or actor.id in (g.requested_by, g.principal_id):
             raise self._refuse(conn, EventName.ACCESS_GRANT_APPROVE, actor, AccessDenied(
                 "a grant that reaches PII, keys or account administration needs a second party: an admin "
@@ -1054,7 +1068,9 @@ class AccessService:
         done = conn.execute(update(grants).where(grants.c.id == grant_id, grants.c.status != "revoked")
                             .values(status="revoked", revoked_at=self.now())).rowcount  # fmt: skip
         if not done:
-            raise AccessError(f"no live grant {shown(grant_id)}; see `sagevault grants list`")
+            if conn.execute(select(grants.c.id).where(grants.c.id == grant_id)).first() is None:
+                raise NotFound(f"no grant {shown(grant_id)}; see `sagevault grants list`")
+            raise Conflict(f"grant {shown(grant_id)} is revoked already; nothing to do")
         self._changed(conn)
         self._event(conn, EventName.ACCESS_GRANT_REVOKE, actor)
 
@@ -1095,7 +1111,7 @@ class AccessService:
                 select(allowlist).where(allowlist.c.scope == scope, allowlist.c.target == target))}  # fmt: skip
             clash = overlapping(network, existing.values())
             if clash is not None:
-                raise AccessError(f"{network} overlaps {clash}, already on this allow-list; remove one or merge them")
+                raise Conflict(f"{network} overlaps {clash}, already on this allow-list; remove one or merge them")
         except AccessError as exc:
             raise self._refuse(conn, EventName.ACCESS_ALLOWLIST_ADD, actor, exc) from None
         entry_id = _new_id("net")
@@ -1108,7 +1124,7 @@ class AccessService:
     def disallow(self, conn: Connection, entry_id: str, *, actor: Principal) -> None:
         self.authorize(conn, actor, Scope.USERS_ADMIN)
         if not conn.execute(delete(allowlist).where(allowlist.c.id == entry_id)).rowcount:
-            raise AccessError(f"no allow-list entry {shown(entry_id)}; see `sagevault allowlist list`")
+            raise NotFound(f"no allow-list entry {shown(entry_id)}; see `sagevault allowlist list`")
         self._changed(conn)
         self._event(conn, EventName.ACCESS_ALLOWLIST_REMOVE, actor)
 

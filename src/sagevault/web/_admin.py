@@ -12,24 +12,53 @@ problem's detail.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from sagevault import errors
-from sagevault.access import ROLES, Account, AllowEntry, ApiKey, Enrolment, GrantInfo, Scope
+from sagevault.access import ROLES, Account, AllowEntry, ApiKey, Enrolment, GrantInfo, KillSwitch, Scope
 from sagevault.audit import Channel
 
 from ._deps import API, Conn, Paging, Vault, Who, edge_refusal, source
+from ._models import (
+    AccessReviewOut,
+    AccountOut,
+    AllowEntryOut,
+    ApiKeyOut,
+    CredentialsEnded,
+    EnrolmentOut,
+    ExpiringKey,
+    ExpiringPassword,
+    GrantOut,
+    IssuedKeyOut,
+    PageOf,
+    RecoveryCodesOut,
+    RoleOut,
+    ScopeOut,
+    ServiceOut,
+    SwitchOut,
+    TotpSetupOut,
+)
 
 router = APIRouter(prefix=API)
 
+_LOGIN = r"^[A-Za-z][A-Za-z0-9._-]{2,63}$"  # a login as the access service makes them (any case: it lowers)
 Login = Annotated[str, Field(min_length=1, max_length=64)]
-LoginPath = Annotated[str, Path(min_length=1, max_length=64, description="The account's login.")]
-IdPath = Annotated[str, Path(min_length=1, max_length=64)]
-LoginFilter = Annotated[str | None, Query(min_length=1, max_length=64, description="Only this account's.")]
+LoginPath = Annotated[str, Path(min_length=3, max_length=64, pattern=_LOGIN, description="The account's login.")]
+KeyIdPath = Annotated[str, Path(min_length=16, max_length=16, pattern=r"^[0-9a-f]{16}$",
+                                description="The API key's id (`key_id`).")]  # fmt: skip
+GrantIdPath = Annotated[str, Path(min_length=5, max_length=64, pattern=r"^grt_[a-z]{1,60}$",
+                                  description="The grant's id.")]  # fmt: skip
+EntryIdPath = Annotated[str, Path(min_length=5, max_length=64, pattern=r"^net_[a-z]{1,60}$",
+                                  description="The allow-list entry's id.")]  # fmt: skip
+LoginFilter = Annotated[str | None, Query(min_length=3, max_length=64, pattern=_LOGIN,
+                                          description="Only this account's.")]  # fmt: skip
+SwitchPath = Annotated[KillSwitch, Path(description="The kill switch.")]
+SwitchTenant = Annotated[str | None, Query(max_length=64, pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]{1,63})$",
+                                           description='A tenant id; every tenant ("*") if absent.')]  # fmt: skip
 
 
 class _Body(BaseModel):
@@ -91,38 +120,40 @@ class AllowBody(_Body):
     login: Login | None = Field(default=None, description="Only for this account.")
 
 
-def _account(a: Account) -> dict[str, Any]:
-    return {"id": a.id, "login": a.login, "kind": a.kind, "status": a.status, "locked_until": a.locked_until,
-            "last_active_at": a.last_active_at, "created_at": a.created_at,
-            "password_set_at": a.password_set_at}  # fmt: skip
+def _account(a: Account) -> AccountOut:
+    return AccountOut.model_validate({
+        "id": a.id, "login": a.login, "kind": a.kind, "status": a.status, "locked_until": a.locked_until,
+        "last_active_at": a.last_active_at, "created_at": a.created_at,
+        "password_set_at": a.password_set_at})  # fmt: skip
 
 
-def _enrolment(e: Enrolment) -> dict[str, Any]:
-    return {"principal_id": e.principal_id, "login": e.login, "enrolment_secret": e.secret,
-            "expires_at": e.expires_at, "pending_grants": e.pending_grants}  # fmt: skip
+def _enrolment(e: Enrolment) -> EnrolmentOut:
+    return EnrolmentOut(principal_id=e.principal_id, login=e.login, enrolment_secret=e.secret,
+                        expires_at=e.expires_at, pending_grants=e.pending_grants)  # fmt: skip
 
 
-def _grant(g: GrantInfo) -> dict[str, Any]:
-    return {"id": g.id, "principal_id": g.principal_id, "login": g.login, "role": g.role, "tenants": list(g.tenants),
-            "status": g.status, "not_before": g.not_before, "not_after": g.not_after,
-            "requested_by": g.requested_by, "approved_by": g.approved_by}  # fmt: skip
+def _grant(g: GrantInfo) -> GrantOut:
+    return GrantOut.model_validate({
+        "id": g.id, "principal_id": g.principal_id, "login": g.login, "role": g.role, "tenants": list(g.tenants),
+        "status": g.status, "not_before": g.not_before, "not_after": g.not_after, "requested_by": g.requested_by,
+        "approved_by": g.approved_by})  # fmt: skip
 
 
-def _entry(e: AllowEntry) -> dict[str, Any]:
-    return {"id": e.id, "list": e.scope, "target": e.target or None, "cidr": e.cidr}
+def _entry(e: AllowEntry) -> AllowEntryOut:
+    return AllowEntryOut.model_validate({"id": e.id, "list": e.scope, "target": e.target or None, "cidr": e.cidr})
 
 
 # --- users and service accounts -----------------------------------------------------------------
 
 
 @router.get("/users", tags=["users"])
-def users(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
+def users(d: Vault, conn: Conn, who: Who, page: Paging) -> PageOf[AccountOut]:
     """Every account (people and services) by login, with status, lock and last activity. Needs `users:admin`."""
-    return page.of(d.access.accounts(conn, actor=who), lambda a: a.login, _account)
+    return PageOf[AccountOut].model_validate(page.of(d.access.accounts(conn, actor=who), lambda a: a.login, _account))
 
 
 @router.post("/users", status_code=201, tags=["users"])
-def add_person(body: PersonBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def add_person(body: PersonBody, d: Vault, conn: Conn, who: Who) -> EnrolmentOut:
     """Add a person. The answer holds their one-time enrolment secret (shown once, valid 72 hours):
     give it to them in person; they enrol with `POST /enrolment/begin` and `/enrolment/finish`.
     Needs `users:admin`."""
@@ -130,19 +161,19 @@ def add_person(body: PersonBody, d: Vault, conn: Conn, who: Who) -> dict[str, An
 
 
 @router.post("/services", status_code=201, tags=["users"])
-def add_service(body: ServiceBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def add_service(body: ServiceBody, d: Vault, conn: Conn, who: Who) -> ServiceOut:
     """Add a service account, owned by a person. It authenticates with API keys (`POST /api-keys`)
     and acts through grants like a person. Needs `users:admin`."""
     principal_id = d.access.add_service(conn, body.login, owner=body.owner, purpose=body.purpose, actor=who)
-    return {"id": principal_id, "login": body.login.strip().lower()}
+    return ServiceOut(id=principal_id, login=body.login.strip().lower())
 
 
 @router.post("/users/{login}/disable", tags=["users"])
-def disable(login: LoginPath, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def disable(login: LoginPath, d: Vault, conn: Conn, who: Who) -> CredentialsEnded:
     """Disable an account now: its sessions end and its API keys are revoked. Answers how many
     credentials ended. Needs `users:admin`; nobody disables their own account."""
     d.access.check_known(conn, "account", login, actor=who)
-    return {"credentials_ended": d.access.disable(conn, login, actor=who)}
+    return CredentialsEnded(credentials_ended=d.access.disable(conn, login, actor=who))
 
 
 @router.post("/users/{login}/enable", status_code=204, tags=["users"])
@@ -163,7 +194,7 @@ def unlock(login: LoginPath, d: Vault, conn: Conn, who: Who) -> Response:
 
 
 @router.post("/users/{login}/reset", tags=["users"])
-def reset(login: LoginPath, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def reset(login: LoginPath, d: Vault, conn: Conn, who: Who) -> EnrolmentOut:
     """A new enrolment secret for a person (shown once): they set a new password and TOTP. Their
     sessions end now, and their grants that reach PII, keys or administration wait for a second
     party again (`pending_grants` says how many). Needs `users:admin`."""
@@ -172,15 +203,15 @@ def reset(login: LoginPath, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
 
 
 @router.get("/access-review", tags=["users"])
-def access_review(d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def access_review(d: Vault, conn: Conn, who: Who) -> AccessReviewOut:
     """The access review: accounts inactive for the policy's period (90 days), and API keys and
     passwords that expire within 30 days. Recorded as a review run. Needs `users:admin`."""
     review = d.access.review(conn, actor=who)
-    return {
-        "inactive": [_account(a) for a in review.inactive],
-        "expiring_keys": [{"key_id": k, "principal_id": p, "expires_at": e} for k, p, e in review.expiring_keys],
-        "expiring_passwords": [{"principal_id": p, "expires_at": e} for p, e in review.expiring_passwords],
-    }
+    return AccessReviewOut(
+        inactive=[_account(a) for a in review.inactive],
+        expiring_keys=[ExpiringKey(key_id=k, principal_id=p, expires_at=e) for k, p, e in review.expiring_keys],
+        expiring_passwords=[ExpiringPassword(principal_id=p, expires_at=e) for p, e in review.expiring_passwords],
+    )
 
 
 # --- enrolment and passwords (no session: the proof is in the body) ------------------------------
@@ -198,23 +229,23 @@ def _admitted(request: Request, d: Vault, conn: Conn) -> None:
 
 
 @router.post("/enrolment/begin", tags=["enrolment"])
-def begin_enrolment(body: EnrolmentBody, request: Request, d: Vault, conn: Conn) -> dict[str, Any]:
+def begin_enrolment(body: EnrolmentBody, request: Request, d: Vault, conn: Conn) -> TotpSetupOut:
     """First step of a new person's enrolment, with the one-time secret an admin gave them: the
     TOTP secret and its `otpauth://` URI for an authenticator app (6 digits, 30 seconds). Calling
     it again makes a new TOTP secret."""
     _admitted(request, d, conn)
     setup = d.access.begin_enrolment(conn, body.login, body.enrolment_secret)
-    return {"totp_secret": setup.secret, "provisioning_uri": setup.uri}
+    return TotpSetupOut(totp_secret=setup.secret, provisioning_uri=setup.uri)
 
 
 @router.post("/enrolment/finish", status_code=201, tags=["enrolment"])
-def finish_enrolment(body: FinishEnrolmentBody, request: Request, d: Vault, conn: Conn) -> dict[str, Any]:
+def finish_enrolment(body: FinishEnrolmentBody, request: Request, d: Vault, conn: Conn) -> RecoveryCodesOut:
     """Second step: the first password and a current TOTP code. Answers ten recovery codes, shown
     once (each works once in place of a TOTP code). The enrolment secret is then spent; the person
     logs in with `POST /sessions`."""
     _admitted(request, d, conn)
     codes = d.access.finish_enrolment(conn, body.login, body.enrolment_secret, body.password, body.code)
-    return {"recovery_codes": codes}
+    return RecoveryCodesOut(recovery_codes=codes)
 
 
 @router.post("/password", status_code=204, tags=["enrolment"])
@@ -233,24 +264,25 @@ def change_password(body: PasswordBody, request: Request, d: Vault) -> Response:
 # --- API keys -----------------------------------------------------------------------------------
 
 
-def _issued(key: ApiKey) -> dict[str, Any]:
-    return {"key_id": key.key_id, "token": key.token, "principal_id": key.principal_id, "scopes": sorted(key.scopes),
-            "expires_at": key.expires_at, "pending_grants": key.pending_grants}  # fmt: skip
+def _issued(key: ApiKey) -> IssuedKeyOut:
+    return IssuedKeyOut(key_id=key.key_id, token=key.token, principal_id=key.principal_id,
+                        scopes=[Scope(s) for s in sorted(key.scopes)], expires_at=key.expires_at,
+                        pending_grants=key.pending_grants)  # fmt: skip
 
 
 @router.get("/api-keys", tags=["API keys"])
-def api_keys(d: Vault, conn: Conn, who: Who, page: Paging, login: LoginFilter = None) -> dict[str, Any]:
+def api_keys(d: Vault, conn: Conn, who: Who, page: Paging, login: LoginFilter = None) -> PageOf[ApiKeyOut]:
     """Live API keys (all services, or one with `?login=`): id, scopes, dates, last use. Never the
     secret, which is not stored. Needs `users:admin`."""
     keys = d.access.api_key_list(conn, actor=who, login=login)
-    return page.of(keys, lambda k: [k.login, k.key_id], lambda k: {
+    return PageOf[ApiKeyOut].model_validate(page.of(keys, lambda k: [k.login, k.key_id], lambda k: {
         "key_id": k.key_id, "principal_id": k.principal_id, "login": k.login, "scopes": list(k.scopes),
         "created_at": k.created_at, "created_by": k.created_by, "expires_at": k.expires_at,
-        "last_used_at": k.last_used_at})  # fmt: skip
+        "last_used_at": k.last_used_at}))  # fmt: skip
 
 
 @router.post("/api-keys", status_code=201, tags=["API keys"])
-def issue_key(body: KeyBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def issue_key(body: KeyBody, d: Vault, conn: Conn, who: Who) -> IssuedKeyOut:
     """Issue an API key to a service account. `token` is shown once (send it as
     `Authorization: Bearer`); only a keyed hash is kept. A key with a sensitive scope puts the
     service's sensitive grants back under the two-person rule (`pending_grants`). Needs `users:admin`."""
@@ -258,7 +290,7 @@ def issue_key(body: KeyBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
 
 
 @router.post("/api-keys/{key_id}/rotate", status_code=201, tags=["API keys"])
-def rotate_key(key_id: IdPath, d: Vault, conn: Conn, who: Who, body: RotateBody | None = None) -> dict[str, Any]:
+def rotate_key(key_id: KeyIdPath, d: Vault, conn: Conn, who: Who, body: RotateBody | None = None) -> IssuedKeyOut:
     """Replace an API key: a new one with the same scopes (its `token` shown once); the old one
     stops now. Needs `users:admin`."""
     d.access.check_known(conn, "api-key", key_id, actor=who)
@@ -266,7 +298,7 @@ def rotate_key(key_id: IdPath, d: Vault, conn: Conn, who: Who, body: RotateBody 
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, tags=["API keys"])
-def revoke_key(key_id: IdPath, d: Vault, conn: Conn, who: Who) -> Response:
+def revoke_key(key_id: KeyIdPath, d: Vault, conn: Conn, who: Who) -> Response:
     """Revoke an API key now. Needs `users:admin`."""
     d.access.check_known(conn, "api-key", key_id, actor=who)
     d.access.revoke_api_key(conn, key_id, actor=who)
@@ -277,21 +309,23 @@ def revoke_key(key_id: IdPath, d: Vault, conn: Conn, who: Who) -> Response:
 
 
 @router.get("/roles", tags=["roles"])
-def roles(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
+def roles(d: Vault, conn: Conn, who: Who, page: Paging) -> PageOf[RoleOut]:
     """The roles: their scopes, the purposes they may reveal PII for, and whether a grant of the
     role needs a second party's approval. Needs `users:admin`."""
     d.access.authorize(conn, who, Scope.USERS_ADMIN)
-    return page.of(sorted(ROLES.values(), key=lambda r: r.name), lambda r: r.name, lambda r: {
-        "name": r.name, "description": r.description, "scopes": sorted(s.value for s in r.scopes),
-        "purposes": sorted(p.value for p in r.purposes), "two_person_rule": r.sensitive})  # fmt: skip
+    listed = page.of(sorted(ROLES.values(), key=lambda r: r.name), lambda r: r.name, lambda r: RoleOut(
+        name=r.name, description=r.description, scopes=sorted(r.scopes, key=lambda s: s.value),
+        purposes=sorted(r.purposes, key=lambda p: p.value), two_person_rule=r.sensitive))  # fmt: skip
+    return PageOf[RoleOut].model_validate(listed)
 
 
 @router.get("/scopes", tags=["roles"])
-def scopes(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
+def scopes(d: Vault, conn: Conn, who: Who, page: Paging) -> PageOf[ScopeOut]:
     """Every scope, and whether it falls under the two-person rule. Needs `users:admin`."""
     d.access.authorize(conn, who, Scope.USERS_ADMIN)
-    return page.of(sorted(Scope, key=lambda s: s.value), lambda s: s.value,
-                   lambda s: {"name": s.value, "two_person_rule": s.sensitive})  # fmt: skip
+    listed = page.of(sorted(Scope, key=lambda s: s.value), lambda s: s.value,
+                     lambda s: ScopeOut(name=s, two_person_rule=s.sensitive))  # fmt: skip
+    return PageOf[ScopeOut].model_validate(listed)
 
 
 # --- grants -------------------------------------------------------------------------------------
@@ -300,15 +334,15 @@ def scopes(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
 @router.get("/grants", tags=["grants"])
 def grants(d: Vault, conn: Conn, who: Who, page: Paging, login: LoginFilter = None,
            pending: Annotated[bool, Query(description="Only grants waiting for approval.")] = False,
-           ) -> dict[str, Any]:  # fmt: skip
+           ) -> PageOf[GrantOut]:  # fmt: skip
     """Live grants (pending and active), by login then grant id; `?login=` for one account's.
     Needs `users:admin`."""
     rows = sorted(d.access.grants(conn, actor=who, login=login, pending=pending), key=lambda g: (g.login, g.id))
-    return page.of(rows, lambda g: [g.login, g.id], _grant)
+    return PageOf[GrantOut].model_validate(page.of(rows, lambda g: [g.login, g.id], _grant))
 
 
 @router.post("/grants", status_code=201, tags=["grants"])
-def request_grant(body: GrantBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def request_grant(body: GrantBody, d: Vault, conn: Conn, who: Who) -> GrantOut:
     """Grant a role on tenants, optionally in a time window. A role that reaches PII, keys or
     account administration is answered `"status": "pending"` and works only once another admin
     approves it (`POST /grants/{id}/approve`). Nobody grants themself. Needs `users:admin`."""
@@ -318,7 +352,7 @@ def request_grant(body: GrantBody, d: Vault, conn: Conn, who: Who) -> dict[str, 
 
 
 @router.post("/grants/{grant_id}/approve", tags=["grants"])
-def approve_grant(grant_id: IdPath, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def approve_grant(grant_id: GrantIdPath, d: Vault, conn: Conn, who: Who) -> GrantOut:
     """Approve a pending grant as the second party: an admin who neither asked for it nor
     receives it (403 otherwise). Needs `users:admin`."""
     d.access.check_known(conn, "grant", grant_id, actor=who)
@@ -326,7 +360,7 @@ def approve_grant(grant_id: IdPath, d: Vault, conn: Conn, who: Who) -> dict[str,
 
 
 @router.delete("/grants/{grant_id}", status_code=204, tags=["grants"])
-def revoke_grant(grant_id: IdPath, d: Vault, conn: Conn, who: Who) -> Response:
+def revoke_grant(grant_id: GrantIdPath, d: Vault, conn: Conn, who: Who) -> Response:
     """Revoke a grant now (pending or active). Needs `users:admin`."""
     d.access.check_known(conn, "grant", grant_id, actor=who)
     d.access.revoke(conn, grant_id, actor=who)
@@ -337,22 +371,22 @@ def revoke_grant(grant_id: IdPath, d: Vault, conn: Conn, who: Who) -> Response:
 
 
 @router.get("/allowlist", tags=["allow-lists"])
-def allowlist(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
+def allowlist(d: Vault, conn: Conn, who: Who, page: Paging) -> PageOf[AllowEntryOut]:
     """Every allow-list entry: `list` is `global`, `role` or `principal`, `target` the role name or
     principal id. With no global entry only loopback may connect. Needs `users:admin`."""
     entries = d.access.allow_entries(conn, actor=who)
-    return page.of(entries, lambda e: [e.scope, e.target, e.cidr], _entry)
+    return PageOf[AllowEntryOut].model_validate(page.of(entries, lambda e: [e.scope, e.target, e.cidr], _entry))
 
 
 @router.post("/allowlist", status_code=201, tags=["allow-lists"])
-def allow(body: AllowBody, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def allow(body: AllowBody, d: Vault, conn: Conn, who: Who) -> AllowEntryOut:
     """Allow a network: globally (the default), for a role's grants, or for one account. Mind that
     a global entry replaces the loopback default: add your own network first. Needs `users:admin`."""
     return _entry(d.access.allow(conn, body.cidr, actor=who, role=body.role, login=body.login))
 
 
 @router.delete("/allowlist/{entry_id}", status_code=204, tags=["allow-lists"])
-def disallow(entry_id: IdPath, d: Vault, conn: Conn, who: Who) -> Response:
+def disallow(entry_id: EntryIdPath, d: Vault, conn: Conn, who: Who) -> Response:
     """Remove an allow-list entry. Needs `users:admin`."""
     d.access.check_known(conn, "allow-entry", entry_id, actor=who)
     d.access.disallow(conn, entry_id, actor=who)
@@ -363,16 +397,16 @@ def disallow(entry_id: IdPath, d: Vault, conn: Conn, who: Who) -> Response:
 
 
 @router.get("/killswitches", tags=["kill switches"])
-def switches(d: Vault, conn: Conn, who: Who, page: Paging) -> dict[str, Any]:
+def switches(d: Vault, conn: Conn, who: Who, page: Paging) -> PageOf[SwitchOut]:
     """Every kill switch that was ever flipped (for all tenants, `"*"`, or one), its state and
     when it last changed. Needs `killswitch:operate`."""
     rows = d.access.switches(conn, actor=who)
-    return page.of(rows, lambda r: [r[0], r[1]], lambda r: {"name": r[0], "tenant": r[1], "engaged": r[2],
-                                                             "changed_at": r[3]})  # fmt: skip
+    return PageOf[SwitchOut].model_validate(page.of(rows, lambda r: [r[0], r[1]], lambda r: SwitchOut(
+        name=KillSwitch(r[0]), tenant=r[1], engaged=r[2], changed_at=r[3])))  # fmt: skip
 
 
 @router.put("/killswitches/{name}", status_code=204, tags=["kill switches"])
-def engage(name: str, d: Vault, conn: Conn, who: Who, tenant: str | None = None) -> Response:
+def engage(name: SwitchPath, d: Vault, conn: Conn, who: Who, tenant: SwitchTenant = None) -> Response:
     """Engage a kill switch (`pii-access`, `sp-api-sync`, `exports`) for all tenants or `?tenant=`.
     It takes effect on the next decision everywhere and stays until released. Needs `killswitch:operate`."""
     d.access.set_switch(conn, name, True, actor=who, tenant_id=tenant)
@@ -380,7 +414,7 @@ def engage(name: str, d: Vault, conn: Conn, who: Who, tenant: str | None = None)
 
 
 @router.delete("/killswitches/{name}", status_code=204, tags=["kill switches"])
-def release(name: str, d: Vault, conn: Conn, who: Who, tenant: str | None = None) -> Response:
+def release(name: SwitchPath, d: Vault, conn: Conn, who: Who, tenant: SwitchTenant = None) -> Response:
     """Release a kill switch. Needs `killswitch:operate`."""
     d.access.set_switch(conn, name, False, actor=who, tenant_id=tenant)
     return Response(status_code=204)

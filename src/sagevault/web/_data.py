@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sagevault.access import Scope
@@ -39,7 +39,17 @@ from sagevault.audit import (
 from sagevault.deployment import Deployment
 from sagevault.errors import AuditError, PayloadError, RecordNotFound, shown
 
-from ._deps import API, Conn, Vault, Who, encode_cursor
+from ._deps import API, Conn, TenantPath, Vault, Who, encode_cursor
+from ._models import (
+    AuditEventOut,
+    KeyStatusOut,
+    PageOf,
+    PurgeStepOut,
+    RotationStepOut,
+    ShredCertificate,
+    ShredOut,
+    VerifyOut,
+)
 from ._records import PageQuery, committed_work
 
 router = APIRouter(prefix=API)
@@ -103,24 +113,26 @@ def _when(value: str | None, option: str) -> datetime | None:
 
 
 @router.get("/tenants/{tenant_id}/keys", tags=["keys"])
-def key_status(tenant_id: str, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def key_status(tenant_id: TenantPath, d: Vault, conn: Conn, who: Who) -> KeyStatusOut:
     """The tenant's key versions (data and blind index), their state, and how many records each
     data version protects. Never the key material."""
     versions = d.vault.key_status(conn, tenant_id, principal=who)
     data = [k for k in versions if k.purpose == "data"]
     primary = next((k.version for k in data if k.status == "primary"), None)
-    return {
+    return KeyStatusOut.model_validate({
         "tenant_id": tenant_id, "primary_version": primary,
         "rotating": any(k.status == "active" for k in data),
         "records_to_move": sum(k.records for k in data if k.version != primary),
         "versions": [{"purpose": k.purpose, "version": k.version, "status": k.status, "created_at": k.created_at,
                       "retired_at": k.retired_at, "records": k.records} for k in versions],
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 @router.post("/tenants/{tenant_id}/keys/rotation", tags=["keys"],
-             responses={202: {"description": "Records still to move: call again."}})  # fmt: skip
-def rotate(tenant_id: str, q: Annotated[BatchQuery, Query()], request: Request, d: Vault) -> JSONResponse:
+             responses={202: {"model": RotationStepOut,
+                              "description": "Records still to move: call again."}})  # fmt: skip
+def rotate(tenant_id: TenantPath, q: Annotated[BatchQuery, Query()], request: Request, response: Response,
+           d: Vault) -> RotationStepOut:  # fmt: skip
     """One step of a key rotation: begin it (a new primary data key version) or resume the one
     under way, re-encrypt up to `batch` records, and once none is left retire the old versions.
     202 with `remaining` while records are left (call again), 200 when the rotation is complete.
@@ -133,17 +145,16 @@ def rotate(tenant_id: str, q: Annotated[BatchQuery, Query()], request: Request, 
         retired = [] if remaining else d.vault.finish_rotation(conn, tenant_id, principal=who)
     if retired:
         d.release_deleted_pages()  # the retired keys' erased pages out of the journal too
-    state = "re-encrypting" if remaining else "complete"
-    return JSONResponse({"tenant_id": tenant_id, "state": state, "primary_version": target, "moved": moved,
-                         "remaining": remaining, "retired_versions": retired},
-                        status_code=202 if remaining else 200)  # fmt: skip
+    response.status_code = 202 if remaining else 200
+    return RotationStepOut(tenant_id=tenant_id, state="re-encrypting" if remaining else "complete",
+                           primary_version=target, moved=moved, remaining=remaining, retired_versions=retired)
 
 
 # --- shred --------------------------------------------------------------------------------
 
 
 @router.post("/tenants/{tenant_id}/shred", status_code=201, tags=["shred"])
-def shred(tenant_id: str, body: ShredBody, request: Request, d: Vault) -> JSONResponse:
+def shred(tenant_id: TenantPath, body: ShredBody, request: Request, response: Response, d: Vault) -> ShredOut:
     """Crypto-shred the tenant: every copy of its keys destroyed, its records unreadable from
     now on (reads answer 410). Answers the shred certificate; `records_to_purge` rows are left
     for `POST .../purge` to delete."""
@@ -151,22 +162,23 @@ def shred(tenant_id: str, body: ShredBody, request: Request, d: Vault) -> JSONRe
         receipt = d.vault.shred(conn, tenant_id, principal=who).as_json()
         left = d.vault.unpurged_records(conn, tenant_id, principal=who)
     d.release_deleted_pages()  # as `sagevault shred`: no page image of a destroyed key is kept
-    return JSONResponse({"certificate": receipt, "records_to_purge": left}, status_code=201,
-                        headers={"Location": f"{API}/tenants/{tenant_id}/shred-certificate"})  # fmt: skip
+    response.headers["Location"] = f"{API}/tenants/{tenant_id}/shred-certificate"
+    return ShredOut(certificate=ShredCertificate.model_validate(receipt), records_to_purge=left)
 
 
 @router.get("/tenants/{tenant_id}/shred-certificate", tags=["shred"])
-def shred_certificate(tenant_id: str, d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def shred_certificate(tenant_id: TenantPath, d: Vault, conn: Conn, who: Who) -> ShredCertificate:
     """The certificate of a shredded tenant (what was destroyed, when, under which master key)."""
     receipt = d.vault.shred_receipt(conn, tenant_id, principal=who)
     if receipt is None:
         raise RecordNotFound(f"tenant {shown(tenant_id)} is not shredded, so it has no shred certificate")
-    return receipt
+    return ShredCertificate.model_validate(receipt)
 
 
 @router.post("/tenants/{tenant_id}/purge", tags=["shred"],
-             responses={202: {"description": "Rows still to delete: call again."}})  # fmt: skip
-def purge(tenant_id: str, q: Annotated[BatchQuery, Query()], request: Request, d: Vault) -> JSONResponse:
+             responses={202: {"model": PurgeStepOut, "description": "Rows still to delete: call again."}})  # fmt: skip
+def purge(tenant_id: TenantPath, q: Annotated[BatchQuery, Query()], request: Request, response: Response,
+          d: Vault) -> PurgeStepOut:  # fmt: skip
     """Delete up to `batch` unreadable rows of a shredded tenant. 202 with `remaining` while rows
     are left (call again); 200 when none is, after the freed storage was scrubbed as `sagevault
     shred` does."""
@@ -175,15 +187,15 @@ def purge(tenant_id: str, q: Annotated[BatchQuery, Query()], request: Request, d
         remaining = d.vault.unpurged_records(conn, tenant_id, principal=who)
     if not remaining:
         d.release_deleted_pages()  # freed pages zeroed, WAL emptied (SQLite); dead tuples pruned (PostgreSQL)
-    return JSONResponse({"tenant_id": tenant_id, "purged": purged, "remaining": remaining},
-                        status_code=202 if remaining else 200)  # fmt: skip
+    response.status_code = 202 if remaining else 200
+    return PurgeStepOut(tenant_id=tenant_id, purged=purged, remaining=remaining)
 
 
 # --- audit --------------------------------------------------------------------------------
 
 
 @router.get("/audit/events", tags=["audit"])
-def audit_events(q: Annotated[AuditSearchQuery, Query()], d: Vault, conn: Conn, who: Who) -> dict[str, Any]:
+def audit_events(q: Annotated[AuditSearchQuery, Query()], d: Vault, conn: Conn, who: Who) -> PageOf[AuditEventOut]:
     """Security events matching the filters, oldest first, a page at a time (the cursor is a
     position in the chain, so new events never shift a page)."""
     d.access.authorize(conn, who, Scope.AUDIT_READ)
@@ -191,7 +203,8 @@ def audit_events(q: Annotated[AuditSearchQuery, Query()], d: Vault, conn: Conn, 
     after = q.page().position(int)
     items = list(d.audit.search(**filters, after_seq=after or 0, limit=q.limit + 1))
     more = len(items) > q.limit
-    return {"items": items[: q.limit], "next_cursor": encode_cursor(items[q.limit - 1]["seq"]) if more else None}
+    return PageOf[AuditEventOut].model_validate(
+        {"items": items[: q.limit], "next_cursor": encode_cursor(items[q.limit - 1]["seq"]) if more else None})
 
 
 @router.get("/audit/export", tags=["audit"], response_class=StreamingResponse,
@@ -240,7 +253,7 @@ def _ndjson(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 
 
 @router.post("/audit/verify", tags=["audit"])
-def audit_verify(request: Request, d: Vault) -> dict[str, Any]:
+def audit_verify(request: Request, d: Vault) -> VerifyOut:
     """`sagevault audit verify`: the whole chain, its head, purge anchors and every signed
     digest. `ok` false names the first bad sequence number. The check is itself recorded."""
     with committed_work(request) as (conn, who):
@@ -263,5 +276,5 @@ def audit_verify(request: Request, d: Vault) -> dict[str, Any]:
         counts={"events": report.events, "digests": report.digests}, operation="audit verify",
         request_id=request.state.request_id, client_ip_hash=ip_hash,
     ))  # fmt: skip
-    return {"ok": report.ok, "events": report.events, "digests": report.digests,
-            "first_bad_seq": report.first_bad_seq, "problems": report.problems}  # fmt: skip
+    return VerifyOut(ok=report.ok, events=report.events, digests=report.digests, first_bad_seq=report.first_bad_seq,
+                     problems=report.problems)  # fmt: skip

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Connection
 
@@ -24,6 +24,10 @@ from sagevault.vault import Principal
 
 API = "/api/v1"
 T = TypeVar("T")
+
+# A selling partner id as the vault accepts one: a path that cannot name a tenant is a 422.
+TENANT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$"
+TenantPath = Annotated[str, Path(min_length=2, max_length=64, pattern=TENANT_ID, description="The tenant's id.")]
 
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS: list[tuple[type[Exception], int, str]] = [
@@ -45,6 +49,8 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (errors.AuditUnavailable, 503, "audit-unavailable"),
     (errors.StorageBusy, 503, "storage-busy"),
     (errors.RotationError, 409, "rotation-conflict"),
+    (errors.Conflict, 409, "conflict"),
+    (errors.NotFound, 404, "not-found"),
     (errors.AccessError, 400, "bad-request"),
     (errors.PayloadError, 400, "bad-request"),
     (errors.TenantError, 400, "bad-request"),

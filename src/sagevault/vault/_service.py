@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from sagevault.audit import AuditEvent, EventName, looks_like_pii, outcome_of
@@ -60,6 +60,24 @@ _RECORD_COLUMNS = (
     "retrieved_at", "purchased_at", "order_status", "key_version", "pii_fields", "unknown_fields", "clear", "pii",
     *BLIND_INDEX_COLUMNS,
 )  # fmt: skip
+
+
+def _order_rows_query(*columns: Any) -> Select[Any]:
+    """One order's records (`columns`) and its tenant's shred mark, for the bound parameters
+    `tenant_id` and `order_id`: a row with no record when the tenant has no such order, no row
+    when there is no such tenant. Built once: building and hashing the statement on every call
+    cost several times what running it does."""
+    return (
+        select(tenants.c.shredded_at.label("tenant_shredded_at"), *columns)
+        .select_from(tenants.outerjoin(records, and_(records.c.tenant_id == tenants.c.id,
+                                                     records.c.order_id == bindparam("order_id"))))
+        .where(tenants.c.id == bindparam("tenant_id"))
+        .order_by(records.c.document)
+    )  # fmt: skip
+
+
+_ORDER_ROWS = _order_rows_query(records)
+_SEALED_ROWS = _order_rows_query(records.c.id, records.c.document, records.c.pii, records.c.key_version)
 
 
 def _now() -> datetime:
@@ -500,16 +518,11 @@ class Vault:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def _live_order_rows(self, conn: Connection, tenant_id: str, order_id: str) -> list[Row[Any]]:
+    def _live_order_rows(self, conn: Connection, tenant_id: str, order_id: str,
+                         query: Select[Any] = _ORDER_ROWS) -> list[Row[Any]]:  # fmt: skip
         """The order's records, in one query with the tenant's check (`_live_tenant`): a tenant
         that does not exist or was shredded is refused as `_live_tenant` refuses it."""
-        rows = conn.execute(
-            select(tenants.c.shredded_at.label("tenant_shredded_at"), records)
-            .select_from(tenants.outerjoin(records, and_(records.c.tenant_id == tenants.c.id,
-                                                         records.c.order_id == order_id)))
-            .where(tenants.c.id == tenant_id)
-            .order_by(records.c.document)
-        ).all()  # fmt: skip
+        rows = conn.execute(query, {"tenant_id": tenant_id, "order_id": order_id}).all()
         if not rows or rows[0].tenant_shredded_at is not None:
             self._live_tenant(conn, tenant_id)  # raises UnknownTenant or TenantShredded
             raise UnknownTenant(tenant_id)  # (it did not: the tenant came after the read above)
@@ -595,7 +608,7 @@ class Vault:
             for f in matches:
                 by_doc.setdefault(f.document, set()).add(f.path)
         out: list[RevealedField] = []
-        for row in self._live_order_rows(conn, tenant_id, order_id):
+        for row in self._live_order_rows(conn, tenant_id, order_id, _SEALED_ROWS):
             document = Document(row.document)
             generic = by_doc.get(document)
             if not generic:

@@ -3,8 +3,9 @@ beside a floor endpoint in the same server that returns the same bytes with none
 
     python bench/api.py [--seconds 10] [--concurrency 16] [--workers 2] [--clients 2] [--repeat 3]
 
-The server is `sagevault serve`'s app plus one floor route, in `--workers` processes of its own
-that share one listening socket, on an embedded deployment (SQLite) in a temporary directory.
+The server is `sagevault serve`'s app plus one floor route, in `--workers` processes of its own,
+each listening on a socket of its own bound to the same port (SO_REUSEPORT: the kernel spreads
+new connections over the workers), on an embedded deployment (SQLite) in a temporary directory.
 The load generator is `--clients` separate processes, each with `concurrency / clients` threads
 on blocking TLS sockets (HTTP/1.1 keep-alive, certificate verified against the local CA): a
 request is one pre-encoded write and a read of the status line, headers and Content-Length body,
@@ -79,7 +80,7 @@ def prepare(data_dir: Path, orders: int) -> tuple[str, list[str]]:
 
 def serve(data_dir: Path, fd: int) -> None:
     """One server process: the real app, plus /bench/floor returning a reveal's bytes as they
-    are, on the listening socket `fd` that every worker process shares."""
+    are, on the listening socket `fd` (this worker's, bound with SO_REUSEPORT to the bench's port)."""
     from sagevault.web import create_app, make_server
 
     d = open_deployment(load_settings(data_dir=data_dir))
@@ -194,6 +195,7 @@ def load(port: int, ca: Path, requests: list[bytes], seconds: float, concurrency
     servers' CPU time per request is measured over the whole run, warm-up included."""
     ctx = mp.get_context("fork")
     cpu_before = cpu_seconds(servers)
+    each_before = [cpu_seconds([pid]) for pid in servers]
     start = time.time() + 0.5  # time for every process to connect
     warm_until, stop = start + WARMUP, start + WARMUP + seconds
     procs, pipes = [], []
@@ -215,12 +217,14 @@ def load(port: int, ca: Path, requests: list[bytes], seconds: float, concurrency
     for p in procs:
         p.join()
     cpu = cpu_seconds(servers) - cpu_before
+    each = [cpu_seconds([pid]) - before for pid, before in zip(servers, each_before, strict=True)]
     latencies.sort()
     return {"per_s": round(len(latencies) / seconds),
             "server_cpu_ms": round(cpu * 1000 / (len(latencies) * (1 + WARMUP / seconds)), 2),
             "p50_ms": round(statistics.median(latencies) * 1000, 1),
             "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
-            "errors": sum(errors.values()), "error_statuses": errors}  # fmt: skip
+            "errors": sum(errors.values()), "error_statuses": errors,
+            "worker_cpu_shares": [round(c / cpu, 2) if cpu else 0 for c in each]}  # fmt: skip
 
 
 def _get(port: int, ca: Path, request: bytes) -> tuple[int, bytes]:
@@ -236,7 +240,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2, help="server processes sharing the listening socket")
+    parser.add_argument("--workers", type=int, default=2, help="server processes listening on one port")
     parser.add_argument("--clients", type=int, default=2, help="load generator processes")
     parser.add_argument("--repeat", type=int, default=3, help="reveal/floor pairs; medians are reported")
     parser.add_argument("--orders", type=int, default=1000)
@@ -248,15 +252,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sv-api-bench-") as tmp:
         data_dir = Path(tmp) / "var"
         token, orders = prepare(data_dir, args.orders)
-        listening = socket.create_server(("127.0.0.1", 0), backlog=1024)
-        port = listening.getsockname()[1]
+        # A socket per worker on one port. One shared socket gave all 16 keep-alive connections to
+        # whichever worker woke first in 2 runs of 3 (it accepts every pending one): one worker
+        # served the reveals and the other idled.
+        listening = [socket.create_server(("127.0.0.1", 0), backlog=1024, reuse_port=True)]
+        port = listening[0].getsockname()[1]
+        listening += [socket.create_server(("127.0.0.1", port), backlog=1024, reuse_port=True)
+                      for _ in range(args.workers - 1)]  # fmt: skip
         # The limiter still counts every request; its limits are raised so that it admits a
         # benchmark's rate (the defaults allow 100 requests/s per principal, 50 reveals/s).
         env = {**os.environ, "SAGEVAULT_API_RATE_PER_PRINCIPAL": "10000000 per minute",
                "SAGEVAULT_API_ROUTE_RATES": json.dumps({REVEAL_ROUTE: "10000000 per minute"})}  # fmt: skip
-        command = [sys.executable, __file__, "--serve", str(data_dir), str(listening.fileno())]
-        servers = [subprocess.Popen(command, cwd=tmp, pass_fds=(listening.fileno(),), env=env)
-                   for _ in range(args.workers)]  # fmt: skip
+        servers = [subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), str(sock.fileno())],
+                                    cwd=tmp, pass_fds=(sock.fileno(),), env=env)
+                   for sock in listening]  # fmt: skip
         try:
             ca = data_dir / "tls" / "ca.pem"
             body = json.dumps(FIELDS).encode()
@@ -282,7 +291,8 @@ def main() -> None:
                 s.terminate()
             for s in servers:
                 s.wait(timeout=20)
-            listening.close()
+            for sock in listening:
+                sock.close()
     keys = ("per_s", "p50_ms", "p99_ms", "server_cpu_ms", "errors")
     med = {kind: {k: statistics.median(r[k] for r in rs) for k in keys}
            for kind, rs in runs.items()}  # fmt: skip

@@ -40,7 +40,8 @@ def _wait_for_tls(port: int, proc: subprocess.Popen[str]) -> None:
             time.sleep(0.1)
         else:
             return
-    raise AssertionError(f"the server did not come up (exit code {proc.poll()})")
+    told = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+    raise AssertionError(f"the server did not come up (exit code {proc.poll()}): {told}")
 
 
 def test_serve_initialises_a_new_data_dir_and_answers_only_over_tls(tmp_path: Path) -> None:
@@ -76,3 +77,34 @@ def test_serve_without_init_on_a_new_dir_or_on_a_busy_port_says_what_to_do(tmp_p
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert f"could not listen on 127.0.0.1:{taken}" in " ".join(stderr.split()) and "Traceback" not in stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_serve_with_workers_runs_that_many_processes_on_the_port_and_stops_them_all(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _serve(tmp_path, port, "--init", "--workers", "2")
+    try:
+        _wait_for_tls(port, proc)
+        ca = tmp_path / "var" / "tls" / "ca.pem"
+        for _ in range(6):  # new connections, spread by the kernel; every one answered over TLS
+            with httpx.Client(verify=client_context(ca), timeout=10) as client:
+                assert client.get(f"https://127.0.0.1:{port}/api/v1/tenants").status_code == 401
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    assert "each worker counts its own requests" in " ".join(stderr.split())
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()], "a worker outlived the server"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +40,7 @@ from sagevault.audit import (
 from sagevault.config import Settings, load_settings
 from sagevault.crypto import issue_client_certificate
 from sagevault.deployment import Deployment, init_deployment, open_audit, open_deployment
-from sagevault.errors import AuditError, ConfigError, NotInitialized, PayloadError, SageVaultError, shown
+from sagevault.errors import AuditError, NotInitialized, PayloadError, SageVaultError, shown
 from sagevault.logs import configure_logging, get_logger
 from sagevault.vault import IngestResult, Operation, Principal, SourceDocument
 
@@ -174,11 +176,21 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8443,
     init_if_new: Annotated[bool, typer.Option("--init", help="Initialise the data dir first if it is new.")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="Server processes, each with its own socket on the "
+                                         "port. Count rate limits in Redis when there are several.")] = 1,
+    worker_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Serve the HTTPS API under /api/v1 (TLS 1.2+ only; there is no plaintext port). Ctrl-C stops it."""
-    from sagevault.web import API, make_server
+    from sagevault.web import API, listen, make_server
 
     settings = _settings()
+    if worker_fd is not None:  # one worker of `serve --workers N`: its socket was bound by the parent
+        d = open_deployment(settings)
+        try:
+            make_server(d, host, port).run(sockets=[socket.socket(fileno=worker_fd)])
+        finally:
+            d.close()
+        return
     try:
         d = open_deployment(settings)
     except NotInitialized:
@@ -187,12 +199,7 @@ def serve(
         d = init_deployment(settings)
         out.print(f"[green]initialised[/] a new deployment in {settings.resolved_data_dir}")
     try:
-        try:
-            listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-        except OSError as exc:
-            raise ConfigError(f"could not listen on {host}:{port} ({exc.strerror or 'refused'}); the port may be "
-                              "in use or the address not this machine's: choose another with --host/--port") from None
-        server = make_server(d, host, port)
+        sockets = listen(host, port, workers)
         base = f"https://{f'[{host}]' if ':' in host else host}:{port}{API}"
         ca = d.settings.tls_dir / "ca.pem"
         trust = f"--cacert {ca}" if d.settings.tls_cert_file is None else ""
@@ -208,11 +215,45 @@ def serve(
                       f"  curl {trust} -X POST {base}/sessions -H 'content-type: application/json' \\\n"
                       "       -d '{\"login\": \"LOGIN\", \"password\": \"...\", \"code\": \"TOTP\"}'",
                       soft_wrap=True)  # fmt: skip
+        if workers > 1 and d.settings.rate_limit_storage_url.startswith("memory://"):
+            err.print(f"note: with {workers} workers and rate_limit_storage_url = memory://, each worker counts "
+                      "its own requests (a principal gets up to that many times its limits); use redis://",
+                      soft_wrap=True)  # fmt: skip
         out.print("see docs/api.md; Ctrl-C stops the server")
         _record_command(d.audit, None)
-        server.run(sockets=[listening])
+        if workers == 1:
+            make_server(d, host, port).run(sockets=sockets)
+            return
     finally:
         d.close()
+    _run_workers(host, port, sockets)
+
+
+def _run_workers(host: str, port: int, sockets: list[socket.socket]) -> None:
+    """One process per socket, each opening the deployment itself; Ctrl-C or SIGTERM stops them all."""
+    argv = [sys.executable, "-c", "from sagevault.cli import main; main()", "serve", "--host", host,
+            "--port", str(port)]  # fmt: skip
+    children = [subprocess.Popen([*argv, "--worker-fd", str(sock.fileno())], pass_fds=(sock.fileno(),))  # noqa: S603
+                for sock in sockets]  # fmt: skip
+    for sock in sockets:
+        sock.close()  # the workers hold them now
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for child in children:
+            child.wait()
+    except KeyboardInterrupt:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 @app.command()

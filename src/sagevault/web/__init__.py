@@ -1,9 +1,9 @@
-"""The HTTPS service: FastAPI on uvicorn, TLS only (first slice of issue #5)."""
+"""The HTTPS service: FastAPI on uvicorn, TLS only (issue #5)."""
 
 from __future__ import annotations
 
 from ._app import create_app, openapi_document
 from ._deps import API
-from ._server import make_server
+from ._server import listen, make_server
 
-__all__ = ["API", "create_app", "make_server", "openapi_document"]
+__all__ = ["API", "create_app", "listen", "make_server", "openapi_document"]

@@ -1,8 +1,13 @@
 """`sagevault serve`: uvicorn on SageVault's own TLS context. There is no plaintext listener and
-no redirect port: the one socket speaks TLS 1.2+ (ECDHE + AEAD) or nothing."""
+no redirect port: every socket speaks TLS 1.2+ (ECDHE + AEAD) or nothing.
+
+With several workers, each process has a listening socket of its own bound to the same address
+(SO_REUSEPORT, so the kernel spreads new connections over them): with one shared socket the
+first worker to wake accepts every pending connection, and keep-alive clients then stay on it."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Callable
 
@@ -11,6 +16,7 @@ from fastapi import FastAPI
 
 from sagevault.crypto import server_context
 from sagevault.deployment import Deployment
+from sagevault.errors import ConfigError
 
 from ._app import create_app
 
@@ -28,3 +34,19 @@ def make_server(
     config = uvicorn.Config(app or create_app(d), host=host, port=port, ssl_context_factory=ours, log_config=None,
                             access_log=False, server_header=False, proxy_headers=False)  # fmt: skip
     return uvicorn.Server(config)
+
+
+def listen(host: str, port: int, workers: int = 1) -> list[socket.socket]:
+    """Listening sockets on `host:port`, one per worker (bound here, so a busy port is a clear
+    error before anything starts)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(workers):
+            sockets.append(socket.create_server((host, port), family=family, backlog=1024, reuse_port=workers > 1))
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise ConfigError(f"could not listen on {host}:{port} ({exc.strerror or 'refused'}); the port may be in "
+                          "use or the address not this machine's: choose another with --host/--port") from None
+    return sockets

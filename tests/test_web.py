@@ -8,13 +8,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 
 from conftest import OPERATOR, TENANT, plaintext_answer
 from sagevault.access import ALL_TENANTS, RequestLimiter
 from sagevault.config import Settings
 from sagevault.testing import generate_orders, get_orders_response
-from sagevault.web import API
-from sagevault.web._deps import encode_cursor
+from sagevault.web import API, _admin, _data, _records
+from sagevault.web._deps import AuthenticatedRead, encode_cursor
 from webapi import Api
 
 
@@ -87,6 +88,11 @@ def test_bad_input_is_a_4xx_problem_that_echoes_no_value(api: Api) -> None:
     r = api.client.post(f"{api.base}/tenants/{TENANT}/orders/{api.order_id}/reveal", headers=auth,
                         json={"fields": [], "purpose": "world-domination"})  # fmt: skip
     assert r.status_code == 422 and "purpose" in r.json()["detail"]
+    for tenant, order in (("A", api.order_id), (TENANT, "-1"), (TENANT, "buyer%40example.com"), (TENANT, "9" * 65)):
+        r = api.client.get(f"{api.base}/tenants/{tenant}/orders/{order}", headers=auth)  # cannot name an order
+        assert r.status_code == 422 and r.json()["type"].endswith("invalid-request"), (tenant, order, r.text)
+    r = api.client.get(f"{api.base}/tenants/A/orders/{api.order_id}")  # no credential: refused first, whatever
+    assert r.status_code == 401
 
 
 def test_plaintext_http_to_the_port_gets_no_http_answer(api: Api) -> None:
@@ -232,3 +238,16 @@ def test_logging_out_ends_the_session_is_recorded_and_is_not_how_api_keys_end(ap
         key = api.d.access.issue_api_key(conn, "label-printer", scopes=["records:read"], actor=OPERATOR)
     r = api.client.delete(f"{api.base}/sessions", headers={"Authorization": f"Bearer {key.token}"})
     assert r.status_code == 400 and "revoke" in r.json()["detail"] and key.token not in r.text
+
+
+def test_only_routes_that_write_nothing_to_the_vault_database_take_a_snapshot_read() -> None:
+    """On SQLite a snapshot-read unit of work that writes can fail (SQLITE_BUSY_SNAPSHOT): the
+    routes marked `AuthenticatedRead` are exactly these, whatever other routes are named."""
+    snapshot = AuthenticatedRead.__metadata__[0].dependency
+    routes = [r for module in (_records, _data, _admin) for r in module.router.routes if isinstance(r, APIRoute)]
+    assert len(routes) > 40
+    marked = {(m, r.path) for r in routes for m in r.methods
+              if any(d.call is snapshot for d in r.dependant.dependencies)}  # fmt: skip
+    assert marked == {("GET", f"{API}/tenants"), ("GET", f"{API}/tenants/{{tenant_id}}/orders/{{order_id}}"),
+                      ("POST", f"{API}/tenants/{{tenant_id}}/orders/{{order_id}}/reveal"),
+                      ("POST", f"{API}/tenants/{{tenant_id}}/search")}  # fmt: skip

@@ -228,6 +228,9 @@ def test_lists_come_in_pages_with_a_cursor_that_ends_in_null(api: Api) -> None:
         assert "start again without one" in refused(r, 400, "bad-request")["detail"]
     for limit in (0, 501, "many"):
         refused(api.client.get(f"{api.base}/users", headers=bob, params={"limit": limit}), 422, "invalid-request")
+    for path, typo in (("/users", "login"), ("/grants", "pendng"), ("/api-keys", "logn"), ("/killswitches", "tenant")):
+        r = api.client.get(api.base + path, headers=bob, params={typo: "x"})  # a filter it does not have: not ignored
+        assert typo in refused(r, 422, "invalid-request")["detail"], path
 
     grants = ok(api.client.get(f"{api.base}/grants", headers=bob, params={"limit": 2}))
     rest = ok(api.client.get(f"{api.base}/grants", headers=bob, params={"limit": 2, "cursor": grants["next_cursor"]}))

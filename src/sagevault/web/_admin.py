@@ -1,8 +1,8 @@
 """Administration: users and service accounts, enrolment and passwords, API keys, roles, grants,
 allow-lists and kill switches. The HTTPS face of `sagevault users|roles|grants|allowlist|killswitch`.
 
-Every route but enrolment and the password change depends on `Who` (allow-list, credential,
-rate limit) and calls the access service, which asks `decide` for `users:admin` (kill switches:
+Every route but enrolment and the password change depends on `Authenticated` (allow-list,
+credential, rate limit) and calls the access service, which asks `decide` for `users:admin` (kill switches:
 `killswitch:operate`) and records the security event. Enrolment and the password change carry
 their proof in the body (one-time secret; current password and TOTP code) and pass the
 allow-list check first. Secrets travel in bodies only, are answered once and never appear in a
@@ -22,7 +22,7 @@ from sagevault import errors
 from sagevault.access import ROLES, Account, AllowEntry, ApiKey, Enrolment, GrantInfo, KillSwitch, Scope
 from sagevault.audit import Channel
 
-from ._deps import API, Conn, Paging, Vault, Who, edge_refusal, source
+from ._deps import API, Authenticated, Conn, PageQuery, Vault, edge_refusal, source
 from ._models import (
     AccessReviewOut,
     AccountOut,
@@ -54,8 +54,6 @@ GrantIdPath = Annotated[str, Path(min_length=5, max_length=64, pattern=r"^grt_[a
                                   description="The grant's id.")]  # fmt: skip
 EntryIdPath = Annotated[str, Path(min_length=5, max_length=64, pattern=r"^net_[a-z]{1,60}$",
                                   description="The allow-list entry's id.")]  # fmt: skip
-LoginFilter = Annotated[str | None, Query(min_length=3, max_length=64, pattern=_LOGIN,
-                                          description="Only this account's.")]  # fmt: skip
 SwitchPath = Annotated[KillSwitch, Path(description="The kill switch.")]
 SwitchTenant = Annotated[str | None, Query(max_length=64, pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]{1,63})$",
                                            description='A tenant id; every tenant ("*") if absent.')]  # fmt: skip
@@ -63,6 +61,17 @@ SwitchTenant = Annotated[str | None, Query(max_length=64, pattern=r"^(\*|[A-Za-z
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ApiKeysQuery(PageQuery):
+    login: str | None = Field(None, min_length=3, max_length=64, pattern=_LOGIN, description="Only this account's.")
+
+
+class GrantsQuery(ApiKeysQuery):
+    pending: bool = Field(False, description="Only grants waiting for approval.")
+
+
+Paged = Annotated[PageQuery, Query()]
 
 
 class PersonBody(_Body):
@@ -147,71 +156,79 @@ def _entry(e: AllowEntry) -> AllowEntryOut:
 
 
 @router.get("/users", tags=["users"])
-def users(d: Vault, conn: Conn, who: Who, page: Paging) -> PageOf[AccountOut]:
+def users(q: Paged, work: Authenticated) -> PageOf[AccountOut]:
     """Every account (people and services) by login, with status, lock and last activity. Needs `users:admin`."""
-    return PageOf[AccountOut].model_validate(page.of(d.access.accounts(conn, actor=who), lambda a: a.login, _account))
+    with work as (d, conn, who):
+        return PageOf[AccountOut].model_validate(q.of(d.access.accounts(conn, actor=who), lambda a: a.login, _account))
 
 
 @router.post("/users", status_code=201, tags=["users"])
-def add_person(body: PersonBody, d: Vault, conn: Conn, who: Who) -> EnrolmentOut:
+def add_person(body: PersonBody, work: Authenticated) -> EnrolmentOut:
     """Add a person. The answer holds their one-time enrolment secret (shown once, valid 72 hours):
     give it to them in person; they enrol with `POST /enrolment/begin` and `/enrolment/finish`.
     Needs `users:admin`."""
-    return _enrolment(d.access.add_person(conn, body.login, body.email, manager=body.manager, actor=who))
+    with work as (d, conn, who):
+        return _enrolment(d.access.add_person(conn, body.login, body.email, manager=body.manager, actor=who))
 
 
 @router.post("/services", status_code=201, tags=["users"])
-def add_service(body: ServiceBody, d: Vault, conn: Conn, who: Who) -> ServiceOut:
+def add_service(body: ServiceBody, work: Authenticated) -> ServiceOut:
     """Add a service account, owned by a person. It authenticates with API keys (`POST /api-keys`)
     and acts through grants like a person. Needs `users:admin`."""
-    principal_id = d.access.add_service(conn, body.login, owner=body.owner, purpose=body.purpose, actor=who)
-    return ServiceOut(id=principal_id, login=body.login.strip().lower())
+    with work as (d, conn, who):
+        principal_id = d.access.add_service(conn, body.login, owner=body.owner, purpose=body.purpose, actor=who)
+        return ServiceOut(id=principal_id, login=body.login.strip().lower())
 
 
 @router.post("/users/{login}/disable", tags=["users"])
-def disable(login: LoginPath, d: Vault, conn: Conn, who: Who) -> CredentialsEnded:
+def disable(login: LoginPath, work: Authenticated) -> CredentialsEnded:
     """Disable an account now: its sessions end and its API keys are revoked. Answers how many
     credentials ended. Needs `users:admin`; nobody disables their own account."""
-    d.access.check_known(conn, "account", login, actor=who)
-    return CredentialsEnded(credentials_ended=d.access.disable(conn, login, actor=who))
+    with work as (d, conn, who):
+        d.access.check_known(conn, "account", login, actor=who)
+        return CredentialsEnded(credentials_ended=d.access.disable(conn, login, actor=who))
 
 
 @router.post("/users/{login}/enable", status_code=204, tags=["users"])
-def enable(login: LoginPath, d: Vault, conn: Conn, who: Who) -> Response:
+def enable(login: LoginPath, work: Authenticated) -> Response:
     """Enable a disabled account. Its grants that reach PII, keys or administration wait for a
     second party's approval again. Needs `users:admin`."""
-    d.access.check_known(conn, "account", login, actor=who)
-    d.access.enable(conn, login, actor=who)
-    return Response(status_code=204)
+    with work as (d, conn, who):
+        d.access.check_known(conn, "account", login, actor=who)
+        d.access.enable(conn, login, actor=who)
+        return Response(status_code=204)
 
 
 @router.post("/users/{login}/unlock", status_code=204, tags=["users"])
-def unlock(login: LoginPath, d: Vault, conn: Conn, who: Who) -> Response:
+def unlock(login: LoginPath, work: Authenticated) -> Response:
     """Unlock a person locked after failed log-ins. Needs `users:admin`."""
-    d.access.check_known(conn, "account", login, actor=who)
-    d.access.unlock(conn, login, actor=who)
-    return Response(status_code=204)
+    with work as (d, conn, who):
+        d.access.check_known(conn, "account", login, actor=who)
+        d.access.unlock(conn, login, actor=who)
+        return Response(status_code=204)
 
 
 @router.post("/users/{login}/reset", tags=["users"])
-def reset(login: LoginPath, d: Vault, conn: Conn, who: Who) -> EnrolmentOut:
+def reset(login: LoginPath, work: Authenticated) -> EnrolmentOut:
     """A new enrolment secret for a person (shown once): they set a new password and TOTP. Their
     sessions end now, and their grants that reach PII, keys or administration wait for a second
     party again (`pending_grants` says how many). Needs `users:admin`."""
-    d.access.check_known(conn, "account", login, actor=who)
-    return _enrolment(d.access.reset(conn, login, actor=who))
+    with work as (d, conn, who):
+        d.access.check_known(conn, "account", login, actor=who)
+        return _enrolment(d.access.reset(conn, login, actor=who))
 
 
 @router.get("/access-review", tags=["users"])
-def access_review(d: Vault, conn: Conn, who: Who) -> AccessReviewOut:
+def access_review(work: Authenticated) -> AccessReviewOut:
     """The access review: accounts inactive for the policy's period (90 days), and API keys and
     passwords that expire within 30 days. Recorded as a review run. Needs `users:admin`."""
-    review = d.access.review(conn, actor=who)
-    return AccessReviewOut(
-        inactive=[_account(a) for a in review.inactive],
-        expiring_keys=[ExpiringKey(key_id=k, principal_id=p, expires_at=e) for k, p, e in review.expiring_keys],
-        expiring_passwords=[ExpiringPassword(principal_id=p, expires_at=e) for p, e in review.expiring_passwords],
-    )
+    with work as (d, conn, who):
+        review = d.access.review(conn, actor=who)
+        return AccessReviewOut(
+            inactive=[_account(a) for a in review.inactive],
+            expiring_keys=[ExpiringKey(key_id=k, principal_id=p, expires_at=e) for k, p, e in review.expiring_keys],
+            expiring_passwords=[ExpiringPassword(principal_id=p, expires_at=e) for p, e in review.expiring_passwords],
+        )
 
 
 # --- enrolment and passwords (no session: the proof is in the body) ------------------------------
@@ -271,150 +288,163 @@ def _issued(key: ApiKey) -> IssuedKeyOut:
 
 
 @router.get("/api-keys", tags=["API keys"])
-def api_keys(d: Vault, conn: Conn, who: Who, page: Paging, login: LoginFilter = None) -> PageOf[ApiKeyOut]:
+def api_keys(q: Annotated[ApiKeysQuery, Query()], work: Authenticated) -> PageOf[ApiKeyOut]:
     """Live API keys (all services, or one with `?login=`): id, scopes, dates, last use. Never the
     secret, which is not stored. Needs `users:admin`."""
-    keys = d.access.api_key_list(conn, actor=who, login=login)
-    return PageOf[ApiKeyOut].model_validate(page.of(keys, lambda k: [k.login, k.key_id], lambda k: {
-        "key_id": k.key_id, "principal_id": k.principal_id, "login": k.login, "scopes": list(k.scopes),
-        "created_at": k.created_at, "created_by": k.created_by, "expires_at": k.expires_at,
-        "last_used_at": k.last_used_at}))  # fmt: skip
+    with work as (d, conn, who):
+        keys = d.access.api_key_list(conn, actor=who, login=q.login)
+        return PageOf[ApiKeyOut].model_validate(q.of(keys, lambda k: [k.login, k.key_id], lambda k: {
+            "key_id": k.key_id, "principal_id": k.principal_id, "login": k.login, "scopes": list(k.scopes),
+            "created_at": k.created_at, "created_by": k.created_by, "expires_at": k.expires_at,
+            "last_used_at": k.last_used_at}))  # fmt: skip
 
 
 @router.post("/api-keys", status_code=201, tags=["API keys"])
-def issue_key(body: KeyBody, d: Vault, conn: Conn, who: Who) -> IssuedKeyOut:
+def issue_key(body: KeyBody, work: Authenticated) -> IssuedKeyOut:
     """Issue an API key to a service account. `token` is shown once (send it as
     `Authorization: Bearer`); only a keyed hash is kept. A key with a sensitive scope puts the
     service's sensitive grants back under the two-person rule (`pending_grants`). Needs `users:admin`."""
-    return _issued(d.access.issue_api_key(conn, body.service, scopes=body.scopes, days=body.days, actor=who))
+    with work as (d, conn, who):
+        return _issued(d.access.issue_api_key(conn, body.service, scopes=body.scopes, days=body.days, actor=who))
 
 
 @router.post("/api-keys/{key_id}/rotate", status_code=201, tags=["API keys"])
-def rotate_key(key_id: KeyIdPath, d: Vault, conn: Conn, who: Who, body: RotateBody | None = None) -> IssuedKeyOut:
+def rotate_key(key_id: KeyIdPath, work: Authenticated, body: RotateBody | None = None) -> IssuedKeyOut:
     """Replace an API key: a new one with the same scopes (its `token` shown once); the old one
     stops now. Needs `users:admin`."""
-    d.access.check_known(conn, "api-key", key_id, actor=who)
-    return _issued(d.access.rotate_api_key(conn, key_id, days=body.days if body else None, actor=who))
+    with work as (d, conn, who):
+        d.access.check_known(conn, "api-key", key_id, actor=who)
+        return _issued(d.access.rotate_api_key(conn, key_id, days=body.days if body else None, actor=who))
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, tags=["API keys"])
-def revoke_key(key_id: KeyIdPath, d: Vault, conn: Conn, who: Who) -> Response:
+def revoke_key(key_id: KeyIdPath, work: Authenticated) -> Response:
     """Revoke an API key now. Needs `users:admin`."""
-    d.access.check_known(conn, "api-key", key_id, actor=who)
-    d.access.revoke_api_key(conn, key_id, actor=who)
-    return Response(status_code=204)
+    with work as (d, conn, who):
+        d.access.check_known(conn, "api-key", key_id, actor=who)
+        d.access.revoke_api_key(conn, key_id, actor=who)
+        return Response(status_code=204)
 
 
 # --- roles and scopes ---------------------------------------------------------------------------
 
 
 @router.get("/roles", tags=["roles"])
-def roles(d: Vault, conn: Conn, who: Who, page: Paging) -> PageOf[RoleOut]:
+def roles(q: Paged, work: Authenticated) -> PageOf[RoleOut]:
     """The roles: their scopes, the purposes they may reveal PII for, and whether a grant of the
     role needs a second party's approval. Needs `users:admin`."""
-    d.access.authorize(conn, who, Scope.USERS_ADMIN)
-    listed = page.of(sorted(ROLES.values(), key=lambda r: r.name), lambda r: r.name, lambda r: RoleOut(
-        name=r.name, description=r.description, scopes=sorted(r.scopes, key=lambda s: s.value),
-        purposes=sorted(r.purposes, key=lambda p: p.value), two_person_rule=r.sensitive))  # fmt: skip
-    return PageOf[RoleOut].model_validate(listed)
+    with work as (d, conn, who):
+        d.access.authorize(conn, who, Scope.USERS_ADMIN)
+        listed = q.of(ROLES.values(), lambda r: r.name, lambda r: RoleOut(
+            name=r.name, description=r.description, scopes=sorted(r.scopes, key=lambda s: s.value),
+            purposes=sorted(r.purposes, key=lambda p: p.value), two_person_rule=r.sensitive))  # fmt: skip
+        return PageOf[RoleOut].model_validate(listed)
 
 
 @router.get("/scopes", tags=["roles"])
-def scopes(d: Vault, conn: Conn, who: Who, page: Paging) -> PageOf[ScopeOut]:
+def scopes(q: Paged, work: Authenticated) -> PageOf[ScopeOut]:
     """Every scope, and whether it falls under the two-person rule. Needs `users:admin`."""
-    d.access.authorize(conn, who, Scope.USERS_ADMIN)
-    listed = page.of(sorted(Scope, key=lambda s: s.value), lambda s: s.value,
-                     lambda s: ScopeOut(name=s, two_person_rule=s.sensitive))  # fmt: skip
-    return PageOf[ScopeOut].model_validate(listed)
+    with work as (d, conn, who):
+        d.access.authorize(conn, who, Scope.USERS_ADMIN)
+        listed = q.of(Scope, lambda s: s.value, lambda s: ScopeOut(name=s, two_person_rule=s.sensitive))
+        return PageOf[ScopeOut].model_validate(listed)
 
 
 # --- grants -------------------------------------------------------------------------------------
 
 
 @router.get("/grants", tags=["grants"])
-def grants(d: Vault, conn: Conn, who: Who, page: Paging, login: LoginFilter = None,
-           pending: Annotated[bool, Query(description="Only grants waiting for approval.")] = False,
-           ) -> PageOf[GrantOut]:  # fmt: skip
+def grants(q: Annotated[GrantsQuery, Query()], work: Authenticated) -> PageOf[GrantOut]:
     """Live grants (pending and active), by login then grant id; `?login=` for one account's.
     Needs `users:admin`."""
-    rows = sorted(d.access.grants(conn, actor=who, login=login, pending=pending), key=lambda g: (g.login, g.id))
-    return PageOf[GrantOut].model_validate(page.of(rows, lambda g: [g.login, g.id], _grant))
+    with work as (d, conn, who):
+        rows = d.access.grants(conn, actor=who, login=q.login, pending=q.pending)
+        return PageOf[GrantOut].model_validate(q.of(rows, lambda g: [g.login, g.id], _grant))
 
 
 @router.post("/grants", status_code=201, tags=["grants"])
-def request_grant(body: GrantBody, d: Vault, conn: Conn, who: Who) -> GrantOut:
+def request_grant(body: GrantBody, work: Authenticated) -> GrantOut:
     """Grant a role on tenants, optionally in a time window. A role that reaches PII, keys or
     account administration is answered `"status": "pending"` and works only once another admin
     approves it (`POST /grants/{id}/approve`). Nobody grants themself. Needs `users:admin`."""
-    g = d.access.grant(conn, body.login, body.role, body.tenants, actor=who, not_before=body.not_before,
-                       not_after=body.not_after)  # fmt: skip
-    return _grant(g)
+    with work as (d, conn, who):
+        g = d.access.grant(conn, body.login, body.role, body.tenants, actor=who, not_before=body.not_before,
+                           not_after=body.not_after)  # fmt: skip
+        return _grant(g)
 
 
 @router.post("/grants/{grant_id}/approve", tags=["grants"])
-def approve_grant(grant_id: GrantIdPath, d: Vault, conn: Conn, who: Who) -> GrantOut:
+def approve_grant(grant_id: GrantIdPath, work: Authenticated) -> GrantOut:
     """Approve a pending grant as the second party: an admin who neither asked for it nor
     receives it (403 otherwise). Needs `users:admin`."""
-    d.access.check_known(conn, "grant", grant_id, actor=who)
-    return _grant(d.access.approve(conn, grant_id, actor=who))
+    with work as (d, conn, who):
+        d.access.check_known(conn, "grant", grant_id, actor=who)
+        return _grant(d.access.approve(conn, grant_id, actor=who))
 
 
 @router.delete("/grants/{grant_id}", status_code=204, tags=["grants"])
-def revoke_grant(grant_id: GrantIdPath, d: Vault, conn: Conn, who: Who) -> Response:
+def revoke_grant(grant_id: GrantIdPath, work: Authenticated) -> Response:
     """Revoke a grant now (pending or active). Needs `users:admin`."""
-    d.access.check_known(conn, "grant", grant_id, actor=who)
-    d.access.revoke(conn, grant_id, actor=who)
-    return Response(status_code=204)
+    with work as (d, conn, who):
+        d.access.check_known(conn, "grant", grant_id, actor=who)
+        d.access.revoke(conn, grant_id, actor=who)
+        return Response(status_code=204)
 
 
 # --- allow-lists --------------------------------------------------------------------------------
 
 
 @router.get("/allowlist", tags=["allow-lists"])
-def allowlist(d: Vault, conn: Conn, who: Who, page: Paging) -> PageOf[AllowEntryOut]:
+def allowlist(q: Paged, work: Authenticated) -> PageOf[AllowEntryOut]:
     """Every allow-list entry: `list` is `global`, `role` or `principal`, `target` the role name or
     principal id. With no global entry only loopback may connect. Needs `users:admin`."""
-    entries = d.access.allow_entries(conn, actor=who)
-    return PageOf[AllowEntryOut].model_validate(page.of(entries, lambda e: [e.scope, e.target, e.cidr], _entry))
+    with work as (d, conn, who):
+        entries = d.access.allow_entries(conn, actor=who)
+        return PageOf[AllowEntryOut].model_validate(q.of(entries, lambda e: [e.scope, e.target, e.cidr], _entry))
 
 
 @router.post("/allowlist", status_code=201, tags=["allow-lists"])
-def allow(body: AllowBody, d: Vault, conn: Conn, who: Who) -> AllowEntryOut:
+def allow(body: AllowBody, work: Authenticated) -> AllowEntryOut:
     """Allow a network: globally (the default), for a role's grants, or for one account. Mind that
     a global entry replaces the loopback default: add your own network first. Needs `users:admin`."""
-    return _entry(d.access.allow(conn, body.cidr, actor=who, role=body.role, login=body.login))
+    with work as (d, conn, who):
+        return _entry(d.access.allow(conn, body.cidr, actor=who, role=body.role, login=body.login))
 
 
 @router.delete("/allowlist/{entry_id}", status_code=204, tags=["allow-lists"])
-def disallow(entry_id: EntryIdPath, d: Vault, conn: Conn, who: Who) -> Response:
+def disallow(entry_id: EntryIdPath, work: Authenticated) -> Response:
     """Remove an allow-list entry. Needs `users:admin`."""
-    d.access.check_known(conn, "allow-entry", entry_id, actor=who)
-    d.access.disallow(conn, entry_id, actor=who)
-    return Response(status_code=204)
+    with work as (d, conn, who):
+        d.access.check_known(conn, "allow-entry", entry_id, actor=who)
+        d.access.disallow(conn, entry_id, actor=who)
+        return Response(status_code=204)
 
 
 # --- kill switches ------------------------------------------------------------------------------
 
 
 @router.get("/killswitches", tags=["kill switches"])
-def switches(d: Vault, conn: Conn, who: Who, page: Paging) -> PageOf[SwitchOut]:
+def switches(q: Paged, work: Authenticated) -> PageOf[SwitchOut]:
     """Every kill switch that was ever flipped (for all tenants, `"*"`, or one), its state and
     when it last changed. Needs `killswitch:operate`."""
-    rows = d.access.switches(conn, actor=who)
-    return PageOf[SwitchOut].model_validate(page.of(rows, lambda r: [r[0], r[1]], lambda r: SwitchOut(
-        name=KillSwitch(r[0]), tenant=r[1], engaged=r[2], changed_at=r[3])))  # fmt: skip
+    with work as (d, conn, who):
+        rows = d.access.switches(conn, actor=who)
+        return PageOf[SwitchOut].model_validate(q.of(rows, lambda r: [r[0], r[1]], lambda r: SwitchOut(
+            name=KillSwitch(r[0]), tenant=r[1], engaged=r[2], changed_at=r[3])))  # fmt: skip
 
 
 @router.put("/killswitches/{name}", status_code=204, tags=["kill switches"])
-def engage(name: SwitchPath, d: Vault, conn: Conn, who: Who, tenant: SwitchTenant = None) -> Response:
+def engage(name: SwitchPath, work: Authenticated, tenant: SwitchTenant = None) -> Response:
     """Engage a kill switch (`pii-access`, `sp-api-sync`, `exports`) for all tenants or `?tenant=`.
     It takes effect on the next decision everywhere and stays until released. Needs `killswitch:operate`."""
-    d.access.set_switch(conn, name, True, actor=who, tenant_id=tenant)
-    return Response(status_code=204)
+    with work as (d, conn, who):
+        d.access.set_switch(conn, name, True, actor=who, tenant_id=tenant)
+        return Response(status_code=204)
 
 
 @router.delete("/killswitches/{name}", status_code=204, tags=["kill switches"])
-def release(name: SwitchPath, d: Vault, conn: Conn, who: Who, tenant: SwitchTenant = None) -> Response:
+def release(name: SwitchPath, work: Authenticated, tenant: SwitchTenant = None) -> Response:
     """Release a kill switch. Needs `killswitch:operate`."""
-    d.access.set_switch(conn, name, False, actor=who, tenant_id=tenant)
-    return Response(status_code=204)
+    with work as (d, conn, who):
+        d.access.set_switch(conn, name, False, actor=who, tenant_id=tenant)
+        return Response(status_code=204)

@@ -10,7 +10,7 @@ Every request goes, in this order (each step refuses before the next runs):
 6. the handler, whose vault or access call asks `decide` (scopes, grants, purpose, kill
    switches), does the work and records its security event in the same unit of work (one
    transaction); an audit write that fails refuses the request (503).
-Steps 2-4 are the `Who` dependency (`_deps.principal`). Refusals are RFC 9457 problem details
+Steps 2-4 are the `Authenticated` dependency (`_deps.principal`). Refusals are RFC 9457 problem details
 with a request id; nothing else about an error leaves the server.
 """
 

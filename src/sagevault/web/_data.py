@@ -6,9 +6,9 @@ Rotation, purge and export do bounded work per request. A rotation step re-encry
 (the step that moved the last record also retires the old key versions). Purge works the same way.
 An export streams the events that match its filters up to the newest event when it began.
 
-Shred, rotation, purge, export and verify commit their unit of work before they answer (`committed_work`):
-shred and the last rotation step then push the erased key pages out of the database's journal,
-and an export or a verification must not hold a write transaction while it reads the log.
+Every route's unit of work commits before it answers (`Authenticated`, ended by the handler's `with`
+block). Shred and the last rotation step then push the erased key pages out of the database's
+journal, and an export or a verification ends its transaction before it reads the log.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from sagevault.audit import (
 from sagevault.deployment import Deployment
 from sagevault.errors import AuditError, PayloadError, RecordNotFound, shown
 
-from ._deps import API, Conn, TenantPath, Vault, Who, encode_cursor
+from ._deps import API, Authenticated, PageQuery, TenantPath
 from ._models import (
     AuditEventOut,
     KeyStatusOut,
@@ -50,7 +50,6 @@ from ._models import (
     ShredOut,
     VerifyOut,
 )
-from ._records import PageQuery, committed_work
 
 router = APIRouter(prefix=API)
 
@@ -113,10 +112,11 @@ def _when(value: str | None, option: str) -> datetime | None:
 
 
 @router.get("/tenants/{tenant_id}/keys", tags=["keys"])
-def key_status(tenant_id: TenantPath, d: Vault, conn: Conn, who: Who) -> KeyStatusOut:
+def key_status(tenant_id: TenantPath, work: Authenticated) -> KeyStatusOut:
     """The tenant's key versions (data and blind index), their state, and how many records each
     data version protects. Never the key material."""
-    versions = d.vault.key_status(conn, tenant_id, principal=who)
+    with work as (d, conn, who):
+        versions = d.vault.key_status(conn, tenant_id, principal=who)
     data = [k for k in versions if k.purpose == "data"]
     primary = next((k.version for k in data if k.status == "primary"), None)
     return KeyStatusOut.model_validate({
@@ -131,13 +131,13 @@ def key_status(tenant_id: TenantPath, d: Vault, conn: Conn, who: Who) -> KeyStat
 @router.post("/tenants/{tenant_id}/keys/rotation", tags=["keys"],
              responses={202: {"model": RotationStepOut,
                               "description": "Records still to move: call again."}})  # fmt: skip
-def rotate(tenant_id: TenantPath, q: Annotated[BatchQuery, Query()], request: Request, response: Response,
-           d: Vault) -> RotationStepOut:  # fmt: skip
+def rotate(tenant_id: TenantPath, q: Annotated[BatchQuery, Query()], response: Response,
+           work: Authenticated) -> RotationStepOut:  # fmt: skip
     """One step of a key rotation: begin it (a new primary data key version) or resume the one
     under way, re-encrypt up to `batch` records, and once none is left retire the old versions.
     202 with `remaining` while records are left (call again), 200 when the rotation is complete.
     A call after a complete rotation begins the next one."""
-    with committed_work(request) as (conn, who):
+    with work as (d, conn, who):
         d.access.authorize(conn, who, Scope.KEYS_READ, tenant_id)  # the answer reports progress: a read
         target = d.vault.begin_rotation(conn, tenant_id, principal=who)
         moved = d.vault.reencrypt_batch(conn, tenant_id, target, principal=who, limit=q.batch)
@@ -154,11 +154,11 @@ def rotate(tenant_id: TenantPath, q: Annotated[BatchQuery, Query()], request: Re
 
 
 @router.post("/tenants/{tenant_id}/shred", status_code=201, tags=["shred"])
-def shred(tenant_id: TenantPath, body: ShredBody, request: Request, response: Response, d: Vault) -> ShredOut:
+def shred(tenant_id: TenantPath, body: ShredBody, response: Response, work: Authenticated) -> ShredOut:
     """Crypto-shred the tenant: every copy of its keys destroyed, its records unreadable from
     now on (reads answer 410). Answers the shred certificate; `records_to_purge` rows are left
     for `POST .../purge` to delete."""
-    with committed_work(request) as (conn, who):
+    with work as (d, conn, who):
         receipt = d.vault.shred(conn, tenant_id, principal=who).as_json()
         left = d.vault.unpurged_records(conn, tenant_id, principal=who)
     d.release_deleted_pages()  # as `sagevault shred`: no page image of a destroyed key is kept
@@ -167,22 +167,23 @@ def shred(tenant_id: TenantPath, body: ShredBody, request: Request, response: Re
 
 
 @router.get("/tenants/{tenant_id}/shred-certificate", tags=["shred"])
-def shred_certificate(tenant_id: TenantPath, d: Vault, conn: Conn, who: Who) -> ShredCertificate:
+def shred_certificate(tenant_id: TenantPath, work: Authenticated) -> ShredCertificate:
     """The certificate of a shredded tenant (what was destroyed, when, under which master key)."""
-    receipt = d.vault.shred_receipt(conn, tenant_id, principal=who)
-    if receipt is None:
-        raise RecordNotFound(f"tenant {shown(tenant_id)} is not shredded, so it has no shred certificate")
+    with work as (d, conn, who):
+        receipt = d.vault.shred_receipt(conn, tenant_id, principal=who)
+        if receipt is None:
+            raise RecordNotFound(f"tenant {shown(tenant_id)} is not shredded, so it has no shred certificate")
     return ShredCertificate.model_validate(receipt)
 
 
 @router.post("/tenants/{tenant_id}/purge", tags=["shred"],
              responses={202: {"model": PurgeStepOut, "description": "Rows still to delete: call again."}})  # fmt: skip
-def purge(tenant_id: TenantPath, q: Annotated[BatchQuery, Query()], request: Request, response: Response,
-          d: Vault) -> PurgeStepOut:  # fmt: skip
+def purge(tenant_id: TenantPath, q: Annotated[BatchQuery, Query()], response: Response,
+          work: Authenticated) -> PurgeStepOut:  # fmt: skip
     """Delete up to `batch` unreadable rows of a shredded tenant. 202 with `remaining` while rows
     are left (call again); 200 when none is, after the freed storage was scrubbed as `sagevault
     shred` does."""
-    with committed_work(request) as (conn, who):
+    with work as (d, conn, who):
         purged = d.vault.purge_shredded(conn, tenant_id, principal=who, limit=q.batch)
         remaining = d.vault.unpurged_records(conn, tenant_id, principal=who)
     if not remaining:
@@ -195,26 +196,25 @@ def purge(tenant_id: TenantPath, q: Annotated[BatchQuery, Query()], request: Req
 
 
 @router.get("/audit/events", tags=["audit"])
-def audit_events(q: Annotated[AuditSearchQuery, Query()], d: Vault, conn: Conn, who: Who) -> PageOf[AuditEventOut]:
+def audit_events(q: Annotated[AuditSearchQuery, Query()], work: Authenticated) -> PageOf[AuditEventOut]:
     """Security events matching the filters, oldest first, a page at a time (the cursor is a
     position in the chain, so new events never shift a page)."""
-    d.access.authorize(conn, who, Scope.AUDIT_READ)
-    filters = q.checked()
-    after = q.page().position(int)
-    items = list(d.audit.search(**filters, after_seq=after or 0, limit=q.limit + 1))
-    more = len(items) > q.limit
-    return PageOf[AuditEventOut].model_validate(
-        {"items": items[: q.limit], "next_cursor": encode_cursor(items[q.limit - 1]["seq"]) if more else None})
+    with work as (d, conn, who):
+        d.access.authorize(conn, who, Scope.AUDIT_READ)
+        filters = q.checked()
+        after = q.position(int)
+        items = list(d.audit.search(**filters, after_seq=after or 0, limit=q.limit + 1))
+    return PageOf[AuditEventOut].model_validate(q.keyset(items, lambda e: e["seq"], lambda e: e))
 
 
 @router.get("/audit/export", tags=["audit"], response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}},
                              "description": "One event per line (JSON)."}})  # fmt: skip
-def audit_export(q: Annotated[AuditFilters, Query()], request: Request, d: Vault) -> StreamingResponse:
+def audit_export(q: Annotated[AuditFilters, Query()], request: Request, work: Authenticated) -> StreamingResponse:
     """Every event matching the filters, as JSON lines, up to the newest event when the export
     began. The export is itself recorded (audit:log:export, with its event count) before the
     first line leaves; if that cannot be made durable, nothing is sent."""
-    with committed_work(request) as (conn, who):
+    with work as (d, conn, who):
         d.access.authorize(conn, who, Scope.AUDIT_READ)
         ip_hash = d.access.client_ip_hash(conn, who.source_ip)
     filters = q.checked()  # after authentication: an unauthenticated caller learns nothing from its filters
@@ -253,10 +253,10 @@ def _ndjson(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 
 
 @router.post("/audit/verify", tags=["audit"])
-def audit_verify(request: Request, d: Vault) -> VerifyOut:
+def audit_verify(request: Request, work: Authenticated) -> VerifyOut:
     """`sagevault audit verify`: the whole chain, its head, purge anchors and every signed
     digest. `ok` false names the first bad sequence number. The check is itself recorded."""
-    with committed_work(request) as (conn, who):
+    with work as (d, conn, who):
         d.access.authorize(conn, who, Scope.AUDIT_READ)
         ip_hash = d.access.client_ip_hash(conn, who.source_ip)
     settings = d.settings

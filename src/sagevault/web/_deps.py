@@ -1,5 +1,6 @@
-"""What every route shares: problem details, the request's unit of work, the authenticated
-principal (allow-list → authentication → rate limit, in that order) and pagination.
+"""What every route shares: problem details, the request's unit of work with its authenticated
+principal (`Authenticated`: refusal budget → allow-list → credential → rate limits, in that order)
+and pagination (`PageQuery`).
 
 Route modules import from here and never from `_app`, which imports them.
 """
@@ -9,12 +10,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from types import TracebackType
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Path, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
 
 from sagevault import errors
 from sagevault.audit import AuditEvent, Channel, EventName, outcome_of
@@ -28,6 +33,9 @@ T = TypeVar("T")
 # A selling partner id as the vault accepts one: a path that cannot name a tenant is a 422.
 TENANT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$"
 TenantPath = Annotated[str, Path(min_length=2, max_length=64, pattern=TENANT_ID, description="The tenant's id.")]
+# An order id as SP-API gives them (e.g. 902-1845936-5435065; the vault keeps at most 64 characters).
+ORDER_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+OrderPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ORDER_ID, description="The order's id.")]
 
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS: list[tuple[type[Exception], int, str]] = [
@@ -94,19 +102,23 @@ def source(request: Request) -> str:
     return deployment(request).access.client_address(peer, request.headers.get("x-forwarded-for"))
 
 
-# Routes whose unit of work writes nothing to the vault database (their security events go to the
-# audit log, a database of its own): on SQLite their transaction is a snapshot read that does not
-# queue for the write lock. A route that writes must not be listed.
-READ_ROUTES = frozenset({"tenants", "order", "reveal", "search"})
-
-
-def unit_of_work(request: Request) -> Iterator[Connection]:
-    """One transaction per request: committed when the handler returns, rolled back if it raises."""
-    with deployment(request).engine.connect() as conn:
-        if getattr(request.scope.get("route"), "name", None) in READ_ROUTES:
+@contextmanager
+def transaction(d: Deployment, *, read_only: bool = False) -> Iterator[Connection]:
+    """One unit of work: committed when the block ends, rolled back if it raises. `read_only`: the
+    work writes nothing to the vault database (its security events go to the audit log, a database
+    of its own), so on SQLite its transaction is a snapshot read that does not queue for the write
+    lock. Work that writes must not be marked so."""
+    with d.engine.connect() as conn:
+        if read_only:
             reading(conn)
         with conn.begin():
             yield conn
+
+
+def unit_of_work(request: Request) -> Iterator[Connection]:
+    """The request's transaction, for the routes that carry no bearer token (enrolment)."""
+    with transaction(deployment(request)) as conn:
+        yield conn
 
 
 # scope="function": the transaction ends (commits or rolls back) before the answer is sent, so a
@@ -119,7 +131,7 @@ def bearer(request: Request) -> str:
     return auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else ""
 
 
-def principal(request: Request, conn: Conn) -> Principal:
+def principal(request: Request, conn: Connection) -> Principal:
     """The chain every authenticated route runs, in this order: the source address against the
     global allow-list (before anything about the credential is looked at); the source's budget
     of refused requests; the bearer credential (a session for people, an API key for services,
@@ -164,11 +176,68 @@ def edge_refusal(d: Deployment, conn: Connection, error: errors.SageVaultError, 
     return error
 
 
-Who = Annotated[Principal, Depends(principal)]
+class Work:
+    """An authenticated route's unit of work (`transaction`) and principal (`principal`: refusal
+    budget → allow-list → credential → rate limits), opened in one hop to a worker thread. The
+    handler does its domain call and ends the work in its own hop: `with work as (d, conn, who):`
+    commits when the block ends (before the answer) and rolls back if it raises; work after the
+    commit (releasing deleted pages, starting a stream) goes after the block. A dependency for
+    each (unit of work, principal) would cost the request five hops; this costs two."""
+
+    def __init__(self, request: Request, read_only: bool = False) -> None:
+        self.d: Deployment = deployment(request)
+        self._uow: AbstractContextManager[Connection] | None = transaction(self.d, read_only=read_only)
+        self.conn = self._uow.__enter__()
+        try:
+            self.who = principal(request, self.conn)
+        except BaseException as exc:
+            self.end(type(exc), exc, exc.__traceback__)
+            raise
+
+    def end(self, kind: type[BaseException] | None = None, exc: BaseException | None = None,
+            tb: TracebackType | None = None) -> None:  # fmt: skip
+        """Commit (no exception) or roll back, and give the connection back; once."""
+        uow, self._uow = self._uow, None
+        if uow is not None:
+            uow.__exit__(kind, exc, tb)
+
+    @property
+    def open(self) -> bool:
+        return self._uow is not None
+
+    def __enter__(self) -> tuple[Deployment, Connection, Principal]:
+        return self.d, self.conn, self.who
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.end(kind, exc, tb)
 
 
-# Pagination: `?limit=N&cursor=C`. A cursor is opaque to clients: the position after the last
-# item of the previous page. Answers are {"items": [...], "next_cursor": C or null}.
+def _work(read_only: bool) -> Callable[[Request], AsyncIterator[Work]]:
+    async def authenticated_work(request: Request) -> AsyncIterator[Work]:
+        work = await run_in_threadpool(Work, request, read_only)
+        try:
+            yield work
+        except BaseException as exc:  # the request was invalid, or the handler raised outside its block
+            if work.open:
+                await run_in_threadpool(work.end, type(exc), exc, exc.__traceback__)
+            raise
+        if work.open:  # a handler that did not end its work: committed here, still before the answer
+            await run_in_threadpool(work.end)
+
+    return authenticated_work
+
+
+# The one way an authenticated route gets its unit of work and principal. The chain runs before
+# the route's parameters and body are validated: an unauthenticated request is a 401 whatever it
+# sent. scope="function": the work ends before the answer is sent, never after.
+Authenticated = Annotated[Work, Depends(_work(read_only=False), scope="function")]
+# The same for a route that writes nothing to the vault database (a SQLite snapshot read, see
+# `transaction`). Only routes that never write may take it.
+AuthenticatedRead = Annotated[Work, Depends(_work(read_only=True), scope="function")]
+
+
+# Pagination: `?limit=N&cursor=C` (`PageQuery`). A cursor is opaque to clients: the position after
+# the last item of the previous page.
 MAX_PAGE = 500
 
 
@@ -199,34 +268,34 @@ def checked_position(value: Any, kind: type[T]) -> T | None:
     return value  # type: ignore[no-any-return]
 
 
-class Page:
-    """`limit` and `cursor` query parameters, validated (a bad one is a 400/422, never a 500)."""
+class PageQuery(BaseModel):
+    """`?limit=&cursor=`, validated (a bad one is a 400/422, never a 500), and no other query
+    parameter: a mistyped filter is refused (422), not silently ignored. Routes with filters
+    extend it. Answers are {"items": [...], "next_cursor": C or null}."""
 
-    def __init__(
-        self,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")] = 50,
-        cursor: Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page.")] = None,
-    ) -> None:
-        self.limit = limit
-        self.cursor = cursor
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(50, ge=1, le=MAX_PAGE, description="Items per page.")
+    cursor: str | None = Field(None, max_length=512, description="`next_cursor` of the previous page.")
 
     def position(self, kind: type[T]) -> T | None:
         """The decoded cursor, checked to be a value this API could have given out: a sequence
         number (an int the database can hold) or an id (short, encodable text without NUL)."""
         return checked_position(decode_cursor(self.cursor), kind)
 
-    def of(self, items: Sequence[T], key: Callable[[T], Any], render: Callable[[T], Any]) -> dict[str, Any]:
-        """One page of an already sorted (by `key`, ascending) in-memory sequence."""
-        items = sorted(items, key=key)  # Python's order, whatever the database's collation was
+    def keyset(self, fetched: Sequence[T], key: Callable[[T], Any], render: Callable[[T], Any]) -> dict[str, Any]:
+        """The page of `fetched`: up to `limit + 1` items after `position()`, ordered by `key`
+        (whose value is the next cursor); the extra item only says that there is more."""
+        shown, more = fetched[: self.limit], len(fetched) > self.limit
+        return {"items": [render(i) for i in shown], "next_cursor": encode_cursor(key(shown[-1])) if more else None}
+
+    def of(self, items: Iterable[T], key: Callable[[T], Any], render: Callable[[T], Any]) -> dict[str, Any]:
+        """One page of a whole list held in memory, sorted here by `key` (Python's order, whatever
+        the database's collation was)."""
         after = decode_cursor(self.cursor)
+        ordered = sorted(items, key=key)
         if after is not None:
             try:
-                items = [i for i in items if key(i) > after]
+                ordered = [i for i in ordered if key(i) > after]
             except TypeError:
                 raise errors.PayloadError("the cursor is not one this API gave out; start again without one") from None
-        page = items[: self.limit]
-        more = len(items) > self.limit
-        return {"items": [render(i) for i in page], "next_cursor": encode_cursor(key(page[-1])) if more else None}
-
-
-Paging = Annotated[Page, Depends(Page)]
+        return self.keyset(ordered[: self.limit + 1], key, render)

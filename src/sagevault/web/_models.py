@@ -1,4 +1,4 @@
-"""The bodies the administration and data routes answer (2xx), as pydantic models, so that the
+"""The bodies the routes answer (2xx), as pydantic models, so that the
 OpenAPI document describes them and a client (or schemathesis) can check an answer against it.
 
 Every model forbids members it does not declare: a handler that answers a field nobody described
@@ -11,7 +11,7 @@ time the database gave back without a zone (SQLite) is UTC, and is answered as s
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
@@ -37,6 +37,81 @@ class PageOf(Out, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = Field(description="`cursor` for the next page; null on the last page.")
+
+
+# --- sessions, tenants and records ---------------------------------------------------------------
+# These answers have said their times as pydantic writes them (`Z` for UTC) since the API's first
+# slice, so they take `datetime`, not `Timestamp`.
+
+
+class SessionOut(Out):
+    token: str = Field(repr=False, description="Shown once: send it as `Authorization: Bearer`. Only a hash is kept.")
+    principal: str = Field(description="The principal id of the person logged in.")
+    expires_at: datetime
+
+
+class TenantOut(Out):
+    id: str
+    region: str
+    marketplaces: list[str]
+    created_at: datetime
+    shredded_at: datetime | None
+
+
+class OrderSummaryOut(Out):
+    """An order as a listing shows it: ids and clear (non-PII) state only, nothing decrypted."""
+
+    order_id: str
+    record_ids: list[int]
+    documents: list[str]
+    order_status: str | None
+    purchased_at: str | None = Field(description="As the SP-API document gave it.")
+    retrieved_at: datetime
+
+
+class RecordOut(Out):
+    record_id: int
+    document: str
+    origin: str
+    operation: str
+    key_version: int
+    data: dict[str, Any] = Field(description="The document as stored, every PII value replaced by a mask.")
+
+
+class OrderOut(Out):
+    tenant_id: str
+    order_id: str
+    records: list[RecordOut]
+
+
+class RevealedFieldOut(Out):
+    record_id: int
+    document: str
+    path: str
+    value: Any = Field(repr=False, description="The field's value, in clear.")
+
+
+class RevealOut(Out):
+    fields: list[RevealedFieldOut]
+
+
+class SearchHitOut(Out):
+    order_id: str
+    record_id: int
+    document: str
+
+
+class SearchOut(Out):
+    items: list[SearchHitOut]
+
+
+class IngestOut(Out):
+    records: int = Field(ge=0)
+    orders: int = Field(ge=0)
+    replaced: int = Field(ge=0)
+    pii_fields: int = Field(ge=0)
+    unknown_fields: int = Field(ge=0)
+    documents: dict[str, int] = Field(description="Records stored per document kind.")
 
 
 # --- accounts -------------------------------------------------------------------------------------

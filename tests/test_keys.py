@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from conftest import OPERATOR, OTHER, TENANT
 from pii_scan import stored_bytes
 from sagevault.db import records, tenant_keys
-from sagevault.deployment import Deployment
+from sagevault.deployment import Deployment, open_deployment
 from sagevault.errors import IntegrityError, RotationError, TenantShredded
 from sagevault.testing import generate_orders, get_orders_response
 
@@ -113,3 +113,26 @@ def test_shred_makes_the_tenant_unreadable_and_unsearchable_and_spares_the_other
     with d.engine.begin() as conn:
         assert d.vault.record_count(conn, TENANT, principal=OPERATOR) == 0
         assert d.vault.record_count(conn, OTHER, principal=OPERATOR) == 10
+
+
+def test_a_shred_by_another_worker_empties_this_workers_key_cache_at_its_next_read(vault_tenant: Deployment) -> None:
+    """`serve --workers N`: each process has its own key cache. The worker that did not serve the
+    shred drops the tenant's keys when it reads the tombstone, not when the cache's TTL runs out."""
+    first = vault_tenant
+    orders = _fill(first, 3)
+    assert _email(first, TENANT, orders[0]) == orders[0]["BuyerInfo"]["BuyerEmail"]  # warms `first`'s cache
+    cache = first.vault._keys._cache
+    assert any(key[0] == TENANT for key in cache._items)
+    second = open_deployment(first.settings, keys=first.keys, engine=first.engine, audit_engine=first.audit.engine)
+    with second.engine.begin() as conn:
+        second.vault.shred(conn, TENANT, principal=OPERATOR)
+    assert any(key[0] == TENANT for key in cache._items)  # another process: nothing reached this cache yet
+    order_id = orders[0]["AmazonOrderId"]
+    with first.engine.begin() as conn, pytest.raises(TenantShredded):
+        first.vault.reveal(conn, TENANT, order_id, ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR)
+    assert not any(key[0] == TENANT for key in cache._items)
+    cache.put((TENANT, "data", 1), "stale")  # a reader whose snapshot predates the shred: never cached again
+    assert not any(key[0] == TENANT for key in cache._items)
+    with first.engine.begin() as conn:  # the other tenant's keys are untouched
+        first.vault.ingest(conn, OTHER, [get_orders_response(list(generate_orders(1, seed=5)))], principal=OPERATOR)
+    assert any(key[0] == OTHER for key in cache._items)

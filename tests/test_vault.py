@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from sagevault.errors import (
     UnknownTenant,
 )
 from sagevault.testing import generate_orders, get_orders_response
-from sagevault.vault import Operation, Principal
+from sagevault.vault import ORDER_ID, Operation, Principal
 
 V0 = "ordersV0.json"
 V2026 = "orders_2026-01-01.json"
@@ -237,6 +238,38 @@ def test_a_failed_batch_stores_nothing(vault_tenant: Deployment) -> None:
 def test_payloads_of_the_wrong_shape_are_refused_clearly(vault_tenant: Deployment, payload: Any, message: str) -> None:
     with pytest.raises(PayloadError, match=message):
         ingest(vault_tenant, [payload])
+
+
+@pytest.mark.parametrize(
+    "order_id",
+    ["902-1845936\x005435065", "902 1845936", "902-1845936'", '902-"1845936"', "-902-1845936", "9" * 65, ""],
+)
+def test_an_order_id_the_api_could_not_address_is_refused_and_never_echoed(vault_tenant: Deployment,
+                                                                            order_id: str) -> None:  # fmt: skip
+    """A NUL, a space or a quote could be stored (PostgreSQL refuses a NUL with a 500) but never read
+    through `/orders/{order_id}`: the vault takes the ids the API's order paths take, and no other."""
+    v0 = next(generate_orders(1, seed=9))
+    v0["AmazonOrderId"] = order_id
+    batches: list[tuple[Any, Operation | None]] = [
+        (get_orders_response([v0]), None),
+        ({"payload": {"AmazonOrderId": order_id, "BuyerEmail": "a@b.example"}}, Operation.GET_ORDER_BUYER_INFO),
+        ({"orders": [{"orderId": order_id}]}, Operation.SEARCH_ORDERS_2026),
+    ]
+    for payload, operation in batches:
+        with pytest.raises(PayloadError, match=r"has no (AmazonOrderId|orderId) of the form") as refused:
+            ingest(vault_tenant, [payload], operation=operation)
+        if order_id:
+            assert order_id not in str(refused.value)
+    with vault_tenant.engine.begin() as conn:
+        assert vault_tenant.vault.record_count(conn, TENANT, principal=OPERATOR) == 0
+
+
+def test_the_sandbox_examples_and_generated_orders_have_ids_an_order_path_accepts(vault_tenant: Deployment) -> None:
+    ingest(vault_tenant, [*all_sandbox_payloads(), get_orders_response(list(generate_orders(50, seed=3)))])
+    with vault_tenant.engine.begin() as conn:
+        stored = set(conn.execute(select(records.c.order_id).where(records.c.tenant_id == TENANT)).scalars())
+    assert len(stored) > 50
+    assert all(re.fullmatch(ORDER_ID, order_id) for order_id in stored)
 
 
 def test_reingesting_an_order_replaces_its_document(vault_tenant: Deployment) -> None:

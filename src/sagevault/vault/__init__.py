@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._access import AccessGate, Action, LocalOperatorGate, Principal
 from ._keyring import KeyVersionInfo, TenantKeyring
 from ._marketplaces import MARKETPLACES
-from ._operations import Operation, SourceDocument, extract, recognise
+from ._operations import ORDER_ID, Operation, SourceDocument, extract, recognise
 from ._service import (
     IngestResult,
     OrderView,
@@ -19,6 +19,7 @@ from ._service import (
 
 __all__ = [
     "MARKETPLACES",
+    "ORDER_ID",
     "AccessGate",
     "Action",
     "IngestResult",

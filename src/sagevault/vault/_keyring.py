@@ -164,8 +164,15 @@ class TenantKeyring:
                 .returning(tenant_keys.c.purpose, tenant_keys.c.version)
             ).all()
         ]
-        self._cache.evict_tenant(tenant_id, forever=True)
+        self.forget(tenant_id)
         return sorted(gone)
+
+    def forget(self, tenant_id: str) -> None:
+        """Drop every cached copy of a shredded tenant's keys and never cache them again in this
+        process. The shred calls it in the process that served it; every other process (another
+        `serve` worker) calls it when it reads the tenant's tombstone, instead of keeping the keys
+        until the cache's TTL."""
+        self._cache.evict_tenant(tenant_id, forever=True)
 
     def status(self, conn: Connection, tenant_id: str) -> list[KeyVersionInfo]:
         counts: dict[int, int] = dict(

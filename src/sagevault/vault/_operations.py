@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -52,6 +53,12 @@ class SourceDocument:
     order_status: str | None
     body: dict[str, Any]
 
+
+# An order id as SP-API gives them (e.g. 902-1845936-5435065), at most 64 characters. The one
+# definition: ingest refuses any other (a NUL, a space or a quote could be stored but never addressed),
+# and the API's order paths take exactly these.
+ORDER_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_ORDER_ID = re.compile(ORDER_ID)
 
 _ITEM_ONLY_KEYS = frozenset({"ASIN", "SellerSKU", "Title", "QuantityOrdered", "ItemPrice"})
 _ADDRESS_KEYS = frozenset({"ShippingAddress", "DeliveryPreferences", "BuyerCompanyName"})
@@ -107,8 +114,9 @@ def _recognise_v0_object(obj: dict[str, Any]) -> Operation:
 
 def _order_id(obj: dict[str, Any], key: str, what: str) -> str:
     value = obj.get(key)
-    if not isinstance(value, str) or not value or len(value) > 64:
-        raise PayloadError(f"{what} has no {key} (a non-empty string of at most 64 characters)")
+    if not isinstance(value, str) or not _ORDER_ID.fullmatch(value):  # never echoed: it is not known to be an id
+        raise PayloadError(f"{what} has no {key} of the form SP-API gives: 1 to 64 letters, digits, '.', '_' "
+                           "or '-', starting with a letter or digit (e.g. 902-1845936-5435065)")  # fmt: skip
     return value
 
 

@@ -395,7 +395,10 @@ class Vault:
         row = conn.execute(select(tenants).where(tenants.c.id == tenant_id)).first()
         if row is None:
             raise UnknownTenant(tenant_id)
-        return self._tenant_from(row)
+        tenant = self._tenant_from(row)
+        if tenant.shredded_at is not None:  # shredded, perhaps by another process: its cached keys go now
+            self._keys.forget(tenant_id)
+        return tenant
 
     def _live_tenant(self, conn: Connection, tenant_id: str) -> Tenant:
         tenant = self._tenant(conn, tenant_id)
@@ -524,6 +527,8 @@ class Vault:
         that does not exist or was shredded is refused as `_live_tenant` refuses it."""
         rows = conn.execute(query, {"tenant_id": tenant_id, "order_id": order_id}).all()
         if not rows or rows[0].tenant_shredded_at is not None:
+            if rows:  # shredded, perhaps by another process: its cached keys go now
+                self._keys.forget(tenant_id)
             self._live_tenant(conn, tenant_id)  # raises UnknownTenant or TenantShredded
             raise UnknownTenant(tenant_id)  # (it did not: the tenant came after the read above)
         if rows[0].id is None:

@@ -4,7 +4,7 @@ OpenAPI document describes them and a client (or schemathesis) can check an answ
 Every model forbids members it does not declare: a handler that answers a field nobody described
 fails its tests (a 500), instead of the document silently lagging behind the code. Secrets shown
 once (enrolment secrets, TOTP secrets, API key tokens, recovery codes) never appear in a repr.
-Times are answered as `datetime.isoformat()` writes them (`+00:00`), as the other routes do; a
+Every time is answered as `datetime.isoformat()` writes it, in UTC (`+00:00`): `Timestamp`; a
 time the database gave back without a zone (SQLite) is UTC, and is answered as such.
 """
 
@@ -40,22 +40,20 @@ class PageOf(Out, Generic[T]):
 
 
 # --- sessions, tenants and records ---------------------------------------------------------------
-# These answers have said their times as pydantic writes them (`Z` for UTC) since the API's first
-# slice, so they take `datetime`, not `Timestamp`.
 
 
 class SessionOut(Out):
     token: str = Field(repr=False, description="Shown once: send it as `Authorization: Bearer`. Only a hash is kept.")
     principal: str = Field(description="The principal id of the person logged in.")
-    expires_at: datetime
+    expires_at: Timestamp
 
 
 class TenantOut(Out):
     id: str
     region: str
     marketplaces: list[str]
-    created_at: datetime
-    shredded_at: datetime | None
+    created_at: Timestamp
+    shredded_at: Timestamp | None
 
 
 class OrderSummaryOut(Out):
@@ -66,7 +64,7 @@ class OrderSummaryOut(Out):
     documents: list[str]
     order_status: str | None
     purchased_at: str | None = Field(description="As the SP-API document gave it.")
-    retrieved_at: datetime
+    retrieved_at: Timestamp
 
 
 class RecordOut(Out):

@@ -108,3 +108,29 @@ def test_serve_with_workers_runs_that_many_processes_on_the_port_and_stops_them_
         _, stderr = proc.communicate(timeout=60)
     assert "each worker counts its own requests" in " ".join(stderr.split())
     assert not [w for w in workers if Path(f"/proc/{w}").exists()], "a worker outlived the server"
+
+
+def test_workers_serve_the_deployment_named_on_the_command_line_or_fail_together(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("SAGEVAULT_DATA_DIR", None)
+    env.pop("SAGEVAULT_CONFIG", None)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()  # the working directory holds no deployment: workers must not look there
+    proc = subprocess.Popen([*SV, "--data-dir", str(tmp_path / "named"), "serve", "--init", "--workers", "2",
+                             "--port", str(port)], cwd=elsewhere, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        _wait_for_tls(port, proc)
+        ca = tmp_path / "named" / "tls" / "ca.pem"
+        with httpx.Client(verify=client_context(ca), timeout=10) as client:
+            assert [client.get(f"https://127.0.0.1:{port}/api/v1/tenants").status_code for _ in range(4)] == [401] * 4
+        assert not (elsewhere / "var").exists()
+        workers = _children(proc.pid)
+        os.kill(workers[0], signal.SIGKILL)  # a worker dies: the server stops and says so
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "a server worker ended on its own" in " ".join(stderr.split())
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]

@@ -208,6 +208,19 @@ def test_sensitive_grants_need_a_second_admin_over_https(api: Api) -> None:
     assert [g["role"] for g in live["items"]] == ["viewer"]
 
 
+def test_a_grant_window_past_the_last_utc_instant_is_a_422_that_says_what_to_send(api: Api) -> None:
+    bob, _ = admins(api)
+    api.person("fay.viewer", "viewer", [TENANT])
+    wish = {"login": "fay.viewer", "role": "viewer", "tenants": [TENANT]}
+    for field, value in (("not_before", "9999-12-31T23:59:59-23:59"), ("not_after", "0001-01-01T00:00:00+23:59")):
+        r = api.client.post(f"{api.base}/grants", headers=bob, json={**wish, field: value})
+        detail = refused(r, 422, "invalid-request", value)["detail"]
+        assert f"body.{field}" in detail and "out of range in UTC" in detail and "2026-11-01T08:00:00Z" in detail
+    window = {"not_before": "2026-01-01T08:00:00+02:00", "not_after": "9999-12-31T23:59:59"}  # naive: UTC
+    grant = ok(api.client.post(f"{api.base}/grants", headers=bob, json={**wish, **window}), 201)
+    assert grant["not_before"].startswith("2026-01-01T06:00:00") and grant["not_after"].startswith("9999-12-31")
+
+
 def test_lists_come_in_pages_with_a_cursor_that_ends_in_null(api: Api) -> None:
     bob, _ = admins(api)
     with api.d.engine.begin() as conn:

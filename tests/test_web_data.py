@@ -419,3 +419,14 @@ def test_the_listing_and_export_queries_page_alike_on_sqlite_and_postgresql(depl
         d.vault.list_orders(conn, TENANT, principal=OPERATOR)  # after the snapshot: not counted
     assert d.audit.count(**reads, through_seq=through) == len(list(d.audit.search(**reads, through_seq=through))) == 5
     assert d.audit.count(**reads) == 6
+
+
+def test_audit_times_past_the_last_utc_instant_are_a_400_that_says_what_to_send(api: Api) -> None:
+    officer, _ = _login(api, "olga.officer", "security-officer", [ALL_TENANTS])
+    for path in ("/audit/events", "/audit/export"):
+        for option, value in (("since", "9999-12-31T23:59:59-23:59"), ("until", "0001-01-01T00:00:00+23:59")):
+            r = api.client.get(api.base + path, headers=officer, params={option: value})
+            detail = _problem(r, 400, "bad-request")["detail"]
+            assert f"{option} is out of range in UTC" in detail and "2026-11-01T08:00:00Z" in detail, detail
+        last = api.client.get(api.base + path, headers=officer, params={"since": "9999-12-31T23:59:59+00:00"})
+        assert last.status_code == 200, last.text  # the last instant itself is a time like any other

@@ -217,8 +217,8 @@ def serve(
                       soft_wrap=True)  # fmt: skip
         if workers > 1 and d.settings.rate_limit_storage_url.startswith("memory://"):
             err.print(f"note: with {workers} workers and rate_limit_storage_url = memory://, each worker counts "
-                      "its own requests (a principal gets up to that many times its limits); use redis://",
-                      soft_wrap=True)  # fmt: skip
+                      "its own requests, refusals and failed log-ins (up to that many times every limit); "
+                      "use redis://", soft_wrap=True)  # fmt: skip
         out.print("see docs/api.md; Ctrl-C stops the server")
         _record_command(d.audit, None)
         if workers == 1:
@@ -226,13 +226,15 @@ def serve(
             return
     finally:
         d.close()
-    _run_workers(host, port, sockets)
+    _run_workers(host, port, sockets, settings.resolved_data_dir)
 
 
-def _run_workers(host: str, port: int, sockets: list[socket.socket]) -> None:
-    """One process per socket, each opening the deployment itself; Ctrl-C or SIGTERM stops them all."""
-    argv = [sys.executable, "-c", "from sagevault.cli import main; main()", "serve", "--host", host,
-            "--port", str(port)]  # fmt: skip
+def _run_workers(host: str, port: int, sockets: list[socket.socket], data_dir: Path) -> None:
+    """One process per socket, each opening the same deployment (its data dir is passed on, the
+    environment and working directory are inherited); Ctrl-C or SIGTERM stops them all, and so
+    does a worker that ends on its own (the command then fails)."""
+    argv = [sys.executable, "-c", "from sagevault.cli import main; main()", "--data-dir", str(data_dir), "serve",
+            "--host", host, "--port", str(port)]  # fmt: skip
     children = [subprocess.Popen([*argv, "--worker-fd", str(sock.fileno())], pass_fds=(sock.fileno(),))  # noqa: S603
                 for sock in sockets]  # fmt: skip
     for sock in sockets:
@@ -242,18 +244,28 @@ def _run_workers(host: str, port: int, sockets: list[socket.socket]) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    failed = None
     try:
-        for child in children:
-            child.wait()
+        while failed is None:
+            failed = next((c for c in children if c.poll() is not None), None)
+            time.sleep(0.2)
     except KeyboardInterrupt:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        pass
+    # Ctrl-C in a terminal reaches the workers too; give them a moment, then stop the rest once.
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and any(c.poll() is None for c in children):
+        time.sleep(0.1)
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    if failed is not None:
+        raise SageVaultError(f"a server worker ended on its own (exit code {failed.returncode}); the others were "
+                          "stopped. Its error is above")  # fmt: skip
 
 
 @app.command()

@@ -68,6 +68,7 @@ class Deployment:
                 raw = self.engine.raw_connection()  # outside any transaction, as a checkpoint must be
                 try:
                     cursor = raw.cursor()
+                    cursor.execute("PRAGMA query_only = 0")  # whatever the connection's last unit of work was
                     cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                     row = cursor.fetchone()
                     busy = bool(row and row[0])

@@ -14,12 +14,14 @@ therefore returns a `LoginAttempt` instead of raising, so the edge commits and t
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hmac
 import ipaddress
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -251,6 +253,7 @@ class AccessService:
         # generation, so a hit is what the database would answer; expiry is checked every time.
         self._sessions: tuple[int, dict[bytes, tuple[str, datetime]]] = (0, {})
         self._trusted = tuple(parse_network(c) for c in settings.trusted_proxies)
+        self._quiet = threading.local()  # refusals not recorded on this thread (see `unrecorded_refusals`)
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -309,9 +312,29 @@ class AccessService:
     def _refuse(self, conn: Connection, name: EventName, actor: Principal | str | None, error: SageVaultError,
                 **kw: Any) -> SageVaultError:  # fmt: skip
         """Record the refusal as an event and hand the error back for the caller to raise."""
-        outcome, reason = outcome_of(error)
-        self._event(conn, name, actor, outcome=outcome, reason=reason, **kw)
+        if not getattr(self._quiet, "on", False):
+            outcome, reason = outcome_of(error)
+            self._event(conn, name, actor, outcome=outcome, reason=reason, **kw)
         return error
+
+    @contextlib.contextmanager
+    def unrecorded_refusals(self, quiet: bool = True) -> Iterator[None]:
+        """Within the block (on this thread), refusals are raised but not recorded: the API's
+        edge uses it for a source that has used up its budget of refused requests, so that a
+        flood cannot grow the security log without bound (its budget's end was recorded once)."""
+        before = getattr(self._quiet, "on", False)
+        self._quiet.on = quiet or before
+        try:
+            yield
+        finally:
+            self._quiet.on = before
+
+    def source_key(self, conn: Connection, address: str) -> str:
+        """The keyed hash that counts a source: its address, or its /64 for IPv6 (one host can
+        hold a whole /64 and rotate through it)."""
+        parsed = parse_address(address)
+        counted = str(ipaddress.ip_network(f"{parsed}/64", strict=False)) if parsed.version == 6 else str(parsed)
+        return self.keyed(conn, "ip", counted).hex()
 
     def _changed(self, conn: Connection) -> None:
         # A random value, not a counter: a rolled-back change and a later committed one must
@@ -558,9 +581,7 @@ class AccessService:
         and the lock; count a failure and lock at the threshold. A TOTP step is used up here.
         Returns the account row, whether a recovery code was used, and the source address."""
         address = parse_address(source)
-        # IPv6 sources are counted by /64: one host can hold a whole /64 and rotate through it.
-        counted = str(ipaddress.ip_network(f"{address}/64", strict=False)) if address.version == 6 else str(address)
-        ip_key = self.keyed(conn, "ip", counted).hex()
+        ip_key = self.source_key(conn, str(address))
         fail: dict[str, Any] = {"source": str(address), "channel": channel}
         policy = self.policy(conn)
         if not policy.source_allowed(None, address):

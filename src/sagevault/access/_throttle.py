@@ -110,14 +110,13 @@ class RequestLimiter:
                 raise RateLimited(f"too many requests on this route: at most {per_route} for one principal; "
                                   "slow down and retry")  # fmt: skip
 
-    def admit_source(self, source_key: str) -> None:
-        """Before a credential is looked at: refuse a source (a keyed hash of its address) that
-        has used up its budget of refused requests, so that nobody can make the server check
-        credentials, or write refusal events, without bound."""
+    def within_budget(self, source_key: str) -> bool:
+        """Whether a source (the keyed hash of its address, or of its /64) still has refused
+        requests left in its budget; over it, its refusals are no longer recorded one by one,
+        so that nobody can grow the security log without bound. Its good credentials still work:
+        many clients may share one address (NAT, a proxy not in `trusted_proxies`)."""
         with _limiter_reachable():
-            if not self._limiter.test(self._refusals, "refused", source_key):
-                raise RateLimited(f"too many refused requests from this address (at most {self._refusals}); "
-                                  "fix the credential and retry later")  # fmt: skip
+            return bool(self._limiter.test(self._refusals, "refused", source_key))
 
     def refused(self, source_key: str) -> bool:
         """Count a refused request of the source; True when this one used up its budget."""

@@ -57,8 +57,13 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
             # IMMEDIATE: a writer takes the write lock up front, so it never fails half-way with
             # SQLITE_BUSY_SNAPSHOT. A unit of work that only reads asks for DEFERRED (`reading`):
             # it then queues behind no writer (WAL readers see a snapshot and never block).
+            # A unit of work marked read-only is also made unable to write (query_only), so a write
+            # that slipped into one fails at once instead of failing later under contention. The
+            # pragma is set on every begin: a pooled connection carries nothing over.
             deferred = conn.get_execution_options().get(READ_ONLY, False)
-            conn.connection.dbapi_connection.execute("BEGIN" if deferred else "BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            dbapi = conn.connection.dbapi_connection
+            dbapi.execute("PRAGMA query_only = 1" if deferred else "PRAGMA query_only = 0")  # type: ignore[union-attr]
+            dbapi.execute("BEGIN" if deferred else "BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
     return engine
 

@@ -11,18 +11,18 @@ problem's detail.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from sagevault import errors
 from sagevault.access import ROLES, Account, AllowEntry, ApiKey, Enrolment, GrantInfo, KillSwitch, Scope
 from sagevault.audit import Channel
 
-from ._deps import API, Authenticated, Conn, PageQuery, Vault, edge_refusal, source
+from ._deps import API, Authenticated, AuthenticatedRead, Conn, PageQuery, Vault, edge_refusal, source
 from ._models import (
     AccessReviewOut,
     AccountOut,
@@ -57,6 +57,18 @@ EntryIdPath = Annotated[str, Path(min_length=5, max_length=64, pattern=r"^net_[a
 SwitchPath = Annotated[KillSwitch, Path(description="The kill switch.")]
 SwitchTenant = Annotated[str | None, Query(max_length=64, pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]{1,63})$",
                                            description='A tenant id; every tenant ("*") if absent.')]  # fmt: skip
+
+
+def _in_utc(value: datetime) -> datetime:
+    """A time whose UTC instant exists: 9999-12-31T23:59:59-23:59 parses, but lies past the last datetime."""
+    try:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("the time is out of range in UTC; send one between the years 0001 and 9999, "
+                         "such as 2026-11-01T08:00:00Z") from None  # fmt: skip
+
+
+InUtc = Annotated[datetime, AfterValidator(_in_utc)]
 
 
 class _Body(BaseModel):
@@ -119,8 +131,8 @@ class GrantBody(_Body):
     tenants: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         min_length=1, max_length=100, description='Tenant ids, or ["*"] for every tenant.'
     )
-    not_before: datetime | None = Field(default=None, description="Start of the window (UTC if no offset).")
-    not_after: datetime | None = Field(default=None, description="End of the window (UTC if no offset).")
+    not_before: InUtc | None = Field(default=None, description="Start of the window (UTC if no offset).")
+    not_after: InUtc | None = Field(default=None, description="End of the window (UTC if no offset).")
 
 
 class AllowBody(_Body):
@@ -156,7 +168,7 @@ def _entry(e: AllowEntry) -> AllowEntryOut:
 
 
 @router.get("/users", tags=["users"])
-def users(q: Paged, work: Authenticated) -> PageOf[AccountOut]:
+def users(q: Paged, work: AuthenticatedRead) -> PageOf[AccountOut]:
     """Every account (people and services) by login, with status, lock and last activity. Needs `users:admin`."""
     with work as (d, conn, who):
         return PageOf[AccountOut].model_validate(q.of(d.access.accounts(conn, actor=who), lambda a: a.login, _account))
@@ -219,7 +231,7 @@ def reset(login: LoginPath, work: Authenticated) -> EnrolmentOut:
 
 
 @router.get("/access-review", tags=["users"])
-def access_review(work: Authenticated) -> AccessReviewOut:
+def access_review(work: AuthenticatedRead) -> AccessReviewOut:
     """The access review: accounts inactive for the policy's period (90 days), and API keys and
     passwords that expire within 30 days. Recorded as a review run. Needs `users:admin`."""
     with work as (d, conn, who):
@@ -288,7 +300,7 @@ def _issued(key: ApiKey) -> IssuedKeyOut:
 
 
 @router.get("/api-keys", tags=["API keys"])
-def api_keys(q: Annotated[ApiKeysQuery, Query()], work: Authenticated) -> PageOf[ApiKeyOut]:
+def api_keys(q: Annotated[ApiKeysQuery, Query()], work: AuthenticatedRead) -> PageOf[ApiKeyOut]:
     """Live API keys (all services, or one with `?login=`): id, scopes, dates, last use. Never the
     secret, which is not stored. Needs `users:admin`."""
     with work as (d, conn, who):
@@ -330,7 +342,7 @@ def revoke_key(key_id: KeyIdPath, work: Authenticated) -> Response:
 
 
 @router.get("/roles", tags=["roles"])
-def roles(q: Paged, work: Authenticated) -> PageOf[RoleOut]:
+def roles(q: Paged, work: AuthenticatedRead) -> PageOf[RoleOut]:
     """The roles: their scopes, the purposes they may reveal PII for, and whether a grant of the
     role needs a second party's approval. Needs `users:admin`."""
     with work as (d, conn, who):
@@ -342,7 +354,7 @@ def roles(q: Paged, work: Authenticated) -> PageOf[RoleOut]:
 
 
 @router.get("/scopes", tags=["roles"])
-def scopes(q: Paged, work: Authenticated) -> PageOf[ScopeOut]:
+def scopes(q: Paged, work: AuthenticatedRead) -> PageOf[ScopeOut]:
     """Every scope, and whether it falls under the two-person rule. Needs `users:admin`."""
     with work as (d, conn, who):
         d.access.authorize(conn, who, Scope.USERS_ADMIN)
@@ -354,7 +366,7 @@ def scopes(q: Paged, work: Authenticated) -> PageOf[ScopeOut]:
 
 
 @router.get("/grants", tags=["grants"])
-def grants(q: Annotated[GrantsQuery, Query()], work: Authenticated) -> PageOf[GrantOut]:
+def grants(q: Annotated[GrantsQuery, Query()], work: AuthenticatedRead) -> PageOf[GrantOut]:
     """Live grants (pending and active), by login then grant id; `?login=` for one account's.
     Needs `users:admin`."""
     with work as (d, conn, who):
@@ -395,7 +407,7 @@ def revoke_grant(grant_id: GrantIdPath, work: Authenticated) -> Response:
 
 
 @router.get("/allowlist", tags=["allow-lists"])
-def allowlist(q: Paged, work: Authenticated) -> PageOf[AllowEntryOut]:
+def allowlist(q: Paged, work: AuthenticatedRead) -> PageOf[AllowEntryOut]:
     """Every allow-list entry: `list` is `global`, `role` or `principal`, `target` the role name or
     principal id. With no global entry only loopback may connect. Needs `users:admin`."""
     with work as (d, conn, who):
@@ -424,7 +436,7 @@ def disallow(entry_id: EntryIdPath, work: Authenticated) -> Response:
 
 
 @router.get("/killswitches", tags=["kill switches"])
-def switches(q: Paged, work: Authenticated) -> PageOf[SwitchOut]:
+def switches(q: Paged, work: AuthenticatedRead) -> PageOf[SwitchOut]:
     """Every kill switch that was ever flipped (for all tenants, `"*"`, or one), its state and
     when it last changed. Needs `killswitch:operate`."""
     with work as (d, conn, who):

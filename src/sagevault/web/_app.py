@@ -3,10 +3,14 @@
 Every request goes, in this order (each step refuses before the next runs):
 1. `_Headers` middleware: a request id; bodies without a length or over `api_max_body_bytes`
    refused (411/413); security headers on every answer.
-2. source address (X-Forwarded-For only from trusted proxies) against the allow-lists;
-3. authentication: a session (people) or an API key (services), both bound to the allow-lists;
+2. the source address (X-Forwarded-For only from trusted proxies): its budget of refused requests
+   (a source over it is still served, but its further refusals are not recorded), then the global
+   allow-list;
+3. authentication: a session (people) or an API key (services), each bound to its own allow-list;
 4. rate limits: the principal's total and its rate on this route (`RequestLimiter`);
-5. validation of the request (pydantic; 422 problem details that echo no value);
+5. validation of the request (pydantic; 422 problem details that echo no value). A body that is
+   not JSON at all is the exception: FastAPI parses it before any dependency runs, so it is a 422
+   even without a credential;
 6. the handler, whose vault or access call asks `decide` (scopes, grants, purpose, kill
    switches), does the work and records its security event in the same unit of work (one
    transaction); an audit write that fails refuses the request (503).
@@ -23,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -37,6 +42,11 @@ from sagevault.logs import get_logger
 
 from . import _admin, _data, _records
 from ._deps import API, STATUS, problem, status_of
+
+
+def _locked(exc: Exception) -> bool:
+    """SQLite's write lock could not be had within its busy timeout: load, not a fault."""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 def _crashed(request: Request, exc: Exception) -> Response:
@@ -107,7 +117,11 @@ class _Headers:
             except Exception as exc:  # the one place an unexpected error becomes an answer
                 if started:  # too late for an answer: the connection is cut
                     raise
-                response = await run_in_threadpool(_crashed, request, exc)
+                if _locked(exc):
+                    response = problem(503, "storage-busy", "the database is busy; retry in a moment",
+                                       request.state.request_id, headers={"Retry-After": "1"})  # fmt: skip
+                else:
+                    response = await run_in_threadpool(_crashed, request, exc)
             else:
                 return
         await response(scope, receive, secured)
@@ -192,8 +206,7 @@ def create_app(d: Deployment, *, limiter: RequestLimiter | None = None) -> FastA
     async def _refused(request: Request, exc: errors.SageVaultError) -> JSONResponse:
         status, name = status_of(exc)
         if status == 500:
-            return problem(500, "error", "the request failed; the security log has the details",
-                           request.state.request_id)  # fmt: skip
+            raise exc  # unexpected: the headers middleware records it (api:request:fail) and answers
         return problem(status, name, str(exc), request.state.request_id)
 
     @app.exception_handler(RequestValidationError)

@@ -39,7 +39,7 @@ from sagevault.audit import (
 from sagevault.deployment import Deployment
 from sagevault.errors import AuditError, PayloadError, RecordNotFound, shown
 
-from ._deps import API, Authenticated, PageQuery, TenantPath
+from ._deps import API, Authenticated, AuthenticatedRead, PageQuery, TenantPath
 from ._models import (
     AuditEventOut,
     KeyStatusOut,
@@ -105,14 +105,18 @@ def _when(value: str | None, option: str) -> datetime | None:
     except ValueError:
         raise PayloadError(f"{option} is not a date or time; use ISO 8601 such as 2026-11-01 or "
                            "2026-11-01T08:00:00Z") from None  # fmt: skip
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:  # 9999-12-31T23:59:59-23:59 parses, but its UTC instant lies past the last datetime
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        raise PayloadError(f"{option} is out of range in UTC; use a time between the years 0001 and 9999 "
+                           "such as 2026-11-01T08:00:00Z") from None  # fmt: skip
 
 
 # --- keys ---------------------------------------------------------------------------------
 
 
 @router.get("/tenants/{tenant_id}/keys", tags=["keys"])
-def key_status(tenant_id: TenantPath, work: Authenticated) -> KeyStatusOut:
+def key_status(tenant_id: TenantPath, work: AuthenticatedRead) -> KeyStatusOut:
     """The tenant's key versions (data and blind index), their state, and how many records each
     data version protects. Never the key material."""
     with work as (d, conn, who):
@@ -167,7 +171,7 @@ def shred(tenant_id: TenantPath, body: ShredBody, response: Response, work: Auth
 
 
 @router.get("/tenants/{tenant_id}/shred-certificate", tags=["shred"])
-def shred_certificate(tenant_id: TenantPath, work: Authenticated) -> ShredCertificate:
+def shred_certificate(tenant_id: TenantPath, work: AuthenticatedRead) -> ShredCertificate:
     """The certificate of a shredded tenant (what was destroyed, when, under which master key)."""
     with work as (d, conn, who):
         receipt = d.vault.shred_receipt(conn, tenant_id, principal=who)
@@ -196,7 +200,7 @@ def purge(tenant_id: TenantPath, q: Annotated[BatchQuery, Query()], response: Re
 
 
 @router.get("/audit/events", tags=["audit"])
-def audit_events(q: Annotated[AuditSearchQuery, Query()], work: Authenticated) -> PageOf[AuditEventOut]:
+def audit_events(q: Annotated[AuditSearchQuery, Query()], work: AuthenticatedRead) -> PageOf[AuditEventOut]:
     """Security events matching the filters, oldest first, a page at a time (the cursor is a
     position in the chain, so new events never shift a page)."""
     with work as (d, conn, who):
@@ -210,7 +214,7 @@ def audit_events(q: Annotated[AuditSearchQuery, Query()], work: Authenticated) -
 @router.get("/audit/export", tags=["audit"], response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}},
                              "description": "One event per line (JSON)."}})  # fmt: skip
-def audit_export(q: Annotated[AuditFilters, Query()], request: Request, work: Authenticated) -> StreamingResponse:
+def audit_export(q: Annotated[AuditFilters, Query()], request: Request, work: AuthenticatedRead) -> StreamingResponse:
     """Every event matching the filters, as JSON lines, up to the newest event when the export
     began. The export is itself recorded (audit:log:export, with its event count) before the
     first line leaves; if that cannot be made durable, nothing is sent."""
@@ -253,7 +257,7 @@ def _ndjson(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 
 
 @router.post("/audit/verify", tags=["audit"])
-def audit_verify(request: Request, work: Authenticated) -> VerifyOut:
+def audit_verify(request: Request, work: AuthenticatedRead) -> VerifyOut:
     """`sagevault audit verify`: the whole chain, its head, purge anchors and every signed
     digest. `ok` false names the first bad sequence number. The check is itself recorded."""
     with work as (d, conn, who):

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import Depends, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +26,7 @@ from sagevault import errors
 from sagevault.audit import AuditEvent, Channel, EventName, outcome_of
 from sagevault.db import reading
 from sagevault.deployment import Deployment
-from sagevault.vault import Principal
+from sagevault.vault import ORDER_ID, Principal
 
 API = "/api/v1"
 T = TypeVar("T")
@@ -33,8 +34,7 @@ T = TypeVar("T")
 # A selling partner id as the vault accepts one: a path that cannot name a tenant is a 422.
 TENANT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$"
 TenantPath = Annotated[str, Path(min_length=2, max_length=64, pattern=TENANT_ID, description="The tenant's id.")]
-# An order id as SP-API gives them (e.g. 902-1845936-5435065; the vault keeps at most 64 characters).
-ORDER_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# An order id as the vault's ingest accepts one (`sagevault.vault.ORDER_ID`): every stored order is addressable.
 OrderPath = Annotated[str, Path(min_length=1, max_length=64, pattern=ORDER_ID, description="The order's id.")]
 
 # Most specific first: the first class an error is an instance of decides its status.
@@ -132,30 +132,33 @@ def bearer(request: Request) -> str:
 
 
 def principal(request: Request, conn: Connection) -> Principal:
-    """The chain every authenticated route runs, in this order: the source address against the
-    global allow-list (before anything about the credential is looked at); the source's budget
-    of refused requests; the bearer credential (a session for people, an API key for services,
-    each also held to its own allow-list); then the principal's and the route's rate limits.
-    Authorisation is the handler's domain call (`decide`)."""
+    """The chain every authenticated route runs, in this order: the source's budget of refused
+    requests (a source over it is still served, but its further refusals are not recorded); the
+    source address against the global allow-list (before anything about the credential is looked
+    at); the bearer credential (a session for people, an API key for services, each also held to
+    its own allow-list); then the principal's and the route's rate limits. Authorisation is the
+    handler's domain call (`decide`)."""
     d = deployment(request)
     address = source(request)
     limiter = request.app.state.limiter
-    source_key = d.access.client_ip_hash(conn, address) or ""
-    limiter.admit_source(source_key)  # refused without an event: the budget's end was recorded once
+    source_key = d.access.source_key(conn, address)
+    quiet = not limiter.within_budget(source_key)
     token = bearer(request)
     try:
-        address = d.access.admit_source(conn, address, channel=Channel.API)
-        if token.startswith("svk_"):
-            who: Principal = d.access.verify_api_key(conn, token, source=address, channel=Channel.API)
-        elif token.startswith("svs_"):
-            who = d.access.authenticate_session(conn, token, source=address, channel=Channel.API)
-        else:
-            refused = errors.AuthenticationFailed("this request needs a bearer token: a session "
-                                                  "(POST /api/v1/sessions) or an API key", reason="no_credential")
-            raise edge_refusal(d, conn, refused, None, address)  # fmt: skip
+        with d.access.unrecorded_refusals(quiet):
+            address = d.access.admit_source(conn, address, channel=Channel.API)
+            if token.startswith("svk_"):
+                who: Principal = d.access.verify_api_key(conn, token, source=address, channel=Channel.API)
+            elif token.startswith("svs_"):
+                who = d.access.authenticate_session(conn, token, source=address, channel=Channel.API)
+            else:
+                refused = errors.AuthenticationFailed("this request needs a bearer token: a session "
+                                                      "(POST /api/v1/sessions) or an API key", reason="no_credential")
+                raise refused if quiet else edge_refusal(d, conn, refused, None, address)  # fmt: skip
     except errors.AccessDenied:
-        if limiter.refused(source_key):  # this refusal spent the source's budget: say so, once
-            edge_refusal(d, conn, errors.RateLimited("too many refused requests from this address"), None, address)
+        if not quiet and limiter.refused(source_key):  # this refusal spent the source's budget: say so, once
+            edge_refusal(d, conn, errors.RateLimited("too many refused requests from this address; "
+                                                     "further refusals from it go unrecorded"), None, address)
         raise
     route = request.scope.get("route")
     try:
@@ -218,11 +221,13 @@ def _work(read_only: bool) -> Callable[[Request], AsyncIterator[Work]]:
         try:
             yield work
         except BaseException as exc:  # the request was invalid, or the handler raised outside its block
-            if work.open:
-                await run_in_threadpool(work.end, type(exc), exc, exc.__traceback__)
+            if work.open:  # shielded: a cancelled request still gives its connection (and lock) back
+                with anyio.CancelScope(shield=True):
+                    await run_in_threadpool(work.end, type(exc), exc, exc.__traceback__)
             raise
         if work.open:  # a handler that did not end its work: committed here, still before the answer
-            await run_in_threadpool(work.end)
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(work.end)
 
     return authenticated_work
 

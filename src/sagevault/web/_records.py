@@ -95,7 +95,7 @@ def _order_summary(o: Any) -> OrderSummaryOut:
 
 
 @router.get("/tenants/{tenant_id}/orders", tags=["records"])
-def orders(tenant_id: TenantPath, q: Annotated[PageQuery, Query()], work: Authenticated) -> PageOf[OrderSummaryOut]:
+def orders(tenant_id: TenantPath, q: Annotated[PageQuery, Query()], work: AuthenticatedRead) -> PageOf[OrderSummaryOut]:
     """The tenant's orders by order id, a page at a time: ids and clear order state, no PII."""
     with work as (d, conn, who):
         items = d.vault.list_orders(conn, tenant_id, principal=who, after=q.position(str), limit=q.limit + 1)

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sagevault.access import parse_time
 from sagevault.audit import (
     AuditEvent,
     AuditLog,
@@ -578,18 +579,6 @@ def catalog(
     out.print(table)
 
 
-def _when(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise PayloadError(
-            f"{option} {value!r} is not a date or time; use ISO 8601 such as 2026-11-01 or 2026-11-01T08:00Z"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 @contextmanager
 def _audit_only() -> Iterator[AuditLog]:
     log = open_audit(_settings())
@@ -638,7 +627,7 @@ def audit_export(
     if fmt not in ("jsonl", "syslog"):
         raise PayloadError(f"--format {fmt!r} is not supported; use jsonl or syslog")
     with _audit_only() as log:
-        events = log.search(since=_when(since, "--since"))
+        events = log.search(since=parse_time(since, "--since"))
         if syslog_tls:
             host, _, port = syslog_tls.rpartition(":")
             if not host or not port.isdigit():
@@ -696,8 +685,8 @@ def audit_search(
     if event is not None and event not in {e.value for e in EventName}:
         raise PayloadError(f"{event!r} is not an event name; see the list in `sagevault audit events`")
     with _audit_only() as log:
-        _print_events(log.search(actor=actor, tenant_id=tenant, name=event, since=_when(since, "--since"),
-                                 until=_when(until, "--until"), limit=limit))  # fmt: skip
+        _print_events(log.search(actor=actor, tenant_id=tenant, name=event, since=parse_time(since, "--since"),
+                                 until=parse_time(until, "--until"), limit=limit))  # fmt: skip
 
 
 @audit_app.command("events")

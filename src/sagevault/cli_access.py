@@ -18,10 +18,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sagevault.access import ROLES, KillSwitch, Scope
+from sagevault.access import ROLES, KillSwitch, Scope, parse_time
 from sagevault.audit import Channel
 from sagevault.cli import _deployment, _principal, app, out, set_actor
-from sagevault.cli import _when as _parse_when
 from sagevault.deployment import Deployment
 from sagevault.errors import AccessError
 from sagevault.vault import Principal
@@ -290,8 +289,8 @@ def grants_add(
     """Grant a role for tenants. Roles reaching PII, keys or account administration wait for a
     second party's approval."""
     with _acting(as_) as (d, actor), d.engine.begin() as conn:
-        g = d.access.grant(conn, login, role, tenant, actor=actor, not_before=_parse_when(from_, "--from"),
-                          not_after=_parse_when(until, "--until"))
+        g = d.access.grant(conn, login, role, tenant, actor=actor, not_before=parse_time(from_, "--from"),
+                          not_after=parse_time(until, "--until"))
     out.print(f"[green]grant {g.id}[/]: {g.login} holds {g.role} on {', '.join(g.tenants)} ({g.status})")
     if g.status == "pending":
         out.print(f"another admin approves it: sagevault grants approve {g.id} --as THEIR_LOGIN")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._model import ALL_TENANTS, DEPLOYMENT_SCOPES, PURPOSE_SCOPES, ROLES, SWITCHED, KillSwitch, Role, Scope
 from ._network import client_address, parse_address, parse_network
 from ._passwords import check_strength, is_breached
-from ._policy import AccessControl, AccessPolicy, Rule, decide, load_policy
+from ._policy import AccessControl, AccessPolicy, Rule, decide, load_policy, parse_time
 from ._service import (
     GENERIC_LOGINS,
     AccessService,
@@ -57,4 +57,5 @@ __all__ = [
     "load_policy",
     "parse_address",
     "parse_network",
+    "parse_time",
 ]

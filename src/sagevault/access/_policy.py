@@ -27,6 +27,7 @@ from sagevault.errors import (
     AccountDisabled,
     KillSwitchEngaged,
     NetworkDenied,
+    PayloadError,
     PurposeNotAllowed,
 )
 from sagevault.vault import Action, Principal
@@ -178,6 +179,23 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """A time a person typed (ISO 8601; no zone means UTC), in UTC; `option` names where it came
+    from in the error, which never repeats the value."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise PayloadError(f"{option} is not a date or time; use ISO 8601 such as 2026-11-01 or "
+                           "2026-11-01T08:00:00Z") from None  # fmt: skip
+    try:  # 9999-12-31T23:59:59-23:59 parses, but its UTC instant lies past the last datetime
+        return as_utc(parsed)
+    except (OverflowError, ValueError):
+        raise PayloadError(f"{option} is out of range in UTC; use a time between the years 0001 and 9999 "
+                           "such as 2026-11-01T08:00:00Z") from None  # fmt: skip
 
 
 def _ts(value: datetime | None) -> float | None:

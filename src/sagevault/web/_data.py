@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from sagevault.access import Scope
+from sagevault.access import Scope, parse_time
 from sagevault.audit import (
     AuditEvent,
     Channel,
@@ -87,7 +86,7 @@ class AuditFilters(BaseModel):
         if self.name is not None and self.name not in _EVENT_NAMES:
             raise PayloadError("name is not an event name; use one such as vault:field:reveal "
                                "(`sagevault audit events` lists them all)")  # fmt: skip
-        since, until = _when(self.since, "since"), _when(self.until, "until")
+        since, until = parse_time(self.since, "since"), parse_time(self.until, "until")
         if since is not None and until is not None and since >= until:
             raise PayloadError("since must be earlier than until; swap them or widen the window")
         return {"actor": self.actor, "tenant_id": self.tenant, "name": self.name, "since": since, "until": until}
@@ -95,21 +94,6 @@ class AuditFilters(BaseModel):
 
 class AuditSearchQuery(AuditFilters, PageQuery):
     pass
-
-
-def _when(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise PayloadError(f"{option} is not a date or time; use ISO 8601 such as 2026-11-01 or "
-                           "2026-11-01T08:00:00Z") from None  # fmt: skip
-    try:  # 9999-12-31T23:59:59-23:59 parses, but its UTC instant lies past the last datetime
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except (OverflowError, ValueError):
-        raise PayloadError(f"{option} is out of range in UTC; use a time between the years 0001 and 9999 "
-                           "such as 2026-11-01T08:00:00Z") from None  # fmt: skip
 
 
 # --- keys ---------------------------------------------------------------------------------

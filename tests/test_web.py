@@ -267,5 +267,72 @@ def test_only_routes_that_write_nothing_to_the_vault_database_take_a_snapshot_re
     marked = {(m, r.path) for r in routes for m in r.methods
               if any(d.call is snapshot for d in r.dependant.dependencies)}  # fmt: skip
     gets = {("GET", r.path) for r in routes if "GET" in r.methods}
-    assert marked == gets | {("POST", f"{API}/tenants/{{tenant_id}}/orders/{{order_id}}/reveal"),
-                             ("POST", f"{API}/tenants/{{tenant_id}}/search"), ("POST", f"{API}/audit/verify")}
+    assert marked == gets | {
+        ("POST", f"{API}/tenants/{{tenant_id}}/orders/{{order_id}}/reveal"),
+        ("POST", f"{API}/tenants/{{tenant_id}}/search"),
+        ("POST", f"{API}/audit/verify"),
+    }
+
+
+def test_pii_sent_through_the_api_reaches_no_byte_the_server_wrote(api: Api, capfd: pytest.CaptureFixture[str]) -> None:
+    """Known PII goes in through every door of the API (ingest, search values, reveals, refused
+    and malformed requests, a filter that looks like an e-mail); afterwards no file under the data
+    dir (databases, WAL, audit log, application log) and nothing the process printed holds it."""
+    from pii_scan import leaked, pii_strings
+
+    with api.d.engine.begin() as conn:
+        api.d.access.add_service(conn, "order-sync", owner="alice.ng", purpose="SP-API order sync", actor=api.admin)
+        grant = api.d.access.grant(conn, "order-sync", "operator", [TENANT], actor=OPERATOR)
+        api.d.access.approve(conn, grant.id, actor=api.admin)
+        key = api.d.access.issue_api_key(conn, "order-sync", scopes=["records:ingest"], actor=OPERATOR)
+    orders = list(generate_orders(5, seed=99, prefix="7"))
+    payload = get_orders_response(orders)
+    known = pii_strings([payload])
+    assert len(known) > 20
+    sync = {"Authorization": f"Bearer {key.token}"}
+    assert api.client.post(f"{api.base}/tenants/{TENANT}/documents", headers=sync, json=payload).status_code == 201
+    packer = api.login("pia.packer", api.person("pia.packer", "fulfilment", [TENANT]))
+    officer = api.login("olga.officer", api.person("olga.officer", "security-officer", [ALL_TENANTS]))
+    email, name = orders[0]["BuyerInfo"]["BuyerEmail"], orders[0]["ShippingAddress"]["Name"]
+    order = f"{api.base}/tenants/{TENANT}/orders/{orders[0]['AmazonOrderId']}"
+    body = {"fields": ["ShippingAddress.Name", "BuyerInfo.BuyerEmail"], "purpose": "fulfilment"}
+    revealed = api.client.post(f"{order}/reveal", headers=packer, json=body)
+    assert revealed.status_code == 200 and name in revealed.text and name in known  # the values are in play
+    assert (
+        api.client.post(f"{order}/reveal", headers=packer, json={**body, "purpose": "tax_remittance"}).status_code
+        == 403
+    )
+    assert (
+        api.client.post(f"{order}/reveal", headers=packer, json={"fields": [name], "purpose": "fulfilment"}).status_code
+        == 400
+    )
+    search = f"{api.base}/tenants/{TENANT}/search"
+    assert (
+        api.client.post(
+            search, headers=packer, json={"kind": "email", "value": email, "purpose": "fulfilment"}
+        ).status_code
+        == 200
+    )
+    assert (
+        api.client.post(
+            search, headers=sync, json={"kind": "email", "value": email, "purpose": "fulfilment"}
+        ).status_code
+        == 403
+    )
+    for raw in (
+        b'{"kind": "email", "value": "' + email.encode() + b'", "purpose": 7}',
+        b'{"' + name.encode() + b'": 1',
+    ):
+        r = api.client.post(search, headers={**packer, "content-type": "application/json"}, content=raw)
+        assert r.status_code == 422 and email not in r.text and name not in r.text
+    r = api.client.get(f"{api.base}/audit/events", headers=officer, params={"actor": email})
+    assert r.status_code in (400, 422) and email not in r.text
+    assert api.client.post(
+        f"{api.base}/sessions", json={"login": email, "password": name, "code": "123456"}
+    ).status_code in (401, 422)
+    files = [p for p in api.d.settings.resolved_data_dir.rglob("*") if p.is_file()]
+    assert {"sagevault.db", "audit.db"} <= {p.name for p in files}
+    written = b"".join(p.read_bytes() for p in files)
+    printed = capfd.readouterr()
+    assert leaked(known, written) == []
+    assert leaked(known, (printed.out + printed.err).encode()) == []

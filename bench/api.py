@@ -41,6 +41,7 @@ from sagevault.crypto import client_context
 from sagevault.deployment import init_deployment, open_deployment
 from sagevault.testing import generate_orders, get_orders_response
 from sagevault.vault import Operation, Principal
+from sagevault.web import listen
 
 TENANT = "A1BENCHSELLER"
 PASSWORD = "Quartz-Fjord-7-Lantern"
@@ -255,10 +256,8 @@ def main() -> None:
         # A socket per worker on one port. One shared socket gave all 16 keep-alive connections to
         # whichever worker woke first in 2 runs of 3 (it accepts every pending one): one worker
         # served the reveals and the other idled.
-        listening = [socket.create_server(("127.0.0.1", 0), backlog=1024, reuse_port=True)]
+        listening = listen("127.0.0.1", 0, args.workers)  # as `sagevault serve --workers` binds them
         port = listening[0].getsockname()[1]
-        listening += [socket.create_server(("127.0.0.1", port), backlog=1024, reuse_port=True)
-                      for _ in range(args.workers - 1)]  # fmt: skip
         # The limiter still counts every request; its limits are raised so that it admits a
         # benchmark's rate (the defaults allow 100 requests/s per principal, 50 reveals/s).
         env = {**os.environ, "SAGEVAULT_API_RATE_PER_PRINCIPAL": "10000000 per minute",

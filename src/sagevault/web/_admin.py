@@ -251,7 +251,7 @@ def _admitted(request: Request, d: Vault, conn: Conn) -> None:
     address = d.access.admit_source(conn, source(request), channel=Channel.API)
     route = request.scope.get("route")
     try:
-        request.app.state.limiter.admit(f"source:{d.access.client_ip_hash(conn, address)}",
+        request.app.state.limiter.admit(f"source:{d.access.source_key(conn, address)}",
                                         f"{request.method} {getattr(route, 'path', request.url.path)}")  # fmt: skip
     except errors.RateLimited as exc:
         raise edge_refusal(d, conn, exc, None, address) from None

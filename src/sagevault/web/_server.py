@@ -38,12 +38,13 @@ def make_server(
 
 def listen(host: str, port: int, workers: int = 1) -> list[socket.socket]:
     """Listening sockets on `host:port`, one per worker (bound here, so a busy port is a clear
-    error before anything starts)."""
+    error before anything starts). Port 0: the first socket's free port, shared by the others."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets: list[socket.socket] = []
     try:
         for _ in range(workers):
-            sockets.append(socket.create_server((host, port), family=family, backlog=1024, reuse_port=workers > 1))
+            bound = sockets[0].getsockname()[1] if sockets else port
+            sockets.append(socket.create_server((host, bound), family=family, backlog=1024, reuse_port=workers > 1))
     except OSError as exc:
         for sock in sockets:
             sock.close()

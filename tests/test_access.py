@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,7 @@ from sagevault.access import (
     ROLES,
     AccessService,
     LoginThrottle,
+    RequestLimiter,
     Scope,
     client_address,
     is_breached,
@@ -40,6 +42,7 @@ from sagevault.errors import (
     LoginThrottled,
     NetworkDenied,
     PurposeNotAllowed,
+    RateLimited,
     TenantShredded,
 )
 from sagevault.testing import ManualClock, generate_orders, get_orders_response
@@ -343,6 +346,29 @@ def test_redis_down_refuses_logins(vault_tenant: Deployment, clock: ManualClock)
     assert h.events("access:login:failure")[-1]["reason"] == "limiter_unavailable"
 
 
+def test_in_memory_request_rates_hold_and_their_counters_are_swept_without_a_thread_per_burst(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = RequestLimiter(settings.model_copy(update={"api_rate_per_principal": "5 per second",
+                                                         "api_route_rates": {}}))  # fmt: skip
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda t: (started.append(t), start(t))[1])
+    for _ in range(5):
+        limiter.admit("p1", "GET /x")
+    with pytest.raises(RateLimited):
+        limiter.admit("p1", "GET /x")
+    for n in range(60):  # steady traffic from many principals: counted, and at most one sweeper started
+        limiter.admit(f"p{n + 2}", "GET /x")
+        time.sleep(0.005)
+    assert len(started) <= 1
+    time.sleep(2.2)  # every counter has expired (a sliding window keeps two windows)
+    limiter.admit("late", "GET /x")  # starts the sweep
+    time.sleep(0.3)
+    assert len(limiter._storage.storage) <= 2  # type: ignore[attr-defined]  # only "late"'s counter is left
+    limiter.admit("p1", "GET /x")  # p1's window has passed too
+
+
 # --- leavers, API keys ----------------------------------------------------------------------------
 
 
@@ -625,6 +651,31 @@ def test_kill_switch_stops_reveals_at_once_and_survives_a_restart(
     assert [e["reason"] for e in harness.events("access:permission:deny")].count("kill_switch") >= 3
     if backend == "sqlite":
         reopened.close()
+
+
+def test_an_access_change_applies_at_once_within_the_unit_of_work_that_made_it(
+    harness: Harness, admins: tuple[Person, Person]
+) -> None:
+    """The policy generation is read once per unit of work and remembered for it; a change that
+    unit makes itself (here a kill switch, then a disabled account) is seen by its next decision."""
+    d = harness.d
+    orders = list(generate_orders(1))
+    with harness.tx() as conn:
+        d.vault.ingest(conn, TENANT, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
+    packer = harness.as_principal(harness.person("pia.packer", "fulfilment", approver=admins[0]))
+    officer = harness.as_principal(harness.person("oda.officer", "security-officer", tenants=(ALL_TENANTS,),
+                                                  approver=admins[0]))  # fmt: skip
+    order_id, field = orders[0]["AmazonOrderId"], ["ShippingAddress.Name"]
+    with harness.tx() as conn:
+        assert d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
+        harness.svc.set_switch(conn, "pii-access", True, actor=officer)
+        with pytest.raises(KillSwitchEngaged):
+            d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
+        harness.svc.set_switch(conn, "pii-access", False, actor=officer)
+        assert d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
+        harness.svc.disable(conn, "pia.packer", actor=harness.as_principal(admins[0]))
+        with pytest.raises(AccessDenied):
+            d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
 
 
 def test_re_enabled_account_needs_its_sensitive_grants_approved_again(

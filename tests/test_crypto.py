@@ -20,6 +20,7 @@ from sagevault.crypto import (
     KeyCache,
     KeyProvider,
     LocalKeyFileProvider,
+    PiiBlob,
     create_local_key_file,
     normalise,
 )
@@ -136,6 +137,11 @@ def test_field_cipher_binds_each_field_to_its_tenant_record_and_path() -> None:
     with pytest.raises(IntegrityError, match="truncated"):
         FieldCipher(key, "T1", 1).open("rec1", blob[:-3])
     assert "redacted" in repr(FieldCipher(key, "T1", 1))
+    # The paths alone come from the header, checked as strictly as a full read.
+    assert PiiBlob.paths(blob) == [p for p, _ in PiiBlob.entries(blob)] == ["a.b", "c"] and PiiBlob.paths(b"") == []
+    for damaged in (blob[:-3], blob + b"\0", blob[:4], b"\x09" + blob[1:]):
+        with pytest.raises(IntegrityError):
+            PiiBlob.paths(damaged)
 
 
 def test_blind_index_normalises_and_separates_kinds() -> None:

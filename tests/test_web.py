@@ -6,11 +6,14 @@ from __future__ import annotations
 import sqlite3
 import ssl
 from collections.abc import Iterator
+from typing import Annotated
 
 import httpx
 import pytest
+from fastapi import APIRouter, Query
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
+from starlette.responses import Response
 
 from conftest import OPERATOR, TENANT, plaintext_answer
 from sagevault import errors
@@ -18,7 +21,7 @@ from sagevault.access import ALL_TENANTS, RequestLimiter
 from sagevault.config import Settings
 from sagevault.testing import generate_orders, get_orders_response
 from sagevault.web import API, _admin, _data, _records
-from sagevault.web._deps import AuthenticatedRead, encode_cursor
+from sagevault.web._deps import AuthenticatedRead, OneHop, PageQuery, TenantPath, encode_cursor
 from webapi import Api
 
 
@@ -96,6 +99,55 @@ def test_bad_input_is_a_4xx_problem_that_echoes_no_value(api: Api) -> None:
         assert r.status_code == 422 and r.json()["type"].endswith("invalid-request"), (tenant, order, r.text)
     r = api.client.get(f"{api.base}/tenants/A/orders/{api.order_id}")  # no credential: refused first, whatever
     assert r.status_code == 401
+
+
+def test_reveal_served_in_one_hop_authenticates_before_it_validates_and_echoes_nothing(api: Api) -> None:
+    """The hot path (`OneHop`) keeps the order of checks: no credential is a 401 whatever the body
+    and path; with one, each kind of bad input is a 422 that says where, and echoes no value."""
+    url = f"{api.base}/tenants/{TENANT}/orders/{api.order_id}/reveal"
+    pii = "Mrs. Echo Nowhere, 7 Quiet Lane"
+    for raw, kind in ((b"{not json", "application/json"), (b"", "application/json"),
+                      (b'{"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"}', "text/plain")):  # fmt: skip
+        r = api.client.post(url, content=raw, headers={"content-type": kind})
+        assert r.status_code == 401 and r.json()["type"].endswith("authentication-failed"), (raw, r.text)
+        r = api.client.post(f"{api.base}/tenants/A/orders/-1/reveal", content=raw, headers={"content-type": kind})
+        assert r.status_code == 401, (raw, r.text)
+    auth = api.login("ida.packer", api.person("ida.packer", "fulfilment", [TENANT]))
+    cases = [
+        (b"{not json", "application/json", "body"),
+        (b"", "application/json", "body: Field required"),
+        (b'{"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"}', "text/plain", "application/json"),
+        (('{"fields": ["ShippingAddress.Name"], "purpose": "fulfilment", "note": "' + pii + '"}').encode(),
+         "application/json", "body.note"),
+        (('{"fields": ["' + pii + '"], "purpose": "' + pii + '"}').encode(), "application/json", "body.purpose"),
+    ]  # fmt: skip
+    for raw, kind, said in cases:
+        r = api.client.post(url, content=raw, headers={**auth, "content-type": kind})
+        assert r.status_code == 422 and r.json()["type"].endswith("invalid-request"), (raw, r.text)
+        assert said in r.json()["detail"] and pii not in r.text, (raw, r.text)
+    r = api.client.post(f"{api.base}/tenants/A/orders/-1/reveal", headers=auth,
+                        json={"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"})  # fmt: skip
+    assert r.status_code == 422 and "path.tenant_id" in r.json()["detail"] and "path.order_id" in r.json()["detail"]
+    ok = api.client.post(url, headers={**auth, "content-type": "application/json; charset=utf-8"},
+                         content=b'{"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"}')  # fmt: skip
+    assert ok.status_code == 200 and ok.json()["fields"][0]["path"] == "ShippingAddress.Name"
+    # Each refusal without a credential is recorded once, and the one reveal answered once.
+    assert [e["reason"] for e in api.d.audit.search(name="api:request:refuse")] == ["no_credential"] * 6
+    assert len(list(api.d.audit.search(name="vault:field:reveal"))) == 1
+
+
+def test_one_hop_routes_refuse_a_shape_they_cannot_validate() -> None:
+    router = APIRouter()
+
+    def paged(tenant_id: TenantPath, q: Annotated[PageQuery, Query()], work: AuthenticatedRead) -> Response:
+        raise AssertionError("never served")
+
+    def unauthenticated(tenant_id: TenantPath) -> Response:
+        raise AssertionError("never served")
+
+    for endpoint, said in ((paged, "'q'"), (unauthenticated, "Authenticated")):
+        with pytest.raises(TypeError, match=said):
+            router.add_api_route("/t/{tenant_id}", endpoint, methods=["POST"], route_class_override=OneHop)
 
 
 def test_plaintext_http_to_the_port_gets_no_http_answer(api: Api) -> None:

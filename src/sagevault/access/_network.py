@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -29,6 +30,13 @@ def parse_network(cidr: str) -> Network:
 
 
 def parse_address(value: str) -> Address:
+    """`value` as an address (an IPv4-mapped IPv6 address as its IPv4 address). Remembered for
+    the most recent few thousand: every request parses its source several times."""
+    return _parse_address(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_address(value: str) -> Address:
     try:
         address = ipaddress.ip_address(value.strip())
     except ValueError:

@@ -242,21 +242,38 @@ def load_policy(conn: Connection) -> AccessPolicy:
 _GENERATION = "SELECT generation FROM access_state WHERE id = 1"
 
 
+_SEEN = "sagevault_generation"  # conn.info: (transaction, generation) of the last read
+
+
 def _generation(conn: Connection) -> int:
-    """The current policy generation, read on every decision. Once the caller's transaction has
-    begun, the read goes straight to the driver's cursor on the same connection (and so in the
-    same transaction): SQLAlchemy's result handling would cost more than the query itself."""
-    if not conn.in_transaction():
-        return int(conn.exec_driver_sql(_GENERATION).scalar_one())  # begins the transaction
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(_GENERATION)
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    if row is None:
-        raise LookupError("access_state has no row; run the migrations (`sagevault init` or open the deployment)")
-    return int(row[0])
+    """The current policy generation, read once per unit of work (every request is one) and
+    remembered for the rest of that transaction on its connection; `forget_generation` drops it
+    when the transaction changes access state itself. Once the transaction has begun, the read
+    goes straight to the driver's cursor on the same connection (and so in the same transaction):
+    SQLAlchemy's result handling would cost more than the query itself."""
+    txn = conn.get_transaction()
+    seen = conn.info.get(_SEEN)
+    if txn is not None and seen is not None and seen[0] is txn:
+        return int(seen[1])
+    if txn is None:
+        generation = int(conn.exec_driver_sql(_GENERATION).scalar_one())  # begins the transaction
+    else:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(_GENERATION)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        if row is None:
+            raise LookupError("access_state has no row; run the migrations (`sagevault init` or open the deployment)")
+        generation = int(row[0])
+    conn.info[_SEEN] = (conn.get_transaction(), generation)
+    return generation
+
+
+def forget_generation(conn: Connection) -> None:
+    """After this transaction changed the generation: its next decision reads it again."""
+    conn.info.pop(_SEEN, None)
 
 
 class AccessControl:

@@ -67,7 +67,7 @@ from sagevault.vault import Principal
 from ._model import ALL_TENANTS, ROLES, KillSwitch, Scope
 from ._network import client_address, overlapping, parse_address, parse_network
 from ._passwords import PasswordHashing, check_strength
-from ._policy import AccessControl, AccessPolicy, address_of, as_utc, decide
+from ._policy import AccessControl, AccessPolicy, address_of, as_utc, decide, forget_generation
 from ._throttle import LoginThrottle
 
 Clock = Callable[[], datetime]
@@ -341,6 +341,7 @@ class AccessService:
         # never share a generation, or a process could keep a picture of the rolled-back state.
         conn.execute(update(access_state).where(access_state.c.id == 1)
                      .values(generation=secrets.randbits(62)))  # fmt: skip
+        forget_generation(conn)
 
     def policy(self, conn: Connection) -> AccessPolicy:
         return self.control.policy(conn)

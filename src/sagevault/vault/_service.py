@@ -282,6 +282,7 @@ class Vault:
         self._audit = audit
         self._gate: AccessGate = gate or LocalOperatorGate()
         self._catalog = catalog
+        self._pii_by_path: dict[str, list[CatalogField]] | None = None
         self._trees = {doc: catalog.tree(doc) for doc in Document}
         for doc in Document:  # every searchable field of a document must have a token column
             kinds = Counter(f.search for f in catalog.fields(doc) if f.search)
@@ -559,13 +560,17 @@ class Vault:
     def _pii_fields_named(self, names: Sequence[str]) -> dict[str, list[CatalogField]]:
         """Catalog PII fields for each requested name (`ShippingAddress.Name`, or with a document
         prefix `orders-v0:OrderAddress/ShippingAddress.Name`)."""
+        if self._pii_by_path is None:  # the catalog's PII fields by path, once
+            index: dict[str, list[CatalogField]] = {}
+            for f in self._catalog:
+                if f.pii:
+                    index.setdefault(f.path, []).append(f)
+            self._pii_by_path = index
         out: dict[str, list[CatalogField]] = {}
         for name in names:
             doc_name, sep, path = name.rpartition("/")
-            path = generic_path(path)
-            matches = [
-                f for f in self._catalog if f.pii and f.path == path and (not sep or f.document.value == doc_name)
-            ]
+            candidates = self._pii_by_path.get(generic_path(path), ())
+            matches = [f for f in candidates if not sep or f.document.value == doc_name]
             if not matches:
                 raise PayloadError(
                     f"{shown(name)} is not a PII field of the catalog; name a catalog path such as "

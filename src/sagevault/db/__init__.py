@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._engine import (
     bulk_insert,
     create_engine_for,
+    driver_rows,
     driver_value,
     is_sqlite,
     migrate,
@@ -44,6 +45,7 @@ __all__ = [
     "api_keys",
     "bulk_insert",
     "create_engine_for",
+    "driver_rows",
     "driver_value",
     "grants",
     "is_sqlite",

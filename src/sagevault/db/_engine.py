@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
@@ -11,6 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, ColumnElement, Engine, Table, any_, create_engine, event, literal
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -114,6 +116,33 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
     cols = ", ".join(columns)
     marks = ", ".join([mark] * len(columns))
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(rows))  # noqa: S608
+
+
+# (id of the query, dialect) -> (the query, kept alive so that its id is never reused; SQL; parameter order)
+_COMPILED: dict[tuple[int, str], tuple[ClauseElement, str, tuple[str, ...] | None]] = {}
+
+
+def driver_rows(conn: Connection, query: ClauseElement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The rows of a prebuilt `query` with bound `params`, straight from the driver's cursor on
+    `conn`, in its transaction (the reveal hot path): values as the driver returns them, with no
+    SQLAlchemy result processing, so only for columns whose driver form is what the caller
+    wants (ids, text, blobs, or a value only tested for NULL). The statement is compiled once
+    per dialect and kept: pass statements built once (module constants), not one per call."""
+    if not conn.in_transaction():
+        raise RuntimeError("driver_rows reads in the caller's transaction: begin it first")
+    key = (id(query), conn.dialect.name)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        c = cast(SQLCompiler, query.compile(dialect=conn.dialect))
+        order = tuple(c.positiontup) if c.positional and c.positiontup else None
+        compiled = _COMPILED[key] = (query, str(c), order)
+    _, sql, order = compiled
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, tuple(params[name] for name in order) if order is not None else params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def driver_value(conn: Connection, column: Column[Any], value: Any) -> Any:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
@@ -28,6 +28,7 @@ from sagevault.db import (
     BLIND_INDEX_COLUMNS,
     BLIND_INDEX_SLOTS,
     bulk_insert,
+    driver_rows,
     driver_value,
     one_of,
     record_ids,
@@ -78,6 +79,17 @@ def _order_rows_query(*columns: Any) -> Select[Any]:
 
 _ORDER_ROWS = _order_rows_query(records)
 _SEALED_ROWS = _order_rows_query(records.c.id, records.c.document, records.c.pii, records.c.key_version)
+
+
+class _SealedRow(NamedTuple):
+    """A row of `_SEALED_ROWS` as the driver returns it (`driver_rows`): the shred mark is only
+    tested for NULL, the rest are ids, text and the blob."""
+
+    tenant_shredded_at: Any
+    id: int | None
+    document: str
+    pii: bytes
+    key_version: int
 
 
 def _now() -> datetime:
@@ -523,10 +535,16 @@ class Vault:
     # --- reads ----------------------------------------------------------------------------
 
     def _live_order_rows(self, conn: Connection, tenant_id: str, order_id: str,
-                         query: Select[Any] = _ORDER_ROWS) -> list[Row[Any]]:  # fmt: skip
+                         sealed: bool = False) -> Sequence[Any]:  # fmt: skip
         """The order's records, in one query with the tenant's check (`_live_tenant`): a tenant
-        that does not exist or was shredded is refused as `_live_tenant` refuses it."""
-        rows = conn.execute(query, {"tenant_id": tenant_id, "order_id": order_id}).all()
+        that does not exist or was shredded is refused as `_live_tenant` refuses it. `sealed`:
+        only what a reveal needs (`_SealedRow`), read through the driver's cursor."""
+        params = {"tenant_id": tenant_id, "order_id": order_id}
+        rows: Sequence[Any]
+        if sealed:
+            rows = [_SealedRow(*r) for r in driver_rows(conn, _SEALED_ROWS, params)]
+        else:
+            rows = conn.execute(_ORDER_ROWS, params).all()
         if not rows or rows[0].tenant_shredded_at is not None:
             if rows:  # shredded, perhaps by another process: its cached keys go now
                 self._keys.forget(tenant_id)
@@ -618,7 +636,7 @@ class Vault:
             for f in matches:
                 by_doc.setdefault(f.document, set()).add(f.path)
         out: list[RevealedField] = []
-        for row in self._live_order_rows(conn, tenant_id, order_id, _SEALED_ROWS):
+        for row in self._live_order_rows(conn, tenant_id, order_id, sealed=True):
             document = Document(row.document)
             generic = by_doc.get(document)
             if not generic:

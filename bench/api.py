@@ -2,6 +2,7 @@
 beside a floor endpoint in the same server that returns the same bytes with none of that.
 
     python bench/api.py [--seconds 10] [--concurrency 16] [--workers 2] [--clients 2] [--repeat 3]
+    python bench/api.py --in-process [--requests 2000] [--repeat 3]
 
 The server is `sagevault serve`'s app plus one floor route, in `--workers` processes of its own,
 each listening on a socket of its own bound to the same port (SO_REUSEPORT: the kernel spreads
@@ -13,6 +14,10 @@ so the client costs the machine as little as Python can. Reveal and floor runs a
 measured for `--seconds` after a short warm-up; the figures are the medians over `--repeat`
 pairs. Prints one JSON line: requests/s and p50/p99 latency for each, and the ratio reveal/floor.
 Client and server share the machine's cores.
+
+`--in-process` measures the app alone, for profiling (`py-spy record -- python bench/api.py
+--in-process`): no TLS, no sockets, no client; the same app and floor route driven through ASGI
+in this process, one request at a time and 8 at a time, CPU time of the whole process per request.
 """
 
 from __future__ import annotations
@@ -33,15 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import pyotp
-from fastapi import Response
+from fastapi import FastAPI, Response
 
 from sagevault.audit import Channel
 from sagevault.config import load_settings
 from sagevault.crypto import client_context
-from sagevault.deployment import init_deployment, open_deployment
+from sagevault.deployment import Deployment, init_deployment, open_deployment
 from sagevault.testing import generate_orders, get_orders_response
 from sagevault.vault import Operation, Principal
-from sagevault.web import listen
+from sagevault.web import create_app, listen, make_server
 
 TENANT = "A1BENCHSELLER"
 PASSWORD = "Quartz-Fjord-7-Lantern"
@@ -79,12 +84,8 @@ def prepare(data_dir: Path, orders: int) -> tuple[str, list[str]]:
     return token, [o["AmazonOrderId"] for o in rows]
 
 
-def serve(data_dir: Path, fd: int) -> None:
-    """One server process: the real app, plus /bench/floor returning a reveal's bytes as they
-    are, on the listening socket `fd` (this worker's, bound with SO_REUSEPORT to the bench's port)."""
-    from sagevault.web import create_app, make_server
-
-    d = open_deployment(load_settings(data_dir=data_dir))
+def app_with_floor(d: Deployment, data_dir: Path) -> FastAPI:
+    """The real app, plus /bench/floor returning a reveal's bytes as they are."""
     app = create_app(d)
     cached: dict[str, bytes] = {}
 
@@ -93,6 +94,14 @@ def serve(data_dir: Path, fd: int) -> None:
         body = cached.get("body") or cached.setdefault("body", (data_dir / "floor.json").read_bytes())
         return Response(body, media_type="application/json")
 
+    return app
+
+
+def serve(data_dir: Path, fd: int) -> None:
+    """One server process: `app_with_floor` on the listening socket `fd` (this worker's, bound
+    with SO_REUSEPORT to the bench's port)."""
+    d = open_deployment(load_settings(data_dir=data_dir))
+    app = app_with_floor(d, data_dir)
     listening = socket.socket(fileno=fd)
     try:
         server = make_server(d, "127.0.0.1", listening.getsockname()[1], app=app)
@@ -237,6 +246,91 @@ def _get(port: int, ca: Path, request: bytes) -> tuple[int, bytes]:
         conn.sock.close()
 
 
+# --- in process ----------------------------------------------------------------------------
+
+
+def _asgi_request(path: str, token: str, body: bytes) -> dict[str, Any]:
+    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode()),
+               (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]  # fmt: skip
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "https",
+            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8443)}  # fmt: skip
+
+
+async def _asgi_call(app: FastAPI, scope: dict[str, Any], body: bytes) -> bytes:
+    """One request through the ASGI app; its response body (the status must be 200)."""
+    import asyncio
+
+    sent = False
+    status: list[int] = []
+    out: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            await asyncio.Event().wait()  # the client never disconnects
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        elif message["type"] == "http.response.body":
+            out.append(message.get("body", b""))
+
+    await app({**scope, "state": {}}, receive, send)
+    assert status == [200], status
+    return b"".join(out)
+
+
+async def _drive(app: FastAPI, scopes: list[dict[str, Any]], body: bytes, n: int, concurrency: int) -> float:
+    """`n` requests through the ASGI app, `concurrency` at a time; process CPU ms per request."""
+    import asyncio
+
+    async def one(scope: dict[str, Any]) -> None:
+        await _asgi_call(app, scope, body)
+
+    left = iter(range(n))
+
+    async def client() -> None:
+        for i in left:
+            await one(scopes[i % len(scopes)])
+
+    began = time.process_time()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return (time.process_time() - began) * 1000 / n
+
+
+def in_process(requests: int, repeat: int, orders: int) -> None:
+    import asyncio
+
+    with tempfile.TemporaryDirectory(prefix="sv-api-bench-") as tmp:
+        data_dir = Path(tmp) / "var"
+        token, ids = prepare(data_dir, orders)
+        os.environ.update(SAGEVAULT_API_RATE_PER_PRINCIPAL="10000000 per minute",
+                          SAGEVAULT_API_ROUTE_RATES=json.dumps({REVEAL_ROUTE: "10000000 per minute"}))  # fmt: skip
+        d = open_deployment(load_settings(data_dir=data_dir))
+        app = app_with_floor(d, data_dir)
+        body = json.dumps(FIELDS).encode()
+        reveals = [_asgi_request(f"/api/v1/tenants/{TENANT}/orders/{o}/reveal", token, body) for o in ids]
+        floors = [_asgi_request("/bench/floor", token, body)]
+        loop = asyncio.new_event_loop()
+        (data_dir / "floor.json").write_bytes(loop.run_until_complete(_asgi_call(app, reveals[0], body)))
+        loop.run_until_complete(_drive(app, reveals, body, 300, 8))  # warm-up: pools, caches, threads
+        figures: dict[str, list[float]] = {}
+        for _ in range(repeat):
+            for concurrency in (1, 8):
+                for kind, scopes in (("reveal", reveals), ("floor", floors)):
+                    cpu = loop.run_until_complete(_drive(app, scopes, body, requests, concurrency))
+                    figures.setdefault(f"{kind}_cpu_ms_{concurrency}_at_a_time", []).append(cpu)
+        loop.close()
+        d.close()
+    med = {k: round(statistics.median(v), 3) for k, v in figures.items()}
+    print(json.dumps({"requests": requests, "runs": repeat, **med,
+                      "reveal_floor_cpu_ratio": round(med["reveal_cpu_ms_1_at_a_time"]
+                                                      / med["floor_cpu_ms_1_at_a_time"], 2)}))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
@@ -245,8 +339,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="load generator processes")
     parser.add_argument("--repeat", type=int, default=3, help="reveal/floor pairs; medians are reported")
     parser.add_argument("--orders", type=int, default=1000)
+    parser.add_argument("--in-process", action="store_true", help="the app alone, through ASGI (for profiling)")
+    parser.add_argument("--requests", type=int, default=2000, help="with --in-process: requests per run")
     parser.add_argument("--serve", nargs=2, metavar=("DATA_DIR", "FD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.in_process:
+        in_process(args.requests, args.repeat, args.orders)
+        return
     if args.serve:
         serve(Path(args.serve[0]), int(args.serve[1]))
         return

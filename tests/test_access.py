@@ -608,16 +608,24 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
 # --- kill switches ---------------------------------------------------------------------------------
 
 
+def _order_packer_and_officer(
+    harness: Harness, admins: tuple[Person, Person]
+) -> tuple[list[Any], Principal, Principal]:
+    """One ingested order, a packer (fulfilment on TENANT) and a security officer on every tenant."""
+    orders = list(generate_orders(1))
+    with harness.tx() as conn:
+        harness.d.vault.ingest(conn, TENANT, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
+    packer = harness.as_principal(harness.person("paul.packer", "fulfilment", approver=admins[0]))
+    officer = harness.as_principal(harness.person("sofia.officer", "security-officer", tenants=(ALL_TENANTS,),
+                                                  approver=admins[0]))  # fmt: skip
+    return orders, packer, officer
+
+
 def test_kill_switch_stops_reveals_at_once_and_survives_a_restart(
     harness: Harness, admins: tuple[Person, Person], settings: Settings, backend: str, request: pytest.FixtureRequest
 ) -> None:
     d = harness.d
-    orders = list(generate_orders(1))
-    with harness.tx() as conn:
-        d.vault.ingest(conn, TENANT, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
-    packer = harness.as_principal(harness.person("paul.packer", "fulfilment", approver=admins[0]))
-    officer = harness.as_principal(harness.person("sofia.officer", "security-officer", tenants=(ALL_TENANTS,),
-                                                  approver=admins[0]))  # fmt: skip
+    orders, packer, officer = _order_packer_and_officer(harness, admins)
     order_id, field = orders[0]["AmazonOrderId"], ["ShippingAddress.Name"]
     with harness.tx() as conn:
         d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
@@ -659,12 +667,7 @@ def test_an_access_change_applies_at_once_within_the_unit_of_work_that_made_it(
     """The policy generation is read once per unit of work and remembered for it; a change that
     unit makes itself (here a kill switch, then a disabled account) is seen by its next decision."""
     d = harness.d
-    orders = list(generate_orders(1))
-    with harness.tx() as conn:
-        d.vault.ingest(conn, TENANT, [get_orders_response(orders)], Operation.GET_ORDERS, principal=OPERATOR)
-    packer = harness.as_principal(harness.person("pia.packer", "fulfilment", approver=admins[0]))
-    officer = harness.as_principal(harness.person("oda.officer", "security-officer", tenants=(ALL_TENANTS,),
-                                                  approver=admins[0]))  # fmt: skip
+    orders, packer, officer = _order_packer_and_officer(harness, admins)
     order_id, field = orders[0]["AmazonOrderId"], ["ShippingAddress.Name"]
     with harness.tx() as conn:
         assert d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
@@ -673,7 +676,7 @@ def test_an_access_change_applies_at_once_within_the_unit_of_work_that_made_it(
             d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
         harness.svc.set_switch(conn, "pii-access", False, actor=officer)
         assert d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
-        harness.svc.disable(conn, "pia.packer", actor=harness.as_principal(admins[0]))
+        harness.svc.disable(conn, "paul.packer", actor=harness.as_principal(admins[0]))
         with pytest.raises(AccessDenied):
             d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
 

@@ -46,27 +46,51 @@ class PiiBlob:
     """Read the layout of a blob without decrypting anything."""
 
     @staticmethod
-    def entries(blob: bytes) -> Iterator[tuple[str, bytes]]:
-        """(path, nonce + ciphertext) for each field."""
-        if not blob:
-            return
+    def _layout(blob: bytes) -> tuple[int, tuple[int, ...]]:
+        """(field count, path lengths then ciphertext lengths), the whole blob's size checked."""
         if blob[0] != _FORMAT:
             raise IntegrityError("a record's PII blob has an unknown format; the database may be damaged")
         try:
             (n,) = _COUNT.unpack_from(blob, 1)
-            lens = struct.unpack_from(f"<{n}H{n}I", blob, 3)
-            pos = 3 + 6 * n
-            nonce_at = pos + sum(lens[:n])
-            at = nonce_at + _NONCE * n
-            if at + sum(lens[n:]) != len(blob):
-                raise struct.error
-            for plen, clen in zip(lens[:n], lens[n:], strict=True):
-                yield blob[pos : pos + plen].decode(), blob[nonce_at : nonce_at + _NONCE] + blob[at : at + clen]
-                pos += plen
-                nonce_at += _NONCE
-                at += clen
-        except (struct.error, UnicodeDecodeError):
+            lens: tuple[int, ...] = struct.unpack_from(f"<{n}H{n}I", blob, 3)
+        except struct.error:
             raise IntegrityError("a record's PII blob is truncated or damaged") from None
+        if 3 + 6 * n + sum(lens) + _NONCE * n != len(blob):
+            raise IntegrityError("a record's PII blob is truncated or damaged")
+        return n, lens
+
+    @staticmethod
+    def entries(blob: bytes) -> Iterator[tuple[str, bytes]]:
+        """(path, nonce + ciphertext) for each field."""
+        if not blob:
+            return
+        n, lens = PiiBlob._layout(blob)
+        pos = 3 + 6 * n
+        nonce_at = pos + sum(lens[:n])
+        at = nonce_at + _NONCE * n
+        for path, clen in zip(PiiBlob._names(blob, n, lens), lens[n:], strict=True):
+            yield path, blob[nonce_at : nonce_at + _NONCE] + blob[at : at + clen]
+            nonce_at += _NONCE
+            at += clen
+
+    @staticmethod
+    def paths(blob: bytes) -> list[str]:
+        """The fields' paths, read from the header alone (checked as `entries` checks it)."""
+        if not blob:
+            return []
+        n, lens = PiiBlob._layout(blob)
+        return PiiBlob._names(blob, n, lens)
+
+    @staticmethod
+    def _names(blob: bytes, n: int, lens: tuple[int, ...]) -> list[str]:
+        pos, out = 3 + 6 * n, []
+        try:
+            for plen in lens[:n]:
+                out.append(blob[pos : pos + plen].decode())
+                pos += plen
+        except UnicodeDecodeError:
+            raise IntegrityError("a record's PII blob is truncated or damaged") from None
+        return out
 
     @staticmethod
     def build(entries: Sequence[tuple[str, bytes]]) -> bytes:
@@ -80,27 +104,6 @@ class PiiBlob:
         n = len(paths)
         header = struct.pack(f"<BH{n}H{n}I", _FORMAT, n, *map(len, paths), *map(len, cts))
         return b"".join([header, *paths, nonces, *cts])
-
-    @staticmethod
-    def paths(blob: bytes) -> list[str]:
-        """The fields' paths, read from the header alone (checked as `entries` checks it)."""
-        if not blob:
-            return []
-        if blob[0] != _FORMAT:
-            raise IntegrityError("a record's PII blob has an unknown format; the database may be damaged")
-        try:
-            (n,) = _COUNT.unpack_from(blob, 1)
-            lens = struct.unpack_from(f"<{n}H{n}I", blob, 3)
-            pos = 3 + 6 * n
-            if pos + sum(lens[:n]) + _NONCE * n + sum(lens[n:]) != len(blob):
-                raise struct.error
-            out = []
-            for plen in lens[:n]:
-                out.append(blob[pos : pos + plen].decode())
-                pos += plen
-        except (struct.error, UnicodeDecodeError):
-            raise IntegrityError("a record's PII blob is truncated or damaged") from None
-        return out
 
 
 class FieldCipher:

@@ -30,6 +30,7 @@ from sagevault.access import (
 from sagevault.audit import Channel
 from sagevault.catalog import Purpose
 from sagevault.config import Settings
+from sagevault.db import reading
 from sagevault.deployment import Deployment, open_deployment
 from sagevault.errors import (
     AccessDenied,
@@ -679,6 +680,31 @@ def test_an_access_change_applies_at_once_within_the_unit_of_work_that_made_it(
         harness.svc.disable(conn, "paul.packer", actor=harness.as_principal(admins[0]))
         with pytest.raises(AccessDenied):
             d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
+
+
+def test_a_kill_switch_committed_while_a_unit_of_work_runs_stops_its_next_decision_on_postgresql(
+    harness: Harness, admins: tuple[Person, Person], backend: str
+) -> None:
+    """PostgreSQL reads committed data statement by statement, so every decision reads the policy
+    generation again: a switch engaged between a request's credential check and its reveal stops
+    the reveal. On SQLite a read unit of work is one snapshot, so it is ordered before the switch
+    as a whole (and the next one is stopped)."""
+    d = harness.d
+    orders, packer, officer = _order_packer_and_officer(harness, admins)
+    order_id, field = orders[0]["AmazonOrderId"], ["ShippingAddress.Name"]
+    with d.engine.connect() as conn:
+        reading(conn)
+        with conn.begin():
+            d.access.policy(conn)  # what the API's credential check does first
+            with harness.tx() as other:  # another request, another worker
+                harness.svc.set_switch(other, "pii-access", True, actor=officer)
+            if backend == "postgresql":
+                with pytest.raises(KillSwitchEngaged):
+                    d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
+            else:
+                assert d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
+    with harness.tx() as conn, pytest.raises(KillSwitchEngaged):
+        d.vault.reveal(conn, TENANT, order_id, field, Purpose.FULFILMENT, principal=packer)
 
 
 def test_re_enabled_account_needs_its_sensitive_grants_approved_again(

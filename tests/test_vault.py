@@ -7,13 +7,14 @@ import re
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, literal_column, select, text, update
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from conftest import OPERATOR, OTHER, TENANT, sandbox_examples
 from pii_scan import leaked, pii_strings, stored_bytes
 from sagevault.catalog import Document
 from sagevault.crypto import PiiBlob
-from sagevault.db import records
+from sagevault.db import driver_rows, records
 from sagevault.deployment import Deployment
 from sagevault.errors import (
     AccessDenied,
@@ -294,3 +295,20 @@ def test_unknown_tenant_and_order_are_clear_errors(vault_tenant: Deployment) -> 
         ingest(vault_tenant, [next(generate_orders(1))], tenant="NOPE", operation=Operation.GET_ORDER)
     with vault_tenant.engine.begin() as conn, pytest.raises(RecordNotFound, match="no stored order 111-"):
         vault_tenant.vault.get(conn, TENANT, "111-0000000-0000000", principal=OPERATOR)
+
+
+_MISSING = select(literal_column("x")).select_from(text("no_such_table")).where(literal_column("y") == bindparam("v"))
+
+
+def test_driver_level_reads_fail_as_sqlalchemy_fails_and_hide_their_parameters(deployment: Deployment) -> None:
+    """The reveal's rows and the policy generation are read through the driver's cursor; their
+    errors are SQLAlchemy's (so the API tells a busy database from a fault as it does for every
+    other statement) and carry no parameter value."""
+    with deployment.engine.connect() as conn, conn.begin():
+        with pytest.raises(DBAPIError) as info:
+            driver_rows(conn, _MISSING, {"v": "buyer-7@example.com"})
+        assert "buyer-7@example.com" not in str(info.value) and "no_such_table" in str(info.value)
+        assert isinstance(info.value, OperationalError if deployment.engine.dialect.name == "sqlite"
+                          else ProgrammingError)  # fmt: skip
+    with deployment.engine.connect() as conn, pytest.raises(RuntimeError, match="begin it first"):
+        driver_rows(conn, _MISSING, {"v": 1})

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from sagevault.catalog import Purpose
-from sagevault.db import access_state, allowlist, api_keys, grants, kill_switches, principals
+from sagevault.db import access_state, allowlist, api_keys, driver_cursor, grants, kill_switches, principals
 from sagevault.errors import (
     AccessDenied,
     AccountDisabled,
@@ -246,11 +246,14 @@ _SEEN = "sagevault_generation"  # conn.info: (transaction, generation) of the la
 
 
 def _generation(conn: Connection) -> int:
-    """The current policy generation, read once per unit of work (every request is one) and
-    remembered for the rest of that transaction on its connection; `forget_generation` drops it
-    when the transaction changes access state itself. Once the transaction has begun, the read
-    goes straight to the driver's cursor on the same connection (and so in the same transaction):
-    SQLAlchemy's result handling would cost more than the query itself."""
+    """The current policy generation. On SQLite it is read once per unit of work (every request
+    is one) and remembered for the rest of that transaction: a read transaction is a snapshot
+    and a writing one holds the write lock, so reading it again would give the same answer.
+    `forget_generation` drops it when the transaction changes access state itself. PostgreSQL
+    reads committed data statement by statement, so there every decision reads it again: a kill
+    switch engaged while a request runs stops that request's next decision. Once the transaction
+    has begun, the read goes straight to the driver's cursor on the same connection (and so in
+    the same transaction): SQLAlchemy's result handling would cost more than the query itself."""
     txn = conn.get_transaction()
     seen = conn.info.get(_SEEN)
     if txn is not None and seen is not None and seen[0] is txn:
@@ -258,16 +261,14 @@ def _generation(conn: Connection) -> int:
     if txn is None:
         generation = int(conn.exec_driver_sql(_GENERATION).scalar_one())  # begins the transaction
     else:
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with driver_cursor(conn, _GENERATION) as cursor:
             cursor.execute(_GENERATION)
             row = cursor.fetchone()
-        finally:
-            cursor.close()
         if row is None:
             raise LookupError("access_state has no row; run the migrations (`sagevault init` or open the deployment)")
         generation = int(row[0])
-    conn.info[_SEEN] = (conn.get_transaction(), generation)
+    if conn.dialect.name == "sqlite":
+        conn.info[_SEEN] = (conn.get_transaction(), generation)
     return generation
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._engine import (
     bulk_insert,
     create_engine_for,
+    driver_cursor,
     driver_rows,
     driver_value,
     is_sqlite,
@@ -45,6 +46,7 @@ __all__ = [
     "api_keys",
     "bulk_insert",
     "create_engine_for",
+    "driver_cursor",
     "driver_rows",
     "driver_value",
     "grants",

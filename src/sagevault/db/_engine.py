@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, ColumnElement, Engine, Table, any_, create_engine, event, literal
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -118,8 +120,33 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Se
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", list(rows))  # noqa: S608
 
 
-# (id of the query, dialect) -> (the query, kept alive so that its id is never reused; SQL; parameter order)
-_COMPILED: dict[tuple[int, str], tuple[ClauseElement, str, tuple[str, ...] | None]] = {}
+# (id of the query, dialect class, paramstyle) -> (the query, kept alive so that its id is never
+# reused; its SQL; its parameter order)
+_COMPILED: dict[tuple[int, type, str], tuple[ClauseElement, str, tuple[str, ...] | None]] = {}
+
+
+@contextmanager
+def driver_cursor(conn: Connection, sql: str) -> Iterator[Any]:
+    """A cursor of the driver's own on `conn`, in its transaction, closed afterwards. A driver
+    error is raised as SQLAlchemy raises it (`DBAPIError` and its kinds, parameters hidden), and a
+    lost connection is invalidated, as `Connection.execute` would: callers and the API's error
+    handling see one kind of error whichever way a statement went."""
+    if not conn.in_transaction():
+        raise RuntimeError("a driver cursor reads in the caller's transaction: begin it first")
+    raw = conn.connection.dbapi_connection
+    cursor = raw.cursor()  # type: ignore[union-attr]
+    base = conn.dialect.loaded_dbapi.Error
+    try:
+        yield cursor
+    except base as exc:
+        lost = conn.dialect.is_disconnect(exc, raw, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(sql, None, exc, base, hide_parameters=True, connection_invalidated=lost,
+                                  dialect=conn.dialect) from exc  # fmt: skip
+    finally:
+        with suppress(Exception):  # an invalidated connection's cursor may be gone already
+            cursor.close()
 
 
 def driver_rows(conn: Connection, query: ClauseElement, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -128,21 +155,16 @@ def driver_rows(conn: Connection, query: ClauseElement, params: dict[str, Any]) 
     SQLAlchemy result processing, so only for columns whose driver form is what the caller
     wants (ids, text, blobs, or a value only tested for NULL). The statement is compiled once
     per dialect and kept: pass statements built once (module constants), not one per call."""
-    if not conn.in_transaction():
-        raise RuntimeError("driver_rows reads in the caller's transaction: begin it first")
-    key = (id(query), conn.dialect.name)
+    key = (id(query), type(conn.dialect), conn.dialect.paramstyle)
     compiled = _COMPILED.get(key)
     if compiled is None:
         c = cast(SQLCompiler, query.compile(dialect=conn.dialect))
         order = tuple(c.positiontup) if c.positional and c.positiontup else None
         compiled = _COMPILED[key] = (query, str(c), order)
     _, sql, order = compiled
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with driver_cursor(conn, sql) as cursor:
         cursor.execute(sql, tuple(params[name] for name in order) if order is not None else params)
         return list(cursor.fetchall())
-    finally:
-        cursor.close()
 
 
 def driver_value(conn: Connection, column: Column[Any], value: Any) -> Any:

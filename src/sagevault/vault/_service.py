@@ -88,7 +88,7 @@ class _SealedRow(NamedTuple):
     tenant_shredded_at: Any
     id: int | None
     document: str
-    pii: bytes
+    pii: bytes | None  # None with id: a tenant without this order
     key_version: int
 
 
@@ -542,7 +542,9 @@ class Vault:
         params = {"tenant_id": tenant_id, "order_id": order_id}
         rows: Sequence[Any]
         if sealed:
-            rows = [_SealedRow(*r) for r in driver_rows(conn, _SEALED_ROWS, params)]
+            # bytes(): a driver may hand a blob over as a memoryview (psycopg 2 does)
+            rows = [_SealedRow(s, i, doc, p if p is None or type(p) is bytes else bytes(p), v)
+                    for s, i, doc, p, v in driver_rows(conn, _SEALED_ROWS, params)]  # fmt: skip
         else:
             rows = conn.execute(_ORDER_ROWS, params).all()
         if not rows or rows[0].tenant_shredded_at is not None:

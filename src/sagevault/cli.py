@@ -41,7 +41,7 @@ from sagevault.audit import (
 from sagevault.config import Settings, load_settings
 from sagevault.crypto import issue_client_certificate
 from sagevault.deployment import Deployment, init_deployment, open_audit, open_deployment
-from sagevault.errors import AuditError, NotInitialized, PayloadError, SageVaultError, shown
+from sagevault.errors import AuditError, ConfigError, NotInitialized, PayloadError, SageVaultError, shown
 from sagevault.logs import configure_logging, get_logger
 from sagevault.vault import IngestResult, Operation, Principal, SourceDocument
 
@@ -178,13 +178,21 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8443,
     init_if_new: Annotated[bool, typer.Option("--init", help="Initialise the data dir first if it is new.")] = False,
     workers: Annotated[int, typer.Option(min=1, max=32, help="Server processes, each with its own socket on the "
-                                         "port. Count rate limits in Redis when there are several.")] = 1,
+                                         "port. More than one needs rate_limit_storage_url = redis://.")] = 1,
     worker_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Serve the HTTPS API under /api/v1 (TLS 1.2+ only; there is no plaintext port). Ctrl-C stops it."""
     from sagevault.web import API, listen, make_server
 
     settings = _settings()
+    if workers > 1 and settings.rate_limit_storage_url.startswith("memory://"):
+        # Per-process counters would let each worker count failed log-ins on its own: N workers,
+        # N times the lockout threshold. Fail closed rather than serve with weaker limits.
+        raise ConfigError(f"--workers {workers} needs rate counters the workers share: with rate_limit_storage_url "
+                          "= memory:// each worker would count failed log-ins, refusals and requests on its own, "
+                          f"allowing up to {workers} times the lockout threshold and every rate. Set "
+                          "rate_limit_storage_url to redis://127.0.0.1:6379/0 (rediss:// for another host), "
+                          "or serve with one worker")  # fmt: skip
     if worker_fd is not None:  # one worker of `serve --workers N`: its socket was bound by the parent
         d = open_deployment(settings)
         try:
@@ -216,10 +224,6 @@ def serve(
                       f"  curl {trust} -X POST {base}/sessions -H 'content-type: application/json' \\\n"
                       "       -d '{\"login\": \"LOGIN\", \"password\": \"...\", \"code\": \"TOTP\"}'",
                       soft_wrap=True)  # fmt: skip
-        if workers > 1 and d.settings.rate_limit_storage_url.startswith("memory://"):
-            err.print(f"note: with {workers} workers and rate_limit_storage_url = memory://, each worker counts "
-                      "its own requests, refusals and failed log-ins (up to that many times every limit); "
-                      "use redis://", soft_wrap=True)  # fmt: skip
         out.print("see docs/api.md; Ctrl-C stops the server")
         _record_command(d.audit, None)
         if workers == 1:

@@ -53,6 +53,10 @@ PASSWORD = "Quartz-Fjord-7-Lantern"
 OPERATOR = Principal(id="operator:bench", kind="operator")
 FIELDS = {"fields": ["ShippingAddress.Name", "ShippingAddress.AddressLine1"], "purpose": "fulfilment"}
 REVEAL_ROUTE = "POST /api/v1/tenants/{tenant_id}/orders/{order_id}/reveal"
+# The limiter still counts every request; its limits are raised so that it admits a benchmark's
+# rate (the defaults allow 100 requests/s per principal, 50 reveals/s).
+RAISED_LIMITS = {"SAGEVAULT_API_RATE_PER_PRINCIPAL": "10000000 per minute",
+                 "SAGEVAULT_API_ROUTE_RATES": json.dumps({REVEAL_ROUTE: "10000000 per minute"})}  # fmt: skip
 WARMUP = 1.0  # seconds of requests before the measured window (connections, caches, thread pools)
 
 
@@ -307,8 +311,7 @@ def in_process(requests: int, repeat: int, orders: int) -> None:
     with tempfile.TemporaryDirectory(prefix="sv-api-bench-") as tmp:
         data_dir = Path(tmp) / "var"
         token, ids = prepare(data_dir, orders)
-        os.environ.update(SAGEVAULT_API_RATE_PER_PRINCIPAL="10000000 per minute",
-                          SAGEVAULT_API_ROUTE_RATES=json.dumps({REVEAL_ROUTE: "10000000 per minute"}))  # fmt: skip
+        os.environ.update(RAISED_LIMITS)
         d = open_deployment(load_settings(data_dir=data_dir))
         app = app_with_floor(d, data_dir)
         body = json.dumps(FIELDS).encode()
@@ -357,10 +360,7 @@ def main() -> None:
         # served the reveals and the other idled.
         listening = listen("127.0.0.1", 0, args.workers)  # as `sagevault serve --workers` binds them
         port = listening[0].getsockname()[1]
-        # The limiter still counts every request; its limits are raised so that it admits a
-        # benchmark's rate (the defaults allow 100 requests/s per principal, 50 reveals/s).
-        env = {**os.environ, "SAGEVAULT_API_RATE_PER_PRINCIPAL": "10000000 per minute",
-               "SAGEVAULT_API_ROUTE_RATES": json.dumps({REVEAL_ROUTE: "10000000 per minute"})}  # fmt: skip
+        env = {**os.environ, **RAISED_LIMITS}
         servers = [subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), str(sock.fileno())],
                                     cwd=tmp, pass_fds=(sock.fileno(),), env=env)
                    for sock in listening]  # fmt: skip

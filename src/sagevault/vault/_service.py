@@ -294,7 +294,10 @@ class Vault:
         self._audit = audit
         self._gate: AccessGate = gate or LocalOperatorGate()
         self._catalog = catalog
-        self._pii_by_path: dict[str, list[CatalogField]] | None = None
+        self._pii_by_path: dict[str, list[CatalogField]] = {}  # the catalog's PII fields by path
+        for f in catalog:
+            if f.pii:
+                self._pii_by_path.setdefault(f.path, []).append(f)
         self._trees = {doc: catalog.tree(doc) for doc in Document}
         for doc in Document:  # every searchable field of a document must have a token column
             kinds = Counter(f.search for f in catalog.fields(doc) if f.search)
@@ -580,12 +583,6 @@ class Vault:
     def _pii_fields_named(self, names: Sequence[str]) -> dict[str, list[CatalogField]]:
         """Catalog PII fields for each requested name (`ShippingAddress.Name`, or with a document
         prefix `orders-v0:OrderAddress/ShippingAddress.Name`)."""
-        if self._pii_by_path is None:  # the catalog's PII fields by path, once
-            index: dict[str, list[CatalogField]] = {}
-            for f in self._catalog:
-                if f.pii:
-                    index.setdefault(f.path, []).append(f)
-            self._pii_by_path = index
         out: dict[str, list[CatalogField]] = {}
         for name in names:
             doc_name, sep, path = name.rpartition("/")

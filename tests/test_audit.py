@@ -3,6 +3,7 @@ concurrency, fail-closed reads, retention and export."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import subprocess
@@ -182,6 +183,57 @@ def test_concurrent_threads_share_commits_and_never_fork_the_chain(log: AuditLog
     assert log.head()[0] == 400
     assert _verify(log, tmp_path).ok  # type: ignore[attr-defined]
     assert log.transactions < 200  # group commit: waiting writers ride along (one each would be 400)
+
+
+def test_appends_from_an_event_loop_are_committed_when_awaited_and_share_the_chain_with_threads(
+    log: AuditLog, tmp_path: Path
+) -> None:
+    committed: list[int] = []
+
+    async def one(i: int) -> int:
+        (seq,) = await log.record_async([_event(i)])
+        with log.engine.connect() as other:  # another connection sees it: committed, not just queued
+            committed.append(other.execute(text("SELECT count(*) FROM audit_events WHERE seq = :s"), {"s": seq})
+                             .scalar_one())  # fmt: skip
+        return seq
+
+    async def many() -> list[int]:
+        return await asyncio.gather(*(one(i) for i in range(60)))
+
+    threads = [threading.Thread(target=lambda t=t: [log.record(_event(t * 100 + i)) for i in range(30)])
+               for t in range(1, 4)]  # fmt: skip
+    for th in threads:
+        th.start()
+    seqs = asyncio.run(many())
+    for th in threads:
+        th.join()
+    assert len(set(seqs)) == 60 and committed == [1] * 60
+    assert log.head()[0] == 150
+    assert _verify(log, tmp_path).ok  # type: ignore[attr-defined]
+    assert log.transactions < 150  # the loop's events share commits (with each other and the threads')
+
+
+def test_events_held_in_a_deferred_block_are_written_only_when_awaited_and_a_failed_write_refuses(
+    log: AuditLog, tmp_path: Path
+) -> None:
+    with log.deferred() as held:
+        assert log.record(_event(1)) == 0 and log.record(_event(2)) == 0
+    assert log.head()[0] == 0 and len(held) == 2  # nothing written yet
+    assert log.record(_event(3)) == 1  # outside the block: written at once
+    assert asyncio.run(log.record_async(held)) == [2, 3]
+    assert [e["record_ids"] for e in log.search()] == [[3], [1], [2]]
+    with log.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+    try:
+        with pytest.raises(AuditUnavailable, match="operation was refused"):
+            asyncio.run(log.record_async([_event(4)]))
+    finally:
+        with log.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+    assert asyncio.run(log.record_async([_event(5)])) == [4]  # the log's writer carries on
+    log.close()  # stops its writer thread; a later append starts another
+    assert asyncio.run(log.record_async([_event(6)])) == [5]
+    assert _verify(log, tmp_path).ok  # type: ignore[attr-defined]
 
 
 _WRITER = """

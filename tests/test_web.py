@@ -6,12 +6,14 @@ from __future__ import annotations
 import sqlite3
 import ssl
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import httpx
 import pytest
 from fastapi import APIRouter, Query
 from fastapi.routing import APIRoute
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.responses import Response
 
@@ -134,6 +136,41 @@ def test_reveal_served_in_one_hop_authenticates_before_it_validates_and_echoes_n
     # Each refusal without a credential is recorded once, and the one reveal answered once.
     assert [e["reason"] for e in api.d.audit.search(name="api:request:refuse")] == ["no_credential"] * 6
     assert len(list(api.d.audit.search(name="vault:field:reveal"))) == 1
+
+
+def test_reveals_are_answered_only_once_their_events_are_committed_on_each_backend(api_on_backend: Api,
+                                                                                    backend: str) -> None:  # fmt: skip
+    """On SQLite a reveal runs in the event loop and its event joins a group commit written by the
+    audit log's thread; on PostgreSQL it runs in a worker thread. Either way concurrent reveals
+    are each recorded once in one unforked chain, an answer arrives only after its event is
+    committed, and a reveal whose event cannot be written is a 503 that carries no PII."""
+    api = api_on_backend
+    auth = api.login("kai.packer", api.person("kai.packer", "fulfilment", [TENANT]))
+    url = f"{api.base}/tenants/{TENANT}/orders/{api.order_id}/reveal"
+    body = {"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"}
+
+    with ThreadPoolExecutor(8) as pool:  # eight connections at once
+        answers = list(pool.map(lambda _: api.client.post(url, headers=auth, json=body), range(32)))
+    assert [r.status_code for r in answers] == [200] * 32
+    name = answers[0].json()["fields"][0]["value"]
+    events = list(api.d.audit.search())
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # gap-free: no fork, no loss
+    assert len([e for e in events if e["name"] == "vault:field:reveal"]) == 32
+    for _ in range(3):  # the event is in the database (read by another connection) when the answer arrives
+        before = api.d.audit.count(name="vault:field:reveal")
+        assert api.client.post(url, headers=auth, json=body).status_code == 200
+        assert api.d.audit.count(name="vault:field:reveal") == before + 1
+    with api.d.audit.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+    try:
+        refused = api.client.post(url, headers=auth, json=body)
+        assert refused.status_code == 503 and refused.json()["type"].endswith("audit-unavailable"), refused.text
+        assert name not in refused.text
+    finally:
+        with api.d.audit.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+    assert api.client.post(url, headers=auth, json=body).json()["fields"][0]["value"] == name
+    assert api.d.audit.count(name="vault:field:reveal") == 32 + 3 + 1  # the refused one was never recorded
 
 
 def test_one_hop_routes_refuse_a_shape_they_cannot_validate() -> None:

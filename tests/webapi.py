@@ -65,6 +65,19 @@ def api(settings: Settings) -> Iterator[Api]:
     """A deployment (SQLite) with one tenant of two orders, a bootstrapped admin (alice.ng) and
     its API served over TLS on a free port."""
     d = init_deployment(settings, keys=InMemoryKeyProvider())
+    try:
+        yield from _served(d, settings)
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def api_on_backend(deployment: Deployment, settings: Settings) -> Iterator[Api]:
+    """The same, on the backend under test (`backend`: SQLite and PostgreSQL)."""
+    yield from _served(deployment, settings)
+
+
+def _served(d: Deployment, settings: Settings) -> Iterator[Api]:
     orders = list(generate_orders(2, seed=11))
     with d.engine.begin() as conn:
         boot = d.access.bootstrap_admin(conn, "alice.ng", "alice@seller-tools.example", actor=OPERATOR)
@@ -89,6 +102,3 @@ def api(settings: Settings) -> Iterator[Api]:
         client.close()
         server.should_exit = True
         thread.join(timeout=10)
-        d.close()
-
-

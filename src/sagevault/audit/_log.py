@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -10,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +45,8 @@ class _Ticket:
     # Set when a caller of `record` may go on (written, or to lead). `record_many`'s tickets never
     # wait, and creating an Event per event cost a batch a third of its append rate.
     ready: threading.Event | None = None
+    # `record_async`'s tickets: the loop to tell and the future it awaits (set on the last of its events).
+    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
     seq: int = 0
     error: BaseException | None = None
     done: bool = False
@@ -77,6 +81,11 @@ class AuditLog:
         path = engine.url.database if engine.dialect.name == "sqlite" else None
         self._lock_path = f"{path}-writer.lock" if path and path != ":memory:" else None
         self._lock_fd: int | None = None
+        # Writes for `record_async` callers, who have no thread of their own to lead one: started on first use.
+        self._writer_thread: threading.Thread | None = None
+        self._writer_pid = 0
+        self._writer_wanted = threading.Event()
+        self._closing = False
 
     # --- appending ------------------------------------------------------------------------
 
@@ -87,7 +96,14 @@ class AuditLog:
         everything queued, gathering for up to _GATHER_SECONDS as many callers as the last group
         had, wakes each written caller on its own event, and when its own event is durable hands
         the lead to the oldest caller still waiting. Followers never contend for a lock to learn
-        that they are done."""
+        that they are done.
+
+        Within `deferred()` (in the same thread or task) the event is held instead and this
+        returns 0: it is durable only once the block's owner has awaited `record_async`."""
+        held = _DEFERRED.get()
+        if held is not None and held[0] is self:
+            held[1].append(event)
+            return 0
         ready = threading.Event()
         ticket = _Ticket(event, ready)
         with self._cond:
@@ -109,29 +125,131 @@ class AuditLog:
 
     def _lead(self, own: _Ticket) -> None:
         while not own.done:
-            with self._cond:
-                deadline = time.monotonic() + _GATHER_SECONDS
-                while len(self._pending) < self._expect and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
-                batch, self._pending = self._pending, []
-                self._expect = max(1, len(batch))
-            self._write(batch)
-            for ticket in batch:
-                if ticket is not own and ticket.ready is not None:
-                    ticket.ready.set()
+            self._wake(self._write_next(), own)
+        self._hand_on()
+
+    def _write_next(self) -> list[_Ticket]:
+        """Write one group: wait up to _GATHER_SECONDS for as many callers as the last group had
+        (they are under way), then everything queued by the time the chain head is locked.
+        Callers who arrive while another process holds the head ride along. The group written
+        (empty if nothing was queued)."""
         with self._cond:
-            if self._pending:
-                successor = self._pending[0]
-                successor.lead = True
-                if successor.ready is not None:  # every pending ticket came from `record`
-                    successor.ready.set()
-            else:
+            deadline = time.monotonic() + _GATHER_SECONDS
+            while len(self._pending) < self._expect and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            if not self._pending:
+                return []
+        with self._writer, self._file_lock():
+            return self._write_locked(None)
+
+    def _take(self) -> list[_Ticket]:
+        with self._cond:
+            batch, self._pending = self._pending, []
+            self._expect = max(1, len(batch))
+        return batch
+
+    @staticmethod
+    def _wake(batch: list[_Ticket], own: _Ticket | None) -> None:
+        """Tell the written callers: a thread by its event, an event loop once per batch."""
+        loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for ticket in batch:
+            if ticket is not own and ticket.ready is not None:
+                ticket.ready.set()
+            if ticket.waiter is not None:
+                loops.setdefault(ticket.waiter[0], []).append(ticket.waiter[1])
+        for loop, futures in loops.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, futures)
+
+    def _hand_on(self) -> None:
+        """The lead's end: to the oldest waiting thread, or to the writer thread when that caller
+        is an event loop's; or no write is in progress any more."""
+        with self._cond:
+            if not self._pending:
                 self._writing = False
+                return
+            successor = self._pending[0]
+            if successor.ready is not None:
+                successor.lead = True
+                successor.ready.set()
+                return
+        self._want_writer()
+
+    # --- appending from an event loop ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[list[AuditEvent]]:
+        """Hold the events that `record` is given within this block (in this thread or task)
+        instead of writing them, for an event loop that must not wait for a commit in its own
+        thread. The block's owner must `await record_async(events)` and let nothing the events
+        describe (an answer with PII, a refusal) out before it returns: that is what keeps the
+        log fail-closed. `record` returns 0 for a held event."""
+        held: list[AuditEvent] = []
+        token = _DEFERRED.set((self, held))
+        try:
+            yield held
+        finally:
+            _DEFERRED.reset(token)
+
+    async def record_async(self, events: Sequence[AuditEvent]) -> list[int]:
+        """Append `events`, in order, and return their sequence numbers once they are committed,
+        without blocking the event loop: they join the next group commit (with `record`'s
+        callers), written by a thread of this log's, which wakes the loop once per group. Raises
+        AuditUnavailable if they could not be made durable."""
+        if not events:
+            return []
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        tickets = [_Ticket(e) for e in events]
+        tickets[-1].waiter = (loop, done)  # a batch is written whole or not at all
+        with self._cond:
+            self._pending.extend(tickets)
+            self._cond.notify()
+            lead = not self._writing
+            self._writing = True
+        if lead:
+            self._want_writer()
+        await done
+        for t in tickets:
+            if t.error is not None:
+                raise AuditUnavailable(
+                    f"the security event {t.event.name} could not be written ({type(t.error).__name__}); "
+                    "the operation was refused. Check the audit database and retry"
+                ) from t.error
+        return [t.seq for t in tickets]
+
+    def _want_writer(self) -> None:
+        with self._cond:
+            if self._writer_thread is None or self._writer_pid != os.getpid():  # (a forked child has no thread)
+                self._writer_thread = threading.Thread(target=self._writer_loop, name="sagevault-audit-writer",
+                                                       daemon=True)  # fmt: skip
+                self._writer_pid = os.getpid()
+                self._writer_thread.start()
+        self._writer_wanted.set()
+
+    def _writer_loop(self) -> None:
+        """Leads for `record_async` callers: writes until nothing is queued, then hands on as
+        `record`'s leaders do."""
+        while True:
+            self._writer_wanted.wait()
+            self._writer_wanted.clear()
+            if self._closing:
+                return
+            while True:
+                batch = self._write_next()
+                if not batch:
+                    break
+                self._wake(batch, None)
+                with self._cond:  # a waiting thread leads its own write; this one leads loops' writes
+                    if not self._pending or self._pending[0].ready is not None:
+                        break
+            self._hand_on()
 
     def record_many(self, events: Sequence[AuditEvent]) -> list[int]:
         """Append several events in one transaction (batch producers, imports, benchmarks)."""
         tickets = [_Ticket(e) for e in events]
-        self._write(tickets)
+        with self._writer, self._file_lock():
+            self._write_locked(tickets)
         for t in tickets:
             if t.error is not None:
                 raise AuditUnavailable(f"security events could not be written ({type(t.error).__name__})") from t.error
@@ -143,12 +261,6 @@ class AuditLog:
             query = query.with_for_update()
         seq, head = conn.execute(query).one()
         return int(seq), bytes(head)
-
-    def _write(self, batch: list[_Ticket]) -> None:
-        """One transaction through the driver's own connection: this is the latency every
-        durable caller waits for, so it skips SQLAlchemy's per-statement work."""
-        with self._writer, self._file_lock():
-            self._write_locked(batch)
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
@@ -163,23 +275,35 @@ class AuditLog:
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def _write_locked(self, batch: list[_Ticket]) -> None:
+    @staticmethod
+    def _locked_head(cur: Any, sqlite: bool) -> tuple[int, bytes]:
+        """Begin the append's transaction and read the chain head, locked until it ends."""
+        if sqlite:
+            cur.execute("BEGIN IMMEDIATE")
+            cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
+        else:
+            cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+        head = cur.fetchone()
+        if head is None:
+            raise AuditError("the audit chain head row is missing; run the audit migrations")
+        return int(head[0]), bytes(head[1])
+
+    def _write_locked(self, batch: list[_Ticket] | None) -> list[_Ticket]:
+        """One transaction through the driver's own connection (this is the latency every
+        durable caller waits for, so it skips SQLAlchemy's per-statement work): `batch`, or
+        (None) everything queued once the chain head is locked. Every ticket written is marked
+        done, with the error if the transaction failed: fail closed. Returns the tickets."""
         seq = 0
+        taken = batch
         raw = self.engine.raw_connection()
         try:
             cur = raw.cursor()
             sqlite = self.engine.dialect.name == "sqlite"
-            if sqlite:
-                cur.execute("BEGIN IMMEDIATE")
-                cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
-            else:
-                cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-            head = cur.fetchone()
-            if head is None:
-                raise AuditError("the audit chain head row is missing; run the audit migrations")
-            seq, prev = int(head[0]), bytes(head[1])
+            seq, prev = self._locked_head(cur, sqlite)
+            if taken is None:
+                taken = self._take()
             rows = []
-            for ticket in batch:
+            for ticket in taken:
                 seq += 1
                 values = ticket.event.values(seq)
                 digest = chain_hash(prev, values)
@@ -195,16 +319,19 @@ class AuditLog:
                 raw.commit()
             self.transactions += 1
         except Exception as exc:  # every waiter learns the write failed: fail closed
-            for ticket in batch:
+            if taken is None:
+                taken = self._take()
+            for ticket in taken:
                 ticket.error = exc
             with contextlib.suppress(Exception):
                 raw.rollback() if self.engine.dialect.name != "sqlite" else raw.cursor().execute("ROLLBACK")
         finally:
             raw.close()
-            for ticket in batch:
+            for ticket in taken or ():
                 ticket.done = True
-        if batch and batch[-1].error is None and seq - self._last_digest_seq >= self._digest_every:
+        if taken and taken[-1].error is None and seq - self._last_digest_seq >= self._digest_every:
             self.write_digest(reason=Reason.INTERVAL)
+        return taken
 
     # --- digests --------------------------------------------------------------------------
 
@@ -309,6 +436,11 @@ class AuditLog:
                 yield item
 
     def close(self) -> None:
+        if self._writer_thread is not None:
+            self._closing = True
+            self._writer_wanted.set()
+            self._writer_thread.join(timeout=10)
+            self._writer_thread, self._closing = None, False
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -316,6 +448,15 @@ class AuditLog:
 
     def __repr__(self) -> str:
         return f"AuditLog(engine={self.engine.url.render_as_string(hide_password=True)!r})"
+
+
+_DEFERRED: ContextVar[tuple[AuditLog, list[AuditEvent]] | None] = ContextVar("sagevault_audit_deferred", default=None)
+
+
+def _settle(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():  # a cancelled caller: its events are written all the same
+            future.set_result(None)
 
 
 def _now_text() -> str:

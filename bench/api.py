@@ -17,7 +17,9 @@ Client and server share the machine's cores.
 
 `--in-process` measures the app alone, for profiling (`py-spy record -- python bench/api.py
 --in-process`): no TLS, no sockets, no client; the same app and floor route driven through ASGI
-in this process, one request at a time and 8 at a time, CPU time of the whole process per request.
+in this process, one request at a time and 8 at a time, CPU time of the whole process per request;
+and the reveal handler alone (`reveal_handler_alone_cpu_ms`: the route's function called directly,
+its security events held and not committed), to set beside the floor's whole request.
 """
 
 from __future__ import annotations
@@ -306,6 +308,32 @@ async def _drive(app: FastAPI, scopes: list[dict[str, Any]], body: bytes, n: int
     return (time.process_time() - began) * 1000 / n
 
 
+def _handler_alone(d: Deployment, app: FastAPI, scopes: list[dict[str, Any]], body: bytes, n: int) -> float:
+    """The reveal's own work, called directly: the `OneHop` function of the route (credential
+    chain, validation, the vault's reveal, the JSON answer) with no ASGI, no framework and its
+    security events held, not committed. Thread CPU ms per call."""
+    from types import SimpleNamespace
+
+    from starlette.requests import Request
+
+    from sagevault.web._deps import _one_hop
+    from sagevault.web._records import reveal
+
+    serve = _one_hop(reveal)
+    route = SimpleNamespace(path=REVEAL_ROUTE.split(" ", 1)[1])  # what the rate limiter keys the route by
+    requests = []
+    for scope in scopes:  # /api/v1/tenants/{tenant_id}/orders/{order_id}/reveal
+        tenant_id, order_id = scope["path"].split("/")[4:7:2]
+        params = {"tenant_id": tenant_id, "order_id": order_id}
+        requests.append(Request({**scope, "app": app, "state": {}, "route": route, "path_params": params}))
+    with d.audit.deferred() as held:
+        began = time.thread_time()
+        for i in range(n):
+            serve(requests[i % len(requests)], body)
+            held.clear()
+        return (time.thread_time() - began) * 1000 / n
+
+
 def in_process(requests: int, repeat: int, orders: int) -> None:
     import asyncio
 
@@ -327,6 +355,8 @@ def in_process(requests: int, repeat: int, orders: int) -> None:
                 for kind, scopes in (("reveal", reveals), ("floor", floors)):
                     cpu = loop.run_until_complete(_drive(app, scopes, body, requests, concurrency))
                     figures.setdefault(f"{kind}_cpu_ms_{concurrency}_at_a_time", []).append(cpu)
+            alone = _handler_alone(d, app, reveals, body, requests)
+            figures.setdefault("reveal_handler_alone_cpu_ms", []).append(alone)
         loop.close()
         d.close()
     med = {k: round(statistics.median(v), 3) for k, v in figures.items()}

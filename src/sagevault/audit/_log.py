@@ -84,6 +84,7 @@ class AuditLog:
         # Writes for `record_async` callers, who have no thread of their own to lead one: started on first use.
         self._writer_thread: threading.Thread | None = None
         self._writer_pid = 0
+        self._writer_lead = False  # the lead was handed to the writer thread
         self._writer_wanted = threading.Event()
         self._closing = False
 
@@ -219,7 +220,9 @@ class AuditLog:
         return [t.seq for t in tickets]
 
     def _want_writer(self) -> None:
+        """Give the lead to this log's writer thread (started on first use)."""
         with self._cond:
+            self._writer_lead = True
             if self._writer_thread is None or self._writer_pid != os.getpid():  # (a forked child has no thread)
                 self._writer_thread = threading.Thread(target=self._writer_loop, name="sagevault-audit-writer",
                                                        daemon=True)  # fmt: skip
@@ -229,12 +232,16 @@ class AuditLog:
 
     def _writer_loop(self) -> None:
         """Leads for `record_async` callers: writes until nothing is queued, then hands on as
-        `record`'s leaders do."""
+        `record`'s leaders do. Ends when the log closes, once it does not hold the lead."""
         while True:
             self._writer_wanted.wait()
             self._writer_wanted.clear()
-            if self._closing:
-                return
+            with self._cond:
+                lead, self._writer_lead = self._writer_lead, False
+                if not lead and self._closing:
+                    return
+            if not lead:
+                continue
             while True:
                 batch = self._write_next()
                 if not batch:
@@ -440,7 +447,8 @@ class AuditLog:
             self._closing = True
             self._writer_wanted.set()
             self._writer_thread.join(timeout=10)
-            self._writer_thread, self._closing = None, False
+            if not self._writer_thread.is_alive():  # (still writing a backlog: it ends once that is written)
+                self._writer_thread, self._closing = None, False
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

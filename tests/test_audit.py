@@ -9,12 +9,13 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 
 from conftest import OPERATOR, TENANT
 from sagevault.audit import (
@@ -32,7 +33,7 @@ from sagevault.audit import (
     to_syslog,
     verify,
 )
-from sagevault.db import create_engine_for
+from sagevault.db import create_engine_for, reading
 from sagevault.deployment import Deployment
 from sagevault.errors import AuditEventError, AuditUnavailable, PurposeNotAllowed
 from sagevault.testing import generate_orders, get_orders_response
@@ -192,9 +193,7 @@ def test_appends_from_an_event_loop_are_committed_when_awaited_and_share_the_cha
 
     async def one(i: int) -> int:
         (seq,) = await log.record_async([_event(i)])
-        with log.engine.connect() as other:  # another connection sees it: committed, not just queued
-            committed.append(other.execute(text("SELECT count(*) FROM audit_events WHERE seq = :s"), {"s": seq})
-                             .scalar_one())  # fmt: skip
+        committed.append(_committed(log, seq))
         return seq
 
     async def many() -> list[int]:
@@ -211,6 +210,102 @@ def test_appends_from_an_event_loop_are_committed_when_awaited_and_share_the_cha
     assert log.head()[0] == 150
     assert _verify(log, tmp_path).ok  # type: ignore[attr-defined]
     assert log.transactions < 150  # the loop's events share commits (with each other and the threads')
+
+
+def _committed(log: AuditLog, seq: int) -> int:
+    """Whether event `seq` is committed: read by another connection in a snapshot of its own
+    (a read that queued for the write lock would wait for the commit and prove nothing)."""
+    with log.engine.connect() as other:
+        reading(other)
+        with other.begin():
+            return int(other.execute(text("SELECT count(*) FROM audit_events WHERE seq = :s"), {"s": seq}).scalar_one())
+
+
+def test_an_unreachable_audit_database_refuses_every_caller_and_strands_none(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The connection (or SQLite's lock file) cannot be had, outside any transaction: every
+    caller, in threads and in an event loop, is refused with AuditUnavailable, none is left
+    waiting, and the log writes again once its database is there."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'not-yet' / 'audit.db'}"
+    else:
+        url = make_url(request.getfixturevalue("pg_url")).set(database="sagevault_no_such_db").render_as_string(
+            hide_password=False)  # fmt: skip
+    log = AuditLog(create_engine_for(url), signer=None, digests=None)
+    refused: list[str] = []
+
+    def sync() -> None:
+        try:
+            log.record(_event())
+        except AuditUnavailable:
+            refused.append("thread")
+
+    async def loop_side() -> None:
+        results = await asyncio.gather(*(asyncio.wait_for(log.record_async([_event()]), 30) for _ in range(5)),
+                                       return_exceptions=True)  # fmt: skip
+        refused.extend("loop" for r in results if isinstance(r, AuditUnavailable))
+
+    threads = [threading.Thread(target=sync) for _ in range(4)]
+    for th in threads:
+        th.start()
+    asyncio.run(loop_side())
+    for th in threads:
+        th.join(30)
+    assert sorted(refused) == ["loop"] * 5 + ["thread"] * 4
+    with pytest.raises(AuditUnavailable, match="operation was refused"):
+        log.record(_event())
+    if backend == "sqlite":  # the database appears: the same log writes
+        (tmp_path / "not-yet").mkdir()
+        migrate_audit(log.engine)
+        assert log.record(_event()) == 1 and asyncio.run(log.record_async([_event()])) == [2]
+    log.close()
+
+
+def test_a_digest_that_cannot_be_written_holds_back_no_committed_event(
+    audit_engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "keys" / "audit-signing.key"
+    create_signing_key(key)
+    (tmp_path / "digests-here").mkdir()  # a directory where the digest file should be
+    log = AuditLog(audit_engine, signer=Signer(key), digests=DigestFile(tmp_path / "digests-here"), digest_every=1)
+    assert log.record(_event(1)) == 1
+    assert asyncio.run(asyncio.wait_for(log.record_async([_event(2)]), 30)) == [2]
+    assert log.record_many([_event(3)]) == [3]
+    assert "audit digest not written" in capsys.readouterr().out
+
+
+def test_closing_the_log_while_threads_and_a_loop_append_strands_no_caller(tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        for attempt in range(40):
+            engine = create_engine_for(f"sqlite:///{tmp_path / f'audit-{attempt}.db'}")
+            migrate_audit(engine)
+            log = AuditLog(engine, signer=None, digests=None)
+            stop = threading.Event()
+            threads = [threading.Thread(target=lambda log=log, stop=stop: [log.record(_event())
+                                                                           for _ in iter(stop.is_set, True)])
+                       for _ in range(3)]  # fmt: skip
+            for th in threads:
+                th.start()
+            futures = [asyncio.run_coroutine_threadsafe(log.record_async([_event()]), loop) for _ in range(20)]
+            time.sleep(0.005)
+            log.close()
+            futures += [asyncio.run_coroutine_threadsafe(log.record_async([_event()]), loop) for _ in range(20)]
+            time.sleep(0.01)
+            stop.set()
+            seqs = [f.result(timeout=10)[0] for f in futures]  # TimeoutError: a caller was stranded
+            for th in threads:
+                th.join(10)
+                assert not th.is_alive(), f"a thread's append was stranded (attempt {attempt})"
+            assert len(set(seqs)) == 40 and log.head()[0] >= 40
+            log.close()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(10)
+        loop.close()
 
 
 def test_events_held_in_a_deferred_block_are_written_only_when_awaited_and_a_failed_write_refuses(

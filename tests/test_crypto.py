@@ -22,6 +22,7 @@ from sagevault.crypto import (
     LocalKeyFileProvider,
     PiiBlob,
     create_local_key_file,
+    held_in_process,
     normalise,
 )
 from sagevault.errors import ConfigError, IntegrityError, KeyProviderError
@@ -106,6 +107,8 @@ def test_aws_kms_provider_against_a_local_kms_endpoint(kms_endpoint: str, monkey
     wrong = AwsKmsKeyProvider("alias/none", region="us-east-1", endpoint_url=kms_endpoint)
     with pytest.raises(KeyProviderError, match="refused to wrap"):
         wrong.wrap(b"x" * 32, CTX)
+    # A KMS unwraps over the network: the API does not serve reveals in its event loop with it.
+    assert not held_in_process(provider) and held_in_process(InMemoryKeyProvider())
 
 
 def test_key_cache_entries_expire_and_shred_evicts_them() -> None:

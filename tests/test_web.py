@@ -21,6 +21,7 @@ from conftest import OPERATOR, TENANT, plaintext_answer
 from sagevault import errors
 from sagevault.access import ALL_TENANTS, RequestLimiter
 from sagevault.config import Settings
+from sagevault.db import reading
 from sagevault.testing import generate_orders, get_orders_response
 from sagevault.web import API, _admin, _data, _records
 from sagevault.web._deps import AuthenticatedRead, OneHop, PageQuery, TenantPath, encode_cursor
@@ -145,6 +146,7 @@ def test_reveals_are_answered_only_once_their_events_are_committed_on_each_backe
     are each recorded once in one unforked chain, an answer arrives only after its event is
     committed, and a reveal whose event cannot be written is a 503 that carries no PII."""
     api = api_on_backend
+    assert api.d.local_reads == (backend == "sqlite")  # which path the reveals below take
     auth = api.login("kai.packer", api.person("kai.packer", "fulfilment", [TENANT]))
     url = f"{api.base}/tenants/{TENANT}/orders/{api.order_id}/reveal"
     body = {"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"}
@@ -156,10 +158,10 @@ def test_reveals_are_answered_only_once_their_events_are_committed_on_each_backe
     events = list(api.d.audit.search())
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # gap-free: no fork, no loss
     assert len([e for e in events if e["name"] == "vault:field:reveal"]) == 32
-    for _ in range(3):  # the event is in the database (read by another connection) when the answer arrives
-        before = api.d.audit.count(name="vault:field:reveal")
+    for _ in range(3):  # the event is committed (seen by another connection's snapshot) when the answer arrives
+        before = _committed_reveals(api)
         assert api.client.post(url, headers=auth, json=body).status_code == 200
-        assert api.d.audit.count(name="vault:field:reveal") == before + 1
+        assert _committed_reveals(api) == before + 1
     with api.d.audit.engine.begin() as conn:
         conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
     try:
@@ -171,6 +173,37 @@ def test_reveals_are_answered_only_once_their_events_are_committed_on_each_backe
             conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
     assert api.client.post(url, headers=auth, json=body).json()["fields"][0]["value"] == name
     assert api.d.audit.count(name="vault:field:reveal") == 32 + 3 + 1  # the refused one was never recorded
+
+
+def _committed_reveals(api: Api) -> int:
+    """Reveal events committed now, read in a snapshot (a read that queued for the audit
+    database's write lock would wait for a commit under way and prove nothing)."""
+    with api.d.audit.engine.connect() as conn:
+        reading(conn)
+        with conn.begin():
+            return int(conn.execute(text("SELECT count(*) FROM audit_events WHERE name = 'vault:field:reveal'"))
+                       .scalar_one())  # fmt: skip
+
+
+def test_a_reveal_that_fails_unexpectedly_is_a_500_only_after_the_events_it_recorded(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the event-loop path the events a failing reveal recorded are committed before its 500
+    leaves, and the failure is recorded too."""
+    auth = api.login("ola.packer", api.person("ola.packer", "fulfilment", [TENANT]))
+    reveal = api.d.vault.reveal
+
+    def half_done(*args: object, **kwargs: object) -> object:
+        reveal(*args, **kwargs)  # records its vault:field:reveal event (held until the handler ends)
+        raise RuntimeError("a bug after the read")
+
+    monkeypatch.setattr(api.d.vault, "reveal", half_done)
+    before = _committed_reveals(api)
+    r = api.client.post(f"{api.base}/tenants/{TENANT}/orders/{api.order_id}/reveal", headers=auth,
+                        json={"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"})  # fmt: skip
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert _committed_reveals(api) == before + 1
+    assert [e["operation"] for e in api.d.audit.search(name="api:request:fail")] == ["runtimeerror"]
 
 
 def test_one_hop_routes_refuse_a_shape_they_cannot_validate() -> None:

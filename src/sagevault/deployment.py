@@ -34,6 +34,7 @@ from sagevault.crypto import (
     KeyProvider,
     create_local_key_file,
     create_local_tls,
+    held_in_process,
     key_provider_from_settings,
     tls_files,
 )
@@ -85,6 +86,13 @@ class Deployment:
         else:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("VACUUM tenant_keys"))
+
+    @property
+    def local_reads(self) -> bool:
+        """Whether a unit of work's reads stay on this machine and wait for nothing: an SQLite
+        database (WAL: readers take no lock) and a master key held in process, not a KMS. The
+        API then serves its hot path in the event loop (`web._deps.OneHop`)."""
+        return is_sqlite(self.engine) and held_in_process(self.keys)
 
     def close(self) -> None:
         self.audit.write_digest()

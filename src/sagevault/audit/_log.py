@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Engine, delete, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from sagevault.errors import AuditError, AuditUnavailable
+from sagevault.logs import get_logger
 
 from ._events import AuditEvent, Channel, EventName, Reason
 from ._schema import COLUMNS, audit_anchors, audit_events, audit_head
@@ -126,7 +127,9 @@ class AuditLog:
 
     def _lead(self, own: _Ticket) -> None:
         while not own.done:
-            self._wake(self._write_next(), own)
+            batch = self._write_next()
+            self._wake(batch, own)
+            self._digest_if_due(batch)
         self._hand_on()
 
     def _write_next(self) -> list[_Ticket]:
@@ -140,8 +143,17 @@ class AuditLog:
                 self._cond.wait(left)
             if not self._pending:
                 return []
-        with self._writer, self._file_lock():
-            return self._write_locked(None)
+        try:
+            with self._writer, self._file_lock():
+                return self._write_locked(None)
+        except Exception as exc:  # the lock file could not be had: the queued callers are refused, not stranded
+            return self._fail(self._take(), exc)
+
+    @staticmethod
+    def _fail(batch: list[_Ticket], exc: BaseException) -> list[_Ticket]:
+        for ticket in batch:
+            ticket.error, ticket.done = exc, True
+        return batch
 
     def _take(self) -> list[_Ticket]:
         with self._cond:
@@ -223,7 +235,8 @@ class AuditLog:
         """Give the lead to this log's writer thread (started on first use)."""
         with self._cond:
             self._writer_lead = True
-            if self._writer_thread is None or self._writer_pid != os.getpid():  # (a forked child has no thread)
+            thread = self._writer_thread
+            if thread is None or not thread.is_alive() or self._writer_pid != os.getpid():  # (a fork has none)
                 self._writer_thread = threading.Thread(target=self._writer_loop, name="sagevault-audit-writer",
                                                        daemon=True)  # fmt: skip
                 self._writer_pid = os.getpid()
@@ -238,25 +251,30 @@ class AuditLog:
             self._writer_wanted.clear()
             with self._cond:
                 lead, self._writer_lead = self._writer_lead, False
-                if not lead and self._closing:
-                    return
-            if not lead:
-                continue
-            while True:
-                batch = self._write_next()
-                if not batch:
-                    break
-                self._wake(batch, None)
-                with self._cond:  # a waiting thread leads its own write; this one leads loops' writes
-                    if not self._pending or self._pending[0].ready is not None:
+            if lead:
+                while True:
+                    batch = self._write_next()
+                    if not batch:
                         break
-            self._hand_on()
+                    self._wake(batch, None)
+                    self._digest_if_due(batch)
+                    with self._cond:  # a waiting thread leads its own write; this one leads loops' writes
+                        if not self._pending or self._pending[0].ready is not None:
+                            break
+                self._hand_on()
+            with self._cond:
+                if self._closing and not self._writer_lead:
+                    return
 
     def record_many(self, events: Sequence[AuditEvent]) -> list[int]:
         """Append several events in one transaction (batch producers, imports, benchmarks)."""
         tickets = [_Ticket(e) for e in events]
-        with self._writer, self._file_lock():
-            self._write_locked(tickets)
+        try:
+            with self._writer, self._file_lock():
+                self._write_locked(tickets)
+        except Exception as exc:  # the lock file could not be had
+            self._fail(tickets, exc)
+        self._digest_if_due(tickets)
         for t in tickets:
             if t.error is not None:
                 raise AuditUnavailable(f"security events could not be written ({type(t.error).__name__})") from t.error
@@ -286,6 +304,7 @@ class AuditLog:
     def _locked_head(cur: Any, sqlite: bool) -> tuple[int, bytes]:
         """Begin the append's transaction and read the chain head, locked until it ends."""
         if sqlite:
+            cur.execute("PRAGMA query_only = 0")  # whatever the pooled connection's last unit of work was
             cur.execute("BEGIN IMMEDIATE")
             cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
         else:
@@ -302,8 +321,9 @@ class AuditLog:
         done, with the error if the transaction failed: fail closed. Returns the tickets."""
         seq = 0
         taken = batch
-        raw = self.engine.raw_connection()
+        raw: Any = None
         try:
+            raw = self.engine.raw_connection()
             cur = raw.cursor()
             sqlite = self.engine.dialect.name == "sqlite"
             seq, prev = self._locked_head(cur, sqlite)
@@ -330,15 +350,27 @@ class AuditLog:
                 taken = self._take()
             for ticket in taken:
                 ticket.error = exc
-            with contextlib.suppress(Exception):
-                raw.rollback() if self.engine.dialect.name != "sqlite" else raw.cursor().execute("ROLLBACK")
+            if raw is not None:
+                with contextlib.suppress(Exception):
+                    raw.rollback() if self.engine.dialect.name != "sqlite" else raw.cursor().execute("ROLLBACK")
         finally:
-            raw.close()
+            if raw is not None:
+                with contextlib.suppress(Exception):  # a lost connection: the pool discards it
+                    raw.close()
             for ticket in taken or ():
                 ticket.done = True
-        if taken and taken[-1].error is None and seq - self._last_digest_seq >= self._digest_every:
-            self.write_digest(reason=Reason.INTERVAL)
         return taken
+
+    def _digest_if_due(self, batch: list[_Ticket]) -> None:
+        """A signed digest every `digest_every` events, after the batch's callers were told: its
+        events are committed whatever happens here. A digest that cannot be written is logged
+        (the chain still verifies up to the last one) and tried again after the next batch."""
+        if not batch or batch[-1].error is not None or batch[-1].seq - self._last_digest_seq < self._digest_every:
+            return
+        try:
+            self.write_digest(reason=Reason.INTERVAL)
+        except Exception as exc:
+            get_logger("sagevault.audit").error("audit digest not written", error=type(exc).__name__)
 
     # --- digests --------------------------------------------------------------------------
 
@@ -443,15 +475,27 @@ class AuditLog:
                 yield item
 
     def close(self) -> None:
-        if self._writer_thread is not None:
+        """Stop the writer thread once what it leads is written, then release the lock file and
+        the connections (an append after this opens them again). A write still under way after
+        10 s keeps them: closing under it would strand its callers."""
+        thread = self._writer_thread
+        if thread is not None:
             self._closing = True
             self._writer_wanted.set()
-            self._writer_thread.join(timeout=10)
-            if not self._writer_thread.is_alive():  # (still writing a backlog: it ends once that is written)
-                self._writer_thread, self._closing = None, False
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+            thread.join(timeout=10)
+            with self._cond:
+                if self._writer_thread is thread and not thread.is_alive():
+                    self._writer_thread = None
+                self._closing = False
+        if not self._writer.acquire(timeout=10):
+            get_logger("sagevault.audit").warning("audit log closed with a write under way")
+            return
+        try:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+        finally:
+            self._writer.release()
         self.engine.dispose()
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from ._provider import (
     KeyProvider,
     LocalKeyFileProvider,
     create_local_key_file,
+    held_in_process,
     key_provider_from_settings,
 )
 from ._secret_files import read_secret_file, write_secret_file
@@ -48,6 +49,7 @@ __all__ = [
     "create_local_tls",
     "decode_value",
     "encode_value",
+    "held_in_process",
     "issue_client_certificate",
     "key_provider_from_settings",
     "normalise",

@@ -42,6 +42,8 @@ def _context_bytes(context: Mapping[str, str]) -> bytes:
 class _AesGcmMasterKey:
     """Shared logic of the providers that hold a 256-bit master key in process memory."""
 
+    in_process = True  # unwrapping makes no call outside this process (`held_in_process`)
+
     def __init__(self, key: bytes, key_id: str) -> None:
         if len(key) != 32:
             raise KeyProviderError("the master key must be 32 bytes (AES-256)")
@@ -69,6 +71,12 @@ class _AesGcmMasterKey:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key_id={self._key_id!r}, key=<redacted>)"
+
+
+def held_in_process(keys: KeyProvider) -> bool:
+    """Whether `keys` unwraps in this process (a key file, a key in memory), with no network call
+    that could wait: providers say so themselves, and one that does not is taken as remote."""
+    return getattr(keys, "in_process", False) is True
 
 
 def _fingerprint(key: bytes) -> str:

@@ -254,12 +254,13 @@ class OneHop(APIRoute):
     other; the work ends (commits or rolls back) before the answer. `bench/api.py` measures what
     it saves.
 
-    Where it runs: on SQLite, in the event loop itself. Its reads are local and take no lock
-    (WAL), so they cost less than the two thread switches a worker thread would, and the one
-    wait, for the security events to be durable, is awaited (`AuditLog.deferred` and
-    `record_async`: the events join a group commit written by the audit log's own thread, and
-    no answer, success or refusal, leaves before they are committed). On PostgreSQL, whose
-    reads are network round trips, in one hop to a worker thread.
+    Where it runs: on SQLite with a master key held in process (`Deployment.local_reads`), in
+    the event loop itself. Its reads are local and take no lock (WAL), so they cost less than
+    the two thread switches a worker thread would, and the one wait, for the security events to
+    be durable, is awaited (`AuditLog.deferred` and `record_async`: the events join a group
+    commit written by the audit log's own thread, and no answer, success or refusal, leaves
+    before they are committed). On PostgreSQL, whose reads are network round trips, or with a
+    KMS, whose unwraps are, in one hop to a worker thread.
 
     Takes endpoints whose parameters are path parameters (`Annotated[str, Path(...)]`), at most one
     body model and one `Authenticated`/`AuthenticatedRead`, and that return a `Response`; any other
@@ -271,7 +272,7 @@ class OneHop(APIRoute):
         async def handle(request: Request) -> Response:
             raw = await request.body()  # bounded by the headers middleware (api_max_body_bytes)
             d = deployment(request)
-            if d.engine.dialect.name != "sqlite":
+            if not d.local_reads:
                 # Not cancellable: a client that goes away still gets its work ended in the thread.
                 result: Response = await run_in_threadpool(serve, request, raw)
                 return result

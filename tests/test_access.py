@@ -12,6 +12,7 @@ import pyotp
 import pytest
 import redis
 import sqlalchemy
+from sqlalchemy import select, update
 
 from conftest import OPERATOR, OTHER, TENANT
 from sagevault.access import (
@@ -30,7 +31,7 @@ from sagevault.access import (
 from sagevault.audit import Channel
 from sagevault.catalog import Purpose
 from sagevault.config import Settings
-from sagevault.db import reading
+from sagevault.db import api_keys, reading
 from sagevault.deployment import Deployment, open_deployment
 from sagevault.errors import (
     AccessDenied,
@@ -769,6 +770,37 @@ def test_every_vault_refusal_is_recorded_and_key_use_counts_as_activity(
     with harness.tx() as conn:
         inactive = {a.login for a in harness.svc.review(conn, actor=admin).inactive}
     assert "busy-sync" not in inactive and "tom.viewer" in inactive
+
+
+def test_a_key_used_while_a_writer_holds_the_lock_is_served_and_its_use_noted_later(
+    harness: Harness, admins: tuple[Person, Person]
+) -> None:
+    """A key's last-use bookkeeping waits only briefly for the write lock (SQLite) or the key's
+    row (PostgreSQL): while another transaction holds it, the request is served, not held up or
+    refused, and a later request notes the use."""
+    d, admin = harness.d, harness.as_principal(admins[0])
+    with harness.tx() as conn:
+        harness.svc.add_service(conn, "night-sync", owner="alice.ng", purpose="order sync", actor=admin)
+        harness.svc.grant(conn, "night-sync", "viewer", [TENANT], actor=admin)
+        key = harness.svc.issue_api_key(conn, "night-sync", scopes=["records:read"], actor=admin)
+    key_row = api_keys.c.id == key.token[4:20]
+
+    def used_at() -> object:
+        with d.engine.connect() as conn:
+            return conn.execute(select(api_keys.c.last_used_at).where(key_row)).scalar_one()
+
+    def use() -> str:
+        with d.engine.connect() as conn:
+            reading(conn)  # as the API's read routes run
+            with conn.begin():
+                return harness.svc.verify_api_key(conn, key.token, source=OFFICE).kind
+
+    with d.engine.connect() as writer, writer.begin():  # an ingest, say: it holds the lock for now
+        writer.execute(update(api_keys).where(key_row).values(last_used_at=None))
+        assert use() == "service"
+    assert used_at() is None  # not noted while the lock was held ...
+    assert use() == "service"
+    assert used_at() is not None  # ... but by the next use
 
 
 def test_password_change_guesses_count_like_log_ins(harness: Harness) -> None:

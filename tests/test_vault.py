@@ -14,7 +14,7 @@ from conftest import OPERATOR, OTHER, TENANT, sandbox_examples
 from pii_scan import leaked, pii_strings, stored_bytes
 from sagevault.catalog import Document
 from sagevault.crypto import PiiBlob
-from sagevault.db import driver_rows, records
+from sagevault.db import brief_write, driver_rows, records
 from sagevault.deployment import Deployment
 from sagevault.errors import (
     AccessDenied,
@@ -298,6 +298,19 @@ def test_unknown_tenant_and_order_are_clear_errors(vault_tenant: Deployment) -> 
 
 
 _MISSING = select(literal_column("x")).select_from(text("no_such_table")).where(literal_column("y") == bindparam("v"))
+
+
+def test_brief_writes_wait_briefly_for_locks_and_leave_the_pooled_connection_as_it_was(deployment: Deployment) -> None:
+    sqlite = deployment.engine.dialect.name == "sqlite"
+    ask = "PRAGMA busy_timeout" if sqlite else "SHOW lock_timeout"
+    with brief_write(deployment.engine) as conn:
+        raw = conn.connection.dbapi_connection
+        assert conn.exec_driver_sql(ask).scalar() == (50 if sqlite else "50ms")
+    cursor = raw.cursor()  # type: ignore[union-attr]
+    cursor.execute(ask)
+    assert cursor.fetchone()[0] == (10000 if sqlite else "0")  # the next unit of work on it waits as usual
+    cursor.close()
+    raw.rollback()  # type: ignore[union-attr]  # (PostgreSQL began a transaction for the SHOW)
 
 
 def test_driver_level_reads_fail_as_sqlalchemy_fails_and_hide_their_parameters(deployment: Deployment) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import pyotp
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import DBAPIError
 
 from sagevault.audit import AuditEvent, Channel, EventName, Outcome, Reason, looks_like_pii, outcome_of
 from sagevault.catalog import Purpose
@@ -39,8 +40,10 @@ from sagevault.db import (
     access_state,
     allowlist,
     api_keys,
+    brief_write,
     grants,
     kill_switches,
+    lock_not_had,
     password_history,
     principals,
     read_only,
@@ -974,9 +977,18 @@ class AccessService:
             return
         if read_only(conn):
             # The request's own transaction only reads (on SQLite a DEFERRED snapshot, where a
-            # write could fail with SQLITE_BUSY_SNAPSHOT): this bookkeeping commits on its own.
-            with conn.engine.begin() as own:
-                self._write_use(own, key_id, principal_id, now)
+            # write could fail with SQLITE_BUSY_SNAPSHOT): this bookkeeping commits on its own,
+            # and waits only briefly for the write lock. If a writer (an ingest) holds it, the
+            # request goes on and a later one notes the use: bookkeeping must not hold a request
+            # up (the API may be serving it in its event loop) or, after the busy timeout,
+            # refuse it.
+            try:
+                with brief_write(conn.engine) as own:
+                    self._write_use(own, key_id, principal_id, now)
+            except DBAPIError as exc:
+                if not lock_not_had(exc):
+                    raise
+                return
         else:
             self._write_use(conn, key_id, principal_id, now)
         self._key_seen[key_id] = now

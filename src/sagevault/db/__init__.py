@@ -7,12 +7,14 @@ command, a request, a job) opened; they never commit.
 from __future__ import annotations
 
 from ._engine import (
+    brief_write,
     bulk_insert,
     create_engine_for,
     driver_cursor,
     driver_rows,
     driver_value,
     is_sqlite,
+    lock_not_had,
     migrate,
     one_of,
     read_only,
@@ -44,6 +46,7 @@ __all__ = [
     "access_state",
     "allowlist",
     "api_keys",
+    "brief_write",
     "bulk_insert",
     "create_engine_for",
     "driver_cursor",
@@ -52,6 +55,7 @@ __all__ = [
     "grants",
     "is_sqlite",
     "kill_switches",
+    "lock_not_had",
     "metadata",
     "migrate",
     "one_of",

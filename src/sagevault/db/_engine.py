@@ -51,7 +51,7 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
                 "synchronous=FULL",
                 "foreign_keys=ON",
                 "secure_delete=ON",
-                "busy_timeout=10000",
+                f"busy_timeout={_BUSY_TIMEOUT_MS}",
             ):
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
@@ -66,13 +66,48 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
             # pragma is set on every begin: a pooled connection carries nothing over.
             deferred = conn.get_execution_options().get(READ_ONLY, False)
             dbapi = conn.connection.dbapi_connection
-            dbapi.execute("PRAGMA query_only = 1" if deferred else "PRAGMA query_only = 0")  # type: ignore[union-attr]
-            dbapi.execute("BEGIN" if deferred else "BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            begin = "BEGIN" if deferred else "BEGIN IMMEDIATE"
+            try:
+                dbapi.execute("PRAGMA query_only = 1" if deferred else "PRAGMA query_only = 0")  # type: ignore[union-attr]
+                dbapi.execute(begin)  # type: ignore[union-attr]
+            except conn.dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy raises a failed statement (busy: a 503)
+                raise DBAPIError.instance(begin, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
+                                          dialect=conn.dialect) from exc  # fmt: skip
 
     return engine
 
 
 READ_ONLY = "sagevault_read_only"  # execution option: this unit of work writes nothing to this database
+_BUSY_TIMEOUT_MS = 10000  # SQLite: how long a writer waits for the write lock (set on every connection)
+
+
+def lock_not_had(exc: BaseException) -> bool:
+    """Whether `exc` says a lock could not be had in time (SQLite's write lock within the busy
+    timeout, PostgreSQL's `lock_timeout`): load, not a fault."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    return "database is locked" in str(exc.orig) or getattr(exc.orig, "sqlstate", None) == "55P03"
+
+
+@contextmanager
+def brief_write(engine: Engine, wait_ms: int = 50) -> Iterator[Connection]:
+    """A transaction of its own that waits at most `wait_ms` for the locks it writes under, for
+    bookkeeping that can be done later instead (the next request tries again): if the lock is
+    not had in time it raises an error for which `lock_not_had` is true, and the request it rides
+    on is neither held up nor refused."""
+    with engine.connect() as conn:
+        if is_sqlite(conn):
+            raw = conn.connection.dbapi_connection
+            raw.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")  # type: ignore[union-attr]
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                raw.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")  # type: ignore[union-attr]
+        else:
+            with conn.begin():
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(wait_ms)}ms'")
+                yield conn
 
 
 def reading(conn: Connection) -> Connection:

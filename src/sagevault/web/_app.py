@@ -27,7 +27,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -37,16 +36,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sagevault import errors
 from sagevault.access import RequestLimiter
 from sagevault.audit import AuditEvent, Channel, EventName, Outcome, Reason
+from sagevault.db import lock_not_had
 from sagevault.deployment import Deployment
 from sagevault.logs import get_logger
 
 from . import _admin, _data, _records
 from ._deps import API, STATUS, problem, status_of
-
-
-def _locked(exc: Exception) -> bool:
-    """SQLite's write lock could not be had within its busy timeout: load, not a fault."""
-    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 def _crashed(request: Request, exc: Exception) -> Response:
@@ -117,7 +112,7 @@ class _Headers:
             except Exception as exc:  # the one place an unexpected error becomes an answer
                 if started:  # too late for an answer: the connection is cut
                     raise
-                if _locked(exc):
+                if lock_not_had(exc):  # load, not a fault
                     response = problem(503, "storage-busy", "the database is busy; retry in a moment",
                                        request.state.request_id, headers={"Retry-After": "1"})  # fmt: skip
                 else:

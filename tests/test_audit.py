@@ -275,6 +275,18 @@ def test_a_digest_that_cannot_be_written_holds_back_no_committed_event(
     assert "audit digest not written" in capsys.readouterr().out
 
 
+def test_a_search_or_export_under_way_holds_up_no_append(log: AuditLog) -> None:
+    """Reads of the log are snapshots: an export part-way through its events does not keep the
+    next event (every reveal's) from being committed, and does not see it."""
+    for i in range(5):
+        log.record(_event(i))
+    export = log.search()
+    assert next(export)["seq"] == 1
+    assert log.record(_event(99)) == 6  # with the export still open (on SQLite it held the write lock)
+    assert [e["seq"] for e in export] == [2, 3, 4, 5]  # its own snapshot
+    assert log.count() == 6 and log.head()[0] == 6
+
+
 def test_closing_the_log_while_threads_and_a_loop_append_strands_no_caller(tmp_path: Path) -> None:
     loop = asyncio.new_event_loop()
     runner = threading.Thread(target=loop.run_forever, daemon=True)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, delete, func, insert, select, text
 from sqlalchemy.engine import Connection
 
+from sagevault.db import reading
 from sagevault.errors import AuditError, AuditUnavailable
 from sagevault.logs import get_logger
 
@@ -375,9 +376,18 @@ class AuditLog:
     # --- digests --------------------------------------------------------------------------
 
     def head(self) -> tuple[int, bytes]:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             seq, digest = conn.execute(select(audit_head.c.seq, audit_head.c.hash)).one()
         return int(seq), bytes(digest)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A read of the log: on SQLite a snapshot that takes no write lock, so a search or an
+        export under way never holds up an append (every reveal waits for one)."""
+        with self.engine.connect() as conn:
+            reading(conn)
+            with conn.begin():
+                yield conn
 
     def write_digest(self, *, reason: Reason = Reason.ON_DEMAND) -> Digest | None:
         """Sign the current chain head into the digest file (outside the database)."""
@@ -452,7 +462,7 @@ class AuditLog:
               through_seq: int | None = None) -> int:  # fmt: skip
         """How many events `search` with the same filters would yield."""
         where = self._matching(actor, tenant_id, name, since, until, after_seq, through_seq)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return int(conn.execute(select(func.count()).select_from(audit_events).where(*where)).scalar_one())
 
     def search(self, *, actor: str | None = None, tenant_id: str | None = None, name: str | None = None,
@@ -467,7 +477,7 @@ class AuditLog:
         query = query.order_by(audit_events.c.seq.desc() if newest_first else audit_events.c.seq)
         if limit:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             for row in conn.execute(query):
                 item = dict(row._mapping)
                 item["record_ids"] = json.loads(item["record_ids"])

@@ -109,29 +109,36 @@ class AuditLog:
             return 0
         ready = threading.Event()
         ticket = _Ticket(event, ready)
-        with self._cond:
-            self._pending.append(ticket)
-            self._cond.notify()  # a leader gathering a group may be waiting for this ticket
-            lead = not self._writing
-            self._writing = True
+        lead = self._enqueue([ticket])
         if not lead:
             ready.wait()
             lead = ticket.lead and not ticket.done
         if lead:
             self._lead(ticket)
-        if ticket.error is not None:
-            raise AuditUnavailable(
-                f"the security event {event.name} could not be written ({type(ticket.error).__name__}); "
-                "the operation was refused. Check the audit database and retry"
-            ) from ticket.error
+        _raise_if_failed([ticket])
         return ticket.seq
+
+    def _enqueue(self, tickets: list[_Ticket]) -> bool:
+        """Queue `tickets`; whether the caller now leads (no write was in progress)."""
+        with self._cond:
+            self._pending.extend(tickets)
+            self._cond.notify()  # a leader gathering a group may be waiting for these
+            lead = not self._writing
+            self._writing = True
+        return lead
 
     def _lead(self, own: _Ticket) -> None:
         while not own.done:
-            batch = self._write_next()
-            self._wake(batch, own)
-            self._digest_if_due(batch)
+            self._write_group(own)
         self._hand_on()
+
+    def _write_group(self, own: _Ticket | None) -> list[_Ticket]:
+        """Write the next group and tell its callers (all but `own`, the leader); then the
+        digest, if one is due. The group (empty if nothing was queued)."""
+        batch = self._write_next()
+        self._wake(batch, own)
+        self._digest_if_due(batch)
+        return batch
 
     def _write_next(self) -> list[_Ticket]:
         """Write one group: wait up to _GATHER_SECONDS for as many callers as the last group had
@@ -216,20 +223,10 @@ class AuditLog:
         done: asyncio.Future[None] = loop.create_future()
         tickets = [_Ticket(e) for e in events]
         tickets[-1].waiter = (loop, done)  # a batch is written whole or not at all
-        with self._cond:
-            self._pending.extend(tickets)
-            self._cond.notify()
-            lead = not self._writing
-            self._writing = True
-        if lead:
+        if self._enqueue(tickets):
             self._want_writer()
         await done
-        for t in tickets:
-            if t.error is not None:
-                raise AuditUnavailable(
-                    f"the security event {t.event.name} could not be written ({type(t.error).__name__}); "
-                    "the operation was refused. Check the audit database and retry"
-                ) from t.error
+        _raise_if_failed(tickets)
         return [t.seq for t in tickets]
 
     def _want_writer(self) -> None:
@@ -253,12 +250,7 @@ class AuditLog:
             with self._cond:
                 lead, self._writer_lead = self._writer_lead, False
             if lead:
-                while True:
-                    batch = self._write_next()
-                    if not batch:
-                        break
-                    self._wake(batch, None)
-                    self._digest_if_due(batch)
+                while self._write_group(None):
                     with self._cond:  # a waiting thread leads its own write; this one leads loops' writes
                         if not self._pending or self._pending[0].ready is not None:
                             break
@@ -513,6 +505,15 @@ class AuditLog:
 
 
 _DEFERRED: ContextVar[tuple[AuditLog, list[AuditEvent]] | None] = ContextVar("sagevault_audit_deferred", default=None)
+
+
+def _raise_if_failed(tickets: list[_Ticket]) -> None:
+    for t in tickets:
+        if t.error is not None:
+            raise AuditUnavailable(
+                f"the security event {t.event.name} could not be written ({type(t.error).__name__}); "
+                "the operation was refused. Check the audit database and retry"
+            ) from t.error
 
 
 def _settle(futures: list[asyncio.Future[None]]) -> None:

@@ -12,11 +12,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, ColumnElement, Engine, Table, any_, create_engine, event, literal
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+_BUSY_TIMEOUT_MS = 10000  # SQLite: how long a writer waits for the write lock (set on every connection)
 
 
 def is_sqlite(bind: Engine | Connection) -> bool:
@@ -71,14 +74,18 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
                 dbapi.execute("PRAGMA query_only = 1" if deferred else "PRAGMA query_only = 0")  # type: ignore[union-attr]
                 dbapi.execute(begin)  # type: ignore[union-attr]
             except conn.dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy raises a failed statement (busy: a 503)
-                raise DBAPIError.instance(begin, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
-                                          dialect=conn.dialect) from exc  # fmt: skip
+                raise _as_sqlalchemy_error(conn, begin, exc) from exc
 
     return engine
 
 
 READ_ONLY = "sagevault_read_only"  # execution option: this unit of work writes nothing to this database
-_BUSY_TIMEOUT_MS = 10000  # SQLite: how long a writer waits for the write lock (set on every connection)
+
+
+def _as_sqlalchemy_error(conn: Connection, statement: str, exc: Exception, *, lost: bool = False) -> StatementError:
+    """A driver's error as SQLAlchemy raises a failed statement's (its kinds, parameters hidden)."""
+    return DBAPIError.instance(statement, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
+                               connection_invalidated=lost, dialect=conn.dialect)  # fmt: skip
 
 
 def lock_not_had(exc: BaseException) -> bool:
@@ -177,8 +184,7 @@ def driver_cursor(conn: Connection, sql: str) -> Iterator[Any]:
         lost = conn.dialect.is_disconnect(exc, raw, cursor)
         if lost:
             conn.invalidate(exc)
-        raise DBAPIError.instance(sql, None, exc, base, hide_parameters=True, connection_invalidated=lost,
-                                  dialect=conn.dialect) from exc  # fmt: skip
+        raise _as_sqlalchemy_error(conn, sql, exc, lost=lost) from exc
     finally:
         with suppress(Exception):  # an invalidated connection's cursor may be gone already
             cursor.close()

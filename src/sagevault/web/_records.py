@@ -132,7 +132,7 @@ def reveal(tenant_id: TenantPath, order_id: OrderPath, body: RevealBody, work: A
                                       "value": f.value} for f in fields]})  # fmt: skip
 
 
-# The hot path, served in one hop to a worker thread (`OneHop`): same operation, same checks.
+# The hot path (`OneHop`: in the event loop on SQLite, one worker-thread hop otherwise): same operation and checks.
 router.add_api_route("/tenants/{tenant_id}/orders/{order_id}/reveal", reveal, methods=["POST"], tags=["records"],
                      response_model=RevealOut, route_class_override=OneHop)
 

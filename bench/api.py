@@ -42,12 +42,12 @@ from typing import Any
 import pyotp
 from fastapi import FastAPI, Response
 
-from sagevault.audit import Channel
 from sagevault.config import load_settings
 from sagevault.crypto import client_context
 from sagevault.deployment import Deployment, init_deployment, open_deployment
+from sagevault.identity import Channel, Principal
 from sagevault.testing import generate_orders, get_orders_response
-from sagevault.vault import Operation, Principal
+from sagevault.vault import Operation
 from sagevault.web import create_app, listen, make_server
 
 TENANT = "A1BENCHSELLER"
@@ -57,8 +57,10 @@ FIELDS = {"fields": ["ShippingAddress.Name", "ShippingAddress.AddressLine1"], "p
 REVEAL_ROUTE = "POST /api/v1/tenants/{tenant_id}/orders/{order_id}/reveal"
 # The limiter still counts every request; its limits are raised so that it admits a benchmark's
 # rate (the defaults allow 100 requests/s per principal, 50 reveals/s).
-RAISED_LIMITS = {"SAGEVAULT_API_RATE_PER_PRINCIPAL": "10000000 per minute",
-                 "SAGEVAULT_API_ROUTE_RATES": json.dumps({REVEAL_ROUTE: "10000000 per minute"})}  # fmt: skip
+RAISED_LIMITS = {
+    "SAGEVAULT_API_RATE_PER_PRINCIPAL": "10000000 per minute",
+    "SAGEVAULT_API_ROUTE_RATES": json.dumps({REVEAL_ROUTE: "10000000 per minute"}),
+}
 WARMUP = 1.0  # seconds of requests before the measured window (connections, caches, thread pools)
 
 
@@ -73,18 +75,21 @@ def prepare(data_dir: Path, orders: int) -> tuple[str, list[str]]:
         people = {}
         for login in ("bench.admin", "bench.packer"):
             made = (
-                d.access.bootstrap_admin(conn, login, f"{login}@seller-tools.example", actor=OPERATOR)
+                d.access.accounts.bootstrap_admin(conn, login, f"{login}@seller-tools.example", actor=OPERATOR)
                 if login == "bench.admin"
-                else d.access.add_person(conn, login, f"{login}@seller-tools.example", manager=None, actor=OPERATOR)
+                else d.access.accounts.add_person(
+                    conn, login, f"{login}@seller-tools.example", manager=None, actor=OPERATOR
+                )
             )
-            totp = pyotp.TOTP(d.access.begin_enrolment(conn, login, made.secret).secret)
-            d.access.finish_enrolment(conn, login, made.secret, PASSWORD, totp.now())
+            totp = pyotp.TOTP(d.access.authn.begin_enrolment(conn, login, made.secret).secret)
+            d.access.authn.finish_enrolment(conn, login, made.secret, PASSWORD, totp.now())
             people[login] = (made.principal_id, totp)
-        grant = d.access.grant(conn, "bench.packer", "fulfilment", [TENANT], actor=OPERATOR)
+        grant = d.access.grants.grant(conn, "bench.packer", "fulfilment", [TENANT], actor=OPERATOR)
         admin = Principal(people["bench.admin"][0], "person", Channel.API, "127.0.0.1")
-        d.access.approve(conn, grant.id, actor=admin)
-        attempt = d.access.login(conn, "bench.packer", PASSWORD, people["bench.packer"][1].at(time.time() + 30),
-                                 source="127.0.0.1")  # fmt: skip
+        d.access.grants.approve(conn, grant.id, actor=admin)
+        attempt = d.access.authn.login(
+            conn, "bench.packer", PASSWORD, people["bench.packer"][1].at(time.time() + 30), source="127.0.0.1"
+        )
     token = attempt.session().token
     d.close()
     return token, [o["AmazonOrderId"] for o in rows]
@@ -121,8 +126,10 @@ def serve(data_dir: Path, fd: int) -> None:
 
 
 def _request(path: str, token: str, body: bytes) -> bytes:
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -159,8 +166,17 @@ class _Connection:
         return status
 
 
-def _client(port: int, ca: str, requests: list[bytes], threads: int, start: float, warm_until: float, stop: float,
-            offset: int, out: Any) -> None:  # fmt: skip
+def _client(
+    port: int,
+    ca: str,
+    requests: list[bytes],
+    threads: int,
+    start: float,
+    warm_until: float,
+    stop: float,
+    offset: int,
+    out: Any,
+) -> None:
     """A client process: `threads` connections sending `requests` in turn until `stop`; sends
     back the latencies of the requests begun in [warm_until, stop) and the error count."""
     context = client_context(Path(ca))
@@ -206,8 +222,9 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def load(port: int, ca: Path, requests: list[bytes], seconds: float, concurrency: int, clients: int,
-         servers: list[int]) -> dict[str, Any]:  # fmt: skip
+def load(
+    port: int, ca: Path, requests: list[bytes], seconds: float, concurrency: int, clients: int, servers: list[int]
+) -> dict[str, Any]:
     """Run `concurrency` connections from `clients` processes for WARMUP + `seconds`; the
     servers' CPU time per request is measured over the whole run, warm-up included."""
     ctx = mp.get_context("fork")
@@ -219,8 +236,9 @@ def load(port: int, ca: Path, requests: list[bytes], seconds: float, concurrency
     for c in range(clients):
         threads = concurrency // clients + (c < concurrency % clients)
         mine, theirs = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_client, args=(port, str(ca), requests, threads, start, warm_until, stop,
-                                              c * 1000, theirs))  # fmt: skip
+        p = ctx.Process(
+            target=_client, args=(port, str(ca), requests, threads, start, warm_until, stop, c * 1000, theirs)
+        )
         p.start()
         procs.append(p)
         pipes.append(mine)
@@ -236,12 +254,15 @@ def load(port: int, ca: Path, requests: list[bytes], seconds: float, concurrency
     cpu = cpu_seconds(servers) - cpu_before
     each = [cpu_seconds([pid]) - before for pid, before in zip(servers, each_before, strict=True)]
     latencies.sort()
-    return {"per_s": round(len(latencies) / seconds),
-            "server_cpu_ms": round(cpu * 1000 / (len(latencies) * (1 + WARMUP / seconds)), 2),
-            "p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
-            "errors": sum(errors.values()), "error_statuses": errors,
-            "worker_cpu_shares": [round(c / cpu, 2) if cpu else 0 for c in each]}  # fmt: skip
+    return {
+        "per_s": round(len(latencies) / seconds),
+        "server_cpu_ms": round(cpu * 1000 / (len(latencies) * (1 + WARMUP / seconds)), 2),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "errors": sum(errors.values()),
+        "error_statuses": errors,
+        "worker_cpu_shares": [round(c / cpu, 2) if cpu else 0 for c in each],
+    }
 
 
 def _get(port: int, ca: Path, request: bytes) -> tuple[int, bytes]:
@@ -257,11 +278,26 @@ def _get(port: int, ca: Path, request: bytes) -> tuple[int, bytes]:
 
 
 def _asgi_request(path: str, token: str, body: bytes) -> dict[str, Any]:
-    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode()),
-               (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]  # fmt: skip
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "https",
-            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
-            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8443)}  # fmt: skip
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"authorization", f"Bearer {token}".encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8443),
+    }
 
 
 async def _asgi_call(app: FastAPI, scope: dict[str, Any], body: bytes) -> bytes:
@@ -316,8 +352,8 @@ def _handler_alone(d: Deployment, app: FastAPI, scopes: list[dict[str, Any]], bo
 
     from starlette.requests import Request
 
-    from sagevault.web._deps import _one_hop
-    from sagevault.web._records import reveal
+    from sagevault.web._onehop import _one_hop
+    from sagevault.web.api._records import reveal
 
     serve = _one_hop(reveal)
     route = SimpleNamespace(path=REVEAL_ROUTE.split(" ", 1)[1])  # what the rate limiter keys the route by
@@ -360,9 +396,16 @@ def in_process(requests: int, repeat: int, orders: int) -> None:
         loop.close()
         d.close()
     med = {k: round(statistics.median(v), 3) for k, v in figures.items()}
-    print(json.dumps({"requests": requests, "runs": repeat, **med,
-                      "reveal_floor_cpu_ratio": round(med["reveal_cpu_ms_1_at_a_time"]
-                                                      / med["floor_cpu_ms_1_at_a_time"], 2)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "requests": requests,
+                "runs": repeat,
+                **med,
+                "reveal_floor_cpu_ratio": round(med["reveal_cpu_ms_1_at_a_time"] / med["floor_cpu_ms_1_at_a_time"], 2),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -392,9 +435,15 @@ def main() -> None:
         listening = listen("127.0.0.1", 0, args.workers)  # as `sagevault serve --workers` binds them
         port = listening[0].getsockname()[1]
         env = {**os.environ, **RAISED_LIMITS}
-        servers = [subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), str(sock.fileno())],
-                                    cwd=tmp, pass_fds=(sock.fileno(),), env=env)
-                   for sock in listening]  # fmt: skip
+        servers = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--serve", str(data_dir), str(sock.fileno())],
+                cwd=tmp,
+                pass_fds=(sock.fileno(),),
+                env=env,
+            )
+            for sock in listening
+        ]
         try:
             ca = data_dir / "tls" / "ca.pem"
             body = json.dumps(FIELDS).encode()
@@ -423,12 +472,21 @@ def main() -> None:
             for sock in listening:
                 sock.close()
     keys = ("per_s", "p50_ms", "p99_ms", "server_cpu_ms", "errors")
-    med = {kind: {k: statistics.median(r[k] for r in rs) for k in keys}
-           for kind, rs in runs.items()}  # fmt: skip
+    med = {kind: {k: statistics.median(r[k] for r in rs) for k in keys} for kind, rs in runs.items()}
     ratios = [r["per_s"] / f["per_s"] for r, f in zip(runs["reveal"], runs["floor"], strict=True)]
-    print(json.dumps({"concurrency": args.concurrency, "workers": args.workers, "clients": args.clients,
-                      "runs": args.repeat, "reveal": med["reveal"], "floor": med["floor"],
-                      "reveal_floor_ratio": round(statistics.median(ratios), 2)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "concurrency": args.concurrency,
+                "workers": args.workers,
+                "clients": args.clients,
+                "runs": args.repeat,
+                "reveal": med["reveal"],
+                "floor": med["floor"],
+                "reveal_floor_ratio": round(statistics.median(ratios), 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

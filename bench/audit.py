@@ -23,7 +23,6 @@ from ingest import database
 from sagevault.audit import (
     AuditEvent,
     AuditLog,
-    Channel,
     DigestFile,
     EventName,
     Signer,
@@ -34,6 +33,7 @@ from sagevault.audit import (
     verify,
 )
 from sagevault.db import create_engine_for
+from sagevault.identity import Channel
 
 
 def events(n: int, offset: int = 0) -> list[AuditEvent]:
@@ -147,18 +147,22 @@ def main() -> None:
                 log.close()
     med = {k: statistics.median(v) for k, v in results.items()}
     n = args.events
-    print(json.dumps({
-        "backend": "postgresql" if args.database_url else "sqlite",
-        "events": n,
-        "append_one_writer_per_s": round(n / med["one"]),
-        f"append_{args.writers}_writers_per_s": round(n / med["many"]),
-        "floor_inserts_per_s": round(n / med["floor"]),
-        "one_writer_floor_ratio": round(med["one"] / med["floor"], 2),
-        f"floor_{args.writers}_writers_single_row_per_s": round(n / med["floor_many"]),
-        f"{args.writers}_writers_ratio_to_single_row_floor": round(med["many"] / med["floor_many"], 2),
-        "verify_per_s": round(n / med["verify"]),
-        "runs": args.repeat,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "backend": "postgresql" if args.database_url else "sqlite",
+                "events": n,
+                "append_one_writer_per_s": round(n / med["one"]),
+                f"append_{args.writers}_writers_per_s": round(n / med["many"]),
+                "floor_inserts_per_s": round(n / med["floor"]),
+                "one_writer_floor_ratio": round(med["one"] / med["floor"], 2),
+                f"floor_{args.writers}_writers_single_row_per_s": round(n / med["floor_many"]),
+                f"{args.writers}_writers_ratio_to_single_row_floor": round(med["many"] / med["floor_many"], 2),
+                "verify_per_s": round(n / med["verify"]),
+                "runs": args.repeat,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

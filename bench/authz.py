@@ -24,12 +24,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sqlalchemy import update
 
 from ingest import OPERATOR, database, make_deployment
-from sagevault.access import Scope, decide
-from sagevault.audit import Channel
+from sagevault.access import decide
+from sagevault.access._schema import grants, principals
 from sagevault.catalog import Purpose
-from sagevault.db import grants, principals
 from sagevault.errors import AccessDenied
-from sagevault.vault import Principal
+from sagevault.identity import Channel, Principal, Scope
 
 ROUNDS = 5
 
@@ -57,22 +56,28 @@ def main() -> None:
         with d.engine.begin() as conn:
             for t in tenants:
                 d.vault.add_tenant(conn, t, ["ATVPDKIKX0DER"], principal=OPERATOR)
-            svc.allow(conn, "10.0.0.0/8", actor=OPERATOR)
-            svc.bootstrap_admin(conn, "bench.admin", "bench@seller-tools.example", actor=OPERATOR)
-            enrol = svc.add_person(conn, "bench.packer", "packer@seller-tools.example", manager=None, actor=OPERATOR)
+            svc.allowlists.add(conn, "10.0.0.0/8", actor=OPERATOR)
+            svc.accounts.bootstrap_admin(conn, "bench.admin", "bench@seller-tools.example", actor=OPERATOR)
+            enrol = svc.accounts.add_person(
+                conn, "bench.packer", "packer@seller-tools.example", manager=None, actor=OPERATOR
+            )
             for i, t in enumerate(tenants):  # one grant per tenant, half of them fulfilment
-                svc.grant(conn, "bench.packer", "fulfilment" if i % 2 else "viewer", [t], actor=OPERATOR)
+                svc.grants.grant(conn, "bench.packer", "fulfilment" if i % 2 else "viewer", [t], actor=OPERATOR)
             # The second admin's approval is not what is measured.
             conn.execute(update(grants).where(grants.c.status == "pending").values(status="active"))
-            svc.add_service(conn, "bench-sync", owner="bench.admin", purpose="benchmark service", actor=OPERATOR)
-            svc.grant(conn, "bench-sync", "viewer", ["*"], actor=OPERATOR)
-            tokens = [svc.issue_api_key(conn, "bench-sync", scopes=["records:read"], actor=OPERATOR).token
-                      for _ in range(100)]  # fmt: skip
+            svc.accounts.add_service(
+                conn, "bench-sync", owner="bench.admin", purpose="benchmark service", actor=OPERATOR
+            )
+            svc.grants.grant(conn, "bench-sync", "viewer", ["*"], actor=OPERATOR)
+            tokens = [
+                svc.api_keys.issue(conn, "bench-sync", scopes=["records:read"], actor=OPERATOR).token
+                for _ in range(100)
+            ]
             # Enrolment (Argon2, TOTP) is not what is measured either.
             conn.execute(update(principals).where(principals.c.id == enrol.principal_id).values(status="active"))
-            svc._changed(conn)
-            policy = svc.policy(conn)
-            secret = svc.ensure_secret(conn)
+            svc.core.changed(conn)
+            policy = svc.core.policy(conn)
+            secret = svc.core.ensure_secret(conn)
         packer = Principal(enrol.principal_id, "person", Channel.API, "10.1.2.3")
         rng = random.Random(5)
         asks = [(rng.choice(tenants), rng.choice([Scope.RECORDS_READ, Scope.PII_REVEAL])) for _ in range(4096)]
@@ -86,8 +91,10 @@ def main() -> None:
                 except AccessDenied:  # half the asks are refusals, as in life
                     continue
 
-        table = {(packer.id, t): ({"records:read", "pii:reveal"} if i % 2 else {"records:read"})
-                 for i, t in enumerate(tenants)}  # fmt: skip
+        table = {
+            (packer.id, t): ({"records:read", "pii:reveal"} if i % 2 else {"records:read"})
+            for i, t in enumerate(tenants)
+        }
 
         def dict_floor(n: int) -> None:
             for i in range(n):
@@ -96,7 +103,7 @@ def main() -> None:
 
         def keys(n: int) -> None:
             for i in range(n):
-                svc.check_api_key(policy, secret, tokens[i % 100], source="10.9.8.7")
+                svc.api_keys.check(policy, secret, tokens[i % 100], source="10.9.8.7")
 
         key_table = {t.split("_")[1]: t for t in tokens}
 
@@ -110,13 +117,13 @@ def main() -> None:
                 for i in range(n):
                     tenant, scope = asks[i & 4095]
                     try:
-                        decide(svc.policy(conn), packer, scope, tenant, purpose=Purpose.FULFILMENT)
+                        decide(svc.core.policy(conn), packer, scope, tenant, purpose=Purpose.FULFILMENT)
                     except AccessDenied:
                         continue
 
             def keys_db(n: int) -> None:
                 for i in range(n):
-                    svc.verify_api_key(conn, tokens[i % 100], source="10.9.8.7")
+                    svc.api_keys.verify(conn, tokens[i % 100], source="10.9.8.7")
 
             calls = args.calls
             result = {

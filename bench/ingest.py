@@ -33,8 +33,8 @@ from sqlalchemy import create_engine, text
 from sagevault.config import load_settings
 from sagevault.crypto import InMemoryKeyProvider
 from sagevault.deployment import Deployment, init_deployment, open_deployment
+from sagevault.identity import Principal
 from sagevault.testing import generate_orders, get_orders_response
-from sagevault.vault import Principal
 
 OPERATOR = Principal(id="operator:bench", kind="operator")
 PII_BLOCKS = ("ShippingAddress", "BuyerInfo")
@@ -63,10 +63,11 @@ def make_deployment(url: str, tmp: Path) -> Deployment:
     settings = load_settings(data_dir=tmp / "var", database_url=url)
     if url.startswith("sqlite"):
         return init_deployment(settings, keys=InMemoryKeyProvider())
-    from sagevault.db import create_engine_for, migrate
+    from sagevault.db import create_engine_for
+    from sagevault.deployment import migrate_store
 
     engine = create_engine_for(url)
-    migrate(engine)
+    migrate_store(engine)
     return open_deployment(settings, keys=InMemoryKeyProvider(), engine=engine)
 
 
@@ -112,12 +113,16 @@ def run_floor(d: Deployment, batches: list[dict[str, Any]]) -> float:
                     nonce = os.urandom(12)
                     parts.append(nonce + aead.encrypt(nonce, plain, None))
             addr, buyer = order["ShippingAddress"], order["BuyerInfo"]
-            rows.append((
-                order["AmazonOrderId"], json.dumps(clear), b"".join(parts),
-                hmac.digest(mac_key, buyer["BuyerEmail"].lower().encode(), hashlib.sha256)[:16],
-                hmac.digest(mac_key, addr["Phone"].encode(), hashlib.sha256)[:16],
-                hmac.digest(mac_key, addr["PostalCode"].encode(), hashlib.sha256)[:16],
-            ))  # fmt: skip
+            rows.append(
+                (
+                    order["AmazonOrderId"],
+                    json.dumps(clear),
+                    b"".join(parts),
+                    hmac.digest(mac_key, buyer["BuyerEmail"].lower().encode(), hashlib.sha256)[:16],
+                    hmac.digest(mac_key, addr["Phone"].encode(), hashlib.sha256)[:16],
+                    hmac.digest(mac_key, addr["PostalCode"].encode(), hashlib.sha256)[:16],
+                )
+            )
         raw = d.engine.raw_connection()
         try:
             cur = raw.cursor()

@@ -66,12 +66,18 @@ def main() -> None:
         finally:
             d.close()
     s, lg = statistics.median(small), statistics.median(large)
-    print(json.dumps({
-        "backend": url.split(":", 1)[0].split("+", 1)[0],
-        "small_orders": args.small, "large_orders": args.large,
-        "shred_ms_small_median": round(s * 1000, 2), "shred_ms_large": round(lg * 1000, 2),
-        "ratio_large_to_small": round(lg / s, 2),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "backend": url.split(":", 1)[0].split("+", 1)[0],
+                "small_orders": args.small,
+                "large_orders": args.large,
+                "shred_ms_small_median": round(s * 1000, 2),
+                "shred_ms_large": round(lg * 1000, 2),
+                "ratio_large_to_small": round(lg / s, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

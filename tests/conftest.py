@@ -10,20 +10,22 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import Engine, create_engine, text
+import sqlalchemy
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
-from sagevault.audit import migrate_audit
+from sagevault.audit import create_signing_key, migrate_audit
 from sagevault.config import Settings, load_settings
 from sagevault.crypto import InMemoryKeyProvider
-from sagevault.db import create_engine_for, migrate
-from sagevault.deployment import Deployment, init_deployment, open_deployment
-from sagevault.vault import Principal
+from sagevault.db import create_engine_for
+from sagevault.deployment import Deployment, init_deployment, migrate_store, open_deployment
+from sagevault.identity import Principal
 
 DATA = Path(__file__).parent / "data"
 MODELS = DATA / "sp-api-models"
@@ -32,7 +34,7 @@ TENANT = "A1TESTSELLER01"
 OTHER = "A2OTHERSELLER2"
 OPERATOR = Principal(id="operator:test", kind="operator")
 
-pytest_plugins = ["webapi"]  # the `api` fixture: a served API over TLS
+pytest_plugins = ["webapi"]  # `api` (the app in process) and `served_api` (over TLS on a socket)
 
 
 def plaintext_answer(port: int, path: str = "/") -> bytes:
@@ -55,8 +57,8 @@ def sandbox_examples(model: str, path: str, method: str = "get") -> list[dict[st
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this run, migrated once and dropped at the end."""
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this run (dropped at the end); each test gets a schema of its own in it."""
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect():
@@ -69,20 +71,68 @@ def pg_url() -> Iterator[str]:
     name = f"sagevault_test_{os.getpid()}_{secrets.token_hex(4)}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    engine = create_engine_for(url)
-    migrate(engine)
-    migrate_audit(engine)
-    engine.dispose()
     try:
-        yield url
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
+def _in_schema(database_url: str, schema: str) -> str:
+    """The URL of `database_url` whose connections work in `schema` (any process that opens it)."""
+    return (
+        make_url(database_url)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
+
+
 @pytest.fixture(scope="session")
+def pg_schema_ddl(pg_database: str) -> list[tuple[str, Any, bool]]:
+    """What the migrations execute on a new schema, captured once per run by migrating a schema
+    for real; each test's schema replays it (a few tens of milliseconds instead of Alembic's
+    hundred and more)."""
+    executed: list[tuple[str, Any, bool]] = []
+    engine = create_engine_for(_in_schema(pg_database, "sagevault_capture"))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA sagevault_capture")
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool) -> None:
+        if not statement.lstrip().upper().startswith("SELECT"):  # Alembic's look-ups of what exists
+            executed.append((statement, parameters, many))
+
+    sqlalchemy.event.listen(engine, "before_cursor_execute", capture)
+    migrate_store(engine)
+    migrate_audit(engine)
+    sqlalchemy.event.remove(engine, "before_cursor_execute", capture)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA sagevault_capture CASCADE")
+    engine.dispose()
+    return executed
+
+
+@pytest.fixture
+def pg_url(pg_database: str, pg_schema_ddl: list[tuple[str, Any, bool]]) -> Iterator[str]:
+    """A migrated schema of this test's own (its URL names it), dropped afterwards: tests on
+    PostgreSQL share nothing, whatever they leave behind."""
+    schema = f"t_{secrets.token_hex(6)}"
+    url = _in_schema(pg_database, schema)
+    engine = create_engine_for(url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO PUBLIC')  # as the public schema has
+        for statement, parameters, many in pg_schema_ddl:
+            conn.exec_driver_sql(statement, list(parameters) if many else parameters or None)
+    try:
+        yield url
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        engine.dispose()
+
+
+@pytest.fixture
 def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine = create_engine_for(pg_url)
     yield engine
@@ -98,33 +148,45 @@ def backend(request: pytest.FixtureRequest) -> str:
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.chdir(tmp_path)  # no stray sagevault.toml from the checkout
     # Argon2id at OWASP's floor (the least the settings accept) keeps log-in tests quick.
-    return load_settings(data_dir=tmp_path / "var", password_hash_memory_kib=19456, password_hash_time_cost=2,
-                         password_hash_parallelism=1)  # fmt: skip
+    return load_settings(
+        data_dir=tmp_path / "var",
+        password_hash_memory_kib=19456,
+        password_hash_time_cost=2,
+        password_hash_parallelism=1,
+    )
 
 
 @pytest.fixture
-def deployment(backend: str, settings: Settings, request: pytest.FixtureRequest) -> Iterator[Deployment]:
-    """A deployment with an in-memory master key on the backend under test, emptied afterwards."""
-    keys = InMemoryKeyProvider()
-    if backend == "sqlite":
-        d = init_deployment(settings, keys=keys)
-        yield d
+def deployment_at(
+    backend: str, settings: Settings, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Deployment]]:
+    """Make the deployment under test (in-memory master key, `backend`), with the parts a test
+    brings (a clock, a password hasher, a throttle); closed after the test."""
+    made: list[Deployment] = []
+    # Set up before the deployments, so torn down after they are closed.
+    engine: Engine | None = request.getfixturevalue("pg_engine") if backend == "postgresql" else None
+
+    def make(**parts: Any) -> Deployment:
+        keys = InMemoryKeyProvider()
+        if engine is None:
+            d = init_deployment(settings, keys=keys, **parts)
+        else:
+            if not settings.resolved_audit_signing_key_file.exists():  # what `sagevault init` makes beside the keys
+                create_signing_key(settings.resolved_audit_signing_key_file)
+            pg_settings = settings.model_copy(update={"database_url": engine.url.render_as_string(hide_password=False)})
+            d = open_deployment(pg_settings, keys=keys, engine=engine, audit_engine=engine, **parts)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
         d.close()
-        return
-    engine: Engine = request.getfixturevalue("pg_engine")
-    pg_settings = settings.model_copy(update={"database_url": engine.url.render_as_string(hide_password=False)})
-    d = open_deployment(pg_settings, keys=keys, engine=engine, audit_engine=engine)
-    try:
-        yield d
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(
-                "TRUNCATE records, tenant_keys, tenants, audit_events, audit_anchors, principals, password_history, "
-                "recovery_codes, api_keys, sessions, grants, allowlist, kill_switches CASCADE"
-            ))
-            # The access secret was wrapped by this test's in-memory master key.
-            conn.execute(text("UPDATE access_state SET secret = NULL, generation = generation + 1"))
-            conn.execute(text("UPDATE audit_head SET seq = 0, hash = :zero"), {"zero": b"\0" * 32})
+
+
+@pytest.fixture
+def deployment(deployment_at: Callable[..., Deployment]) -> Deployment:
+    """A deployment with an in-memory master key on the backend under test."""
+    return deployment_at()
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from sagevault.config import Settings, load_settings
 from sagevault.crypto import InMemoryKeyProvider
 from sagevault.deployment import init_deployment, open_deployment
 from sagevault.errors import ConfigError, IntegrityError, SageVaultError, TenantShredded
-from sagevault.vault import Operation, Principal, Vault
+from sagevault.identity import Principal
+from sagevault.vault import Operation, Vault
 
 __all__ = [
     "CATALOG",

@@ -14,19 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from sqlalchemy import Engine, inspect, text
 
-from sagevault.access import AccessControl, AccessService, LoginThrottle
+from sagevault import access, jobs, vault
+from sagevault.access import AccessControl, AccessCore, AccessService, LoginThrottle, PasswordHasher
 from sagevault.audit import (
+    AUDIT_CHAIN,
     AuditEvent,
     AuditLog,
-    Channel,
     DigestFile,
     EventName,
     Signer,
     create_signing_key,
     migrate_audit,
+    public_path,
 )
 from sagevault.config import Settings
 from sagevault.crypto import (
@@ -38,11 +41,20 @@ from sagevault.crypto import (
     key_provider_from_settings,
     tls_files,
 )
-from sagevault.db import create_engine_for, is_sqlite, migrate, schema_is_current
+from sagevault.db import MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind
 from sagevault.errors import AlreadyInitialized, NotInitialized, StorageBusy
+from sagevault.identity import Channel
 from sagevault.vault import TenantKeyring, Vault
 
 Clock = Callable[[], datetime]
+
+# The tables of the vault's database, each domain's revisions in its own folder, one chain.
+STORE_CHAIN = MigrationChain("alembic_version", (vault.MIGRATIONS, access.MIGRATIONS, jobs.MIGRATIONS))
+
+
+def migrate_store(engine: Engine) -> None:
+    """Bring the vault's database (vault, access and jobs tables) to the newest migration."""
+    migrate(engine, STORE_CHAIN)
 
 
 @dataclass
@@ -104,29 +116,49 @@ def _audit_log(settings: Settings, audit_engine: Engine | None) -> AuditLog:
     key_file = settings.resolved_audit_signing_key_file
     signer = Signer(key_file) if key_file.exists() else None
     engine = audit_engine or create_engine_for(settings.resolved_audit_database_url)
-    return AuditLog(engine, signer=signer, digests=DigestFile(settings.digest_file),
-                    digest_every=settings.audit_digest_every)  # fmt: skip
+    return AuditLog(
+        engine,
+        signer=signer,
+        digests=DigestFile(settings.digest_file),
+        public_key=public_path(key_file),
+        digest_every=settings.audit_digest_every,
+    )
 
 
-def _build(settings: Settings, keys: KeyProvider | None, engine: Engine | None, audit_engine: Engine | None,
-           throttle: LoginThrottle | None = None, clock: Clock | None = None) -> Deployment:  # fmt: skip
-    keys = keys or key_provider_from_settings(settings)
-    engine = engine or create_engine_for(settings.resolved_database_url)
-    audit = _audit_log(settings, audit_engine)
+class Parts(TypedDict, total=False):
+    """What a caller (a test, an embedding application) may bring instead of what the settings
+    would build: a key provider, engines, a log-in throttle, a password hasher, a clock."""
+
+    keys: KeyProvider
+    engine: Engine
+    audit_engine: Engine
+    throttle: LoginThrottle
+    hasher: PasswordHasher
+    clock: Clock
+
+
+def _build(settings: Settings, parts: Parts) -> Deployment:
+    keys = parts.get("keys") or key_provider_from_settings(settings)
+    engine = parts.get("engine") or create_engine_for(settings.resolved_database_url)
+    audit = _audit_log(settings, parts.get("audit_engine"))
     keyring = TenantKeyring(keys, KeyCache(settings.key_cache_ttl_seconds))
-    control = AccessControl(clock)
-    access = AccessService(settings, keys, audit, control=control, throttle=throttle, clock=clock)
-    return Deployment(settings, engine, keys, audit, Vault(keyring, audit=audit, gate=control), access)
+    clock = parts.get("clock")
+    control = AccessControl(clock)  # the vault's gate and the access service's decision: one
+    the_vault = Vault(keyring, audit=audit, gate=control)
+    core = AccessCore(
+        settings, keys, audit, tenants=the_vault, control=control, throttle=parts.get("throttle"), clock=clock
+    )
+    the_access = AccessService(core, hasher=parts.get("hasher"))
+    return Deployment(settings, engine, keys, audit, the_vault, the_access)
 
 
 def _has_schema(engine: Engine) -> bool:
     return "tenants" in inspect(engine).get_table_names()
 
 
-def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None,
-                    audit_engine: Engine | None = None, throttle: LoginThrottle | None = None,
-                    clock: Clock | None = None) -> Deployment:  # fmt: skip
+def init_deployment(settings: Settings, **parts: Unpack[Parts]) -> Deployment:
     """Create the data dir, the master key file (local provider), the audit signing key and the schemas."""
+    keys = parts.get("keys")
     data_dir = settings.resolved_data_dir
     key_file = settings.resolved_master_key_file
     if settings.key_provider == "local" and keys is None and key_file.exists():
@@ -135,7 +167,7 @@ def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
             "use it as it is, or point SAGEVAULT_DATA_DIR at a new directory"
         )
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = engine or create_engine_for(settings.resolved_database_url)
+    engine = parts.get("engine") or create_engine_for(settings.resolved_database_url)
     if _has_schema(engine):
         raise AlreadyInitialized(
             f"the database {engine.url.render_as_string(hide_password=True)} already holds a SageVault "
@@ -147,33 +179,29 @@ def init_deployment(settings: Settings, *, keys: KeyProvider | None = None, engi
         create_signing_key(settings.resolved_audit_signing_key_file)
     if settings.tls_cert_file is None and not tls_files(settings.tls_dir).key.exists():
         create_local_tls(settings.tls_dir)
-    migrate(engine)
-    deployment = _build(settings, keys, engine, audit_engine, throttle, clock)
+    migrate_store(engine)
+    deployment = _build(settings, {**parts, "engine": engine})
     migrate_audit(deployment.audit.engine)
     with deployment.engine.begin() as conn:
-        deployment.access.make_secret(conn)
+        deployment.access.core.make_secret(conn)
     _record_config(deployment)
     return deployment
 
 
-def open_deployment(settings: Settings, *, keys: KeyProvider | None = None, engine: Engine | None = None,
-                    audit_engine: Engine | None = None, throttle: LoginThrottle | None = None,
-                    clock: Clock | None = None) -> Deployment:  # fmt: skip
+def open_deployment(settings: Settings, **parts: Unpack[Parts]) -> Deployment:
     """Open an initialised deployment; NotInitialized says how to make one."""
     if settings.database_url is None and not Path(settings.resolved_database_url.removeprefix("sqlite:///")).exists():
         raise NotInitialized(f"no SageVault deployment in {settings.resolved_data_dir}; run `sagevault init` first")
-    deployment = _build(settings, keys, engine, audit_engine, throttle, clock)
-    with deployment.engine.connect() as conn:
-        if not _has_schema(deployment.engine):
-            raise NotInitialized(
-                f"the database {deployment.engine.url.render_as_string(hide_password=True)} has no SageVault "
-                "schema; run `sagevault init` first"
-            )
-        if not schema_is_current(conn):
-            migrate(deployment.engine)
-    migrate_audit(deployment.audit.engine)  # at head this only reads the version table
+    deployment = _build(settings, parts)
+    if not _has_schema(deployment.engine):
+        raise NotInitialized(
+            f"the database {deployment.engine.url.render_as_string(hide_password=True)} has no SageVault "
+            "schema; run `sagevault init` first"
+        )
+    migrate_if_behind(deployment.engine, STORE_CHAIN)
+    migrate_if_behind(deployment.audit.engine, AUDIT_CHAIN)
     with deployment.engine.begin() as conn:  # a deployment from before access control gets its secret now
-        deployment.access.make_secret(conn)
+        deployment.access.core.make_secret(conn)
     if settings.tls_cert_file is None and not tls_files(settings.tls_dir).key.exists():
         create_local_tls(settings.tls_dir)  # ... and one from before the service its local CA
     _record_config(deployment)

@@ -43,15 +43,22 @@ import re
 from datetime import datetime
 
 _SHOWABLE = re.compile(r"[A-Za-z][A-Za-z0-9._:/\[\]-]{0,63}|\d{3}-\d{7}-\d{7}")
-_PII_LIKE = re.compile(r"@|\d[\d\s().-]{6,}\d")
+_AMAZON_ORDER_ID = re.compile(r"\d{3}-\d{7}-\d{7}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
+
+
+def looks_like_pii(value: str) -> bool:
+    """Whether `value` holds something shaped like an e-mail address or a phone number: the one
+    check every place that must keep PII out (error messages, security events, ids) asks."""
+    return bool(_EMAIL.search(value) or _PHONE.search(value))
 
 
 def shown(value: object) -> str:
     """`value` as an error message may show it: ids (tenant, order, field names) as they are;
     anything else a user typed, which could be PII put in the wrong place, is withheld."""
     text = str(value)
-    amazon_order_id = re.fullmatch(r"\d{3}-\d{7}-\d{7}", text) is not None
-    if _SHOWABLE.fullmatch(text) and (amazon_order_id or not _PII_LIKE.search(text)):
+    if _SHOWABLE.fullmatch(text) and (_AMAZON_ORDER_ID.fullmatch(text) or not looks_like_pii(text)):
         return text
     return "<withheld: not an id>"
 

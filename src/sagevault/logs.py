@@ -16,8 +16,20 @@ from typing import Any
 
 import structlog
 
-PINNED = ("sqlalchemy", "sqlalchemy.engine", "sqlalchemy.pool", "alembic", "botocore", "boto3", "urllib3",
-          "s3transfer", "sp_api", "httpx", "httpcore", "psycopg")  # fmt: skip
+PINNED = (
+    "sqlalchemy",
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "alembic",
+    "botocore",
+    "boto3",
+    "urllib3",
+    "s3transfer",
+    "sp_api",
+    "httpx",
+    "httpcore",
+    "psycopg",
+)
 
 _SECRETS = re.compile(
     r"[^@\s\"']+@[^@\s\"']+\.[A-Za-z]{2,}"  # e-mail addresses
@@ -54,9 +66,7 @@ def configure_logging(log_file: Path | None, level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     root = logging.getLogger()
     root.setLevel(level)
-    for handler in list(root.handlers):
-        if getattr(handler, "_sagevault", False):
-            root.removeHandler(handler)
+    release_logging()
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_file.touch(mode=0o600, exist_ok=True)
@@ -77,6 +87,16 @@ def configure_logging(log_file: Path | None, level: int = logging.INFO) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=False,
     )
+
+
+def release_logging() -> None:
+    """Close the log file `configure_logging` opened (a process that runs several commands, or
+    one that is done, leaves no file open)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_sagevault", False):
+            root.removeHandler(handler)
+            handler.close()
 
 
 def get_logger(name: str) -> Any:

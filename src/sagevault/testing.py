@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sagevault.access import Argon2Hashing
+
 _FIRST = ["Maria", "John", "Aiko", "Carlos", "Fatima", "Liam", "Sofia", "Noah", "Elif", "Wei", "Priya", "Lukas"]
 _LAST = ["Silva", "Smith", "Tanaka", "Oliveira", "Khan", "Murphy", "Rossi", "Brown", "Yilmaz", "Chen", "Patel"]
 _STREETS = ["Westlake Ave", "Oak Avenue", "Rua das Flores", "Main Street", "Harbor Blvd", "Elm Road", "Pine Lane"]
@@ -98,3 +100,10 @@ class ManualClock:
     def advance(self, **delta: float) -> datetime:
         self._now += timedelta(**delta)
         return self._now
+
+
+def fast_password_hashing() -> Argon2Hashing:
+    """A password hasher for tests where hashing cost is not what they test: Argon2id at a tiny
+    cost (1 pass over 8 KiB), so a log-in takes microseconds instead of the deployment's tens of
+    milliseconds. Never for a deployment: the settings refuse a cost below OWASP's floor."""
+    return Argon2Hashing(time_cost=1, memory_kib=8, parallelism=1)

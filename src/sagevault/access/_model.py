@@ -1,8 +1,8 @@
-"""Scopes, roles and kill switches: the vocabulary of least privilege.
+"""Roles and kill switches: the vocabulary of least privilege.
 
-A scope is one permission. A role is a named bundle of scopes made for a job; the roles that
-reveal PII also name the purposes they reveal it for. A grant binds a principal to one role for
-a set of tenants, optionally in a time window.
+A scope (`sagevault.identity.Scope`) is one permission. A role is a named bundle of scopes made
+for a job; the roles that reveal PII also name the purposes they reveal it for. A grant binds a
+principal to one role for a set of tenants, optionally in a time window.
 """
 
 from __future__ import annotations
@@ -11,31 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sagevault.catalog import Purpose
-
-
-class Scope(StrEnum):
-    """Every permission SageVault checks (alphabetical)."""
-
-    AUDIT_READ = "audit:read"
-    KEYS_READ = "keys:read"
-    KEYS_ROTATE = "keys:rotate"
-    KILLSWITCH_OPERATE = "killswitch:operate"
-    PII_EXPORT = "pii:export"
-    PII_REVEAL = "pii:reveal"
-    RECORDS_INGEST = "records:ingest"
-    RECORDS_READ = "records:read"
-    RECORDS_SEARCH = "records:search"
-    TENANTS_ADMIN = "tenants:admin"
-    TENANTS_SHRED = "tenants:shred"
-    USERS_ADMIN = "users:admin"
-
-    @property
-    def sensitive(self) -> bool:
-        """Scopes under the two-person rule: a grant that carries one needs a second party.
-        `users:admin` is one too: an admin could otherwise make a second identity and approve
-        their own grants through it."""
-        return self.value.startswith(("pii:", "keys:")) or self is Scope.USERS_ADMIN
-
+from sagevault.identity import Scope
 
 # Scopes that act on no particular tenant: a grant must cover every tenant ("*") to give them.
 DEPLOYMENT_SCOPES = frozenset({Scope.USERS_ADMIN, Scope.AUDIT_READ})
@@ -65,29 +41,42 @@ ROLES: dict[str, Role] = {
     for r in (
         _role("viewer", "sees orders with PII masked", {Scope.RECORDS_READ}),
         _role(
-            "fulfilment", "ships orders: reveals names, addresses and phones for fulfilment",
-            {Scope.RECORDS_READ, Scope.RECORDS_SEARCH, Scope.PII_REVEAL}, {Purpose.FULFILMENT},
+            "fulfilment",
+            "ships orders: reveals names, addresses and phones for fulfilment",
+            {Scope.RECORDS_READ, Scope.RECORDS_SEARCH, Scope.PII_REVEAL},
+            {Purpose.FULFILMENT},
         ),
         _role(
-            "tax", "remits and invoices tax: reveals and exports tax data",
+            "tax",
+            "remits and invoices tax: reveals and exports tax data",
             {Scope.RECORDS_READ, Scope.RECORDS_SEARCH, Scope.PII_REVEAL, Scope.PII_EXPORT},
             {Purpose.TAX_REMITTANCE, Purpose.TAX_INVOICING},
         ),
         _role(
-            "security-officer", "reads the security log, checks keys, pulls the kill switches",
+            "security-officer",
+            "reads the security log, checks keys, pulls the kill switches",
             {Scope.AUDIT_READ, Scope.RECORDS_READ, Scope.KEYS_READ, Scope.KILLSWITCH_OPERATE},
         ),
         _role(
-            "operator", "runs the vault: tenants, SP-API sync, key rotation, deletion",
-            {Scope.TENANTS_ADMIN, Scope.RECORDS_INGEST, Scope.RECORDS_READ, Scope.KEYS_READ, Scope.KEYS_ROTATE,
-             Scope.TENANTS_SHRED, Scope.KILLSWITCH_OPERATE},
+            "operator",
+            "runs the vault: tenants, SP-API sync, key rotation, deletion",
+            {
+                Scope.TENANTS_ADMIN,
+                Scope.RECORDS_INGEST,
+                Scope.RECORDS_READ,
+                Scope.KEYS_READ,
+                Scope.KEYS_ROTATE,
+                Scope.TENANTS_SHRED,
+                Scope.KILLSWITCH_OPERATE,
+            },
         ),
         _role(
-            "admin", "manages accounts, grants and allow-lists; never sees PII",
+            "admin",
+            "manages accounts, grants and allow-lists; never sees PII",
             {Scope.USERS_ADMIN, Scope.AUDIT_READ, Scope.KILLSWITCH_OPERATE},
         ),
     )
-}  # fmt: skip
+}
 
 
 class KillSwitch(StrEnum):

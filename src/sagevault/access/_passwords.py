@@ -6,8 +6,9 @@ import functools
 import gzip
 import re
 from importlib import resources
+from typing import Protocol
 
-from argon2 import PasswordHasher
+import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from sagevault.config import PolicyProfile, Settings
@@ -64,26 +65,45 @@ def check_strength(password: str, login: str, policy: PolicyProfile) -> None:
         )
 
 
-class PasswordHashing:
-    """Argon2id with the deployment's cost; `dummy_verify` spends the same time on an unknown
-    account so a failure does not tell whether the login exists."""
+class PasswordHasher(Protocol):
+    """How passwords are hashed and checked. `Argon2Hashing` is the real one;
+    `sagevault.testing.fast_password_hashing()` is for tests where hashing cost is not under test."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._hasher = PasswordHasher(
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        """Whether `password` matches `stored`. With `stored` None (no such account, or one that
+        may not log in) it spends the time of a real check and answers False."""
+        ...
+
+
+class Argon2Hashing:
+    """Argon2id at the deployment's cost. A check against no stored hash spends the same time on
+    a dummy one, so a failure does not tell whether the login exists."""
+
+    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int) -> None:
+        self._hasher = argon2.PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Argon2Hashing:
+        return cls(
             time_cost=settings.password_hash_time_cost,
-            memory_cost=settings.password_hash_memory_kib,
+            memory_kib=settings.password_hash_memory_kib,
             parallelism=settings.password_hash_parallelism,
         )
-        self._dummy = self._hasher.hash("sagevault dummy password for unknown accounts")
+
+    @functools.cached_property
+    def _dummy(self) -> str:
+        """What a check without a stored hash verifies against: made at the first check, so opening
+        a deployment (every CLI command) costs no hashing."""
+        return self._hasher.hash("sagevault dummy password for unknown accounts")
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)
 
     def verify(self, stored: str | None, password: str) -> bool:
+        dummy = self._dummy  # made by the first check of any kind: the first one tells nothing either
         try:
-            return self._hasher.verify(stored or self._dummy, password) and stored is not None
+            return self._hasher.verify(stored or dummy, password) and stored is not None
         except (VerificationError, InvalidHashError, UnicodeEncodeError):
             return False
-
-    def dummy_verify(self, password: str) -> None:
-        self.verify(None, password)

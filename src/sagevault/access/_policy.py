@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from sagevault.catalog import Purpose
-from sagevault.db import access_state, allowlist, api_keys, driver_cursor, grants, kill_switches, principals
+from sagevault.db import driver_cursor
 from sagevault.errors import (
     AccessDenied,
     AccountDisabled,
@@ -30,10 +30,11 @@ from sagevault.errors import (
     PayloadError,
     PurposeNotAllowed,
 )
-from sagevault.vault import Action, Principal
+from sagevault.identity import Principal, Scope
 
-from ._model import ALL_TENANTS, DEPLOYMENT_SCOPES, PURPOSE_SCOPES, ROLES, SWITCHED, Scope
+from ._model import ALL_TENANTS, DEPLOYMENT_SCOPES, PURPOSE_SCOPES, ROLES, SWITCHED
 from ._network import LOOPBACK, Address, Network, contains, parse_address, parse_network
+from ._schema import access_state, allowlist, api_keys, grants, kill_switches, principals
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +148,9 @@ def decide(
     raise AccessDenied(f"{principal.id} lacks {scope} on {target}; ask an admin for a grant (`sagevault grants add`)")
 
 
-def _first_rule(candidates: tuple[Rule, ...], scope: Scope, purpose: Purpose | None, when: float,
-                address: Address) -> tuple[Rule | None, bool]:  # fmt: skip
+def _first_rule(
+    candidates: tuple[Rule, ...], scope: Scope, purpose: Purpose | None, when: float, address: Address
+) -> tuple[Rule | None, bool]:
     """The first rule that gives `scope` now, from `address`, for `purpose`; and whether one
     would have, but for the purpose."""
     purpose_refused = False
@@ -189,13 +191,15 @@ def parse_time(value: str | None, option: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise PayloadError(f"{option} is not a date or time; use ISO 8601 such as 2026-11-01 or "
-                           "2026-11-01T08:00:00Z") from None  # fmt: skip
+        raise PayloadError(
+            f"{option} is not a date or time; use ISO 8601 such as 2026-11-01 or 2026-11-01T08:00:00Z"
+        ) from None
     try:  # 9999-12-31T23:59:59-23:59 parses, but its UTC instant lies past the last datetime
         return as_utc(parsed)
     except (OverflowError, ValueError):
-        raise PayloadError(f"{option} is out of range in UTC; use a time between the years 0001 and 9999 "
-                           "such as 2026-11-01T08:00:00Z") from None  # fmt: skip
+        raise PayloadError(
+            f"{option} is out of range in UTC; use a time between the years 0001 and 9999 such as 2026-11-01T08:00:00Z"
+        ) from None
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -215,10 +219,14 @@ def load_policy(conn: Connection) -> AccessPolicy:
             continue
         role_nets = nets.get(("role", g.role))
         rule = Rule(
-            g.id, g.role, role.scopes, role.purposes,
-            _ts(g.not_before), _ts(g.not_after),
+            g.id,
+            g.role,
+            role.scopes,
+            role.purposes,
+            _ts(g.not_before),
+            _ts(g.not_after),
             tuple(role_nets) if role_nets is not None else None,
-        )  # fmt: skip
+        )
         for tenant in g.tenants:
             rules.setdefault(g.principal_id, {}).setdefault(tenant, []).append(rule)
     keys = {
@@ -299,11 +307,11 @@ class AccessControl:
         self,
         conn: Connection,
         principal: Principal,
-        action: Action,
+        scope: Scope,
         tenant_id: str | None,
         *,
         purpose: Purpose | None = None,
         fields: Collection[str] = (),
     ) -> None:
         now = self._clock().timestamp() if self._clock is not None else None
-        decide(self.policy(conn), principal, Scope(action.value), tenant_id, purpose=purpose, now=now)
+        decide(self.policy(conn), principal, scope, tenant_id, purpose=purpose, now=now)

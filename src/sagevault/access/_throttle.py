@@ -86,7 +86,8 @@ def _fail_closed() -> Iterator[None]:
     except (StorageError, ConnectionError, TimeoutError):
         raise LoginThrottled(
             "log-ins are refused: the log-in limiter (rate_limit_storage_url) cannot be reached; "
-            "they resume when it is back", reason="limiter_unavailable",
+            "they resume when it is back",
+            reason="limiter_unavailable",
         ) from None
 
 
@@ -109,8 +110,9 @@ class RequestLimiter:
                 raise RateLimited(f"too many requests: at most {self._total} for one principal; slow down and retry")
             per_route = self._routes.get(route)
             if per_route is not None and not self._limiter.hit(per_route, "route", route, principal_id):
-                raise RateLimited(f"too many requests on this route: at most {per_route} for one principal; "
-                                  "slow down and retry")  # fmt: skip
+                raise RateLimited(
+                    f"too many requests on this route: at most {per_route} for one principal; slow down and retry"
+                )
 
     def within_budget(self, source_key: str) -> bool:
         """Whether a source (the keyed hash of its address, or of its /64) still has refused
@@ -132,8 +134,10 @@ def _limiter_reachable() -> Iterator[None]:
     try:
         yield
     except (StorageError, ConnectionError, TimeoutError):
-        raise LimiterUnavailable("requests are refused: the rate limiter (rate_limit_storage_url) cannot be "
-                                 "reached; they resume when it is back") from None  # fmt: skip
+        raise LimiterUnavailable(
+            "requests are refused: the rate limiter (rate_limit_storage_url) cannot be "
+            "reached; they resume when it is back"
+        ) from None
 
 
 def _storage(settings: Settings, url: str | None, key_prefix: str | None, what: str) -> Storage:

@@ -2,25 +2,47 @@
 
 AuditEvent (typed, validated)  ->  AuditLog.record (group commit, fail closed)
                                ->  audit_events (chain)  +  digests.jsonl (Ed25519, outside the DB)
-verify() checks chain, head, purge anchors and digests.
+AuditLog.verify checks chain, head, purge anchors and digests; it, export and an on-demand digest
+each record their own event. The audit tables have a migration chain of their own
+(`MIGRATIONS`), so the embedded deployment can keep them in a database of their own.
 """
 
 from __future__ import annotations
 
-from ._events import AuditEvent, Channel, EventName, Outcome, Reason, looks_like_pii, outcome_of
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from sagevault.db import MigrationChain, migrate
+
+from ._commit import chain_hash
+from ._events import AuditEvent, AuditSink, EventName, Outcome, Reason, outcome_of
 from ._export import SyslogTlsSink, to_jsonl, to_syslog
-from ._log import AuditLog, chain_hash
-from ._migrate import migrate_audit
+from ._log import Asker, AuditLog, EventFilters, Export
 from ._schema import audit_anchors, audit_events, audit_head, audit_metadata
 from ._signing import DigestFile, Signer, create_signing_key, load_public_key, public_path
 from ._verify import VerifyReport, verify
 
+MIGRATIONS = Path(__file__).with_name("migrations")
+AUDIT_CHAIN = MigrationChain("alembic_version_audit", (MIGRATIONS,))
+
+
+def migrate_audit(engine: Engine) -> None:
+    """Bring the audit tables to the newest migration (their own chain and version table)."""
+    migrate(engine, AUDIT_CHAIN)
+
+
 __all__ = [
+    "AUDIT_CHAIN",
+    "MIGRATIONS",
+    "Asker",
     "AuditEvent",
     "AuditLog",
-    "Channel",
+    "AuditSink",
     "DigestFile",
+    "EventFilters",
     "EventName",
+    "Export",
     "Outcome",
     "Reason",
     "Signer",
@@ -33,7 +55,6 @@ __all__ = [
     "chain_hash",
     "create_signing_key",
     "load_public_key",
-    "looks_like_pii",
     "migrate_audit",
     "outcome_of",
     "public_path",

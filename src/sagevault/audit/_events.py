@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sagevault import errors
-from sagevault.errors import AuditEventError
+from sagevault.errors import AuditEventError, looks_like_pii
+from sagevault.identity import Channel
 
 
 class EventName(StrEnum):
@@ -56,6 +57,7 @@ class EventName(StrEnum):
     AUDIT_SEGMENT_PURGE = "audit:segment:purge"
     CLI_COMMAND_FAIL = "cli:command:fail"
     CLI_COMMAND_RUN = "cli:command:run"
+    SCHEDULER_JOB_FAIL = "scheduler:job:fail"
     STORAGE_KEYSET_CREATE = "storage:keyset:create"
     STORAGE_KEYSET_DESTROY = "storage:keyset:destroy"
     STORAGE_KEYSET_RETIRE = "storage:keyset:retire"
@@ -107,6 +109,7 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.AUDIT_SEGMENT_PURGE: "events older than the retention period were purged, chain anchor kept",
     EventName.CLI_COMMAND_FAIL: "an operator command failed with an error",
     EventName.CLI_COMMAND_RUN: "an operator command ran to completion",
+    EventName.SCHEDULER_JOB_FAIL: "a scheduled job failed (its name and the error's type only)",
     EventName.STORAGE_KEYSET_CREATE: "a tenant's keys were created",
     EventName.STORAGE_KEYSET_DESTROY: "a tenant's keys were destroyed (crypto-shred)",
     EventName.STORAGE_KEYSET_RETIRE: "old data key versions were retired and their material erased",
@@ -118,15 +121,6 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.VAULT_RECORD_SEARCH: "records were looked up by blind index",
     EventName.VAULT_TENANT_CREATE: "a tenant was added",
 }
-
-
-class Channel(StrEnum):
-    API = "api"
-    STORAGE = "storage"
-    ADMIN = "admin"
-    CLI = "cli"
-    SCHEDULER = "scheduler"
-    LIBRARY = "library"
 
 
 class Outcome(StrEnum):
@@ -207,15 +201,9 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _OPERATION = re.compile(r"[a-z][a-z0-9 ._:-]{0,63}")
 _COUNT_KEY = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
 _HEX = re.compile(r"[0-9a-f]{16,64}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
 
 
 _canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # counts arrive sorted
-
-
-def looks_like_pii(value: str) -> bool:
-    return bool(_EMAIL.search(value) or _PHONE.search(value))
 
 
 def _check_id(name: str, value: str | None, pattern: re.Pattern[str] = _ID, *, free: bool = True) -> None:
@@ -271,15 +259,36 @@ class AuditEvent:
                 raise AuditEventError("audit field counts must map short lower-case names to integers")
         if self.at.tzinfo is None:
             raise AuditEventError("audit field at must be timezone-aware")
-        object.__setattr__(self, "_stored", [
-            self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), self.name.value, self.channel.value,
-            self.outcome.value, self.reason.value, self.actor, self.tenant_id, _canonical(list(self.record_ids)),
-            _canonical(dict(sorted(self.counts.items()))), self.client_ip_hash, self.request_id, self.operation,
-            self.fingerprint,
-        ])  # fmt: skip
+        object.__setattr__(
+            self,
+            "_stored",
+            [
+                self.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                self.name.value,
+                self.channel.value,
+                self.outcome.value,
+                self.reason.value,
+                self.actor,
+                self.tenant_id,
+                _canonical(list(self.record_ids)),
+                _canonical(dict(sorted(self.counts.items()))),
+                self.client_ip_hash,
+                self.request_id,
+                self.operation,
+                self.fingerprint,
+            ],
+        )
 
     def values(self, seq: int) -> list[Any]:
         """The event as stored, in column order: record ids and counts as their canonical JSON
         text (built once, when the event is made). The chain hashes the canonical JSON of
         exactly this list."""
         return [seq, *self._stored]
+
+
+class AuditSink(Protocol):
+    """Where a domain service sends its security events. `AuditLog` is the real one: `record`
+    returns the event's sequence number once it is durable, and raises `AuditUnavailable` when
+    it cannot be, so the caller refuses what the event describes."""
+
+    def record(self, event: AuditEvent) -> int: ...

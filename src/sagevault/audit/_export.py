@@ -26,12 +26,17 @@ def to_syslog(event: dict[str, Any], hostname: str = "-") -> bytes:
     params = " ".join(
         f'{k}="{str(v).translate(_SD_ESCAPE)}"'
         for k, v in (
-            ("seq", event["seq"]), ("channel", event["channel"]), ("outcome", event["outcome"]),
-            ("reason", event["reason"]), ("actor", event["actor"]), ("tenant", event["tenant_id"]),
-            ("operation", event["operation"]), ("request", event["request_id"]),
+            ("seq", event["seq"]),
+            ("channel", event["channel"]),
+            ("outcome", event["outcome"]),
+            ("reason", event["reason"]),
+            ("actor", event["actor"]),
+            ("tenant", event["tenant_id"]),
+            ("operation", event["operation"]),
+            ("request", event["request_id"]),
         )
         if v not in (None, "")
-    )  # fmt: skip
+    )
     msg = f"<{4 * 8 + severity}>1 {event['at']} {hostname} sagevault - {event['name']} [sagevault@32473 {params}]"
     return msg.encode()
 

@@ -1,105 +1,114 @@
-"""Appending events: one chain, gap-free, group-committed, fail-closed."""
+"""The security event log: appending (through `GroupCommit`), signed digests, retention, and
+the operations an operator or an auditor runs on it (search, export, verify, a digest on
+demand), each of which records its own event."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import fcntl
-import hashlib
 import json
-import os
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import ColumnElement, Engine, delete, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from sagevault.db import reading
-from sagevault.errors import AuditError, AuditUnavailable
+from sagevault.errors import AuditError
+from sagevault.identity import Principal, event_tenant
 from sagevault.logs import get_logger
 
-from ._events import AuditEvent, Channel, EventName, Reason
+from ._commit import GroupCommit
+from ._events import AuditEvent, EventName, Outcome, Reason
 from ._schema import COLUMNS, audit_anchors, audit_events, audit_head
-from ._signing import Digest, DigestFile, Signer, anchor_message, digest_message
-
-ZERO_HASH = b"\0" * 32
-_COLS = (*COLUMNS, "prev_hash", "hash")
-_INSERT_SQLITE = f"INSERT INTO audit_events ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})"  # noqa: S608
-_INSERT_PG = f"INSERT INTO audit_events ({', '.join(_COLS)}) VALUES ({', '.join(['%s'] * len(_COLS))})"  # noqa: S608
-_GATHER_SECONDS = 0.001  # the longest a group commit waits for callers already under way
-canonical_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+from ._signing import Digest, DigestFile, Signer, anchor_message, digest_message, load_public_key
+from ._verify import VerifyReport, verify
 
 
-def chain_hash(prev: bytes, values: Sequence[Any]) -> bytes:  # verify inlines this loop-side
-    """SHA-256 over the previous hash and the canonical JSON of the stored row's values
-    (`AuditEvent.values`: seq .. fingerprint, in column order)."""
-    return hashlib.sha256(prev + canonical_json(values).encode()).digest()  # a tuple encodes as a JSON array
+@dataclass(frozen=True, slots=True)
+class Asker:
+    """Who runs an operation on the log, as its event records them: a principal, and for a
+    request from the network its request id and the keyed hash of its address."""
+
+    principal: Principal
+    request_id: str | None = None
+    client_ip_hash: str | None = None
+
+    def event(self, name: EventName, **fields: Any) -> AuditEvent:
+        p = self.principal
+        return AuditEvent(
+            name=name,
+            channel=p.channel,
+            actor=p.id,
+            request_id=self.request_id,
+            client_ip_hash=self.client_ip_hash,
+            **fields,
+        )
 
 
-@dataclass(slots=True)
-class _Ticket:
-    event: AuditEvent
-    # Set when a caller of `record` may go on (written, or to lead). `record_many`'s tickets never
-    # wait, and creating an Event per event cost a batch a third of its append rate.
-    ready: threading.Event | None = None
-    # `record_async`'s tickets: the loop to tell and the future it awaits (set on the last of its events).
-    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
-    seq: int = 0
-    error: BaseException | None = None
-    done: bool = False
-    lead: bool = False  # woken to lead the next group rather than because it was written
+class EventFilters(TypedDict, total=False):
+    """What `search`, `count` and `export` select by (every one given must hold)."""
+
+    actor: str | None
+    tenant_id: str | None
+    name: str | None
+    since: datetime | None
+    until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    """An export that has been recorded: `count` events up to `through_seq` (the head when it
+    began), read page by page from `events()`."""
+
+    count: int
+    through_seq: int
+    _log: AuditLog
+    _filters: EventFilters
+
+    def events(self, page: int = 500) -> Iterator[dict[str, Any]]:
+        """The matching events, read a page per short transaction, so a slow reader never holds a
+        read open on the audit database (on SQLite that would pin its WAL)."""
+        after = 0
+        while batch := list(
+            self._log.search(**self._filters, after_seq=after, through_seq=self.through_seq, limit=page)
+        ):
+            yield from batch
+            after = batch[-1]["seq"]
 
 
 class AuditLog:
-    """The one place that writes security events.
+    """The one place that writes security events (see `GroupCommit` for how appends commit)."""
 
-    `record` returns only once the event is committed (durable); if it cannot be, it raises
-    AuditUnavailable and the caller must refuse the operation. Concurrent callers share
-    transactions (group commit): whoever finds no write in progress writes everything queued.
-    Appends take the chain head's row lock, so writers in other processes never fork the chain.
-    """
-
-    def __init__(self, engine: Engine, *, signer: Signer | None, digests: DigestFile | None,
-                 digest_every: int = 1000) -> None:  # fmt: skip
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        signer: Signer | None,
+        digests: DigestFile | None,
+        public_key: Path | None = None,
+        digest_every: int = 1000,
+    ) -> None:
         self.engine = engine
         self._signer = signer
         self._digests = digests
+        self._public_key = public_key
         self._digest_every = digest_every
         self._last_digest_seq = 0
-        self._cond = threading.Condition()
-        self._pending: list[_Ticket] = []
-        self._writing = False
-        self._expect = 1  # the last group's size: how many callers the next group waits for
-        self.transactions = 0  # committed appends, for monitoring how well commits are shared
-        self._writer = threading.Lock()
-        # SQLite: writers in several processes (API workers, the CLI) queue on a lock file in the
-        # kernel, woken the moment the lock is free, instead of polling SQLite's busy handler
-        # (which sleeps 1, 2, 5, 10 ... ms between tries). BEGIN IMMEDIATE still decides.
-        path = engine.url.database if engine.dialect.name == "sqlite" else None
-        self._lock_path = f"{path}-writer.lock" if path and path != ":memory:" else None
-        self._lock_fd: int | None = None
-        # Writes for `record_async` callers, who have no thread of their own to lead one: started on first use.
-        self._writer_thread: threading.Thread | None = None
-        self._writer_pid = 0
-        self._writer_lead = False  # the lead was handed to the writer thread
-        self._writer_wanted = threading.Event()
-        self._closing = False
+        self._commit = GroupCommit(engine, self._digest_if_due)
+
+    @property
+    def transactions(self) -> int:
+        """Committed appends so far (how well commits are shared)."""
+        return self._commit.transactions
 
     # --- appending ------------------------------------------------------------------------
 
     def record(self, event: AuditEvent) -> int:
-        """Append `event` and return its sequence number once it is committed.
-
-        Group commit by combining: the caller that finds no write in progress leads; it writes
-        everything queued, gathering for up to _GATHER_SECONDS as many callers as the last group
-        had, wakes each written caller on its own event, and when its own event is durable hands
-        the lead to the oldest caller still waiting. Followers never contend for a lock to learn
-        that they are done.
+        """Append `event` and return its sequence number once it is committed (`GroupCommit`).
 
         Within `deferred()` (in the same thread or task) the event is held instead and this
         returns 0: it is durable only once the block's owner has awaited `record_async`."""
@@ -107,96 +116,16 @@ class AuditLog:
         if held is not None and held[0] is self:
             held[1].append(event)
             return 0
-        ready = threading.Event()
-        ticket = _Ticket(event, ready)
-        lead = self._enqueue([ticket])
-        if not lead:
-            ready.wait()
-            lead = ticket.lead and not ticket.done
-        if lead:
-            self._lead(ticket)
-        _raise_if_failed([ticket])
-        return ticket.seq
+        return self._commit.record(event)
 
-    def _enqueue(self, tickets: list[_Ticket]) -> bool:
-        """Queue `tickets`; whether the caller now leads (no write was in progress)."""
-        with self._cond:
-            self._pending.extend(tickets)
-            self._cond.notify()  # a leader gathering a group may be waiting for these
-            lead = not self._writing
-            self._writing = True
-        return lead
+    async def record_async(self, events: Sequence[AuditEvent]) -> list[int]:
+        """Append `events`, in order, and return their sequence numbers once they are committed,
+        without blocking the event loop (`GroupCommit.record_async`)."""
+        return await self._commit.record_async(events)
 
-    def _lead(self, own: _Ticket) -> None:
-        while not own.done:
-            self._write_group(own)
-        self._hand_on()
-
-    def _write_group(self, own: _Ticket | None) -> list[_Ticket]:
-        """Write the next group and tell its callers (all but `own`, the leader); then the
-        digest, if one is due. The group (empty if nothing was queued)."""
-        batch = self._write_next()
-        self._wake(batch, own)
-        self._digest_if_due(batch)
-        return batch
-
-    def _write_next(self) -> list[_Ticket]:
-        """Write one group: wait up to _GATHER_SECONDS for as many callers as the last group had
-        (they are under way), then everything queued by the time the chain head is locked.
-        Callers who arrive while another process holds the head ride along. The group written
-        (empty if nothing was queued)."""
-        with self._cond:
-            deadline = time.monotonic() + _GATHER_SECONDS
-            while len(self._pending) < self._expect and (left := deadline - time.monotonic()) > 0:
-                self._cond.wait(left)
-            if not self._pending:
-                return []
-        try:
-            with self._writer, self._file_lock():
-                return self._write_locked(None)
-        except Exception as exc:  # the lock file could not be had: the queued callers are refused, not stranded
-            return self._fail(self._take(), exc)
-
-    @staticmethod
-    def _fail(batch: list[_Ticket], exc: BaseException) -> list[_Ticket]:
-        for ticket in batch:
-            ticket.error, ticket.done = exc, True
-        return batch
-
-    def _take(self) -> list[_Ticket]:
-        with self._cond:
-            batch, self._pending = self._pending, []
-            self._expect = max(1, len(batch))
-        return batch
-
-    @staticmethod
-    def _wake(batch: list[_Ticket], own: _Ticket | None) -> None:
-        """Tell the written callers: a thread by its event, an event loop once per batch."""
-        loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-        for ticket in batch:
-            if ticket is not own and ticket.ready is not None:
-                ticket.ready.set()
-            if ticket.waiter is not None:
-                loops.setdefault(ticket.waiter[0], []).append(ticket.waiter[1])
-        for loop, futures in loops.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
-                loop.call_soon_threadsafe(_settle, futures)
-
-    def _hand_on(self) -> None:
-        """The lead's end: to the oldest waiting thread, or to the writer thread when that caller
-        is an event loop's; or no write is in progress any more."""
-        with self._cond:
-            if not self._pending:
-                self._writing = False
-                return
-            successor = self._pending[0]
-            if successor.ready is not None:
-                successor.lead = True
-                successor.ready.set()
-                return
-        self._want_writer()
-
-    # --- appending from an event loop ------------------------------------------------------
+    def record_many(self, events: Sequence[AuditEvent]) -> list[int]:
+        """Append several events in one transaction (batch producers, imports, benchmarks)."""
+        return self._commit.record_many(events)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[list[AuditEvent]]:
@@ -212,66 +141,16 @@ class AuditLog:
         finally:
             _DEFERRED.reset(token)
 
-    async def record_async(self, events: Sequence[AuditEvent]) -> list[int]:
-        """Append `events`, in order, and return their sequence numbers once they are committed,
-        without blocking the event loop: they join the next group commit (with `record`'s
-        callers), written by a thread of this log's, which wakes the loop once per group. Raises
-        AuditUnavailable if they could not be made durable."""
-        if not events:
-            return []
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        tickets = [_Ticket(e) for e in events]
-        tickets[-1].waiter = (loop, done)  # a batch is written whole or not at all
-        if self._enqueue(tickets):
-            self._want_writer()
-        await done
-        _raise_if_failed(tickets)
-        return [t.seq for t in tickets]
-
-    def _want_writer(self) -> None:
-        """Give the lead to this log's writer thread (started on first use)."""
-        with self._cond:
-            self._writer_lead = True
-            thread = self._writer_thread
-            if thread is None or not thread.is_alive() or self._writer_pid != os.getpid():  # (a fork has none)
-                self._writer_thread = threading.Thread(target=self._writer_loop, name="sagevault-audit-writer",
-                                                       daemon=True)  # fmt: skip
-                self._writer_pid = os.getpid()
-                self._writer_thread.start()
-        self._writer_wanted.set()
-
-    def _writer_loop(self) -> None:
-        """Leads for `record_async` callers: writes until nothing is queued, then hands on as
-        `record`'s leaders do. Ends when the log closes, once it does not hold the lead."""
-        while True:
-            self._writer_wanted.wait()
-            self._writer_wanted.clear()
-            with self._cond:
-                lead, self._writer_lead = self._writer_lead, False
-            if lead:
-                while self._write_group(None):
-                    with self._cond:  # a waiting thread leads its own write; this one leads loops' writes
-                        if not self._pending or self._pending[0].ready is not None:
-                            break
-                self._hand_on()
-            with self._cond:
-                if self._closing and not self._writer_lead:
-                    return
-
-    def record_many(self, events: Sequence[AuditEvent]) -> list[int]:
-        """Append several events in one transaction (batch producers, imports, benchmarks)."""
-        tickets = [_Ticket(e) for e in events]
+    def _digest_if_due(self, seq: int) -> None:
+        """A signed digest every `digest_every` events, after a group's callers were told: its
+        events are committed whatever happens here. A digest that cannot be written is logged
+        (the chain still verifies up to the last one) and tried again after the next group."""
+        if seq - self._last_digest_seq < self._digest_every:
+            return
         try:
-            with self._writer, self._file_lock():
-                self._write_locked(tickets)
-        except Exception as exc:  # the lock file could not be had
-            self._fail(tickets, exc)
-        self._digest_if_due(tickets)
-        for t in tickets:
-            if t.error is not None:
-                raise AuditUnavailable(f"security events could not be written ({type(t.error).__name__})") from t.error
-        return [t.seq for t in tickets]
+            self.write_digest()
+        except Exception as exc:
+            get_logger("sagevault.audit").error("audit digest not written", error=type(exc).__name__)
 
     def _lock_head(self, conn: Connection) -> tuple[int, bytes]:
         query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
@@ -279,91 +158,6 @@ class AuditLog:
             query = query.with_for_update()
         seq, head = conn.execute(query).one()
         return int(seq), bytes(head)
-
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        if self._lock_path is None:
-            yield
-            return
-        if self._lock_fd is None:
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    @staticmethod
-    def _locked_head(cur: Any, sqlite: bool) -> tuple[int, bytes]:
-        """Begin the append's transaction and read the chain head, locked until it ends."""
-        if sqlite:
-            cur.execute("PRAGMA query_only = 0")  # whatever the pooled connection's last unit of work was
-            cur.execute("BEGIN IMMEDIATE")
-            cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
-        else:
-            cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-        head = cur.fetchone()
-        if head is None:
-            raise AuditError("the audit chain head row is missing; run the audit migrations")
-        return int(head[0]), bytes(head[1])
-
-    def _write_locked(self, batch: list[_Ticket] | None) -> list[_Ticket]:
-        """One transaction through the driver's own connection (this is the latency every
-        durable caller waits for, so it skips SQLAlchemy's per-statement work): `batch`, or
-        (None) everything queued once the chain head is locked. Every ticket written is marked
-        done, with the error if the transaction failed: fail closed. Returns the tickets."""
-        seq = 0
-        taken = batch
-        raw: Any = None
-        try:
-            raw = self.engine.raw_connection()
-            cur = raw.cursor()
-            sqlite = self.engine.dialect.name == "sqlite"
-            seq, prev = self._locked_head(cur, sqlite)
-            if taken is None:
-                taken = self._take()
-            rows = []
-            for ticket in taken:
-                seq += 1
-                values = ticket.event.values(seq)
-                digest = chain_hash(prev, values)
-                rows.append((*values, prev, digest))
-                ticket.seq = seq
-                prev = digest
-            cur.executemany(_INSERT_SQLITE if sqlite else _INSERT_PG, rows)
-            cur.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1" if sqlite
-                        else "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1", (seq, prev))  # fmt: skip
-            if sqlite:
-                cur.execute("COMMIT")
-            else:
-                raw.commit()
-            self.transactions += 1
-        except Exception as exc:  # every waiter learns the write failed: fail closed
-            if taken is None:
-                taken = self._take()
-            for ticket in taken:
-                ticket.error = exc
-            if raw is not None:
-                with contextlib.suppress(Exception):
-                    raw.rollback() if self.engine.dialect.name != "sqlite" else raw.cursor().execute("ROLLBACK")
-        finally:
-            if raw is not None:
-                with contextlib.suppress(Exception):  # a lost connection: the pool discards it
-                    raw.close()
-            for ticket in taken or ():
-                ticket.done = True
-        return taken
-
-    def _digest_if_due(self, batch: list[_Ticket]) -> None:
-        """A signed digest every `digest_every` events, after the batch's callers were told: its
-        events are committed whatever happens here. A digest that cannot be written is logged
-        (the chain still verifies up to the last one) and tried again after the next batch."""
-        if not batch or batch[-1].error is not None or batch[-1].seq - self._last_digest_seq < self._digest_every:
-            return
-        try:
-            self.write_digest(reason=Reason.INTERVAL)
-        except Exception as exc:
-            get_logger("sagevault.audit").error("audit digest not written", error=type(exc).__name__)
 
     # --- digests --------------------------------------------------------------------------
 
@@ -381,7 +175,7 @@ class AuditLog:
             with conn.begin():
                 yield conn
 
-    def write_digest(self, *, reason: Reason = Reason.ON_DEMAND) -> Digest | None:
+    def write_digest(self) -> Digest | None:
         """Sign the current chain head into the digest file (outside the database)."""
         if self._signer is None or self._digests is None:
             return None
@@ -395,7 +189,7 @@ class AuditLog:
 
     # --- retention ------------------------------------------------------------------------
 
-    def purge_before(self, cutoff: datetime, *, actor: str) -> int:
+    def purge_before(self, cutoff: datetime, asker: Asker) -> int:
         """Delete whole months of events that ended before `cutoff`; keep a signed anchor so the
         chain still verifies, and record the purge as an event. Returns the events deleted."""
         if self._signer is None:
@@ -415,57 +209,57 @@ class AuditLog:
             conn.execute(delete(audit_events).where(audit_events.c.seq <= last))
             conn.execute(
                 insert(audit_anchors).values(
-                    last_seq=last, hash=anchor, purged_at=_now_text(),
+                    last_seq=last,
+                    hash=anchor,
+                    purged_at=_now_text(),
                     signature=self._signer.sign(anchor_message(last, anchor)),
                 )
-            )  # fmt: skip
+            )
         self.record(
-            AuditEvent(
-                name=EventName.AUDIT_SEGMENT_PURGE, channel=Channel.SCHEDULER, actor=actor, reason=Reason.RETENTION,
+            asker.event(
+                EventName.AUDIT_SEGMENT_PURGE,
+                reason=Reason.RETENTION,
                 counts={"first_seq": first, "last_seq": last, "events": last - first + 1},
             )
-        )  # fmt: skip
+        )
         return last - first + 1
 
     # --- reading --------------------------------------------------------------------------
 
     @staticmethod
-    def _matching(
-        actor: str | None, tenant_id: str | None, name: str | None, since: datetime | None, until: datetime | None,
-        after_seq: int, through_seq: int | None,
-    ) -> list[ColumnElement[bool]]:  # fmt: skip
+    def _matching(after_seq: int, through_seq: int | None, filters: EventFilters) -> list[ColumnElement[bool]]:
         where = [audit_events.c.seq > after_seq]
         if through_seq is not None:
             where.append(audit_events.c.seq <= through_seq)
-        if actor:
-            where.append(audit_events.c.actor == actor)
-        if tenant_id:
-            where.append(audit_events.c.tenant_id == tenant_id)
-        if name:
-            where.append(audit_events.c.name == name)
+        for column in ("actor", "tenant_id", "name"):
+            value = filters.get(column)
+            if value:
+                where.append(audit_events.c[column] == value)
+        since, until = filters.get("since"), filters.get("until")
         if since:
             where.append(audit_events.c.at >= since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         if until:
             where.append(audit_events.c.at < until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         return where
 
-    def count(self, *, actor: str | None = None, tenant_id: str | None = None, name: str | None = None,
-              since: datetime | None = None, until: datetime | None = None, after_seq: int = 0,
-              through_seq: int | None = None) -> int:  # fmt: skip
+    def count(self, *, after_seq: int = 0, through_seq: int | None = None, **filters: Unpack[EventFilters]) -> int:
         """How many events `search` with the same filters would yield."""
-        where = self._matching(actor, tenant_id, name, since, until, after_seq, through_seq)
+        where = self._matching(after_seq, through_seq, filters)
         with self._reading() as conn:
             return int(conn.execute(select(func.count()).select_from(audit_events).where(*where)).scalar_one())
 
-    def search(self, *, actor: str | None = None, tenant_id: str | None = None, name: str | None = None,
-               since: datetime | None = None, until: datetime | None = None, after_seq: int = 0,
-               through_seq: int | None = None, limit: int | None = None,
-               newest_first: bool = False) -> Iterator[dict[str, Any]]:  # fmt: skip
+    def search(
+        self,
+        *,
+        after_seq: int = 0,
+        through_seq: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+        **filters: Unpack[EventFilters],
+    ) -> Iterator[dict[str, Any]]:
         """Events matching every filter given, by sequence number: those after `after_seq` (a
         page's cursor) and up to `through_seq` (an export's snapshot of the head)."""
-        query = select(*(audit_events.c[c] for c in COLUMNS)).where(
-            *self._matching(actor, tenant_id, name, since, until, after_seq, through_seq)
-        )
+        query = select(*(audit_events.c[c] for c in COLUMNS)).where(*self._matching(after_seq, through_seq, filters))
         query = query.order_by(audit_events.c.seq.desc() if newest_first else audit_events.c.seq)
         if limit:
             query = query.limit(limit)
@@ -476,28 +270,67 @@ class AuditLog:
                 item["counts"] = json.loads(item["counts"])
                 yield item
 
-    def close(self) -> None:
-        """Stop the writer thread once what it leads is written, then release the lock file and
-        the connections (an append after this opens them again). A write still under way after
-        10 s keeps them: closing under it would strand its callers."""
-        thread = self._writer_thread
-        if thread is not None:
-            self._closing = True
-            self._writer_wanted.set()
-            thread.join(timeout=10)
-            with self._cond:
-                if self._writer_thread is thread and not thread.is_alive():
-                    self._writer_thread = None
-                self._closing = False
-        if not self._writer.acquire(timeout=10):
-            get_logger("sagevault.audit").warning("audit log closed with a write under way")
-            return
+    # --- operations that record themselves ------------------------------------------------
+
+    def export(self, asker: Asker, **filters: Unpack[EventFilters]) -> Export:
+        """Every event matching the filters, up to the newest one now. The export is recorded
+        (audit:log:export, with its count) before anything is read out: if that cannot be made
+        durable, nothing is exported."""
+        through, _ = self.head()
+        count = self.count(**filters, through_seq=through)
+        self.record(
+            asker.event(
+                EventName.AUDIT_LOG_EXPORT,
+                tenant_id=event_tenant(filters.get("tenant_id")),
+                operation="audit export",
+                counts={"events": count, "through_seq": through},
+            )
+        )
+        return Export(count, through, self, filters)
+
+    def verify(self, asker: Asker, *, workers: int | None = None) -> VerifyReport:
+        """Check the whole chain, its head, purge anchors and every signed digest, and record the
+        check (audit:log:verify, failed if anything is wrong). A verification key or digest file
+        that cannot be read fails the check (`report.unreadable`)."""
         try:
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
-        finally:
-            self._writer.release()
+            if self._public_key is None or self._digests is None:
+                raise AuditError("this audit log has no verification key or digest file configured")
+            key = load_public_key(self._public_key)
+            digests = self._digests.read()
+        except AuditError as exc:
+            report = VerifyReport(unreadable=True)
+            report.fail(None, str(exc))
+        else:
+            report = verify(self.engine, key, digests, workers=workers)
+        self.record(
+            asker.event(
+                EventName.AUDIT_LOG_VERIFY,
+                outcome=Outcome.SUCCESS if report.ok else Outcome.FAILURE,
+                reason=Reason.NONE if report.ok else Reason.INTEGRITY_FAILURE,
+                counts={"events": report.events, "digests": report.digests},
+                operation="audit verify",
+            )
+        )
+        return report
+
+    def undigested(self) -> int:
+        """How many events follow the newest signed digest (0 when it covers the head)."""
+        seq, _ = self.head()
+        last = self._digests.last() if self._digests is not None else None
+        return max(0, seq - (last.seq if last is not None else 0))
+
+    def digest(self, asker: Asker) -> Digest:
+        """Sign the current chain head into the digest file now, recorded as audit:digest:write."""
+        if self._signer is None or self._digests is None:
+            raise AuditError("no digest written: the audit signing key is missing; restore it beside the master key")
+        self.record(asker.event(EventName.AUDIT_DIGEST_WRITE, reason=Reason.ON_DEMAND, operation="audit digest"))
+        digest = self.write_digest()
+        assert digest is not None  # the event above is in the chain: it is not empty
+        return digest
+
+    def close(self) -> None:
+        """Stop writing (an append after this opens the connections again) and release them."""
+        self._commit.close()
         self.engine.dispose()
 
     def __repr__(self) -> str:
@@ -505,21 +338,6 @@ class AuditLog:
 
 
 _DEFERRED: ContextVar[tuple[AuditLog, list[AuditEvent]] | None] = ContextVar("sagevault_audit_deferred", default=None)
-
-
-def _raise_if_failed(tickets: list[_Ticket]) -> None:
-    for t in tickets:
-        if t.error is not None:
-            raise AuditUnavailable(
-                f"the security event {t.event.name} could not be written ({type(t.error).__name__}); "
-                "the operation was refused. Check the audit database and retry"
-            ) from t.error
-
-
-def _settle(futures: list[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():  # a cancelled caller: its events are written all the same
-            future.set_result(None)
 
 
 def _now_text() -> str:

@@ -55,6 +55,18 @@ audit_anchors = Table(
 )
 
 COLUMNS = (
-    "seq", "at", "name", "channel", "outcome", "reason", "actor", "tenant_id", "record_ids", "counts",
-    "client_ip_hash", "request_id", "operation", "fingerprint",
-)  # fmt: skip
+    "seq",
+    "at",
+    "name",
+    "channel",
+    "outcome",
+    "reason",
+    "actor",
+    "tenant_id",
+    "record_ids",
+    "counts",
+    "client_ip_hash",
+    "request_id",
+    "operation",
+    "fingerprint",
+)

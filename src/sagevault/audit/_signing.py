@@ -100,26 +100,42 @@ class DigestFile:
     def append(self, digest: Digest) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         line = json.dumps(
-            {"seq": digest.seq, "hash": digest.hash.hex(), "at": digest.at,
-             "sig": base64.b64encode(digest.signature).decode()},
+            {
+                "seq": digest.seq,
+                "hash": digest.hash.hex(),
+                "at": digest.at,
+                "sig": base64.b64encode(digest.signature).decode(),
+            },
             separators=(",", ":"),
-        )  # fmt: skip
+        )
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a") as fh:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
+    def last(self) -> Digest | None:
+        """The newest digest (the file's last line), without reading the whole file."""
+        if not self.path.exists():
+            return None
+        with self.path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 4096))
+            tail = fh.read().decode(errors="replace").splitlines()
+        return self._parse(tail[-1], -1) if tail else None
+
     def read(self) -> list[Digest]:
         """Every digest; a line that does not parse is an AuditError naming it."""
         if not self.path.exists():
             return []
-        out = []
-        for n, line in enumerate(self.path.read_text().splitlines(), 1):
-            try:
-                raw = json.loads(line)
-                out.append(Digest(int(raw["seq"]), bytes.fromhex(raw["hash"]), str(raw["at"]),
-                                  base64.b64decode(raw["sig"], validate=True)))  # fmt: skip
-            except (ValueError, KeyError, TypeError):
-                raise AuditError(f"digest file {self.path} line {n} is corrupted; it cannot be read") from None
-        return out
+        return [self._parse(line, n) for n, line in enumerate(self.path.read_text().splitlines(), 1)]
+
+    def _parse(self, line: str, n: int) -> Digest:
+        try:
+            raw = json.loads(line)
+            return Digest(
+                int(raw["seq"]), bytes.fromhex(raw["hash"]), str(raw["at"]), base64.b64decode(raw["sig"], validate=True)
+            )
+        except (ValueError, KeyError, TypeError):
+            where = "its last line" if n < 0 else f"line {n}"
+            raise AuditError(f"digest file {self.path} {where} is corrupted; it cannot be read") from None

@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, create_engine, select, text
 
-from ._log import ZERO_HASH, canonical_json
+from ._commit import ZERO_HASH, canonical_json
 from ._schema import COLUMNS, audit_anchors, audit_head
 from ._signing import Digest, anchor_message, digest_message, verify_signature
 
@@ -27,6 +27,7 @@ class VerifyReport:
     digests: int = 0
     first_bad_seq: int | None = None
     problems: list[str] = field(default_factory=list)
+    unreadable: bool = False  # the verification key or the digest file could not be read
 
     @property
     def ok(self) -> bool:
@@ -45,8 +46,14 @@ class _Walk:
     hashes_at: dict[int, bytes] = field(default_factory=dict)
 
 
-def verify(engine: Engine, public_key: Ed25519PublicKey, digests: list[Digest], *, workers: int | None = None,
-           parallel_from: int = 20_000) -> VerifyReport:  # fmt: skip
+def verify(
+    engine: Engine,
+    public_key: Ed25519PublicKey,
+    digests: list[Digest],
+    *,
+    workers: int | None = None,
+    parallel_from: int = 20_000,
+) -> VerifyReport:
     """Check every event against the one before it, the head row, the anchors of purged
     segments and the signed digests. The report names the first bad sequence number.
 
@@ -73,8 +80,14 @@ def verify(engine: Engine, public_key: Ed25519PublicKey, digests: list[Digest], 
     return report
 
 
-def _walk_range(engine: Engine, first: int | None, last: int | None, anchors: dict[int, bytes], wanted: set[int],
-                report: VerifyReport) -> _Walk:  # fmt: skip
+def _walk_range(
+    engine: Engine,
+    first: int | None,
+    last: int | None,
+    anchors: dict[int, bytes],
+    wanted: set[int],
+    report: VerifyReport,
+) -> _Walk:
     """Walk events first..last (all when None), starting from the stored hash before `first`."""
     with engine.connect() as conn:
         start: tuple[int, bytes] | None = None
@@ -102,8 +115,9 @@ def _walk_range(engine: Engine, first: int | None, last: int | None, anchors: di
     return walk
 
 
-def _range_worker(url: str, first: int | None, last: int, anchors: dict[int, bytes], wanted: set[int]
-                  ) -> tuple[_Walk, VerifyReport]:  # fmt: skip
+def _range_worker(
+    url: str, first: int | None, last: int, anchors: dict[int, bytes], wanted: set[int]
+) -> tuple[_Walk, VerifyReport]:
     engine = create_engine(url)
     try:
         report = VerifyReport()
@@ -112,16 +126,18 @@ def _range_worker(url: str, first: int | None, last: int, anchors: dict[int, byt
         engine.dispose()
 
 
-def _walk_parallel(engine: Engine, low: int, high: int, workers: int, anchors: dict[int, bytes], wanted: set[int],
-                   report: VerifyReport) -> _Walk:  # fmt: skip
+def _walk_parallel(
+    engine: Engine, low: int, high: int, workers: int, anchors: dict[int, bytes], wanted: set[int], report: VerifyReport
+) -> _Walk:
     size = (high - low + 1 + workers - 1) // workers
     bounds = [(a, min(a + size - 1, high)) for a in range(low, high + 1, size)]
     url = engine.url.render_as_string(hide_password=False)
     with ProcessPoolExecutor(max_workers=len(bounds), mp_context=multiprocessing.get_context("fork")) as pool:
         # the first range starts from the log's beginning (or a purge anchor), the others from
         # the stored hash just before them
-        futures = [pool.submit(_range_worker, url, a if i else None, b, anchors, wanted)
-                   for i, (a, b) in enumerate(bounds)]  # fmt: skip
+        futures = [
+            pool.submit(_range_worker, url, a if i else None, b, anchors, wanted) for i, (a, b) in enumerate(bounds)
+        ]
         parts = [f.result() for f in futures]
     merged = _Walk()
     for walk, part in parts:
@@ -141,8 +157,13 @@ def _stream(cursor: Any) -> Iterable[Any]:
         yield from batch
 
 
-def _walk_chain(rows: Iterable[Any], anchors: dict[int, bytes], wanted: set[int], report: VerifyReport,
-                start: tuple[int, bytes] | None = None) -> _Walk:  # fmt: skip
+def _walk_chain(
+    rows: Iterable[Any],
+    anchors: dict[int, bytes],
+    wanted: set[int],
+    report: VerifyReport,
+    start: tuple[int, bytes] | None = None,
+) -> _Walk:
     """The hot loop of verify: locals only, one SHA-256 and one JSON encoding per event."""
     walk = _Walk()
     expected, prev = start or (1, ZERO_HASH)
@@ -185,8 +206,9 @@ def _check_head(head_seq: int, head_hash: bytes, walk: _Walk, report: VerifyRepo
         report.fail(head_seq + 1, "the chain head does not match the last event: events were appended or rewritten")
 
 
-def _check_digests(key: Ed25519PublicKey, digests: list[Digest], purged_through: int, walk: _Walk,
-                   report: VerifyReport) -> None:  # fmt: skip
+def _check_digests(
+    key: Ed25519PublicKey, digests: list[Digest], purged_through: int, walk: _Walk, report: VerifyReport
+) -> None:
     good_until = purged_through
     for d in sorted(digests, key=lambda d: d.seq):
         report.digests += 1
@@ -202,6 +224,8 @@ def _check_digests(key: Ed25519PublicKey, digests: list[Digest], purged_through:
         elif d.seq in walk.hashes_at:
             good_until = d.seq
         elif d.seq > walk.last_seq and report.ok:
-            report.fail(walk.last_seq + 1, f"a signed digest covers seq {d.seq} but the log ends at {walk.last_seq}: "
-                        "the log was truncated")  # fmt: skip
+            report.fail(
+                walk.last_seq + 1,
+                f"a signed digest covers seq {d.seq} but the log ends at {walk.last_seq}: the log was truncated",
+            )
             return

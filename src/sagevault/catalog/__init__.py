@@ -9,6 +9,17 @@ from this table.
 
 from __future__ import annotations
 
-from ._fields import CATALOG, Catalog, CatalogField, Document, Purpose, Retention
+from ._catalog import CATALOG, Catalog, Tree, generic_path, path_tokens
+from ._model import CatalogField, Document, Purpose, Retention
 
-__all__ = ["CATALOG", "Catalog", "CatalogField", "Document", "Purpose", "Retention"]
+__all__ = [
+    "CATALOG",
+    "Catalog",
+    "CatalogField",
+    "Document",
+    "Purpose",
+    "Retention",
+    "Tree",
+    "generic_path",
+    "path_tokens",
+]

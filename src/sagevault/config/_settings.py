@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     audit_database_url: str | None = None
     audit_signing_key_file: Path | None = None
     audit_digest_every: int = 1000
+    # The scheduler's audit-digest job signs the chain head this often while events follow the
+    # last digest (`serve` runs the scheduler; `sagevault jobs run audit-digest` by hand).
+    audit_digest_seconds: float = 60.0
     # Log-in throttling: "memory://" for the embedded deployment, "redis://host:6379/0" (or
     # "rediss://") shared by every node of a distributed one. Unreachable = logins refused.
     rate_limit_storage_url: str = "memory://"
@@ -156,14 +159,21 @@ class Settings(BaseSettings):
             )
         if not 1 <= self.audit_digest_every <= 1_000_000:
             raise ValueError("audit_digest_every must be between 1 and 1000000")
+        if not 1 <= self.audit_digest_seconds <= 3600:
+            raise ValueError(
+                "audit_digest_seconds must be between 1 and 3600: the unsigned tail of the log stays short"
+            )
         if not 1 <= self.ingest_batch_size <= 100_000:
             raise ValueError("ingest_batch_size must be between 1 and 100000")
         problems = [
-            *(database_problem(n, u) for n, u in (("database_url", self.database_url),
-                                                   ("audit_database_url", self.audit_database_url)) if u),
+            *(
+                database_problem(n, u)
+                for n, u in (("database_url", self.database_url), ("audit_database_url", self.audit_database_url))
+                if u
+            ),
             redis_problem("rate_limit_storage_url", self.rate_limit_storage_url),
             https_problem("kms_endpoint_url", self.kms_endpoint_url) if self.kms_endpoint_url else None,
-        ]  # fmt: skip
+        ]
         found = [p for p in problems if p]
         if found:
             raise ValueError("; ".join(found))
@@ -187,13 +197,19 @@ class Settings(BaseSettings):
             raise ValueError("session_hours must be between 1 and 24")
         if not self.rate_limit_storage_url.startswith(("memory://", "redis://", "rediss://", "redis+unix://")):
             raise ValueError("rate_limit_storage_url must be memory://, redis://, rediss:// or redis+unix://")
-        for name in ("login_ip_failures", "login_spray_accounts", "login_global_failures_per_minute",
-                     "lockout_base_minutes"):  # fmt: skip
+        for name in (
+            "login_ip_failures",
+            "login_spray_accounts",
+            "login_global_failures_per_minute",
+            "lockout_base_minutes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for where, rate in [("api_rate_per_principal", self.api_rate_per_principal),
-                            ("api_refusals_per_source", self.api_refusals_per_source),
-                            *((f"api_route_rates[{k!r}]", v) for k, v in self.api_route_rates.items())]:
+        for where, rate in [
+            ("api_rate_per_principal", self.api_rate_per_principal),
+            ("api_refusals_per_source", self.api_refusals_per_source),
+            *((f"api_route_rates[{k!r}]", v) for k, v in self.api_route_rates.items()),
+        ]:
             try:
                 limits.parse(rate)
             except ValueError:

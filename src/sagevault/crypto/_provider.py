@@ -109,9 +109,11 @@ def create_local_key_file(path: Path) -> None:
 
 def _read_key_file(path: Path) -> bytes:
     raw = read_secret_file(
-        path, what="master key file", missing_error=KeyProviderError,
+        path,
+        what="master key file",
+        missing_error=KeyProviderError,
         advice="restore it from your key backup (or run `sagevault init` on a new data dir)",
-    )  # fmt: skip
+    )
     lines = raw.decode("ascii", errors="replace").split("\n")
     try:
         if lines[0] != _FILE_HEADER:

@@ -44,8 +44,9 @@ def tls_files(directory: Path) -> TlsFiles:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())  # fmt: skip
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def create_local_tls(directory: Path, names: tuple[str, ...] = LOCAL_NAMES, *, now: datetime | None = None) -> TlsFiles:
@@ -58,16 +59,31 @@ def create_local_tls(directory: Path, names: tuple[str, ...] = LOCAL_NAMES, *, n
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SageVault local CA")])
     ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start)
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
         .not_valid_after(start + timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     key = ec.generate_private_key(ec.SECP256R1())
     alt: list[x509.GeneralName] = []
     for name in names:
@@ -78,14 +94,17 @@ def create_local_tls(directory: Path, names: tuple[str, ...] = LOCAL_NAMES, *, n
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(start + timedelta(days=_SERVER_DAYS))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=_SERVER_DAYS))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     write_secret_file(files.ca_key, _key_pem(ca_key), what="the local CA key", exists_error=ConfigError)
     write_secret_file(files.key, _key_pem(key), what="the TLS server key", exists_error=ConfigError)
     files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
@@ -112,8 +131,10 @@ def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.
         try:
             context.load_verify_locations(cafile=str(client_ca))
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load the client CA certificate {client_ca} ({type(exc).__name__}); "
-                              "tls_client_ca_file must be a PEM certificate") from None  # fmt: skip
+            raise ConfigError(
+                f"cannot load the client CA certificate {client_ca} ({type(exc).__name__}); "
+                "tls_client_ca_file must be a PEM certificate"
+            ) from None
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 
@@ -131,21 +152,26 @@ def issue_client_certificate(
     if not isinstance(signer, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{ca_key} is not an EC key; sign client certificates with the local CA")
     if not re.fullmatch(r"[a-z][a-z0-9._-]{1,62}", name):
-        raise ConfigError("a client certificate is named after a service account's login: lower-case letters, "
-                          "digits, '.', '_' or '-'")  # fmt: skip
+        raise ConfigError(
+            "a client certificate is named after a service account's login: lower-case letters, digits, '.', '_' or '-'"
+        )
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert_path, key_path = out / f"{name}.pem", out / f"{name}.key"
     key = ec.generate_private_key(ec.SECP256R1())
     start = datetime.now(UTC) - timedelta(minutes=5)
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(start + timedelta(days=days))
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
         .sign(signer, hashes.SHA256())
-    )  # fmt: skip
+    )
     write_secret_file(key_path, _key_pem(key), what=f"the client key of {name}", exists_error=ConfigError)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path

@@ -1,7 +1,8 @@
-"""Engine factory, the table definitions and Alembic migrations.
+"""The engine factory, the unit-of-work helpers and the migration runner.
 
 Domain services receive a SQLAlchemy `Connection` inside a transaction that the edge (a CLI
-command, a request, a job) opened; they never commit.
+command, a request, a job) opened; they never commit. Each domain declares its own tables
+(`<domain>/_schema.py`) and migrations (`<domain>/migrations/`); this package only runs them.
 """
 
 from __future__ import annotations
@@ -15,59 +16,35 @@ from ._engine import (
     driver_value,
     is_sqlite,
     lock_not_had,
-    migrate,
     one_of,
     read_only,
     reading,
-    schema_is_current,
 )
-from .schema import (
-    BLIND_INDEX_COLUMNS,
-    BLIND_INDEX_SLOTS,
-    access_state,
-    allowlist,
-    api_keys,
-    grants,
-    kill_switches,
-    metadata,
-    password_history,
-    principals,
-    record_ids,
-    records,
-    recovery_codes,
-    sessions,
-    tenant_keys,
-    tenants,
-)
+from ._migrations import MigrationChain, migrate, migrate_if_behind, schema_is_current
+
+# Constraint and index names, the same in every domain's tables and migrations.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 __all__ = [
-    "BLIND_INDEX_COLUMNS",
-    "BLIND_INDEX_SLOTS",
-    "access_state",
-    "allowlist",
-    "api_keys",
+    "NAMING_CONVENTION",
+    "MigrationChain",
     "brief_write",
     "bulk_insert",
     "create_engine_for",
     "driver_cursor",
     "driver_rows",
     "driver_value",
-    "grants",
     "is_sqlite",
-    "kill_switches",
     "lock_not_had",
-    "metadata",
     "migrate",
+    "migrate_if_behind",
     "one_of",
-    "password_history",
-    "principals",
     "read_only",
     "reading",
-    "record_ids",
-    "records",
-    "recovery_codes",
     "schema_is_current",
-    "sessions",
-    "tenant_keys",
-    "tenants",
 ]

@@ -2,22 +2,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any, cast
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Column, ColumnElement, Engine, Table, any_, create_engine, event, literal
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
-
-_MIGRATIONS = Path(__file__).with_name("migrations")
-
 
 _BUSY_TIMEOUT_MS = 10000  # SQLite: how long a writer waits for the write lock (set on every connection)
 
@@ -84,8 +76,15 @@ READ_ONLY = "sagevault_read_only"  # execution option: this unit of work writes 
 
 def _as_sqlalchemy_error(conn: Connection, statement: str, exc: Exception, *, lost: bool = False) -> StatementError:
     """A driver's error as SQLAlchemy raises a failed statement's (its kinds, parameters hidden)."""
-    return DBAPIError.instance(statement, None, exc, conn.dialect.loaded_dbapi.Error, hide_parameters=True,
-                               connection_invalidated=lost, dialect=conn.dialect)  # fmt: skip
+    return DBAPIError.instance(
+        statement,
+        None,
+        exc,
+        conn.dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=lost,
+        dialect=conn.dialect,
+    )
 
 
 def lock_not_had(exc: BaseException) -> bool:
@@ -129,25 +128,6 @@ def reading(conn: Connection) -> Connection:
 def read_only(conn: Connection) -> bool:
     """Whether `conn`'s unit of work was opened with `reading`."""
     return bool(conn.get_execution_options().get(READ_ONLY, False))
-
-
-def _alembic_config(conn: Connection, script_location: Path = _MIGRATIONS) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(script_location))
-    cfg.attributes["connection"] = conn
-    return cfg
-
-
-def migrate(engine: Engine, script_location: Path = _MIGRATIONS) -> None:
-    """Bring a migration chain (the vault's by default) to its newest revision."""
-    with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn, script_location), "head")
-
-
-def schema_is_current(conn: Connection) -> bool:
-    script = ScriptDirectory.from_config(_alembic_config(conn))
-    current = MigrationContext.configure(conn).get_current_heads()
-    return set(current) == set(script.get_heads())
 
 
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -1,35 +1,49 @@
-"""The vault: Amazon Information stored with PII encrypted per tenant and per field."""
+"""The vault: Amazon Information stored with PII encrypted per tenant and per field.
+
+`Vault` is the service; `AccessGate` is what it asks before it touches data (access implements
+it; the vault does not import access); `MIGRATIONS` is where its tables are created.
+"""
 
 from __future__ import annotations
 
-from ._access import AccessGate, Action, LocalOperatorGate, Principal
+from pathlib import Path
+
+from ._access import AccessGate, LocalOperatorGate
 from ._keyring import KeyVersionInfo, TenantKeyring
 from ._marketplaces import MARKETPLACES
 from ._operations import ORDER_ID, Operation, SourceDocument, extract, recognise
-from ._service import (
+from ._schema import vault_metadata
+from ._service import Vault
+from ._views import (
     IngestResult,
+    OrderSummary,
     OrderView,
+    PurgeStep,
     RecordView,
     RevealedField,
+    RotationStep,
     SearchHit,
     ShredReceipt,
     Tenant,
-    Vault,
 )
+
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 __all__ = [
     "MARKETPLACES",
+    "MIGRATIONS",
     "ORDER_ID",
     "AccessGate",
-    "Action",
     "IngestResult",
     "KeyVersionInfo",
     "LocalOperatorGate",
     "Operation",
+    "OrderSummary",
     "OrderView",
-    "Principal",
+    "PurgeStep",
     "RecordView",
     "RevealedField",
+    "RotationStep",
     "SearchHit",
     "ShredReceipt",
     "SourceDocument",
@@ -38,4 +52,5 @@ __all__ = [
     "Vault",
     "extract",
     "recognise",
+    "vault_metadata",
 ]

@@ -11,8 +11,9 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from sagevault.crypto import BlindIndex, FieldCipher, KeyCache, KeyProvider
-from sagevault.db import records, tenant_keys
 from sagevault.errors import IntegrityError, RotationError
+
+from ._schema import records, tenant_keys
 
 DATA = "data"
 INDEX = "index"
@@ -48,11 +49,15 @@ class TenantKeyring:
         material = os.urandom(32)
         conn.execute(
             insert(tenant_keys).values(
-                tenant_id=tenant_id, purpose=purpose, version=version, status=status,
+                tenant_id=tenant_id,
+                purpose=purpose,
+                version=version,
+                status=status,
                 wrapped=self._provider.wrap(material, _context(tenant_id, purpose, version)),
-                master_key_id=self._provider.key_id, created_at=now,
+                master_key_id=self._provider.key_id,
+                created_at=now,
             )
-        )  # fmt: skip
+        )
 
     def create(self, conn: Connection, tenant_id: str, now: datetime) -> None:
         self._insert(conn, tenant_id, DATA, 1, PRIMARY, now)
@@ -184,10 +189,13 @@ class TenantKeyring:
         )
         rows = conn.execute(
             select(
-                tenant_keys.c.purpose, tenant_keys.c.version, tenant_keys.c.status,
-                tenant_keys.c.created_at, tenant_keys.c.retired_at,
+                tenant_keys.c.purpose,
+                tenant_keys.c.version,
+                tenant_keys.c.status,
+                tenant_keys.c.created_at,
+                tenant_keys.c.retired_at,
             )
             .where(and_(tenant_keys.c.tenant_id == tenant_id))
             .order_by(tenant_keys.c.purpose, tenant_keys.c.version)
-        ).all()  # fmt: skip
+        ).all()
         return [KeyVersionInfo(p, v, s, c, r, int(counts.get(v, 0)) if p == DATA else 0) for p, v, s, c, r in rows]

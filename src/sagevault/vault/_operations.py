@@ -115,8 +115,10 @@ def _recognise_v0_object(obj: dict[str, Any]) -> Operation:
 def _order_id(obj: dict[str, Any], key: str, what: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not _ORDER_ID.fullmatch(value):  # never echoed: it is not known to be an id
-        raise PayloadError(f"{what} has no {key} of the form SP-API gives: 1 to 64 letters, digits, '.', '_' "
-                           "or '-', starting with a letter or digit (e.g. 902-1845936-5435065)")  # fmt: skip
+        raise PayloadError(
+            f"{what} has no {key} of the form SP-API gives: 1 to 64 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit (e.g. 902-1845936-5435065)"
+        )
     return value
 
 
@@ -128,9 +130,14 @@ def _opt_str(obj: dict[str, Any], key: str) -> str | None:
 def _v0_order(obj: Any, op: Operation, what: str) -> SourceDocument:
     body = _require_dict(obj, what)
     return SourceDocument(
-        Document.V0_ORDER, op, _order_id(body, "AmazonOrderId", what), _opt_str(body, "MarketplaceId"),
-        _opt_str(body, "PurchaseDate"), _opt_str(body, "OrderStatus"), body,
-    )  # fmt: skip
+        Document.V0_ORDER,
+        op,
+        _order_id(body, "AmazonOrderId", what),
+        _opt_str(body, "MarketplaceId"),
+        _opt_str(body, "PurchaseDate"),
+        _opt_str(body, "OrderStatus"),
+        body,
+    )
 
 
 def _v0_part(document: Document) -> Callable[[Any, Operation, str], SourceDocument]:
@@ -152,9 +159,14 @@ def _order_2026(obj: Any, op: Operation, what: str) -> SourceDocument:
     fulfillment = body.get("fulfillment")
     status = _opt_str(fulfillment, "fulfillmentStatus") if isinstance(fulfillment, dict) else None
     return SourceDocument(
-        Document.ORDER_2026, op, _order_id(body, "orderId", what), marketplace,
-        _opt_str(body, "createdTime"), status, body,
-    )  # fmt: skip
+        Document.ORDER_2026,
+        op,
+        _order_id(body, "orderId", what),
+        marketplace,
+        _opt_str(body, "createdTime"),
+        status,
+        body,
+    )
 
 
 _SINGLE: dict[Operation, Callable[[Any, Operation, str], SourceDocument]] = {

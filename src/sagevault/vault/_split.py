@@ -11,8 +11,7 @@ import re
 from itertools import pairwise
 from typing import Any
 
-from sagevault.catalog import CatalogField
-from sagevault.catalog._fields import Tree, generic_path
+from sagevault.catalog import CatalogField, Tree, generic_path
 
 PiiValue = tuple[str, CatalogField, Any]
 UNKNOWN_PATH = "?"  # the blob entry that holds every unknown field of a record, paths included
@@ -46,8 +45,9 @@ def split(obj: dict[str, Any], tree: Tree, prefix: str, pii: list[PiiValue], unk
     return clear
 
 
-def _split_list(items: list[Any], elem: Tree | CatalogField, path: str, pii: list[PiiValue],
-                unknown: dict[str, Any]) -> list[Any]:  # fmt: skip
+def _split_list(
+    items: list[Any], elem: Tree | CatalogField, path: str, pii: list[PiiValue], unknown: dict[str, Any]
+) -> list[Any]:
     # PII elements leave a None in the clear list so that indices keep their meaning.
     out: list[Any] = []
     for i, item in enumerate(items):

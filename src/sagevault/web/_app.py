@@ -26,7 +26,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -35,13 +34,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sagevault import errors
 from sagevault.access import RequestLimiter
-from sagevault.audit import AuditEvent, Channel, EventName, Outcome, Reason
+from sagevault.audit import AuditEvent, EventName, Outcome, Reason
 from sagevault.db import lock_not_had
 from sagevault.deployment import Deployment
+from sagevault.identity import Channel
 from sagevault.logs import get_logger
 
-from . import _admin, _data, _records
-from ._deps import API, STATUS, problem, status_of
+from ._deps import API
+from ._problems import PROBLEM_SCHEMA, PROBLEM_TYPE, Problem, problem, problems_of, status_of
+from .api import ROUTERS
 
 
 def _crashed(request: Request, exc: Exception) -> Response:
@@ -50,13 +51,19 @@ def _crashed(request: Request, exc: Exception) -> Response:
     d: Deployment = request.app.state.deployment
     message = "the request failed; the security log has the details (quote the request id)"
     try:
-        d.audit.record(AuditEvent(name=EventName.API_REQUEST_FAIL, channel=Channel.API, outcome=Outcome.FAILURE,
-                                  reason=Reason.ERROR, operation=type(exc).__name__.lower(),
-                                  request_id=request.state.request_id))  # fmt: skip
+        d.audit.record(
+            AuditEvent(
+                name=EventName.API_REQUEST_FAIL,
+                channel=Channel.API,
+                outcome=Outcome.FAILURE,
+                reason=Reason.ERROR,
+                operation=type(exc).__name__.lower(),
+                request_id=request.state.request_id,
+            )
+        )
     except errors.SageVaultError:
         message = "the request failed and could not be recorded; quote the request id to the operator"
-    get_logger("sagevault.web").error("request failed", request_id=request.state.request_id,
-                                      error=type(exc).__name__)  # fmt: skip
+    get_logger("sagevault.web").error("request failed", request_id=request.state.request_id, error=type(exc).__name__)
     return problem(500, "error", message, request.state.request_id)
 
 
@@ -101,11 +108,16 @@ class _Headers:
         limit = request.app.state.deployment.settings.api_max_body_bytes
         length = request.headers.get("content-length")
         if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > limit):
-            response: Response = problem(413, "body-too-large", f"request bodies are limited to {limit} bytes "
-                                         "(api_max_body_bytes); send smaller batches", request_id)
+            response: Response = problem(
+                413,
+                "body-too-large",
+                f"request bodies are limited to {limit} bytes (api_max_body_bytes); send smaller batches",
+                request_id,
+            )
         elif length is None and "transfer-encoding" in request.headers:
-            response = problem(411, "length-required", "send a Content-Length header (chunked bodies are refused)",
-                               request_id)  # fmt: skip
+            response = problem(
+                411, "length-required", "send a Content-Length header (chunked bodies are refused)", request_id
+            )
         else:
             try:
                 await self.app(scope, receive, secured)
@@ -113,42 +125,18 @@ class _Headers:
                 if started:  # too late for an answer: the connection is cut
                     raise
                 if lock_not_had(exc):  # load, not a fault
-                    response = problem(503, "storage-busy", "the database is busy; retry in a moment",
-                                       request.state.request_id, headers={"Retry-After": "1"})  # fmt: skip
+                    response = problem(
+                        503,
+                        "storage-busy",
+                        "the database is busy; retry in a moment",
+                        request.state.request_id,
+                        headers={"Retry-After": "1"},
+                    )
                 else:
                     response = await run_in_threadpool(_crashed, request, exc)
             else:
                 return
         await response(scope, receive, secured)
-
-
-class Problem(BaseModel):
-    """The body of every refusal and error (RFC 9457, `application/problem+json`). Nothing else
-    leaves the server about an error, so the schema admits no other member."""
-
-    model_config = ConfigDict(extra="forbid", title="Problem")
-    type: str
-    title: str
-    status: int
-    detail: str
-    request_id: str
-
-
-_PROBLEM_TYPE = "application/problem+json"
-_PROBLEM_SCHEMA = {"schema": {"$ref": "#/components/schemas/Problem"}}
-
-
-def _problems(method: str, operation: dict[str, Any]) -> dict[int, list[str]]:
-    """The problems an operation can answer besides its success: every domain refusal (its service
-    call may raise any of them), the body limits of `_Headers`, validation when it takes input, the crash."""
-    problems: dict[int, list[str]] = {413: ["body-too-large"], 500: ["error"]}
-    for _, status, name in STATUS:
-        problems.setdefault(status, []).append(name)
-    if method in ("post", "put", "patch"):
-        problems[411] = ["length-required"]
-    if operation.get("parameters") or operation.get("requestBody"):
-        problems[422] = ["invalid-request"]
-    return dict(sorted(problems.items()))
 
 
 class _Api(FastAPI):
@@ -162,9 +150,11 @@ class _Api(FastAPI):
             for path in document.get("paths", {}).values():
                 for method, operation in path.items():
                     responses = operation.setdefault("responses", {})
-                    for status, kinds in _problems(method, operation).items():
-                        shared[f"Problem{status}"] = {"description": "A problem: " + ", ".join(sorted(set(kinds))),
-                                                      "content": {_PROBLEM_TYPE: _PROBLEM_SCHEMA}}  # fmt: skip
+                    for status, kinds in problems_of(method, operation).items():
+                        shared[f"Problem{status}"] = {
+                            "description": "A problem: " + ", ".join(sorted(set(kinds))),
+                            "content": {PROBLEM_TYPE: PROBLEM_SCHEMA},
+                        }
                         responses[str(status)] = {"$ref": f"#/components/responses/Problem{status}"}
                     operation["responses"] = dict(sorted(responses.items()))
             document["components"]["responses"] = dict(sorted(shared.items()))
@@ -179,8 +169,8 @@ class _Api(FastAPI):
 def _routes() -> FastAPI:
     """Every route of the API, with no deployment behind them yet."""
     app = _Api(title="SageVault", version="1", docs_url=None, redoc_url=None, openapi_url=f"{API}/openapi.json")
-    for module in (_records, _data, _admin):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app
 
 
@@ -214,8 +204,10 @@ def create_app(d: Deployment, *, limiter: RequestLimiter | None = None) -> FastA
     async def _routing(request: Request, exc: HTTPException) -> JSONResponse:
         # No route for this path or method (404/405), said as a problem like every other refusal.
         kind = {404: "no-such-route", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        detail = {404: "no API route has this path; see /api/v1/openapi.json",
-                  405: "this route does not take this method; see /api/v1/openapi.json"}.get(exc.status_code, kind)
+        detail = {
+            404: "no API route has this path; see /api/v1/openapi.json",
+            405: "this route does not take this method; see /api/v1/openapi.json",
+        }.get(exc.status_code, kind)
         return problem(exc.status_code, kind, detail, request.state.request_id, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)

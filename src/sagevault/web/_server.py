@@ -25,14 +25,23 @@ def make_server(
     d: Deployment, host: str = "127.0.0.1", port: int = 8443, *, app: FastAPI | None = None
 ) -> uvicorn.Server:
     """The server for `d`'s API (or for `app`, which a benchmark may extend), TLS only."""
-    tls = server_context(d.settings.resolved_tls_cert_file, d.settings.resolved_tls_key_file,
-                         d.settings.resolved_tls_client_ca_file)  # fmt: skip
+    tls = server_context(
+        d.settings.resolved_tls_cert_file, d.settings.resolved_tls_key_file, d.settings.resolved_tls_client_ca_file
+    )
 
     def ours(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         return tls  # uvicorn's own context is never built
 
-    config = uvicorn.Config(app or create_app(d), host=host, port=port, ssl_context_factory=ours, log_config=None,
-                            access_log=False, server_header=False, proxy_headers=False)  # fmt: skip
+    config = uvicorn.Config(
+        app or create_app(d),
+        host=host,
+        port=port,
+        ssl_context_factory=ours,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
     return uvicorn.Server(config)
 
 
@@ -48,6 +57,8 @@ def listen(host: str, port: int, workers: int = 1) -> list[socket.socket]:
     except OSError as exc:
         for sock in sockets:
             sock.close()
-        raise ConfigError(f"could not listen on {host}:{port} ({exc.strerror or 'refused'}); the port may be in "
-                          "use or the address not this machine's: choose another with --host/--port") from None
+        raise ConfigError(
+            f"could not listen on {host}:{port} ({exc.strerror or 'refused'}); the port may be in "
+            "use or the address not this machine's: choose another with --host/--port"
+        ) from None
     return sockets

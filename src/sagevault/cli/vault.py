@@ -1,0 +1,304 @@
+"""`sagevault init|tenants|ingest|show|keys|shred|demo|catalog`: the vault from the shell."""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sagevault.deployment import Deployment, init_deployment
+from sagevault.errors import PayloadError, shown
+from sagevault.vault import IngestResult, Operation, SourceDocument
+
+from ._app import app, deployment, group, open_or_init, out, principal, progress, record_command, settings
+
+tenants_app = group("tenants", "Selling partners whose data the vault holds.")
+keys_app = group("keys", "Tenant key status and rotation.")
+
+SAMPLE_TENANT = "A3SAMPLESELLER"
+
+
+@app.command()
+def init() -> None:
+    """Create a new embedded deployment: data dir, master key file (0600) and database schema."""
+    d = init_deployment(settings())
+    try:
+        record_command(d.audit, None)
+        s = d.settings
+        out.print(f"[green]initialised[/] SageVault in {s.resolved_data_dir}")
+        if s.key_provider == "local":
+            out.print(f"master key: {s.resolved_master_key_file} (mode 0600; back it up apart from the database)")
+        if s.tls_cert_file is None:
+            out.print(f"TLS: local CA {s.tls_dir / 'ca.pem'} (clients trust it), server certificate for localhost")
+        out.print("next: sagevault tenants add SELLER_ID --marketplace ATVPDKIKX0DER")
+    finally:
+        d.close()
+
+
+@tenants_app.command("add")
+def tenants_add(
+    tenant_id: Annotated[str, typer.Argument(help="The selling partner id.")],
+    marketplace: Annotated[list[str], typer.Option("--marketplace", "-m", help="Marketplace id (repeatable).")],
+) -> None:
+    """Add a tenant and create its keys."""
+    with deployment() as d, d.engine.begin() as conn:
+        tenant = d.vault.add_tenant(conn, tenant_id, marketplace, principal=principal())
+    out.print(f"[green]added[/] tenant {tenant.id} ({tenant.region}, {', '.join(tenant.marketplaces)})")
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """List tenants with their region, record count and state."""
+    with deployment() as d, d.engine.connect() as conn:
+        rows = [
+            (t, d.vault.record_count(conn, t.id, principal=principal()))
+            for t in d.vault.list_tenants(conn, principal=principal())
+        ]
+    table = Table("tenant", "region", "marketplaces", "records", "state")
+    for t, count in rows:
+        state = f"[red]shredded {t.shredded_at:%Y-%m-%d %H:%M}[/]" if t.shredded_at else "[green]active[/]"
+        table.add_row(t.id, t.region, ", ".join(t.marketplaces), str(count), state)
+    out.print(table if rows else "no tenants yet: sagevault tenants add SELLER_ID --marketplace MARKETPLACE_ID")
+
+
+def _read_payloads(path: Path) -> list[Any]:
+    """A JSON document (one SP-API response, or a list of them) or JSON lines of order objects."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PayloadError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"{path}: cannot read it as UTF-8 text ({type(exc).__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise PayloadError(
+                f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                "give an SP-API response as Amazon returns it, or JSON lines of order objects"
+            ) from None
+        return _read_json_lines(path, text)
+    return data if isinstance(data, list) else [data]
+
+
+def _read_json_lines(path: Path, text: str) -> list[Any]:
+    items = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise PayloadError(f"{path}: line {n} is not a JSON object ({exc.msg}); fix or remove it") from None
+    return items
+
+
+def _prepare_files(d: Deployment, files: list[Path], operation: Operation | None) -> list[SourceDocument]:
+    docs: list[SourceDocument] = []
+    for path in files:
+        try:
+            docs.extend(d.vault.prepare(_read_payloads(path), operation))
+        except PayloadError as exc:
+            msg = str(exc)
+            raise PayloadError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    return docs
+
+
+def _ingest(d: Deployment, tenant: str, docs: list[SourceDocument]) -> IngestResult:
+    total = IngestResult()
+    size = d.settings.ingest_batch_size
+    with d.engine.begin() as conn, progress() as bar:  # one transaction: all or nothing
+        task = bar.add_task(f"ingest {shown(tenant)}", total=len(docs))
+        for i in range(0, len(docs), size):
+            total.add(d.vault.ingest_documents(conn, tenant, docs[i : i + size], principal=principal()))
+            bar.advance(task, len(docs[i : i + size]))
+    total.orders = len({doc.order_id for doc in docs})
+    return total
+
+
+def _print_ingest(result: IngestResult) -> None:
+    out.print(
+        f"[green]stored[/] {result.records} records of {result.orders} orders "
+        f"({result.replaced} replaced), {result.pii_fields} PII fields encrypted"
+    )
+    for document, count in sorted(result.documents.items()):
+        out.print(f"  {document}: {count}")
+    if result.unknown_fields:
+        out.print(
+            f"[yellow]warning:[/] {result.unknown_fields} fields are not in the catalog; "
+            "they were stored encrypted as PII:"
+        )
+        for path, count in result.unknown_paths.most_common(20):
+            out.print(f"  {path}: {count}")
+
+
+@app.command()
+def ingest(
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant (selling partner id).")],
+    files: Annotated[list[Path], typer.Argument(help="SP-API response JSON files, or JSON lines of orders.")],
+    operation: Annotated[
+        str | None, typer.Option("--operation", help="SP-API operation, when the shape is not enough.")
+    ] = None,
+) -> None:
+    """Store SP-API order payloads: PII encrypted under the tenant's keys, the rest in clear."""
+    op = Operation.parse(operation) if operation else None
+    with deployment() as d:
+        docs = _prepare_files(d, files, op)
+        _print_ingest(_ingest(d, tenant, docs))
+
+
+@app.command()
+def show(
+    tenant: Annotated[str, typer.Option("--tenant", "-t")],
+    order: Annotated[str, typer.Option("--order", "-o", help="Amazon order id.")],
+) -> None:
+    """Show every stored document of an order with PII masked."""
+    with deployment() as d, d.engine.connect() as conn:
+        view = d.vault.get(conn, tenant, order, principal=principal())
+    out.print(f"order {view.order_id} of tenant {view.tenant_id}")
+    for rec in view.records:
+        out.rule(f"{rec.document}  (record {rec.record_id})")
+        out.print(
+            f"origin {rec.origin} · {rec.operation} · marketplace {rec.marketplace_id or '-'} · "
+            f"seller {rec.seller_id} · retrieved {rec.retrieved_at:%Y-%m-%d %H:%M:%S} UTC · key v{rec.key_version}"
+        )
+        out.print_json(data=rec.data)
+        if rec.unknown_fields:
+            out.print(f"[yellow]{rec.unknown_fields} uncatalogued fields stored encrypted[/]")
+
+
+@keys_app.command("status")
+def keys_status(tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None) -> None:
+    """Key versions per tenant and how many records each protects."""
+    with deployment() as d, d.engine.connect() as conn:
+        ids = (
+            [tenant]
+            if tenant
+            else [t.id for t in d.vault.list_tenants(conn, principal=principal()) if not t.shredded_at]
+        )
+        table = Table("tenant", "key", "version", "status", "created", "records")
+        for tid in ids:
+            for k in d.vault.key_status(conn, tid, principal=principal()):
+                table.add_row(
+                    tid, k.purpose, str(k.version), k.status, f"{k.created_at:%Y-%m-%d %H:%M}", str(k.records)
+                )
+    out.print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    tenant: Annotated[str, typer.Option("--tenant", "-t")],
+    batch_size: Annotated[int, typer.Option(min=1, max=10000)] = 500,
+) -> None:
+    """Add a new primary key version, re-encrypt every record in batches, retire the old version.
+    Reads and writes keep working throughout; an interrupted rotation resumes when run again."""
+    p = principal()
+    with deployment() as d:
+        with d.engine.begin() as conn:  # each step is a unit of work of its own
+            step = d.vault.rotate_step(conn, tenant, principal=p, limit=batch_size)
+        with progress() as bar:
+            task = bar.add_task(
+                f"re-encrypt {shown(tenant)} to v{step.primary_version}", total=step.moved + step.remaining
+            )
+            bar.advance(task, step.moved)
+            while not step.complete:
+                with d.engine.begin() as conn:
+                    step = d.vault.rotate_step(conn, tenant, principal=p, limit=batch_size)
+                bar.advance(task, step.moved)
+        if step.retired:
+            d.release_deleted_pages()  # the retired keys' erased pages out of the journal too
+    retired_names = ", ".join(f"v{v}" for v in step.retired) or "none"
+    out.print(f"[green]rotated[/] tenant {tenant}: primary key v{step.primary_version}; retired {retired_names}")
+
+
+@app.command()
+def shred(
+    tenant: Annotated[str, typer.Option("--tenant", "-t")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+) -> None:
+    """Crypto-shred a tenant: destroy every copy of its keys, then purge its unreadable rows."""
+    if not yes:
+        raise PayloadError(
+            f"shred makes every record of tenant {tenant} unreadable forever; run again with --yes to confirm"
+        )
+    p = principal()
+    with deployment() as d:
+        with d.engine.connect() as conn:
+            already = d.vault.shred_receipt(conn, tenant, principal=p)
+        if already is None:
+            started = time.perf_counter()
+            with d.engine.begin() as conn:
+                receipt = d.vault.shred(conn, tenant, principal=p).as_json()
+            elapsed = time.perf_counter() - started
+            out.print(f"[green]shredded[/] tenant {tenant} in {elapsed * 1000:.1f} ms")
+        else:  # an earlier run shredded but was stopped before its purge finished
+            receipt = already
+            out.print(f"tenant {tenant} was already shredded; finishing the purge of its unreadable rows")
+        d.release_deleted_pages()
+        purged = 0
+        while True:
+            with d.engine.begin() as conn:
+                step = d.vault.purge_step(conn, tenant, principal=p)
+            purged += step.purged
+            if not step.remaining:
+                break
+    out.print(f"{purged} unreadable records purged")
+    out.print_json(data=receipt)
+
+
+@app.command()
+def demo() -> None:
+    """The main job of `make run`: ingest the bundled sample orders and print a masked summary."""
+    d = open_or_init(settings(), init_if_new=True)
+    p = principal()
+    try:
+        with d.engine.begin() as conn:
+            if SAMPLE_TENANT not in {t.id for t in d.vault.list_tenants(conn, principal=p)}:
+                d.vault.add_tenant(conn, SAMPLE_TENANT, ["ATVPDKIKX0DER"], principal=p)
+        samples = resources.files("sagevault") / "samples"
+        files = sorted(Path(str(f)) for f in samples.iterdir() if f.name.endswith(".json"))
+        _print_ingest(_ingest(d, SAMPLE_TENANT, _prepare_files(d, files, None)))
+        with d.engine.connect() as conn:
+            count = d.vault.record_count(conn, SAMPLE_TENANT, principal=p)
+            order_id = "902-1845936-5435065"
+            view = d.vault.get(conn, SAMPLE_TENANT, order_id, principal=p)
+        out.rule(f"masked view of order {order_id} ({count} records in the vault)")
+        for rec in view.records:
+            out.print(f"[bold]{rec.document}[/] · {len(rec.pii_paths)} PII fields encrypted (key v{rec.key_version})")
+            if rec.pii_paths:
+                out.print_json(data=rec.data)
+        out.print("try: .venv/bin/sagevault show --tenant A3SAMPLESELLER --order 902-1845936-5435065")
+        record_command(d.audit, None)
+    finally:
+        d.close()
+
+
+@app.command()
+def catalog(
+    pii_only: Annotated[bool, typer.Option("--pii", help="Only PII fields.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, for the record of processing.")] = False,
+) -> None:
+    """The field catalog: every SP-API field SageVault knows, PII or not, purpose and retention."""
+    from sagevault.catalog import CATALOG
+
+    rows = [r for r in CATALOG.describe() if r["pii"] or not pii_only]
+    if as_json:
+        for r in rows:
+            out.print(json.dumps(r), soft_wrap=True)
+        return
+    table = Table("document", "path", "PII", "category", "purposes", "search")
+    for r in rows:
+        table.add_row(
+            r["document"],
+            r["path"],
+            "yes" if r["pii"] else "",
+            r["category"],
+            ", ".join(r["purposes"]),
+            r["search"] or "",
+        )
+    out.print(table)

@@ -1,0 +1,68 @@
+"""The jobs every deployment runs. The next controls (alarms, retention of Amazon Information,
+review reminders) add theirs here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sagevault.audit import Asker
+from sagevault.identity import Principal
+
+from ._runner import Job, JobResult
+
+if TYPE_CHECKING:
+    from sagevault.deployment import Deployment
+
+
+def _audit_digest(d: Deployment, p: Principal) -> JobResult:
+    """Sign the chain head when events followed the last signed digest. The digest covers its own
+    audit:digest:write event, so an idle log stays idle."""
+    pending = d.audit.undigested()
+    if not pending:
+        return JobResult({"events": 0})
+    digest = d.audit.digest(Asker(p))
+    return JobResult({"events": pending, "seq": digest.seq})
+
+
+def _audit_retention(d: Deployment, p: Principal) -> JobResult:
+    """Purge whole months of security events older than the policy's retention (at least 365
+    days); the chain keeps a signed anchor and still verifies."""
+    cutoff = datetime.now(UTC) - timedelta(days=d.settings.policy.security_log_retention_days)
+    return JobResult({"events": d.audit.purge_before(cutoff, Asker(p))})
+
+
+def _access_review(d: Deployment, p: Principal) -> JobResult:
+    """The access review (inactive accounts, keys and passwords about to expire), recorded as
+    access:review:run, so every day has one whether or not anybody asks."""
+    with d.engine.begin() as conn:
+        review = d.access.reviews.run(conn, actor=p)
+    return JobResult(
+        {
+            "inactive": len(review.inactive),
+            "expiring_keys": len(review.expiring_keys),
+            "expiring_passwords": len(review.expiring_passwords),
+        }
+    )
+
+
+BUILTIN: list[Job] = [
+    Job(
+        "audit-digest",
+        "sign the security log's head when events followed the last digest",
+        lambda d: timedelta(seconds=d.settings.audit_digest_seconds),
+        _audit_digest,
+    ),
+    Job(
+        "audit-retention",
+        "purge security events older than the retention period (whole months)",
+        lambda _d: timedelta(days=1),
+        _audit_retention,
+    ),
+    Job(
+        "access-review",
+        "review accounts, API keys and passwords; recorded as access:review:run",
+        lambda _d: timedelta(days=1),
+        _access_review,
+    ),
+]

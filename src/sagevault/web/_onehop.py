@@ -1,0 +1,130 @@
+"""`OneHop`: a route class for the hot path (reveal)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, get_type_hints
+
+from fastapi import Request, params
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from ._deps import READ, WRITE, Work, deployment
+
+
+class OneHop(APIRoute):
+    """A route class for the hot path (reveal): the same endpoint, the same OpenAPI operation and
+    the same order of checks, without FastAPI's dependency solving: `Work` (refusal budget →
+    allow-list → credential → rate limits), then validation of the path parameters and the JSON
+    body (a 422 like any other route's, after authentication), then the endpoint, one after the
+    other; the work ends (commits or rolls back) before the answer. `bench/api.py` measures what
+    it saves.
+
+    Where it runs: on SQLite with a master key held in process (`Deployment.local_reads`), in
+    the event loop itself. Its reads are local and take no lock (WAL), so they cost less than
+    the two thread switches a worker thread would, and the one wait, for the security events to
+    be durable, is awaited (`AuditLog.deferred` and `record_async`: the events join a group
+    commit written by the audit log's own thread, and no answer, success or refusal, leaves
+    before they are committed). On PostgreSQL, whose reads are network round trips, or with a
+    KMS, whose unwraps are, in one hop to a worker thread.
+
+    Takes endpoints whose parameters are path parameters (`Annotated[str, Path(...)]`), at most one
+    body model and one `Authenticated`/`AuthenticatedRead`, and that return a `Response`; any other
+    shape is refused when the route is declared."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        serve = _one_hop(self.endpoint)
+
+        async def handle(request: Request) -> Response:
+            raw = await request.body()  # bounded by the headers middleware (api_max_body_bytes)
+            d = deployment(request)
+            if not d.local_reads:
+                # Not cancellable: a client that goes away still gets its work ended in the thread.
+                result: Response = await run_in_threadpool(serve, request, raw)
+                return result
+            failure: Exception | None = None
+            with d.audit.deferred() as events:
+                try:
+                    result = serve(request, raw)
+                except Exception as exc:  # answered (by the error handlers) only once its events are durable
+                    failure = exc
+            await d.audit.record_async(events)  # AuditUnavailable: a 503, and nothing else is answered
+            if failure is not None:
+                raise failure
+            return result
+
+        return handle
+
+
+def _json_body(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def _one_hop(endpoint: Callable[..., Any]) -> Callable[[Request, bytes], Response]:
+    """The single-hop form of `endpoint` (see `OneHop`)."""
+    hints = get_type_hints(endpoint, include_extras=True)
+    if hints.pop("return", None) is not Response:
+        raise TypeError(f"{endpoint.__name__}: a OneHop endpoint returns a Response")
+    paths: dict[str, TypeAdapter[Any]] = {}
+    body: tuple[str, type[BaseModel]] | None = None
+    work: tuple[str, bool] | None = None
+    for name, hint in hints.items():
+        extras = getattr(hint, "__metadata__", ())
+        depends = [m for m in extras if isinstance(m, params.Depends)]
+        if depends and depends[0].dependency in (WRITE, READ):
+            work = (name, depends[0].dependency is READ)
+        elif any(isinstance(m, params.Path) for m in extras):
+            paths[name] = TypeAdapter(hint)
+        elif isinstance(hint, type) and issubclass(hint, BaseModel) and body is None:
+            body = (name, hint)
+        else:
+            raise TypeError(
+                f"{endpoint.__name__}: a OneHop endpoint takes path parameters, one body model and "
+                f"its unit of work, not {name!r}"
+            )
+    if work is None:
+        raise TypeError(f"{endpoint.__name__}: a OneHop endpoint takes Authenticated or AuthenticatedRead")
+    work_name, read_only = work
+
+    def arguments(request: Request, raw: bytes) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        problems: list[dict[str, Any]] = []
+        for name, adapter in paths.items():
+            try:
+                values[name] = adapter.validate_python(request.path_params[name])
+            except ValidationError as exc:
+                problems += [{**e, "loc": ("path", name, *e["loc"])} for e in exc.errors(include_input=False)]
+        if body is not None:
+            name, model = body
+            if not raw:
+                problems.append({"type": "missing", "loc": ("body",), "msg": "Field required"})
+            elif not _json_body(request.headers.get("content-type")):
+                problems.append(
+                    {
+                        "type": "content_type",
+                        "loc": ("body",),
+                        "msg": "send a JSON body (Content-Type: application/json)",
+                    }
+                )
+            else:
+                try:
+                    values[name] = model.model_validate_json(raw)
+                except ValidationError as exc:
+                    problems += [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False)]
+        if problems:
+            raise RequestValidationError(problems)
+        return values
+
+    def serve(request: Request, raw: bytes) -> Response:
+        work = Work(request, read_only)
+        with work:  # ends the work if validation or the endpoint raises (the endpoint ends it otherwise)
+            result: Response = endpoint(**arguments(request, raw), **{work_name: work})
+        return result
+
+    return serve

@@ -1,0 +1,13 @@
+"""The HTTPS API's routes (FastAPI routers under /api/v1): sessions, tenants and records
+(`_records`); keys, shredding and the security log (`_data`); administration of people, keys,
+grants, allow-lists and kill switches (`_admin`). The bodies they answer are `_models`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from . import _admin, _data, _records
+
+ROUTERS: tuple[APIRouter, ...] = (_records.router, _data.router, _admin.router)
+
+__all__ = ["ROUTERS"]

@@ -1,0 +1,142 @@
+"""Settings, the policy profile, the schema migrations and the public API."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import MetaData
+
+import sagevault
+from sagevault.access import access_metadata
+from sagevault.config import PolicyProfile, load_settings
+from sagevault.db import create_engine_for
+from sagevault.deployment import migrate_store
+from sagevault.errors import ConfigError
+from sagevault.jobs import jobs_metadata
+from sagevault.vault import vault_metadata
+
+
+def test_defaults_are_the_policy_numbers(tmp_path: Path) -> None:
+    s = load_settings(data_dir=tmp_path)
+    assert s.policy == PolicyProfile()
+    assert s.policy.deletion_sla_hours == 72 and s.policy.security_log_retention_days == 365
+    assert s.policy.lockout_threshold == 10 and s.policy.pii_retention_days_after_delivery == 30
+    assert s.resolved_database_url == f"sqlite:///{tmp_path.resolve() / 'sagevault.db'}"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SAGEVAULT_POLICY__SECURITY_LOG_RETENTION_DAYS": "30"}, "security_log_retention_days=30 is unsafe"),
+        ({"SAGEVAULT_POLICY__PII_RETENTION_DAYS_AFTER_DELIVERY": "90"}, "set it <= 30"),
+        ({"SAGEVAULT_POLICY__LOCKOUT_THRESHOLD": "50"}, "lockout_threshold=50"),
+        ({"SAGEVAULT_KEY_CACHE_TTL_SECONDS": "86400"}, "at most 3600 seconds"),
+        ({"SAGEVAULT_KEY_PROVIDER": "aws-kms"}, "needs kms_key_id"),
+        ({"SAGEVAULT_POLICY__NOT_A_SETTING": "1"}, "policy.not_a_setting"),
+        ({"SAGEVAULT_TRUSTED_PROXIES": '["10.0.0.1/8"]'}, "not a network in CIDR form"),
+        ({"SAGEVAULT_PASSWORD_HASH_MEMORY_KIB": "1024"}, "OWASP's floor"),
+        ({"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "http://127.0.0.1:6379"}, "rate_limit_storage_url must be"),
+        ({"SAGEVAULT_POLICY__INACTIVE_ACCOUNT_DAYS": "180"}, "inactive_account_days=180"),
+        ({"SAGEVAULT_DATABASE_URL": "postgresql+psycopg://app@db.example.com/sv"}, "sslmode=verify-full"),
+        ({"SAGEVAULT_DATABASE_URL": "postgresql+psycopg://app@10.0.0.5/sv?sslmode=require"}, "sslmode=verify-full"),
+        ({"SAGEVAULT_AUDIT_DATABASE_URL": "postgresql+psycopg://app@[2001:db8::5]/sv"}, "audit_database_url points"),
+        ({"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "redis://cache.example.com:6379/0"}, "use rediss://"),
+        ({"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "rediss://cache.example.com/0?ssl_cert_reqs=none"}, "certificate checks"),
+        ({"SAGEVAULT_KMS_ENDPOINT_URL": "http://kms.example.com"}, "must be an https:// URL"),
+    ],
+)
+def test_unsafe_settings_refuse_to_start(env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match="refusing to start") as info:
+        load_settings()
+    assert message in str(info.value)
+
+
+def test_stricter_settings_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGEVAULT_POLICY__SECURITY_LOG_RETENTION_DAYS", "730")
+    monkeypatch.setenv("SAGEVAULT_POLICY__LOCKOUT_THRESHOLD", "5")
+    s = load_settings()
+    assert s.policy.security_log_retention_days == 730 and s.policy.lockout_threshold == 5
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SAGEVAULT_DATABASE_URL": "postgresql+psycopg://app@db.example.com/sv?sslmode=verify-full"},
+        {"SAGEVAULT_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test"},
+        {"SAGEVAULT_DATABASE_URL": "postgresql+psycopg://app@/sv?host=/var/run/postgresql"},
+        {"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "rediss://cache.example.com:6380/0"},
+        {"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "redis://[::1]:6379/0"},
+        {"SAGEVAULT_KMS_ENDPOINT_URL": "https://kms.us-east-1.amazonaws.com"},
+    ],
+)
+def test_encrypted_or_local_channels_are_accepted(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings()
+    assert s.model_dump(mode="json")[next(iter(env)).removeprefix("SAGEVAULT_").lower()] == next(iter(env.values()))
+
+
+def test_toml_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "custom.toml"
+    cfg.write_text('data_dir = "/srv/sagevault"\n[policy]\ndeletion_sla_hours = 48\n')
+    monkeypatch.setenv("SAGEVAULT_CONFIG", str(cfg))
+    s = load_settings()
+    assert s.data_dir == Path("/srv/sagevault") and s.policy.deletion_sla_hours == 48
+
+
+def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate_store(engine)
+    declared = MetaData()
+    for domain in (vault_metadata, access_metadata, jobs_metadata):
+        for table in domain.tables.values():
+            table.to_metadata(declared)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), declared)
+    engine.dispose()
+    assert diff == []
+
+
+def test_public_api_is_pinned() -> None:
+    assert sagevault.__all__ == sorted(sagevault.__all__)
+    assert set(sagevault.__all__) == {
+        "CATALOG",
+        "ConfigError",
+        "IntegrityError",
+        "InMemoryKeyProvider",
+        "Operation",
+        "Principal",
+        "Purpose",
+        "SageVaultError",
+        "Settings",
+        "TenantShredded",
+        "Vault",
+        "init_deployment",
+        "load_settings",
+        "open_deployment",
+    }
+
+
+def test_a_limiter_url_given_in_code_is_held_to_the_same_rule(tmp_path: Path) -> None:
+    from sagevault.access import LoginThrottle
+
+    settings = load_settings(data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="use rediss://"):
+        LoginThrottle(settings, storage_url="redis://cache.example.com:6379/0")  # refused before any connection
+
+
+def test_every_migration_file_ships_in_the_package() -> None:
+    """The migration folders are not packages: setuptools installs their files only if a
+    package-data pattern names them (an install from a wheel would otherwise have no schema)."""
+    root = Path(sagevault.__file__).parent
+    text = (root.parents[1] / "pyproject.toml").read_text()
+    patterns = tomllib.loads(text)["tool"]["setuptools"]["package-data"]["sagevault"]
+    shipped = {p for pattern in patterns for p in root.glob(pattern)}
+    migrations = {p for p in root.glob("*/migrations/**/*") if p.is_file() and "__pycache__" not in p.parts}
+    assert migrations and migrations <= shipped, sorted(str(p) for p in migrations - shipped)

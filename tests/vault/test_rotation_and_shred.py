@@ -1,0 +1,138 @@
+"""Rotation and shred on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from conftest import OPERATOR, OTHER, TENANT
+from pii_scan import stored_bytes
+from sagevault.deployment import Deployment, open_deployment
+from sagevault.errors import IntegrityError, RotationError, TenantShredded
+from sagevault.testing import generate_orders, get_orders_response
+from sagevault.vault._schema import records, tenant_keys
+
+
+def _fill(d: Deployment, n: int, tenant: str = TENANT, seed: int = 1) -> list[dict]:
+    orders = list(generate_orders(n, seed=seed))
+    with d.engine.begin() as conn:
+        d.vault.ingest(conn, tenant, [get_orders_response(orders)], principal=OPERATOR)
+    return orders
+
+
+def _email(d: Deployment, tenant: str, order: dict) -> str:
+    with d.engine.begin() as conn:
+        (f,) = d.vault.reveal(
+            conn, tenant, order["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR
+        )
+    return str(f.value)
+
+
+def test_rotation_keeps_every_record_readable_and_leaves_nothing_under_the_old_version(
+    vault_tenant: Deployment,
+) -> None:
+    d = vault_tenant
+    orders = _fill(d, 25)
+    with d.engine.begin() as conn:
+        target = d.vault.begin_rotation(conn, TENANT, principal=OPERATOR)
+    assert target == 2
+    # cannot retire v1 while records need it
+    with d.engine.begin() as conn, pytest.raises(RotationError, match="25 records"):
+        d.vault.finish_rotation(conn, TENANT, principal=OPERATOR)
+    # a write during the rotation goes under the new primary
+    late = _fill(d, 1, seed=99)[0]
+    moved = []
+    while True:
+        with d.engine.begin() as conn:
+            n = d.vault.reencrypt_batch(conn, TENANT, target, principal=OPERATOR, limit=10)
+        if not n:
+            break
+        moved.append(n)
+        # reads work between batches, whichever version a record is under
+        assert _email(d, TENANT, orders[0]) == orders[0]["BuyerInfo"]["BuyerEmail"]
+        assert _email(d, TENANT, orders[-1]) == orders[-1]["BuyerInfo"]["BuyerEmail"]
+    assert moved == [10, 10, 5]
+    with d.engine.begin() as conn:
+        assert d.vault.finish_rotation(conn, TENANT, principal=OPERATOR) == [1]
+    with d.engine.begin() as conn:
+        versions = set(conn.execute(select(records.c.key_version).where(records.c.tenant_id == TENANT)).scalars())
+        old = conn.execute(
+            select(tenant_keys.c.status, tenant_keys.c.wrapped).where(
+                tenant_keys.c.tenant_id == TENANT, tenant_keys.c.purpose == "data", tenant_keys.c.version == 1
+            )
+        ).one()
+    assert versions == {2}
+    assert old.status == "retired" and old.wrapped is None
+    for order in [*orders, late]:
+        assert _email(d, TENANT, order) == order["BuyerInfo"]["BuyerEmail"]
+    # a second rotation starts from v2
+    with d.engine.begin() as conn:
+        assert d.vault.begin_rotation(conn, TENANT, principal=OPERATOR) == 3
+
+
+def test_shred_makes_the_tenant_unreadable_and_unsearchable_and_spares_the_others(vault_tenant: Deployment) -> None:
+    d = vault_tenant
+    mine = _fill(d, 10)
+    theirs = _fill(d, 10, tenant=OTHER, seed=2)
+    with d.engine.begin() as conn:
+        wrapped = list(conn.execute(select(tenant_keys.c.wrapped).where(tenant_keys.c.tenant_id == TENANT)).scalars())
+    with d.engine.begin() as conn:
+        receipt = d.vault.shred(conn, TENANT, principal=OPERATOR)
+    assert sorted(receipt.keys_destroyed) == [("data", 1), ("index", 1)]
+    order_id = mine[0]["AmazonOrderId"]
+    email = mine[0]["BuyerInfo"]["BuyerEmail"]
+    reads = [
+        lambda c: d.vault.get(c, TENANT, order_id, principal=OPERATOR),
+        lambda c: d.vault.reveal(c, TENANT, order_id, ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR),
+        lambda c: d.vault.search(c, TENANT, "email", email, purpose="fulfilment", principal=OPERATOR),
+        lambda c: d.vault.ingest(c, TENANT, [get_orders_response(mine)], principal=OPERATOR),
+        lambda c: d.vault.shred(c, TENANT, principal=OPERATOR),
+    ]
+    for read in reads:
+        with d.engine.begin() as conn, pytest.raises(TenantShredded, match=f"tenant {TENANT} was shredded on"):
+            read(conn)
+    with d.engine.begin() as conn:
+        assert conn.execute(select(func.count()).where(tenant_keys.c.tenant_id == TENANT)).scalar_one() == 0
+        # even with the tombstone check bypassed, no key is left to unwrap: nothing can be found
+        with pytest.raises(IntegrityError, match="no usable index key"):
+            d.vault._keys.blind_index(conn, TENANT)
+    d.release_deleted_pages()
+    haystack = stored_bytes(d)
+    assert not [w for w in wrapped if bytes(w) in haystack], "a wrapped key survived the shred"
+    # the other tenant is untouched
+    assert _email(d, OTHER, theirs[3]) == theirs[3]["BuyerInfo"]["BuyerEmail"]
+    # the unreadable rows are purged afterwards, in batches
+    purged = 0
+    while True:
+        with d.engine.begin() as conn:
+            n = d.vault.purge_shredded(conn, TENANT, principal=OPERATOR, limit=4)
+        if not n:
+            break
+        purged += n
+    assert purged == 10
+    with d.engine.begin() as conn:
+        assert d.vault.record_count(conn, TENANT, principal=OPERATOR) == 0
+        assert d.vault.record_count(conn, OTHER, principal=OPERATOR) == 10
+
+
+def test_a_shred_by_another_worker_empties_this_workers_key_cache_at_its_next_read(vault_tenant: Deployment) -> None:
+    """`serve --workers N`: each process has its own key cache. The worker that did not serve the
+    shred drops the tenant's keys when it reads the tombstone, not when the cache's TTL runs out."""
+    first = vault_tenant
+    orders = _fill(first, 3)
+    assert _email(first, TENANT, orders[0]) == orders[0]["BuyerInfo"]["BuyerEmail"]  # warms `first`'s cache
+    cache = first.vault._keys._cache
+    assert any(key[0] == TENANT for key in cache._items)
+    second = open_deployment(first.settings, keys=first.keys, engine=first.engine, audit_engine=first.audit.engine)
+    with second.engine.begin() as conn:
+        second.vault.shred(conn, TENANT, principal=OPERATOR)
+    assert any(key[0] == TENANT for key in cache._items)  # another process: nothing reached this cache yet
+    order_id = orders[0]["AmazonOrderId"]
+    with first.engine.begin() as conn, pytest.raises(TenantShredded):
+        first.vault.reveal(conn, TENANT, order_id, ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR)
+    assert not any(key[0] == TENANT for key in cache._items)
+    cache.put((TENANT, "data", 1), "stale")  # a reader whose snapshot predates the shred: never cached again
+    assert not any(key[0] == TENANT for key in cache._items)
+    with first.engine.begin() as conn:  # the other tenant's keys are untouched
+        first.vault.ingest(conn, OTHER, [get_orders_response(list(generate_orders(1, seed=5)))], principal=OPERATOR)
+    assert any(key[0] == OTHER for key in cache._items)

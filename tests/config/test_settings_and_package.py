@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, inspect
 
 import sagevault
 from sagevault.access import access_metadata
+from sagevault.audit import migrate_audit
 from sagevault.config import PolicyProfile, load_settings
-from sagevault.db import create_engine_for
-from sagevault.deployment import migrate_store
+from sagevault.crypto import InMemoryKeyProvider
+from sagevault.db import create_engine_for, migrate
+from sagevault.deployment import STORE_CHAIN, migrate_store, open_deployment
 from sagevault.errors import ConfigError
 from sagevault.jobs import jobs_metadata
 from sagevault.vault import vault_metadata
@@ -140,3 +142,22 @@ def test_every_migration_file_ships_in_the_package() -> None:
     shipped = {p for pattern in patterns for p in root.glob(pattern)}
     migrations = {p for p in root.glob("*/migrations/**/*") if p.is_file() and "__pycache__" not in p.parts}
     assert migrations and migrations <= shipped, sorted(str(p) for p in migrations - shipped)
+
+
+def test_a_database_from_before_a_domain_added_its_tables_is_brought_up_to_date_when_opened(tmp_path: Path) -> None:
+    """A deployment made before the jobs table (revision 0002) opens and gains it (0003)."""
+    settings = load_settings(data_dir=tmp_path / "var")
+    engine = create_engine_for(settings.resolved_database_url)
+    settings.resolved_data_dir.mkdir(parents=True)
+    migrate(engine, STORE_CHAIN, "0002")
+    assert "job_runs" not in inspect(engine).get_table_names()
+    audit_engine = create_engine_for(settings.resolved_audit_database_url)
+    migrate_audit(audit_engine)
+    audit_engine.dispose()
+    d = open_deployment(settings, keys=InMemoryKeyProvider(), engine=engine)
+    try:
+        assert "job_runs" in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0003"
+    finally:
+        d.close()

@@ -41,10 +41,10 @@ def _locations(chain: MigrationChain) -> Config:
     return cfg
 
 
-def migrate(engine: Engine, chain: MigrationChain) -> None:
-    """Bring `chain` to its newest revision, in one transaction."""
+def migrate(engine: Engine, chain: MigrationChain, revision: str = "heads") -> None:
+    """Bring `chain` to its newest revision (or to `revision`), in one transaction."""
     with engine.begin() as conn:
-        command.upgrade(_config(conn, chain), "heads")
+        command.upgrade(_config(conn, chain), revision)
 
 
 @functools.cache

@@ -13,7 +13,9 @@ from sqlalchemy import select
 from commands import run
 from conftest import OPERATOR
 from sagevault.audit import AuditEvent, EventName
-from sagevault.deployment import Deployment, open_deployment
+from sagevault.config import Settings
+from sagevault.crypto import InMemoryKeyProvider
+from sagevault.deployment import Deployment, init_deployment, open_deployment
 from sagevault.identity import Channel, Principal
 from sagevault.jobs import Job, JobResult, Jobs, Scheduler, default_jobs, job_runs, leader
 from sagevault.testing import ManualClock
@@ -151,3 +153,31 @@ def test_jobs_are_listed_and_run_by_hand_from_the_command_line(tmp_path: Path) -
     assert "success" in run(tmp_path, "jobs", "list").stdout
     unknown = run(tmp_path, "jobs", "run", "everything")
     assert unknown.returncode == 2 and "no job everything" in unknown.stderr and "audit-digest" in unknown.stderr
+
+
+def test_a_pass_that_finds_nothing_due_takes_no_write_lock(settings: Settings) -> None:
+    """The scheduler asks every second; on SQLite an idle pass must not queue for the database's
+    write lock (an ingest holding it would stall it, then fail it after the busy timeout)."""
+    d = init_deployment(settings, keys=InMemoryKeyProvider())
+    try:
+        ran: list[str] = []
+        jobs = Jobs([_counting_job("count", ran)])
+        assert [r.ran for r in jobs.run_due(d)] == [True]
+        with d.engine.begin() as writer:  # BEGIN IMMEDIATE: as an ingest under way holds the write lock
+            writer.exec_driver_sql("SELECT 1")
+            assert [r.ran for r in jobs.run_due(d)] == [False]
+            assert [s.name for s in jobs.states(d)] == ["count"]
+    finally:
+        d.close()
+    assert ran == ["job:count"]
+
+
+def test_an_in_memory_database_leads_its_jobs_in_this_process() -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine("sqlite://")
+    with leader(engine, "count") as first, leader(engine, "count") as second:
+        assert first and not second
+    with leader(engine, "count") as again:
+        assert again
+    assert not list(Path.cwd().glob("None-job-*"))

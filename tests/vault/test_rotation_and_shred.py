@@ -136,3 +136,27 @@ def test_a_shred_by_another_worker_empties_this_workers_key_cache_at_its_next_re
     with first.engine.begin() as conn:  # the other tenant's keys are untouched
         first.vault.ingest(conn, OTHER, [get_orders_response(list(generate_orders(1, seed=5)))], principal=OPERATOR)
     assert any(key[0] == OTHER for key in cache._items)
+
+
+def test_a_rotation_run_in_steps_goes_on_with_its_own_rotation_and_never_begins_another(
+    vault_tenant: Deployment,
+) -> None:
+    """`sagevault keys rotate` steps through one rotation; if another client finishes it (or
+    begins the next) between two steps, the command must not begin one of its own."""
+    d = vault_tenant
+    _fill(d, 8)
+    with d.engine.begin() as conn:
+        first = d.vault.rotate_step(conn, TENANT, principal=OPERATOR, limit=3)
+    assert (first.primary_version, first.moved, first.remaining) == (2, 3, 5)
+    with d.engine.begin() as conn:  # another client finishes it
+        other = d.vault.rotate_step(conn, TENANT, principal=OPERATOR, limit=100)
+    assert other.complete and other.retired == [1]
+    with d.engine.begin() as conn:  # the first client's next step: done, nothing begun
+        mine = d.vault.rotate_step(conn, TENANT, principal=OPERATOR, limit=3, continuing=first.primary_version)
+    assert mine.complete and (mine.primary_version, mine.moved, mine.retired) == (2, 0, [])
+    with d.engine.begin() as conn:  # another client begins the next rotation: the old run stops, loudly
+        d.vault.rotate_step(conn, TENANT, principal=OPERATOR, limit=3)
+    with d.engine.begin() as conn, pytest.raises(RotationError, match="another rotation began meanwhile"):
+        d.vault.rotate_step(conn, TENANT, principal=OPERATOR, limit=3, continuing=2)
+    rotations = [e for e in d.audit.search(name="storage:keyset:rotate") if e["operation"] == "keys rotate"]
+    assert [e["counts"]["version"] for e in rotations] == [2, 2, 3]  # a begin or resume per API step only

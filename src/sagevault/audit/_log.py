@@ -319,11 +319,16 @@ class AuditLog:
         last = self._digests.last() if self._digests is not None else None
         return max(0, seq - (last.seq if last is not None else 0))
 
-    def digest(self, asker: Asker) -> Digest:
+    @property
+    def signs(self) -> bool:
+        """Whether this log holds the signing key (and a digest file to write to)."""
+        return self._signer is not None and self._digests is not None
+
+    def digest(self, asker: Asker, *, reason: Reason = Reason.ON_DEMAND) -> Digest:
         """Sign the current chain head into the digest file now, recorded as audit:digest:write."""
-        if self._signer is None or self._digests is None:
+        if not self.signs:
             raise AuditError("no digest written: the audit signing key is missing; restore it beside the master key")
-        self.record(asker.event(EventName.AUDIT_DIGEST_WRITE, reason=Reason.ON_DEMAND, operation="audit digest"))
+        self.record(asker.event(EventName.AUDIT_DIGEST_WRITE, reason=reason, operation="audit digest"))
         digest = self.write_digest()
         assert digest is not None  # the event above is in the chain: it is not empty
         return digest

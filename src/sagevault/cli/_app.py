@@ -50,8 +50,10 @@ class _Group(typer.core.TyperGroup):
             release_logging()
 
 
+# rich_markup_mode=None: usage errors and help as plain text (Click's), no boxes in a script's output.
 app = typer.Typer(
     cls=_Group,
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

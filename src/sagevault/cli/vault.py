@@ -206,9 +206,11 @@ def keys_rotate(
                 f"re-encrypt {shown(tenant)} to v{step.primary_version}", total=step.moved + step.remaining
             )
             bar.advance(task, step.moved)
-            while not step.complete:
+            while not step.complete:  # the same rotation: never one another client began meanwhile
                 with d.engine.begin() as conn:
-                    step = d.vault.rotate_step(conn, tenant, principal=p, limit=batch_size)
+                    step = d.vault.rotate_step(
+                        conn, tenant, principal=p, limit=batch_size, continuing=step.primary_version
+                    )
                 bar.advance(task, step.moved)
         if step.retired:
             d.release_deleted_pages()  # the retired keys' erased pages out of the journal too

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import Connection
 
 from sagevault.audit import AuditEvent, EventName, outcome_of
-from sagevault.db import is_sqlite
+from sagevault.db import is_sqlite, reading
 from sagevault.errors import PayloadError, shown
 from sagevault.identity import Principal
 from sagevault.logs import get_logger
@@ -88,12 +88,26 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(b"sagevault-job\0" + name.encode()).digest()[:8], "big", signed=True)
 
 
+_IN_PROCESS: dict[str, threading.Lock] = {}  # leaders of a database no other process can open
+
+
 @contextlib.contextmanager
 def leader(engine: Engine, name: str) -> Iterator[bool]:
-    """Whether this process leads job `name` for the block: one node at a time, never waiting."""
+    """Whether this process leads job `name` for the block: one node at a time, never waiting.
+    PostgreSQL: a session advisory lock, held across the run's own transactions. SQLite: an
+    exclusive lock on a file beside the database (an in-memory database: a lock of this process)."""
     if is_sqlite(engine):
-        path = f"{engine.url.database}-job-{name}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        database = engine.url.database
+        if not database or database == ":memory:":
+            lock = _IN_PROCESS.setdefault(name, threading.Lock())
+            got = lock.acquire(blocking=False)
+            try:
+                yield got
+            finally:
+                if got:
+                    lock.release()
+            return
+        fd = os.open(f"{database}-job-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -107,7 +121,7 @@ def leader(engine: Engine, name: str) -> Iterator[bool]:
         finally:
             os.close(fd)
         return
-    with engine.connect() as conn:  # a session lock: held across the run's own transactions
+    with engine.connect() as conn:
         key = _lock_key(name)
         got = bool(conn.exec_driver_sql("SELECT pg_try_advisory_lock(%(k)s)", {"k": key}).scalar())
         conn.commit()
@@ -115,8 +129,18 @@ def leader(engine: Engine, name: str) -> Iterator[bool]:
             yield got
         finally:
             if got:
-                conn.exec_driver_sql("SELECT pg_advisory_unlock(%(k)s)", {"k": key})
-                conn.commit()
+                try:
+                    conn.exec_driver_sql("SELECT pg_advisory_unlock(%(k)s)", {"k": key})
+                    conn.commit()
+                except Exception:
+                    # A session that may still hold the lock must not go back to the pool:
+                    # closing it releases the lock for the other nodes.
+                    conn.invalidate()
+                    raise
+
+
+def _last_start(conn: Connection, name: str) -> datetime | None:
+    return _aware(conn.execute(select(job_runs.c.started_at).where(job_runs.c.name == name)).scalar_one_or_none())
 
 
 def _claim(conn: Connection, name: str, every: timedelta, now: datetime, force: bool) -> bool:
@@ -146,6 +170,9 @@ class Jobs:
     def __iter__(self) -> Iterator[Job]:
         return iter(self._jobs.values())
 
+    def now(self) -> datetime:
+        return self._clock()
+
     def get(self, name: str) -> Job:
         job = self._jobs.get(name)
         if job is None:
@@ -154,6 +181,7 @@ class Jobs:
 
     def states(self, d: Deployment) -> list[JobState]:
         with d.engine.connect() as conn:
+            reading(conn)  # a snapshot: listing takes no write lock
             rows = {r.name: r for r in conn.execute(select(job_runs))}
         out = []
         for job in self:
@@ -176,6 +204,8 @@ class Jobs:
         recorded and reported in the answer, not raised: one job must not stop the others."""
         job = self.get(name)
         principal = Principal.job(name)
+        if not force and not self._due(d, job):  # most passes end here, without the write lock
+            return Ran(name, ran=False)
         with leader(d.engine, name) as leads:
             if not leads:
                 return Ran(name, ran=False)
@@ -201,6 +231,16 @@ class Jobs:
                 return Ran(name, ran=True, error=type(exc).__name__)
             self._finish(d, name, "success", None)
             return Ran(name, ran=True, result=result)
+
+    def next_due(self, d: Deployment, name: str) -> datetime:
+        """When job `name` is next due, read in a snapshot (now, if it never ran)."""
+        with d.engine.connect() as conn:
+            reading(conn)
+            started = _last_start(conn, name)
+        return self._clock() if started is None else started + self.get(name).every(d)
+
+    def _due(self, d: Deployment, job: Job) -> bool:
+        return self.next_due(d, job.name) <= self._clock()
 
     def _finish(self, d: Deployment, name: str, outcome: str, error: str | None) -> None:
         with d.engine.begin() as conn:
@@ -231,11 +271,17 @@ class Scheduler:
         self._thread.start()
 
     def _loop(self) -> None:
+        due: dict[str, datetime] = {}  # when each job is next due, as last read: no read per tick
         while not self._stop.wait(self._tick):
-            try:
-                self._jobs.run_due(self._d)
-            except Exception as exc:  # the database is away: try again at the next tick
-                get_logger("sagevault.jobs").error("scheduler pass failed", error=type(exc).__name__)
+            for job in self._jobs:
+                if job.name in due and due[job.name] > self._jobs.now():
+                    continue
+                try:
+                    self._jobs.run(self._d, job.name)
+                    due[job.name] = self._jobs.next_due(self._d, job.name)
+                except Exception as exc:  # the database is away: try again at the next tick
+                    due.pop(job.name, None)
+                    get_logger("sagevault.jobs").error("scheduler pass failed", job=job.name, error=type(exc).__name__)
 
     def stop(self) -> None:
         self._stop.set()

@@ -24,6 +24,7 @@ from sagevault.errors import (
     PayloadError,
     PurposeNotAllowed,
     RecordNotFound,
+    RotationError,
     TenantExists,
     TenantShredded,
     UnknownTenant,
@@ -469,17 +470,36 @@ class Vault:
         self._live_tenant(conn, tenant_id)
         return self._keys.finish_rotation(conn, tenant_id, datetime.now(UTC))
 
-    def rotate_step(self, conn: Connection, tenant_id: str, *, principal: Principal, limit: int = 500) -> RotationStep:
-        """One step of a key rotation, as both the CLI and the API run it: begin the rotation (a
-        new primary data key version) or resume the one under way, re-encrypt up to `limit`
-        records, and once none is left retire the old versions. Call it again until `complete`
-        (a call after a complete rotation begins the next one). Its answer reports progress, so it
-        needs keys:read as well as keys:rotate."""
-        gated(self, conn, principal, Scope.KEYS_READ, tenant_id, operation="keys rotate")
-        target = self.begin_rotation(conn, tenant_id, principal=principal)
+    def rotate_step(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        *,
+        principal: Principal,
+        limit: int = 500,
+        continuing: int | None = None,
+    ) -> RotationStep:
+        """One step of a key rotation, as the CLI and the API run it: re-encrypt up to `limit`
+        records to the primary version, and once none is left retire the old versions. Without
+        `continuing`, the step begins a rotation (a new primary data key version) or resumes the
+        one under way; a call after a complete rotation begins the next one (the API's steps).
+        With `continuing=N` (the primary version an earlier step reported) it only goes on with
+        that rotation: if another client finished it meanwhile, the step reports it complete
+        instead of beginning another. Call it until `complete`."""
+        if continuing is None:
+            target = self.begin_rotation(conn, tenant_id, principal=principal)
+        else:
+            gated(self, conn, principal, Scope.KEYS_ROTATE, tenant_id, operation="keys rotate")
+            self._live_tenant(conn, tenant_id)
+            target = self._keys.primary_version(conn, tenant_id)
+            if target != continuing:
+                raise RotationError(
+                    f"tenant {shown(tenant_id)} is at key version {target}, not {continuing}: another rotation "
+                    "began meanwhile; run `sagevault keys status` and rotate again if needed"
+                )
         moved = self.reencrypt_batch(conn, tenant_id, target, principal=principal, limit=limit)
         remaining = self.rotation_remaining(conn, tenant_id, target, principal=principal)
-        retired = [] if remaining else self.finish_rotation(conn, tenant_id, principal=principal)
+        retired = self.finish_rotation(conn, tenant_id, principal=principal) if not remaining else []
         return RotationStep(tenant_id, target, moved, remaining, retired)
 
     # --- shred ----------------------------------------------------------------------------

@@ -134,6 +134,7 @@ def rotate(
     202 with `remaining` while records are left (call again), 200 when the rotation is complete.
     A call after a complete rotation begins the next one."""
     with work as (d, conn, who):
+        d.access.core.authorize(conn, who, Scope.KEYS_READ, tenant_id)  # the answer reports progress: a read
         step = d.vault.rotate_step(conn, tenant_id, principal=who, limit=q.batch)
     if step.retired:
         d.release_deleted_pages()  # the retired keys' erased pages out of the journal too

@@ -81,8 +81,8 @@ def prepare(data_dir: Path, orders: int) -> tuple[str, list[str]]:
                     conn, login, f"{login}@seller-tools.example", manager=None, actor=OPERATOR
                 )
             )
-            totp = pyotp.TOTP(d.access.authn.begin_enrolment(conn, login, made.secret).secret)
-            d.access.authn.finish_enrolment(conn, login, made.secret, PASSWORD, totp.now())
+            totp = pyotp.TOTP(d.access.enrolment.begin(conn, login, made.secret).secret)
+            d.access.enrolment.finish(conn, login, made.secret, PASSWORD, totp.now())
             people[login] = (made.principal_id, totp)
         grant = d.access.grants.grant(conn, "bench.packer", "fulfilment", [TENANT], actor=OPERATOR)
         admin = Principal(people["bench.admin"][0], "person", Channel.API, "127.0.0.1")

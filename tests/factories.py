@@ -42,11 +42,9 @@ class People:
         self.source = source  # where the people act from (inside the allow-lists of the test)
 
     def enrol(self, conn: Any, enrolment: Any, password: str = PASSWORD) -> Person:
-        setup = self.access.authn.begin_enrolment(conn, enrolment.login, enrolment.secret)
+        setup = self.access.enrolment.begin(conn, enrolment.login, enrolment.secret)
         totp = pyotp.TOTP(setup.secret)
-        codes = self.access.authn.finish_enrolment(
-            conn, enrolment.login, enrolment.secret, password, totp.at(self.clock())
-        )
+        codes = self.access.enrolment.finish(conn, enrolment.login, enrolment.secret, password, totp.at(self.clock()))
         return Person(enrolment.login, enrolment.principal_id, password, totp, codes)
 
     def bootstrap_admin(self, login: str = "alice.ng") -> Person:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TypedDict, Unpack
 
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.engine import Connection
 
 from sagevault import access, jobs, vault
 from sagevault.access import AccessControl, AccessCore, AccessService, LoginThrottle, PasswordHasher
@@ -41,7 +43,7 @@ from sagevault.crypto import (
     key_provider_from_settings,
     tls_files,
 )
-from sagevault.db import MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind
+from sagevault.db import MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
 from sagevault.errors import AlreadyInitialized, NotInitialized, StorageBusy
 from sagevault.identity import Channel
 from sagevault.vault import TenantKeyring, Vault
@@ -98,6 +100,23 @@ class Deployment:
         else:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("VACUUM tenant_keys"))
+
+    def now(self) -> datetime:
+        """The deployment's clock (a `ManualClock` in tests): policy dates, jobs' cut-offs."""
+        return self.access.core.now()
+
+    @contextmanager
+    def unit_of_work(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """One unit of work on the vault's database, for an edge (a request, a command, a job):
+        committed when the block ends, rolled back if it raises. `read_only`: the work writes
+        nothing to this database (its security events go to the audit log), so on SQLite it is a
+        snapshot read that neither takes nor waits for the write lock. Work that writes must not
+        be marked so."""
+        with self.engine.connect() as conn:
+            if read_only:
+                reading(conn)
+            with conn.begin():
+                yield conn
 
     @property
     def local_reads(self) -> bool:

@@ -89,10 +89,12 @@ class Principal:
 
 # --- tenant ids ------------------------------------------------------------------------------
 
-# A selling partner id as the vault accepts one (e.g. A2EUQ1WTGCTBG2): 2-64 characters. The one
-# definition: the vault's `add_tenant`, the API's tenant paths and the security log's tenant
-# column all take exactly these.
-TENANT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$"
+# A selling partner id as Amazon writes them (e.g. A2EUQ1WTGCTBG2): 2-64 upper-case letters and
+# digits. The one definition: the vault's `add_tenant`, the API's tenant paths and the security
+# log's tenant column all take exactly these. It is strict on purpose: a credential sent where a
+# tenant id belongs (SageVault's tokens and Amazon's hold lower-case letters, `_`, `|`) is never one,
+# so it never reaches the append-only log verbatim.
+TENANT_ID = r"^[A-Z0-9]{2,64}$"
 _TENANT_ID = re.compile(TENANT_ID)
 
 
@@ -105,7 +107,8 @@ def check_tenant_id(value: str) -> str:
     """`value` if it may name a new tenant; a PayloadError that says what one looks like otherwise."""
     if not _TENANT_ID.fullmatch(value):
         raise PayloadError(
-            f"{shown(value)} is not a selling partner id; use letters, digits, '.', '_' or '-' (2-64 characters)"
+            f"{shown(value)} is not a selling partner id; use upper-case letters and digits (2-64 characters), "
+            "as Amazon writes them (e.g. A2EUQ1WTGCTBG2)"
         )
     if looks_like_pii(value):
         raise PayloadError("a tenant id is a selling partner id (like A2EUQ1WTGCTBG2), not a phone number or e-mail")

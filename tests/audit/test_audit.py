@@ -35,7 +35,7 @@ from sagevault.audit import (
 )
 from sagevault.db import create_engine_for, reading
 from sagevault.deployment import Deployment
-from sagevault.errors import AuditEventError, AuditUnavailable, PurposeNotAllowed
+from sagevault.errors import AuditEventError, AuditUnavailable, IntegrityError, PurposeNotAllowed
 from sagevault.identity import Channel, Principal
 from sagevault.testing import generate_orders, get_orders_response
 
@@ -60,7 +60,11 @@ def log(audit_engine: Engine, tmp_path: Path) -> AuditLog:
     key = tmp_path / "keys" / "audit-signing.key"
     create_signing_key(key)
     return AuditLog(
-        audit_engine, signer=Signer(key), digests=DigestFile(tmp_path / "digests.jsonl"), digest_every=10**6
+        audit_engine,
+        signer=Signer(key),
+        digests=DigestFile(tmp_path / "digests.jsonl"),
+        public_key=public_path(key),
+        digest_every=10**6,
     )
 
 
@@ -561,3 +565,76 @@ def _accept_tls(listener: socket.socket, ctx: ssl.SSLContext) -> None:
     except (ssl.SSLError, OSError):
         conn.close()
     listener.close()
+
+
+def test_retention_purges_the_run_of_old_events_from_the_start_and_keeps_a_back_dated_one(
+    log: AuditLog, tmp_path: Path
+) -> None:
+    """The purge goes by sequence number: it stops at the first event of the kept months, so an
+    event back-dated into the past later in the chain (and every event after it) stays."""
+    now = datetime.now(UTC)
+    old = now - timedelta(days=500)
+    for i in range(5):
+        log.record(_event(i, at=old + timedelta(minutes=i)))
+    for i in range(3):
+        log.record(_event(i))
+    log.record(_event(9, at=old))  # back-dated: written now, dated 500 days ago
+    for i in range(2):
+        log.record(_event(i))
+    log.write_digest()
+    purged = log.purge_before(now - timedelta(days=365), Asker(Principal("operator:test", "operator")))
+    assert purged == 5
+    kept = [e["seq"] for e in log.search()]
+    assert kept[:6] == [6, 7, 8, 9, 10, 11]  # the back-dated event (9) and the newer ones stayed
+    report = _verify(log, tmp_path)
+    assert report.ok, report.problems  # type: ignore[attr-defined]
+
+
+def test_retention_refuses_to_purge_a_run_that_does_not_verify(log: AuditLog, tmp_path: Path) -> None:
+    old = datetime.now(UTC) - timedelta(days=500)
+    for i in range(4):
+        log.record(_event(i, at=old + timedelta(minutes=i)))
+    log.record(_event(5))
+    with log.engine.begin() as conn:  # someone rewrites an old event (on PostgreSQL, past the trigger)
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only"))
+        conn.execute(text("UPDATE audit_events SET actor = 'svc:mallory' WHERE seq = 2"))
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only"))
+    with pytest.raises(IntegrityError, match="event 2 was changed after it was written"):
+        log.purge_before(datetime.now(UTC) - timedelta(days=365), Asker(Principal("operator:test", "operator")))
+    assert [e["seq"] for e in log.search()] == [1, 2, 3, 4, 5]  # the evidence is still there
+
+
+def test_reads_of_the_log_are_recorded_with_how_many_events_were_read(log: AuditLog) -> None:
+    for i in range(5):
+        log.record(_event(i))
+    officer = Asker(Principal("usr_bcdfghjkmnpq", "person", Channel.API, "127.0.0.1"), request_id="abc123")
+    assert len(log.read(officer, limit=3, newest_first=True)) == 3
+    assert len(log.read(officer, limit=100, tenant_id=TENANT)) == 5
+    reads = list(log.search(name=EventName.AUDIT_LOG_READ.value))
+    assert [(e["actor"], e["counts"]["events"], e["tenant_id"]) for e in reads] == [
+        ("usr_bcdfghjkmnpq", 3, None),
+        ("usr_bcdfghjkmnpq", 5, TENANT),
+    ]
+
+
+def test_a_verification_that_cannot_be_recorded_still_gives_its_verdict(log: AuditLog) -> None:
+    for i in range(3):
+        log.record(_event(i))
+    log.write_digest()
+    with log.engine.begin() as conn:  # the log can be read but no longer written
+        if conn.dialect.name == "sqlite":
+            conn.execute(
+                text("CREATE TRIGGER full BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'full'); END")
+            )
+        else:
+            conn.execute(
+                text("CREATE FUNCTION full_() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE 'full'; END $$")
+            )
+            conn.execute(
+                text("CREATE TRIGGER full_ BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION full_()")
+            )
+    report = log.verify(Asker(Principal("operator:test", "operator")))
+    assert report.ok and report.events == 3 and report.undigested == 0
+    assert report.unrecorded is not None and "could not be written" in str(report.unrecorded)

@@ -122,7 +122,7 @@ def test_unsafe_policy_setting_refuses_to_start(ready: Path) -> None:
     (ready / "sagevault.toml").write_text("[policy]\nsecurity_log_retention_days = 30\n")
     res = run(ready, "tenants", "list")
     assert res.returncode == 2
-    assert "security_log_retention_days=30 is unsafe" in res.stderr and ">= 90" in res.stderr
+    assert "security_log_retention_days=30 is unsafe" in res.stderr and ">= 365" in res.stderr
 
 
 def test_commands_before_init_say_to_run_init(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the scheduler runs in the background, and the built-in jobs do their work (SQLit
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -117,17 +118,19 @@ def test_the_digest_job_signs_the_head_only_when_events_followed_the_last_digest
     assert event["actor"] == "job:audit-digest" and event["channel"] == "scheduler"
 
 
-def test_the_retention_job_purges_only_months_past_the_retention_period(deployment: Deployment) -> None:
-    d = deployment
-    old = datetime.now(UTC) - timedelta(days=d.settings.policy.security_log_retention_days + 62)
-    d.audit.record_many(
-        [AuditEvent(name=EventName.CLI_COMMAND_RUN, channel=Channel.CLI, actor=OPERATOR.id, at=old) for _ in range(3)]
-    )
-    d.audit.record(AuditEvent(name=EventName.CLI_COMMAND_RUN, channel=Channel.CLI, actor=OPERATOR.id))
-    before = d.audit.count()
-    ran = default_jobs().run(d, "audit-retention", force=True)
-    assert ran.result is not None and ran.result.counts["events"] >= 3
-    assert d.audit.count() == before - ran.result.counts["events"] + 1  # the purge's own event
+def test_the_retention_job_purges_only_months_past_the_retention_period(
+    deployment_at: Callable[..., Deployment],
+) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    d = deployment_at(clock=clock)
+    for _ in range(3):
+        d.audit.record(AuditEvent(name=EventName.CLI_COMMAND_RUN, channel=Channel.CLI, actor=OPERATOR.id))
+    old = d.audit.count()
+    clock.advance(days=d.settings.policy.security_log_retention_days + 62)  # they are past it now
+    d.audit.record(AuditEvent(name=EventName.CLI_COMMAND_RUN, channel=Channel.CLI, actor=OPERATOR.id, at=clock()))
+    ran = default_jobs(clock).run(d, "audit-retention", force=True)
+    assert ran.result is not None and ran.result.counts["events"] == old
+    assert d.audit.count() == 2  # the newer event and the purge's own
     (purge,) = d.audit.search(name=EventName.AUDIT_SEGMENT_PURGE.value)
     assert purge["actor"] == "job:audit-retention" and purge["reason"] == "retention"
 

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from conftest import OPERATOR, TENANT, plaintext_answer
 from sagevault import errors
 from sagevault.access import ALL_TENANTS, RequestLimiter
+from sagevault.access._login import REFUSED
 from sagevault.config import Settings
 from sagevault.db import reading
 from sagevault.testing import generate_orders, get_orders_response
@@ -65,7 +66,7 @@ def test_a_person_logs_in_reads_masked_and_reveals_for_an_allowed_purpose_only(a
     wrong = api.client.post(
         f"{api.base}/sessions", json={"login": "mia.packer", "password": "Not-It-42-Really", "code": "000000"}
     )
-    assert wrong.status_code == 401 and wrong.json()["detail"] == "wrong login, password or code"
+    assert wrong.status_code == 401 and wrong.json()["detail"] == REFUSED
     auth = api.login("mia.packer", totp)
     masked = api.client.get(f"{api.base}/tenants/{TENANT}/orders/{api.order_id}", headers=auth)
     assert masked.status_code == 200 and "[PII" in masked.text

@@ -4,19 +4,30 @@ grants (two-person rule), allow-lists and kill switches, as an admin or a client
 from __future__ import annotations
 
 import base64
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pyotp
+import pytest
 from fastapi.routing import APIRoute
 from sqlalchemy import update
 
 from conftest import OPERATOR, TENANT
+from factories import People
 from sagevault.access import ALL_TENANTS
+from sagevault.access._login import REFUSED
 from sagevault.access._schema import principals
+from sagevault.config import Settings
+from sagevault.crypto import InMemoryKeyProvider
+from sagevault.deployment import init_deployment
+from sagevault.testing import ManualClock, fast_password_hashing
+from sagevault.web import API, create_app
 from sagevault.web.api import _admin, _models
-from webapi import PASSWORD, Api
+from webapi import PASSWORD, Api, InProcessClient
 
 NEW_PASSWORD = "Harbor-Violet-93-Compass"
 
@@ -400,9 +411,16 @@ def test_a_person_changes_their_password_over_https(api: Api) -> None:
     weak = api.client.post(f"{api.base}/password", json={**change, "new_password": "hugo-is-great", "code": codes[1]})
     refused(weak, 400, "bad-request", "hugo-is-great", PASSWORD)
     wrong = api.client.post(f"{api.base}/password", json={**change, "current_password": "Not-My-Password-1!"})
-    assert refused(wrong, 401, None, "Not-My-Password-1!", NEW_PASSWORD)["detail"] == "wrong login, password or code"
+    assert refused(wrong, 401, None, "Not-My-Password-1!", NEW_PASSWORD)["detail"] == REFUSED
+    # Two sessions opened with the old password (on two devices, or one a thief holds) ...
+    before = [api.login("hugo.clerk", totp) for _ in range(2)]
+    assert all(api.client.get(f"{api.base}/tenants/{TENANT}/orders", headers=h).status_code == 200 for h in before)
     changed = api.client.post(f"{api.base}/password", json={**change, "code": api.next_code(totp)})
-    assert changed.status_code == 204, changed.text
+    assert ok(changed) == {"sessions_ended": 2}
+    for h in before:  # ... end with the change, and the answer says so
+        refused(api.client.get(f"{api.base}/tenants/{TENANT}/orders", headers=h), 401, "authentication-failed")
+    (event,) = [e for e in api.d.audit.search(name="access:password:change") if e["outcome"] == "success"]
+    assert event["counts"] == {"sessions_ended": 2}
     old = api.client.post(f"{api.base}/sessions", json={"login": "hugo.clerk", "password": PASSWORD, "code": codes[2]})
     refused(old, 401, None, PASSWORD)
     new = api.client.post(
@@ -511,3 +529,57 @@ def test_roles_scopes_allow_lists_and_kill_switches_as_an_admin_sees_them(api: A
         ("exports", TENANT, True),
         ("pii-access", "*", False),
     ]
+
+
+class _GatedHasher:
+    """The fast hasher, but a verification waits until the test lets it go: the window in which
+    a log-in is hashing its password."""
+
+    def __init__(self) -> None:
+        self._inner = fast_password_hashing()
+        self.hashing = threading.Event()
+        self.go = threading.Event()
+
+    def hash(self, password: str) -> str:
+        return self._inner.hash(password)
+
+    def verify(self, stored: str | None, password: str) -> bool:
+        self.hashing.set()
+        assert self.go.wait(30)
+        return self._inner.verify(stored, password)
+
+
+@pytest.mark.parametrize("route", ["/sessions", "/password"])
+def test_a_password_is_hashed_while_no_write_lock_is_held(settings: Settings, route: str) -> None:
+    """Argon2 takes tens of milliseconds; on SQLite a write transaction holds the database's one
+    write lock. While a log-in (or a password change) hashes, another writer gets the lock."""
+    hasher = _GatedHasher()
+    clock = ManualClock()
+    d = init_deployment(settings, keys=InMemoryKeyProvider(), hasher=hasher, clock=clock)
+    client = InProcessClient(create_app(d), "https://127.0.0.1")
+    try:
+        hasher.go.set()  # enrolment hashes freely
+        person = People(d.access, d.engine, clock).bootstrap_admin("ana.admin")
+        hasher.go.clear()
+        hasher.hashing.clear()
+        clock.advance(days=2)  # old enough to change
+        code = person.totp.at(clock())
+        body = (
+            {"login": "ana.admin", "password": PASSWORD, "code": code}
+            if route == "/sessions"
+            else {"login": "ana.admin", "current_password": PASSWORD, "new_password": NEW_PASSWORD, "code": code}
+        )
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(client.post, f"https://127.0.0.1{API}{route}", json=body)
+            assert hasher.hashing.wait(30)
+            writer = sqlite3.connect(settings.resolved_data_dir / "sagevault.db", timeout=2)
+            try:
+                writer.execute("BEGIN IMMEDIATE")  # waits 2 s for the lock, then fails, if the log-in holds it
+                writer.execute("ROLLBACK")
+            finally:
+                writer.close()
+                hasher.go.set()
+            assert answer.result().status_code in (200, 201), answer.result().text
+    finally:
+        client.close()
+        d.close()

@@ -13,9 +13,10 @@ from pathlib import Path
 from ._accounts import Account, Enrolment
 from ._controls import AllowEntry
 from ._core import AccessCore, TenantDirectory
+from ._enrolment import Enrolments, TotpSetup
 from ._grants import GrantInfo
 from ._keys import ApiKey, ApiKeyInfo
-from ._login import Attempt, Session, TotpSetup
+from ._login import Attempt, PasswordChange, PasswordCheck, Session
 from ._model import ALL_TENANTS, DEPLOYMENT_SCOPES, PURPOSE_SCOPES, ROLES, SWITCHED, KillSwitch, Role
 from ._network import client_address, parse_address, parse_network
 from ._passwords import Argon2Hashing, PasswordHasher, check_strength, is_breached
@@ -45,9 +46,12 @@ __all__ = [
     "Argon2Hashing",
     "Attempt",
     "Enrolment",
+    "Enrolments",
     "GrantInfo",
     "KillSwitch",
     "LoginThrottle",
+    "PasswordChange",
+    "PasswordCheck",
     "PasswordHasher",
     "RequestLimiter",
     "Review",

@@ -8,7 +8,6 @@ calls `attempt.session()` or `attempt.check()`, which raise the refusal.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import re
 import secrets
@@ -17,15 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyotp
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from sagevault.audit import EventName, Outcome, Reason
 from sagevault.errors import (
     AccessError,
-    AccountLocked,
     AuthenticationFailed,
-    Conflict,
     CredentialExpired,
     NetworkDenied,
     SageVaultError,
@@ -33,8 +30,8 @@ from sagevault.errors import (
 from sagevault.identity import Channel, Principal, normalise_login
 
 from ._core import AccessCore, encodable
-from ._network import parse_address
-from ._passwords import PasswordHasher, check_strength
+from ._network import Address, parse_address
+from ._passwords import NewPassword, PasswordHasher, prepare_new_password, still_current
 from ._policy import as_utc
 from ._schema import password_history, principals, recovery_codes, sessions
 
@@ -43,12 +40,12 @@ _RECOVERY_CODES = 10
 _MAX_LOCK = timedelta(hours=24)
 _SESSIONS_KEPT = 10_000  # live sessions remembered per process and policy generation
 _NEVER_VALID = datetime.min.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class TotpSetup:
-    secret: str = field(repr=False)
-    uri: str = field(repr=False)
+# The one answer to every failed log-in: a wrong login, password or code, a disabled account, a
+# locked one. The security event keeps which it was.
+REFUSED = (
+    "wrong login, password or code; after repeated failures an account locks for a while "
+    "(an admin can unlock it sooner)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +62,7 @@ class Attempt:
 
     _session: Session | None = field(repr=False)
     _error: SageVaultError | None
+    sessions_ended: int = 0  # a password change: the account's sessions it ended
 
     @property
     def ok(self) -> bool:
@@ -80,6 +78,43 @@ class Attempt:
         return self._session
 
 
+def totp_step(core: AccessCore, row: Row[Any], code: str) -> int | None:
+    """The time step `code` belongs to (current, or one either side for clock drift), if it is
+    right for the account of `row` (the caller checks it is newer than the last one used)."""
+    if row.totp_secret is None or not re.fullmatch(r"[0-9]{6}", code.strip()):
+        return None
+    secret = core.keys.unwrap(bytes(row.totp_secret), {"purpose": "totp", "principal": row.id}).decode()
+    totp = pyotp.TOTP(secret)
+    now_step = totp.timecode(core.now())
+    for step in (now_step, now_step - 1, now_step + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code.strip()):
+            return step
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    """The costly half of a log-in or a password change, done before its write transaction: the
+    password verified (one Argon2 verification, also for an unknown or unusable account) against
+    the hash stored when it was read. The write transaction uses it if the account still holds
+    that hash, and verifies again otherwise."""
+
+    login: str
+    principal_id: str | None
+    checked_against: str | None = field(repr=False)
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordChange:
+    """`prepare_password_change`'s result: the current password checked, and the new one checked
+    and hashed (or why it was refused) if the current one was right."""
+
+    current: PasswordCheck
+    new: NewPassword | None
+    refusal: AccessError | None
+
+
 class Authentication:
     def __init__(self, core: AccessCore, hasher: PasswordHasher) -> None:
         self._core = core
@@ -91,130 +126,65 @@ class Authentication:
 
     # --- enrolment --------------------------------------------------------------------------------
 
-    def _check_enrolment(self, conn: Connection, login: str, secret: str) -> Row[Any]:
-        core = self._core
-        if not (encodable(login) and encodable(secret)):
-            raise AuthenticationFailed("that login and enrolment secret do not match an open enrolment")
-        row = conn.execute(select(principals).where(principals.c.login == normalise_login(login))).first()
-        expires = as_utc(row.enrolment_expires_at) if row is not None else None
-        if (
-            row is None
-            or row.enrolment_hash is None
-            or row.status != "enrolling"
-            or expires is None
-            or not hmac.compare_digest(bytes(row.enrolment_hash), core.keyed(conn, "enrol", secret))
-        ):
-            raise core.refuse(
-                conn,
-                EventName.ACCESS_ACCOUNT_ENROL,
-                row.id if row else None,
-                AuthenticationFailed(
-                    "that login and enrolment secret do not match an open enrolment; ask an admin for a new one "
-                    "(`sagevault users reset`)"
-                ),
-            )
-        if expires <= core.now():
-            raise core.refuse(
-                conn,
-                EventName.ACCESS_ACCOUNT_ENROL,
-                row.id,
-                CredentialExpired(
-                    "this enrolment secret has expired; ask an admin for a new one (`sagevault users reset`)"
-                ),
-            )
-        return row
-
-    def begin_enrolment(self, conn: Connection, login: str, secret: str) -> TotpSetup:
-        """Check the enrolment secret and make the person's TOTP secret (to put in an authenticator)."""
-        row = self._check_enrolment(conn, login, secret)
-        totp_secret = pyotp.random_base32()
-        wrapped = self._core.keys.wrap(totp_secret.encode(), {"purpose": "totp", "principal": row.id})
-        conn.execute(update(principals).where(principals.c.id == row.id).values(totp_secret=wrapped))
-        uri = pyotp.TOTP(totp_secret).provisioning_uri(name=row.id, issuer_name="SageVault")
-        return TotpSetup(totp_secret, uri)
-
-    def finish_enrolment(self, conn: Connection, login: str, secret: str, password: str, code: str) -> list[str]:
-        """Set the first password, confirm TOTP with a code, and hand out recovery codes (once)."""
-        core = self._core
-        row = self._check_enrolment(conn, login, secret)
-        if row.totp_secret is None:
-            raise Conflict(
-                "start with `begin_enrolment` (POST /api/v1/enrolment/begin, `sagevault users enrol`) "
-                "to get a TOTP secret first"
-            )
-        try:
-            check_strength(password, row.login, core.profile)
-            self._check_history(conn, row.id, password)  # a reset does not wipe the history
-        except AccessError as exc:
-            raise core.refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, exc) from None
-        step = self._totp_step(row, code)
-        if step is None:
-            raise core.refuse(
-                conn,
-                EventName.ACCESS_ACCOUNT_ENROL,
-                row.id,
-                AuthenticationFailed(
-                    "that TOTP code is wrong; check the authenticator's clock and try the current code",
-                    reason="bad_totp",
-                ),
-            )
-        now = core.now()
-        hashed = self._hasher.hash(password)
-        conn.execute(
-            update(principals)
-            .where(principals.c.id == row.id)
-            .values(
-                status="active",
-                password_hash=hashed,
-                password_set_at=now,
-                totp_last_step=step,
-                enrolment_hash=None,
-                enrolment_expires_at=None,
-                last_active_at=now,
-            )
-        )
-        conn.execute(insert(password_history).values(principal_id=row.id, set_at=now, password_hash=hashed))
-        codes = self._new_recovery_codes(conn, row.id)
-        core.changed(conn)
-        core.event(conn, EventName.ACCESS_ACCOUNT_ENROL, row.id)
-        return codes
-
-    def _new_recovery_codes(self, conn: Connection, principal_id: str) -> list[str]:
-        conn.execute(delete(recovery_codes).where(recovery_codes.c.principal_id == principal_id))
-        codes = []
-        for _ in range(_RECOVERY_CODES):
-            raw = base64.b32encode(secrets.token_bytes(7)).decode().lower()[:10]
-            codes.append(f"{raw[:5]}-{raw[5:]}")
-            conn.execute(
-                insert(recovery_codes).values(
-                    principal_id=principal_id, code_hash=self._core.keyed(conn, "recovery", raw)
-                )
-            )
-        return codes
-
-    def _totp_step(self, row: Row[Any], code: str) -> int | None:
-        """The time step `code` belongs to (current, or one either side for clock drift), if it
-        is right and newer than the last one used: a code works once."""
-        if row.totp_secret is None or not re.fullmatch(r"[0-9]{6}", code.strip()):
-            return None
-        secret = self._core.keys.unwrap(bytes(row.totp_secret), {"purpose": "totp", "principal": row.id}).decode()
-        totp = pyotp.TOTP(secret)
-        now_step = totp.timecode(self._core.now())
-        for step in (now_step, now_step - 1, now_step + 1):
-            if hmac.compare_digest(totp.generate_otp(step), code.strip()):
-                return step
-        return None
-
     # --- log-in -----------------------------------------------------------------------------------
 
+    def check_password(
+        self, conn: Connection, login: str, password: str, *, source: str, channel: Channel = Channel.API
+    ) -> PasswordCheck:
+        """The password of `login`, verified in a transaction of its own that reads only (no write
+        lock), before `login` or `change_password` runs in one that writes: pass the result to
+        them as `checked`. A source outside the allow-list or throttled is refused here already
+        (and recorded), before any hashing."""
+        self._admit(conn, source, channel)
+        folded = normalise_login(login)
+        if not (encodable(login) and encodable(password)):  # `login` counts it as bad input
+            return PasswordCheck(folded, None, None, False)
+        row = conn.execute(
+            select(principals.c.id, principals.c.status, principals.c.password_hash).where(
+                principals.c.login == folded, principals.c.kind == "person"
+            )
+        ).first()
+        stored = row.password_hash if row is not None and row.status == "active" else None
+        return PasswordCheck(folded, row.id if row else None, stored, self._hasher.verify(stored, password))
+
+    def _admit(self, conn: Connection, source: str, channel: Channel) -> tuple[Address, str, dict[str, Any]]:
+        """A log-in's source: inside the global allow-list and not throttled, or refused (recorded)."""
+        core = self._core
+        address = parse_address(source)
+        ip_key = core.source_key(conn, str(address))
+        fail: dict[str, Any] = {"source": str(address), "channel": channel}
+        if not core.policy(conn).source_allowed(None, address):
+            raise core.refuse(
+                conn,
+                EventName.ACCESS_NETWORK_DENY,
+                None,
+                NetworkDenied("log-ins from this address are not allowed: it is outside the IP allow-list"),
+                **fail,
+            )
+        try:
+            core.throttle.admit(ip_key)
+        except SageVaultError as exc:
+            raise core.refuse(conn, EventName.ACCESS_LOGIN_FAILURE, None, exc, **fail) from None
+        return address, ip_key, fail
+
     def login(
-        self, conn: Connection, login: str, password: str, code: str, *, source: str, channel: Channel = Channel.API
+        self,
+        conn: Connection,
+        login: str,
+        password: str,
+        code: str,
+        *,
+        source: str,
+        channel: Channel = Channel.API,
+        checked: PasswordCheck | None = None,
     ) -> Attempt:
         """Password and TOTP (or a recovery code) from `source`. Returns the attempt; the edge
-        commits, then `attempt.session()` hands over the session or raises the refusal."""
+        commits, then `attempt.session()` hands over the session or raises the refusal. With
+        `checked` (from `check_password`, in a transaction before this one) no password is hashed
+        while this transaction holds its locks."""
         core = self._core
         try:
-            row, used_recovery, address = self._authenticate(conn, login, password, code, source, channel)
+            row, used_recovery, address = self._authenticate(conn, login, password, code, source, channel, checked)
         except SageVaultError as exc:
             return Attempt(None, exc)
         now = core.now()
@@ -244,6 +214,7 @@ class Authentication:
         code: str,
         source: str,
         channel: Channel,
+        checked: PasswordCheck | None,
         *,
         allow_expired: bool = False,
     ) -> tuple[Row[Any], bool, str]:
@@ -251,22 +222,8 @@ class Authentication:
         and the lock; count a failure and lock at the threshold. A TOTP step is used up here.
         Returns the account row, whether a recovery code was used, and the source address."""
         core = self._core
-        address = parse_address(source)
-        ip_key = core.source_key(conn, str(address))
-        fail: dict[str, Any] = {"source": str(address), "channel": channel}
+        address, ip_key, fail = self._admit(conn, source, channel)
         policy = core.policy(conn)
-        if not policy.source_allowed(None, address):
-            raise core.refuse(
-                conn,
-                EventName.ACCESS_NETWORK_DENY,
-                None,
-                NetworkDenied("log-ins from this address are not allowed: it is outside the IP allow-list"),
-                **fail,
-            )
-        try:
-            core.throttle.admit(ip_key)
-        except SageVaultError as exc:
-            raise core.refuse(conn, EventName.ACCESS_LOGIN_FAILURE, None, exc, **fail) from None
         folded = normalise_login(login)
         account_key = core.keyed(conn, "login", folded).hex()
         if not all(map(encodable, (login, password, code))):  # nothing a real person types
@@ -282,16 +239,25 @@ class Authentication:
             core.throttle.clear_account(account_key)  # kept until now, so a lost commit loses no count
             core.event(conn, EventName.ACCESS_ACCOUNT_UNLOCK, row.id, reason=Reason.COOL_OFF, **fail)
             locked_until = None
-        # Always spend one password verification, so a failure takes as long for an unknown,
-        # disabled or locked account as for a wrong password.
-        password_ok = self._hasher.verify(row.password_hash if usable and row is not None else None, password)
+        # Always spend one password verification (here, or in `check_password` before this
+        # transaction), so a failure takes as long for an unknown, disabled or locked account as
+        # for a wrong password.
+        stored = row.password_hash if usable and row is not None else None
+        if checked is not None and (checked.login, checked.principal_id, checked.checked_against) == (
+            folded,
+            row.id if row is not None else None,
+            stored,
+        ):
+            password_ok = checked.ok
+        else:
+            password_ok = self._hasher.verify(stored, password)
         if row is not None and locked_until is not None:
-            self._locked(conn, row.id, locked_until, password_ok, account_key, ip_key, fail)
+            self._locked(conn, row.id, account_key, ip_key, fail)
         if not password_ok or row is None:
             reason = "account_disabled" if row is not None and row.status == "disabled" else "bad_credentials"
             self._failed(conn, row, account_key, ip_key, reason, fail)
         assert row is not None
-        step = self._totp_step(row, code)
+        step = totp_step(self._core, row, code)
         used_recovery = False
         if step is None:
             if _RECOVERY.fullmatch(code.strip().lower()) and self._use_recovery_code(conn, row.id, code):
@@ -330,15 +296,13 @@ class Authentication:
         self,
         conn: Connection,
         principal_id: str,
-        until: datetime,
-        password_ok: bool,
         account_key: str,
         ip_key: str,
         fail: dict[str, Any],
     ) -> None:
-        """Refuse a log-in to a locked account. Only someone who knows the password learns that
-        it is locked; anyone else gets the answer an unknown login gets (the event keeps the
-        truth). Guesses at a locked account still count against their source."""
+        """Refuse a log-in to a locked account with the answer every failed log-in gets, whatever
+        was sent: a locked account tells nobody whether the password was right (the event keeps
+        the truth). Guesses at a locked account still count against their source."""
         self._core.throttle.failed(account_key, ip_key)
         self._core.event(
             conn,
@@ -348,12 +312,7 @@ class Authentication:
             reason=Reason.ACCOUNT_LOCKED,
             **fail,
         )
-        if password_ok:
-            raise AccountLocked(
-                f"this account is locked until {until:%Y-%m-%d %H:%M} UTC after repeated failed log-ins; "
-                "an admin can unlock it sooner (`sagevault users unlock`)"
-            )
-        raise AuthenticationFailed("wrong login, password or code")
+        raise AuthenticationFailed(REFUSED)
 
     @staticmethod
     def _consume_step(conn: Connection, principal_id: str, step: int) -> bool:
@@ -407,7 +366,7 @@ class Authentication:
                 **fail,
             )
         # The event keeps the precise reason; the caller gets one message and one reason for all.
-        raise AuthenticationFailed("wrong login, password or code")
+        raise AuthenticationFailed(REFUSED)
 
     def _use_recovery_code(self, conn: Connection, principal_id: str, code: str) -> bool:
         raw = code.strip().lower().replace("-", "")
@@ -489,6 +448,23 @@ class Authentication:
 
     # --- passwords ----------------------------------------------------------------------------------
 
+    def prepare_password_change(
+        self, conn: Connection, login: str, current: str, new: str, *, source: str, channel: Channel = Channel.API
+    ) -> PasswordChange:
+        """The costly half of `change_password`, in a transaction that reads only: the current
+        password verified and, if it is right, the new one checked and hashed."""
+        checked = self.check_password(conn, login, current, source=source, channel=channel)
+        prepared: NewPassword | None = None
+        refusal: AccessError | None = None
+        if checked.ok and checked.principal_id is not None:
+            try:
+                prepared = prepare_new_password(
+                    conn, self._hasher, self._core.profile, checked.principal_id, checked.login, new
+                )
+            except AccessError as exc:
+                refusal = exc
+        return PasswordChange(checked, prepared, refusal)
+
     def change_password(
         self,
         conn: Connection,
@@ -499,21 +475,33 @@ class Authentication:
         *,
         source: str,
         channel: Channel = Channel.API,
+        prepared: PasswordChange | None = None,
     ) -> Attempt:
         """Change a password with the current one and a TOTP code (which counts like a log-in:
         failures lock). Refused (and recorded) when the new one is weak, breached, one of the
-        last 10, or the current one is under a day old. The edge commits, then `check()`s."""
+        last 10, or the current one is under a day old. Every session of the account ends (the
+        attempt says how many). The edge commits, then `check()`s. With `prepared` (from
+        `prepare_password_change`, in a transaction before this one) nothing is hashed here."""
         try:
-            self._change_password(conn, login, current, new, code, source, channel)
+            ended = self._change_password(conn, login, current, new, code, source, channel, prepared)
         except SageVaultError as exc:
             return Attempt(None, exc)
-        return Attempt(None, None)
+        return Attempt(None, None, ended)
 
     def _change_password(
-        self, conn: Connection, login: str, current: str, new: str, code: str, source: str, channel: Channel
-    ) -> None:
+        self,
+        conn: Connection,
+        login: str,
+        current: str,
+        new: str,
+        code: str,
+        source: str,
+        channel: Channel,
+        prepared: PasswordChange | None,
+    ) -> int:
         core = self._core
-        row, _, source = self._authenticate(conn, login, current, code, source, channel, allow_expired=True)
+        checked = prepared.current if prepared is not None else None
+        row, _, source = self._authenticate(conn, login, current, code, source, channel, checked, allow_expired=True)
         now = core.now()
         profile = core.profile
         set_at = as_utc(row.password_set_at)
@@ -532,30 +520,18 @@ class Authentication:
                 source=source,
             )
         try:
-            check_strength(new, row.login, profile)
-            self._check_history(conn, row.id, new)
+            if prepared is not None and prepared.refusal is not None and prepared.current.principal_id == row.id:
+                raise prepared.refusal
+            new_password = prepared.new if prepared is not None else None
+            if new_password is None or new_password.principal_id != row.id or not still_current(conn, new_password):
+                new_password = prepare_new_password(conn, self._hasher, profile, row.id, row.login, new)
         except AccessError as exc:
             raise core.refuse(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, exc, source=source) from None
-        hashed = self._hasher.hash(new)
+        hashed = new_password.password_hash
         conn.execute(
             update(principals).where(principals.c.id == row.id).values(password_hash=hashed, password_set_at=now)
         )
         conn.execute(insert(password_history).values(principal_id=row.id, set_at=now, password_hash=hashed))
-        core.event(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, source=source)
-
-    def _check_history(self, conn: Connection, principal_id: str, password: str) -> None:
-        kept = self._core.profile.password_history
-        history = (
-            conn.execute(
-                select(password_history.c.password_hash)
-                .where(password_history.c.principal_id == principal_id)
-                .order_by(password_history.c.set_at.desc())
-                .limit(kept)
-            )
-            .scalars()
-            .all()
-        )
-        if any(self._hasher.verify(old, password) for old in history):
-            raise AccessError(
-                f"password refused: it is one of your last {kept}; choose a new one", reason="password_reused"
-            )
+        ended = core.end_sessions(conn, row.id)  # whoever knew the old password may hold a session
+        core.event(conn, EventName.ACCESS_PASSWORD_CHANGE, row.id, source=source, counts={"sessions_ended": ended})
+        return ended

@@ -1,18 +1,24 @@
-"""Passwords: the DPP rules, a bundled breached-password list, and Argon2id hashing."""
+"""Passwords: the DPP rules, a bundled breached-password list, Argon2id hashing, and a new
+password prepared (checked and hashed) before the transaction that sets it."""
 
 from __future__ import annotations
 
 import functools
 import gzip
 import re
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Protocol
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from sagevault.config import PolicyProfile, Settings
 from sagevault.errors import AccessError
+
+from ._schema import password_history
 
 _CLASSES = (
     ("an upper-case letter", re.compile(r"[A-Z]")),
@@ -107,3 +113,48 @@ class Argon2Hashing:
             return self._hasher.verify(stored or dummy, password) and stored is not None
         except (VerificationError, InvalidHashError, UnicodeEncodeError):
             return False
+
+
+@dataclass(frozen=True, slots=True)
+class NewPassword:
+    """A new password checked against the rules and the principal's history, and hashed: the
+    costly part of setting one (an Argon2 hash and up to `password_history` verifications), done
+    before the write transaction so that it holds no lock meanwhile."""
+
+    principal_id: str
+    password_hash: str = field(repr=False)
+    checked_with: str | None = field(repr=False)  # the newest stored hash when the history was read
+
+
+def prepare_new_password(
+    conn: Connection, hasher: PasswordHasher, profile: PolicyProfile, principal_id: str, login: str, password: str
+) -> NewPassword:
+    """Refuse a password the policy does not allow (weak, breached, one of the last
+    `password_history`), or hash it. Reads only."""
+    check_strength(password, login, profile)
+    history = list(
+        conn.execute(
+            select(password_history.c.password_hash)
+            .where(password_history.c.principal_id == principal_id)
+            .order_by(password_history.c.set_at.desc())
+            .limit(profile.password_history)
+        ).scalars()
+    )
+    if any(hasher.verify(old, password) for old in history):
+        raise AccessError(
+            f"password refused: it is one of your last {profile.password_history}; choose a new one",
+            reason="password_reused",
+        )
+    return NewPassword(principal_id, hasher.hash(password), history[0] if history else None)
+
+
+def still_current(conn: Connection, prepared: NewPassword) -> bool:
+    """Whether the history `prepared` was checked against is still the principal's (no password
+    was set between the check and now)."""
+    newest = conn.execute(
+        select(password_history.c.password_hash)
+        .where(password_history.c.principal_id == prepared.principal_id)
+        .order_by(password_history.c.set_at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return newest == prepared.checked_with

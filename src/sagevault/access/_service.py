@@ -1,6 +1,7 @@
 """`AccessService`: the parts of access wired to one core, as a deployment holds them.
 
-    d.access.authn      log-in, sessions, password changes, enrolment
+    d.access.authn      log-in, sessions, password changes
+    d.access.enrolment  a new person's first password and TOTP
     d.access.accounts   people and service accounts, resets, leavers, locks
     d.access.api_keys   service credentials
     d.access.grants     roles on tenants, the two-person rule
@@ -20,6 +21,7 @@ from __future__ import annotations
 from ._accounts import Accounts
 from ._controls import AllowLists, KillSwitches
 from ._core import AccessCore
+from ._enrolment import Enrolments
 from ._grants import Grants
 from ._keys import ApiKeys
 from ._login import Authentication
@@ -32,7 +34,9 @@ from ._throttle import LoginThrottle
 class AccessService:
     def __init__(self, core: AccessCore, *, hasher: PasswordHasher | None = None) -> None:
         self.core = core
-        self.authn = Authentication(core, hasher or Argon2Hashing.from_settings(core.settings))
+        hasher = hasher or Argon2Hashing.from_settings(core.settings)
+        self.authn = Authentication(core, hasher)
+        self.enrolment = Enrolments(core, hasher)
         self.accounts = Accounts(core)
         self.api_keys = ApiKeys(core)
         self.grants = Grants(core)

@@ -53,6 +53,7 @@ class EventName(StrEnum):
     API_REQUEST_REFUSE = "api:request:refuse"
     AUDIT_DIGEST_WRITE = "audit:digest:write"
     AUDIT_LOG_EXPORT = "audit:log:export"
+    AUDIT_LOG_READ = "audit:log:read"
     AUDIT_LOG_VERIFY = "audit:log:verify"
     AUDIT_SEGMENT_PURGE = "audit:segment:purge"
     CLI_COMMAND_FAIL = "cli:command:fail"
@@ -105,6 +106,7 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.API_REQUEST_REFUSE: "an API request was refused before any credential was checked, or over its rate",
     EventName.AUDIT_DIGEST_WRITE: "a signed digest of the chain head was written",
     EventName.AUDIT_LOG_EXPORT: "security events were exported",
+    EventName.AUDIT_LOG_READ: "security events were searched or listed (tail, search, the API's event list)",
     EventName.AUDIT_LOG_VERIFY: "the event chain and digests were verified",
     EventName.AUDIT_SEGMENT_PURGE: "events older than the retention period were purged, chain anchor kept",
     EventName.CLI_COMMAND_FAIL: "an operator command failed with an error",

@@ -17,15 +17,15 @@ from sqlalchemy import ColumnElement, Engine, delete, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from sagevault.db import reading
-from sagevault.errors import AuditError
+from sagevault.errors import AuditError, AuditUnavailable, IntegrityError
 from sagevault.identity import Principal, event_tenant
 from sagevault.logs import get_logger
 
-from ._commit import GroupCommit
+from ._commit import ZERO_HASH, GroupCommit
 from ._events import AuditEvent, EventName, Outcome, Reason
 from ._schema import COLUMNS, audit_anchors, audit_events, audit_head
 from ._signing import Digest, DigestFile, Signer, anchor_message, digest_message, load_public_key
-from ._verify import VerifyReport, verify
+from ._verify import VerifyReport, verify, walk_chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,20 +190,28 @@ class AuditLog:
     # --- retention ------------------------------------------------------------------------
 
     def purge_before(self, cutoff: datetime, asker: Asker) -> int:
-        """Delete whole months of events that ended before `cutoff`; keep a signed anchor so the
-        chain still verifies, and record the purge as an event. Returns the events deleted."""
+        """Delete the oldest events, up to the first one of the month of `cutoff`: the longest
+        run of the chain from its start (by sequence number) whose events are all older than that
+        month. An event back-dated into the past further on is kept with everything after it. The
+        run is verified before it goes; a signed anchor keeps the chain verifiable, and the purge
+        is recorded as an event. Returns the events deleted."""
         if self._signer is None:
             raise AuditError("purging needs the audit signing key (it signs the chain anchor)")
         segment_start = cutoff.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         boundary = segment_start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with self.engine.begin() as conn:
-            self._lock_head(conn)
-            last = conn.execute(select(func.max(audit_events.c.seq)).where(audit_events.c.at < boundary)).scalar()
-            if last is None:
+            head_seq, _ = self._lock_head(conn)
+            first = conn.execute(select(func.min(audit_events.c.seq))).scalar()
+            if first is None:
                 return 0
-            last = int(last)
-            first = int(conn.execute(select(func.min(audit_events.c.seq))).scalar_one())
-            anchor = bytes(conn.execute(select(audit_events.c.hash).where(audit_events.c.seq == last)).scalar_one())
+            first = int(first)
+            first_kept = conn.execute(
+                select(func.min(audit_events.c.seq)).where(audit_events.c.at >= boundary)
+            ).scalar()
+            last = int(first_kept) - 1 if first_kept is not None else head_seq
+            if last < first:
+                return 0
+            anchor = self._verified_run(conn, first, last)
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SET LOCAL sagevault.audit_purge = 'on'"))
             conn.execute(delete(audit_events).where(audit_events.c.seq <= last))
@@ -223,6 +231,35 @@ class AuditLog:
             )
         )
         return last - first + 1
+
+    @staticmethod
+    def _verified_run(conn: Connection, first: int, last: int) -> bytes:
+        """The stored hash of event `last`, once events `first`..`last` are checked against the
+        chain (each follows the one before, none was changed, none is missing); an
+        IntegrityError names the first bad one, and nothing is purged."""
+        if first == 1:
+            before = ZERO_HASH
+        else:
+            anchored = conn.execute(select(audit_anchors.c.hash).where(audit_anchors.c.last_seq == first - 1)).scalar()
+            if anchored is None:
+                raise IntegrityError(
+                    f"events 1..{first - 1} are gone without a purge anchor; run `sagevault audit verify`"
+                )
+            before = bytes(anchored)
+        report = VerifyReport()
+        rows = conn.execute(
+            select(*(audit_events.c[c] for c in COLUMNS), audit_events.c.prev_hash, audit_events.c.hash)
+            .where(audit_events.c.seq.between(first, last))
+            .order_by(audit_events.c.seq)
+        )
+        walk = walk_chain(rows, {}, set(), report, start=(first, before))
+        if not report.ok or walk.last_seq != last:
+            problem = report.problems[0] if report.problems else f"event {walk.last_seq + 1} is missing"
+            raise IntegrityError(
+                f"the events to purge do not verify ({problem}); nothing was purged: "
+                "run `sagevault audit verify` and keep the log as it is for investigation"
+            )
+        return walk.last_hash
 
     # --- reading --------------------------------------------------------------------------
 
@@ -272,6 +309,29 @@ class AuditLog:
 
     # --- operations that record themselves ------------------------------------------------
 
+    def read(
+        self,
+        asker: Asker,
+        *,
+        limit: int,
+        after_seq: int = 0,
+        newest_first: bool = False,
+        **filters: Unpack[EventFilters],
+    ) -> list[dict[str, Any]]:
+        """Events matching the filters, for a person to read (`audit tail`, `audit search`, the
+        API's event list): recorded as audit:log:read, with how many were read, before any is
+        handed back. If that cannot be made durable, none is."""
+        events = list(self.search(after_seq=after_seq, limit=limit, newest_first=newest_first, **filters))
+        self.record(
+            asker.event(
+                EventName.AUDIT_LOG_READ,
+                tenant_id=event_tenant(filters.get("tenant_id")),
+                operation="audit read",
+                counts={"events": len(events)},
+            )
+        )
+        return events
+
     def export(self, asker: Asker, **filters: Unpack[EventFilters]) -> Export:
         """Every event matching the filters, up to the newest one now. The export is recorded
         (audit:log:export, with its count) before anything is read out: if that cannot be made
@@ -291,7 +351,9 @@ class AuditLog:
     def verify(self, asker: Asker, *, workers: int | None = None) -> VerifyReport:
         """Check the whole chain, its head, purge anchors and every signed digest, and record the
         check (audit:log:verify, failed if anything is wrong). A verification key or digest file
-        that cannot be read fails the check (`report.unreadable`)."""
+        that cannot be read fails the check (`report.unreadable`). If the check cannot be recorded,
+        the report says so (`report.unrecorded`) instead of being lost: its caller shows the verdict
+        first, then refuses to call the check done."""
         try:
             if self._public_key is None or self._digests is None:
                 raise AuditError("this audit log has no verification key or digest file configured")
@@ -302,15 +364,18 @@ class AuditLog:
             report.fail(None, str(exc))
         else:
             report = verify(self.engine, key, digests, workers=workers)
-        self.record(
-            asker.event(
-                EventName.AUDIT_LOG_VERIFY,
-                outcome=Outcome.SUCCESS if report.ok else Outcome.FAILURE,
-                reason=Reason.NONE if report.ok else Reason.INTEGRITY_FAILURE,
-                counts={"events": report.events, "digests": report.digests},
-                operation="audit verify",
+        try:
+            self.record(
+                asker.event(
+                    EventName.AUDIT_LOG_VERIFY,
+                    outcome=Outcome.SUCCESS if report.ok else Outcome.FAILURE,
+                    reason=Reason.NONE if report.ok else Reason.INTEGRITY_FAILURE,
+                    counts={"events": report.events, "digests": report.digests},
+                    operation="audit verify",
+                )
             )
-        )
+        except AuditUnavailable as exc:  # the verdict stands; the caller says it, then that it went unrecorded
+            report.unrecorded = exc
         return report
 
     def undigested(self) -> int:

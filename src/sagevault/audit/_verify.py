@@ -14,6 +14,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, create_engine, select, text
 
+from sagevault.errors import AuditUnavailable
+
 from ._commit import ZERO_HASH, canonical_json
 from ._schema import COLUMNS, audit_anchors, audit_head
 from ._signing import Digest, anchor_message, digest_message, verify_signature
@@ -28,6 +30,8 @@ class VerifyReport:
     first_bad_seq: int | None = None
     problems: list[str] = field(default_factory=list)
     unreadable: bool = False  # the verification key or the digest file could not be read
+    undigested: int = 0  # events after the newest signed digest: what a truncation could remove unseen
+    unrecorded: AuditUnavailable | None = None  # the check itself could not be recorded
 
     @property
     def ok(self) -> bool:
@@ -77,6 +81,8 @@ def verify(
     if report.ok:
         _check_head(int(head_seq), bytes(head_hash), walk, report)
     _check_digests(public_key, digests, max(anchors, default=0), walk, report)
+    signed_through = max([d.seq for d in digests] + list(anchors), default=0)
+    report.undigested = max(0, walk.last_seq - signed_through)
     return report
 
 
@@ -107,7 +113,7 @@ def _walk_range(
             where = f" WHERE seq BETWEEN {int(first or 0)} AND {int(last if last is not None else 2**62)}"
         try:
             cursor.execute(f"SELECT {', '.join(COLUMNS)}, prev_hash, hash FROM audit_events{where} ORDER BY seq")  # noqa: S608
-            walk = _walk_chain(_stream(cursor), anchors, wanted, report, start)
+            walk = walk_chain(_stream(cursor), anchors, wanted, report, start)
         finally:
             cursor.close()
     if last is not None and report.ok and walk.last_seq != last:
@@ -157,7 +163,7 @@ def _stream(cursor: Any) -> Iterable[Any]:
         yield from batch
 
 
-def _walk_chain(
+def walk_chain(
     rows: Iterable[Any],
     anchors: dict[int, bytes],
     wanted: set[int],

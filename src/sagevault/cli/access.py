@@ -59,8 +59,12 @@ def _acting(login: str | None) -> Iterator[tuple[Deployment, Principal]]:
             return
         password = _secret("Password")
         code = _secret("TOTP code")
-        with d.engine.begin() as conn:
-            attempt = d.access.authn.login(conn, login, password, code, source=LOCAL, channel=Channel.CLI)
+        with d.unit_of_work(read_only=True) as conn:  # Argon2 here, holding no write lock
+            checked = d.access.authn.check_password(conn, login, password, source=LOCAL, channel=Channel.CLI)
+        with d.unit_of_work() as conn:
+            attempt = d.access.authn.login(
+                conn, login, password, code, source=LOCAL, channel=Channel.CLI, checked=checked
+            )
         session = attempt.session()  # raises the refusal, after the failure was committed
         set_actor(session.principal)
         try:
@@ -136,15 +140,17 @@ def users_enrol(login: Annotated[str, typer.Option()]) -> None:
     """Set your password and TOTP with the enrolment secret an admin gave you."""
     with deployment() as d:
         secret = _secret("Enrolment secret")
-        with d.engine.begin() as conn:
-            setup = d.access.authn.begin_enrolment(conn, login, secret)
+        with d.unit_of_work() as conn:
+            setup = d.access.enrolment.begin(conn, login, secret)
         out.print("add this to your authenticator app (TOTP, 6 digits, 30 s):")
         out.print(f"  secret: {setup.secret}")
         out.print(f"  uri:    {setup.uri}")
         password = _secret("New password", confirm=True)
         code = _secret("TOTP code")
-        with d.engine.begin() as conn:
-            codes = d.access.authn.finish_enrolment(conn, login, secret, password, code)
+        with d.unit_of_work(read_only=True) as conn:
+            prepared = d.access.enrolment.prepare_password(conn, login, secret, password)
+        with d.unit_of_work() as conn:
+            codes = d.access.enrolment.finish(conn, login, secret, password, code, prepared=prepared)
     out.print("[green]enrolled.[/] recovery codes (each works once; keep them offline):")
     for c in codes:
         out.print(f"  {c}")
@@ -157,10 +163,16 @@ def users_password(login: Annotated[str, typer.Option()]) -> None:
         current = _secret("Current password")
         new = _secret("New password", confirm=True)
         code = _secret("TOTP code")
-        with d.engine.begin() as conn:
-            attempt = d.access.authn.change_password(conn, login, current, new, code, source=LOCAL, channel=Channel.CLI)
+        with d.unit_of_work(read_only=True) as conn:
+            prepared = d.access.authn.prepare_password_change(
+                conn, login, current, new, source=LOCAL, channel=Channel.CLI
+            )
+        with d.unit_of_work() as conn:
+            attempt = d.access.authn.change_password(
+                conn, login, current, new, code, source=LOCAL, channel=Channel.CLI, prepared=prepared
+            )
         attempt.check()
-    out.print("[green]password changed[/]")
+    out.print(f"[green]password changed[/]; {attempt.sessions_ended} session(s) of {login} ended: log in again")
 
 
 @users_app.command("list")

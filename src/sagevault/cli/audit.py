@@ -23,17 +23,24 @@ audit_app = group("audit", "The security event log.")
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the whole chain, the head, purge anchors and every signed digest. Exit 1 if anything is wrong."""
+    """Check the whole chain, the head, purge anchors and every signed digest. The verdict comes
+    first, always; exit 1 if anything is wrong, 2 if the check could not be recorded."""
     with audit_only() as log:
         report = log.verify(Asker(principal()))
+    tail = f"{report.undigested} events after the last signed digest"
     if report.ok:
-        out.print(f"[green]audit log verified:[/] {report.events} events, {report.digests} signed digests")
-        return
-    where = "" if report.first_bad_seq is None else f" first bad sequence number {report.first_bad_seq}"
-    err.print(f"[red]audit log NOT verified:[/]{where}", soft_wrap=True)
-    for problem in report.problems:
-        err.print(f"  {problem}", soft_wrap=True)
-    raise typer.Exit(1)
+        out.print(f"[green]audit log verified:[/] {report.events} events, {report.digests} signed digests; {tail}")
+    else:
+        where = "" if report.first_bad_seq is None else f" first bad sequence number {report.first_bad_seq}"
+        err.print(f"[red]audit log NOT verified:[/]{where}", soft_wrap=True)
+        for problem in report.problems:
+            err.print(f"  {problem}", soft_wrap=True)
+    if report.unrecorded is not None:
+        err.print(f"[red]error:[/] this check could not be recorded: {report.unrecorded}", soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+    if report.unrecorded is not None:
+        raise typer.Exit(2)
 
 
 @audit_app.command("export")
@@ -96,7 +103,7 @@ def _print_events(events: Iterable[dict[str, Any]]) -> None:
 def audit_tail(n: Annotated[int, typer.Option("-n", min=1, max=10000, help="How many events.")] = 20) -> None:
     """The newest events."""
     with audit_only() as log:
-        _print_events(reversed(list(log.search(limit=n, newest_first=True))))
+        _print_events(reversed(log.read(Asker(principal()), limit=n, newest_first=True)))
 
 
 @audit_app.command("search")
@@ -113,7 +120,8 @@ def audit_search(
         raise PayloadError(f"{event!r} is not an event name; see the list in `sagevault audit events`")
     with audit_only() as log:
         _print_events(
-            log.search(
+            log.read(
+                Asker(principal()),
                 actor=actor,
                 tenant_id=tenant,
                 name=event,

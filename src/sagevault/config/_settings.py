@@ -26,7 +26,7 @@ _POLICY_LIMITS: dict[str, tuple[Literal["max", "min"], int, str]] = {
     "live_copies_days": ("max", 90, "live copies and backups must be gone within 90 days"),
     "pii_retention_days_after_delivery": ("max", 30, "PII may be kept 30 days after delivery"),
     "non_pii_retention_days": ("max", 548, "non-PII may be kept 18 months"),
-    "security_log_retention_days": ("min", 90, "security logs must be kept at least 90 days"),
+    "security_log_retention_days": ("min", 365, "security logs must be kept at least 12 months (Amazon's DPP)"),
     "lockout_threshold": ("max", 10, "accounts must lock after at most 10 failed log-ins"),
     "password_min_length": ("min", 12, "passwords must have at least 12 characters"),
     "password_max_age_days": ("max", 365, "passwords must be changed at least every 365 days"),

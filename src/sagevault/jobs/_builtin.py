@@ -3,7 +3,7 @@ review reminders) add theirs here."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sagevault.audit import Asker, Reason
@@ -32,7 +32,7 @@ def _audit_digest(d: Deployment, p: Principal) -> JobResult:
 def _audit_retention(d: Deployment, p: Principal) -> JobResult:
     """Purge whole months of security events older than the policy's retention (at least 365
     days); the chain keeps a signed anchor and still verifies."""
-    cutoff = datetime.now(UTC) - timedelta(days=d.settings.policy.security_log_retention_days)
+    cutoff = d.now() - timedelta(days=d.settings.policy.security_log_retention_days)
     return JobResult({"events": d.audit.purge_before(cutoff, Asker(p))})
 
 

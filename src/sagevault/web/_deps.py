@@ -9,7 +9,7 @@ which imports them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Annotated
 
@@ -20,7 +20,6 @@ from starlette.concurrency import run_in_threadpool
 
 from sagevault import errors
 from sagevault.audit import AuditEvent, EventName, outcome_of
-from sagevault.db import reading
 from sagevault.deployment import Deployment
 from sagevault.identity import TENANT_ID, Channel, Principal
 from sagevault.vault import ORDER_ID
@@ -48,17 +47,9 @@ def source(request: Request) -> str:
     return deployment(request).access.core.client_address(peer, request.headers.get("x-forwarded-for"))
 
 
-@contextmanager
-def transaction(d: Deployment, *, read_only: bool = False) -> Iterator[Connection]:
-    """One unit of work: committed when the block ends, rolled back if it raises. `read_only`: the
-    work writes nothing to the vault database (its security events go to the audit log, a database
-    of its own), so on SQLite its transaction is a snapshot read that does not queue for the write
-    lock. Work that writes must not be marked so."""
-    with d.engine.connect() as conn:
-        if read_only:
-            reading(conn)
-        with conn.begin():
-            yield conn
+def transaction(d: Deployment, *, read_only: bool = False) -> AbstractContextManager[Connection]:
+    """The request's unit of work (`Deployment.unit_of_work`)."""
+    return d.unit_of_work(read_only=read_only)
 
 
 def unit_of_work(request: Request) -> Iterator[Connection]:

@@ -22,7 +22,7 @@ from sagevault import errors
 from sagevault.access import ROLES, Account, AllowEntry, ApiKey, Enrolment, GrantInfo, KillSwitch
 from sagevault.identity import LOGIN_ANY_CASE, Channel, Scope
 
-from .._deps import API, Authenticated, AuthenticatedRead, Conn, CurrentDeployment, edge_refusal, source
+from .._deps import API, Authenticated, AuthenticatedRead, Conn, CurrentDeployment, edge_refusal, source, transaction
 from .._pagination import PageQuery
 from ._models import (
     AccessReviewOut,
@@ -36,6 +36,7 @@ from ._models import (
     GrantOut,
     IssuedKeyOut,
     PageOf,
+    PasswordChangedOut,
     RecoveryCodesOut,
     RoleOut,
     ScopeOut,
@@ -303,38 +304,50 @@ def begin_enrolment(body: EnrolmentBody, request: Request, d: CurrentDeployment,
     TOTP secret and its `otpauth://` URI for an authenticator app (6 digits, 30 seconds). Calling
     it again makes a new TOTP secret."""
     _admitted(request, d, conn)
-    setup = d.access.authn.begin_enrolment(conn, body.login, body.enrolment_secret)
+    setup = d.access.enrolment.begin(conn, body.login, body.enrolment_secret)
     return TotpSetupOut(totp_secret=setup.secret, provisioning_uri=setup.uri)
 
 
 @router.post("/enrolment/finish", status_code=201, tags=["enrolment"])
-def finish_enrolment(body: FinishEnrolmentBody, request: Request, d: CurrentDeployment, conn: Conn) -> RecoveryCodesOut:
+def finish_enrolment(body: FinishEnrolmentBody, request: Request, d: CurrentDeployment) -> RecoveryCodesOut:
     """Second step: the first password and a current TOTP code. Answers ten recovery codes, shown
     once (each works once in place of a TOTP code). The enrolment secret is then spent; the person
     logs in with `POST /sessions`."""
-    _admitted(request, d, conn)
-    codes = d.access.authn.finish_enrolment(conn, body.login, body.enrolment_secret, body.password, body.code)
+    with transaction(d, read_only=True) as conn:  # the password is hashed here, holding no write lock
+        _admitted(request, d, conn)
+        prepared = d.access.enrolment.prepare_password(conn, body.login, body.enrolment_secret, body.password)
+    with transaction(d) as conn:
+        codes = d.access.enrolment.finish(
+            conn, body.login, body.enrolment_secret, body.password, body.code, prepared=prepared
+        )
     return RecoveryCodesOut(recovery_codes=codes)
 
 
-@router.post("/password", status_code=204, tags=["enrolment"])
-def change_password(body: PasswordBody, request: Request, d: CurrentDeployment) -> Response:
+@router.post("/password", tags=["enrolment"])
+def change_password(body: PasswordBody, request: Request, d: CurrentDeployment) -> PasswordChangedOut:
     """Change your own password: current password, new password and a TOTP code. It counts like a
     log-in (allow-list, throttle, failures lock the account), so it also works when the password
     has expired. Refused when the new one is weak, breached or one of your last 10, or the current
-    one is less than a day old."""
-    with d.engine.begin() as conn:  # committed even when refused: failure counters and locks are state
+    one is less than a day old. Every session of the account ends: `sessions_ended` says how many
+    (log in again with the new password)."""
+    where = source(request)
+    with transaction(d, read_only=True) as conn:  # Argon2 here, holding no write lock
+        prepared = d.access.authn.prepare_password_change(
+            conn, body.login, body.current_password, body.new_password, source=where, channel=Channel.API
+        )
+    with transaction(d) as conn:  # committed even when refused: failure counters and locks are state
         attempt = d.access.authn.change_password(
             conn,
             body.login,
             body.current_password,
             body.new_password,
             body.code,
-            source=source(request),
+            source=where,
             channel=Channel.API,
+            prepared=prepared,
         )
     attempt.check()
-    return Response(status_code=204)
+    return PasswordChangedOut(sessions_ended=attempt.sessions_ended)
 
 
 # --- API keys -----------------------------------------------------------------------------------

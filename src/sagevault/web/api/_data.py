@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sagevault.access import parse_time
 from sagevault.audit import Asker, EventFilters, EventName
 from sagevault.errors import PayloadError, RecordNotFound, looks_like_pii, shown
-from sagevault.identity import Scope
+from sagevault.identity import Scope, is_tenant_id
 
 from .._deps import API, Authenticated, AuthenticatedRead, TenantPath
 from .._pagination import PageQuery
@@ -68,6 +68,8 @@ class AuditFilters(BaseModel):
 
     def checked(self) -> EventFilters:
         """The filters as `AuditLog.search` takes them; a 400 that says what to send instead."""
+        if self.tenant is not None and not is_tenant_id(self.tenant):
+            raise PayloadError("tenant must be a tenant id: upper-case letters and digits, e.g. A2EUQ1WTGCTBG2")
         for field, value in (("actor", self.actor), ("tenant", self.tenant)):
             if value is not None and looks_like_pii(value):
                 raise PayloadError(
@@ -198,14 +200,17 @@ def purge(
 
 
 @router.get("/audit/events", tags=["audit"])
-def audit_events(q: Annotated[AuditSearchQuery, Query()], work: AuthenticatedRead) -> PageOf[AuditEventOut]:
+def audit_events(
+    q: Annotated[AuditSearchQuery, Query()], request: Request, work: AuthenticatedRead
+) -> PageOf[AuditEventOut]:
     """Security events matching the filters, oldest first, a page at a time (the cursor is a
     position in the chain, so new events never shift a page)."""
     with work as (d, conn, who):
         d.access.core.authorize(conn, who, Scope.AUDIT_READ)
         filters = q.checked()
         after = q.position(int)
-        items = list(d.audit.search(**filters, after_seq=after or 0, limit=q.limit + 1))
+        asker = Asker(who, request.state.request_id, d.access.core.client_ip_hash(conn, who.source_ip))
+    items = d.audit.read(asker, **filters, after_seq=after or 0, limit=q.limit + 1)
     return PageOf[AuditEventOut].model_validate(q.keyset(items, lambda e: e["seq"], lambda e: e))
 
 
@@ -250,6 +255,8 @@ def audit_verify(request: Request, work: AuthenticatedRead) -> VerifyOut:
         d.access.core.authorize(conn, who, Scope.AUDIT_READ)
         asker = Asker(who, request.state.request_id, d.access.core.client_ip_hash(conn, who.source_ip))
     report = d.audit.verify(asker, workers=1)  # never fork a serving process
+    if report.unrecorded is not None:  # a check that was not recorded is not answered
+        raise report.unrecorded
     if report.unreadable:  # the server's file paths stay on the server
         report.problems[:] = [
             "the audit signing public key or the digest file cannot be read; run "

@@ -166,6 +166,10 @@ class TotpSetupOut(Out):
     provisioning_uri: str = Field(repr=False, description="The same secret as an otpauth:// URI (e.g. a QR code).")
 
 
+class PasswordChangedOut(Out):
+    sessions_ended: int = Field(description="The account's sessions that ended with the change (all of them).")
+
+
 class RecoveryCodesOut(Out):
     recovery_codes: list[str] = Field(repr=False, description="Ten one-time codes, shown once: keep them offline.")
 

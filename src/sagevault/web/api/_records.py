@@ -12,7 +12,17 @@ from starlette.responses import Response
 from sagevault.catalog import Purpose
 from sagevault.vault import Operation, Tenant
 
-from .._deps import API, Authenticated, AuthenticatedRead, CurrentDeployment, OrderPath, TenantPath, bearer, source
+from .._deps import (
+    API,
+    Authenticated,
+    AuthenticatedRead,
+    CurrentDeployment,
+    OrderPath,
+    TenantPath,
+    bearer,
+    source,
+    transaction,
+)
 from .._onehop import OneHop
 from .._pagination import PageQuery
 from ._models import IngestOut, OrderOut, OrderSummaryOut, PageOf, RevealOut, SearchOut, SessionOut, TenantOut
@@ -55,8 +65,11 @@ class RevealBody(BaseModel):
 @router.post("/sessions", status_code=201, tags=["sessions"])
 def login(body: LoginBody, request: Request, d: CurrentDeployment) -> SessionOut:
     """Password + TOTP → a session token (people only; services use API keys)."""
-    with d.engine.begin() as conn:  # committed even when refused: counters and locks are state
-        attempt = d.access.authn.login(conn, body.login, body.password, body.code, source=source(request))
+    where = source(request)
+    with transaction(d, read_only=True) as conn:  # Argon2 here, holding no write lock
+        checked = d.access.authn.check_password(conn, body.login, body.password, source=where)
+    with transaction(d) as conn:  # committed even when refused: counters and locks are state
+        attempt = d.access.authn.login(conn, body.login, body.password, body.code, source=where, checked=checked)
     session = attempt.session()
     return SessionOut(token=session.token, principal=session.principal.id, expires_at=session.expires_at)
 

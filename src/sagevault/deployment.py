@@ -8,7 +8,6 @@ last ones recorded.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,19 +20,19 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
 from sagevault import access, jobs, vault
+from sagevault._private_files import check_private
+from sagevault._settings_changes import record_settings
 from sagevault.access import AccessControl, AccessCore, AccessService, LoginThrottle, PasswordHasher
 from sagevault.audit import (
     AUDIT_CHAIN,
-    AuditEvent,
     AuditLog,
     DigestFile,
-    EventName,
     Signer,
     create_signing_key,
     migrate_audit,
     public_path,
 )
-from sagevault.config import Settings
+from sagevault.config import Settings, make_private_dir
 from sagevault.crypto import (
     KeyCache,
     KeyProvider,
@@ -45,7 +44,7 @@ from sagevault.crypto import (
 )
 from sagevault.db import MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
 from sagevault.errors import AlreadyInitialized, NotInitialized, StorageBusy
-from sagevault.identity import Channel
+from sagevault.identity import Principal
 from sagevault.vault import TenantKeyring, Vault
 
 Clock = Callable[[], datetime]
@@ -175,7 +174,7 @@ def _has_schema(engine: Engine) -> bool:
     return "tenants" in inspect(engine).get_table_names()
 
 
-def init_deployment(settings: Settings, **parts: Unpack[Parts]) -> Deployment:
+def init_deployment(settings: Settings, *, actor: Principal | None = None, **parts: Unpack[Parts]) -> Deployment:
     """Create the data dir, the master key file (local provider), the audit signing key and the schemas."""
     keys = parts.get("keys")
     data_dir = settings.resolved_data_dir
@@ -185,7 +184,8 @@ def init_deployment(settings: Settings, **parts: Unpack[Parts]) -> Deployment:
             f"{data_dir} already holds a SageVault deployment (master key {key_file}); "
             "use it as it is, or point SAGEVAULT_DATA_DIR at a new directory"
         )
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(data_dir)
+    check_private(data_dir)  # an existing directory others can read is refused before anything is put in it
     engine = parts.get("engine") or create_engine_for(settings.resolved_database_url)
     if _has_schema(engine):
         raise AlreadyInitialized(
@@ -203,14 +203,16 @@ def init_deployment(settings: Settings, **parts: Unpack[Parts]) -> Deployment:
     migrate_audit(deployment.audit.engine)
     with deployment.engine.begin() as conn:
         deployment.access.core.make_secret(conn)
-    _record_config(deployment)
+    record_settings(deployment.audit, settings, actor)
     return deployment
 
 
-def open_deployment(settings: Settings, **parts: Unpack[Parts]) -> Deployment:
-    """Open an initialised deployment; NotInitialized says how to make one."""
+def open_deployment(settings: Settings, *, actor: Principal | None = None, **parts: Unpack[Parts]) -> Deployment:
+    """Open an initialised deployment; NotInitialized says how to make one. A change of the
+    effective settings since the last open is recorded, naming `actor` (who opens it)."""
     if settings.database_url is None and not Path(settings.resolved_database_url.removeprefix("sqlite:///")).exists():
         raise NotInitialized(f"no SageVault deployment in {settings.resolved_data_dir}; run `sagevault init` first")
+    check_private(settings.resolved_data_dir)
     deployment = _build(settings, parts)
     if not _has_schema(deployment.engine):
         raise NotInitialized(
@@ -223,7 +225,7 @@ def open_deployment(settings: Settings, **parts: Unpack[Parts]) -> Deployment:
         deployment.access.core.make_secret(conn)
     if settings.tls_cert_file is None and not tls_files(settings.tls_dir).key.exists():
         create_local_tls(settings.tls_dir)  # ... and one from before the service its local CA
-    _record_config(deployment)
+    record_settings(deployment.audit, settings, actor)
     return deployment
 
 
@@ -233,20 +235,5 @@ def open_audit(settings: Settings, *, audit_engine: Engine | None = None) -> Aud
     url = settings.resolved_audit_database_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         raise NotInitialized(f"no SageVault audit log in {settings.resolved_data_dir}; run `sagevault init` first")
+    check_private(settings.resolved_data_dir)
     return _audit_log(settings, audit_engine)
-
-
-def settings_fingerprint(settings: Settings) -> str:
-    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
-
-
-def _record_config(deployment: Deployment) -> None:
-    """An admin:config:change event whenever the effective settings differ from the last recorded."""
-    fingerprint = settings_fingerprint(deployment.settings)
-    last = next(deployment.audit.search(name=EventName.ADMIN_CONFIG_CHANGE.value, newest_first=True, limit=1), None)
-    if last is None or last["fingerprint"] != fingerprint:
-        deployment.audit.record(
-            AuditEvent(
-                name=EventName.ADMIN_CONFIG_CHANGE, channel=Channel.ADMIN, actor="sagevault", fingerprint=fingerprint
-            )
-        )

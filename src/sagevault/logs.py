@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from sagevault.config import make_private_dir
+
 PINNED = (
     "sqlalchemy",
     "sqlalchemy.engine",
@@ -68,7 +70,7 @@ def configure_logging(log_file: Path | None, level: int = logging.INFO) -> None:
     root.setLevel(level)
     release_logging()
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(log_file.parent)
         log_file.touch(mode=0o600, exist_ok=True)
         handler = logging.FileHandler(log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(message)s"))

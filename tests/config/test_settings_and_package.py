@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -11,14 +12,17 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, inspect
 
 import sagevault
+from sagevault._private_files import loose_entries
 from sagevault.access import access_metadata
 from sagevault.audit import migrate_audit
 from sagevault.config import PolicyProfile, load_settings
 from sagevault.crypto import InMemoryKeyProvider
 from sagevault.db import create_engine_for, migrate
-from sagevault.deployment import STORE_CHAIN, migrate_store, open_deployment
+from sagevault.deployment import STORE_CHAIN, init_deployment, migrate_store, open_audit, open_deployment
 from sagevault.errors import ConfigError
+from sagevault.identity import Channel, Principal
 from sagevault.jobs import jobs_metadata
+from sagevault.logs import configure_logging, release_logging
 from sagevault.vault import vault_metadata
 
 
@@ -148,7 +152,7 @@ def test_a_database_from_before_a_domain_added_its_tables_is_brought_up_to_date_
     """A deployment made before the jobs table (revision 0002) opens and gains it (0003)."""
     settings = load_settings(data_dir=tmp_path / "var")
     engine = create_engine_for(settings.resolved_database_url)
-    settings.resolved_data_dir.mkdir(parents=True)
+    settings.resolved_data_dir.mkdir(parents=True, mode=0o700)
     migrate(engine, STORE_CHAIN, "0002")
     assert "job_runs" not in inspect(engine).get_table_names()
     audit_engine = create_engine_for(settings.resolved_audit_database_url)
@@ -161,3 +165,52 @@ def test_a_database_from_before_a_domain_added_its_tables_is_brought_up_to_date_
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0003"
     finally:
         d.close()
+
+
+def test_a_settings_change_is_recorded_with_who_opened_and_which_settings_changed(tmp_path: Path) -> None:
+    """The names of the settings that changed, and who opened the deployment: never a value."""
+    operator = Principal("operator:ops", "operator", Channel.CLI)
+    first = load_settings(data_dir=tmp_path / "var", rate_limit_key_prefix="first-prefix-value")
+    init_deployment(first, keys=(keys := InMemoryKeyProvider()), actor=operator).close()
+    again = open_deployment(first, keys=keys, actor=operator)  # nothing changed: nothing recorded
+    again.close()
+    changed = first.model_copy(
+        update={"rate_limit_key_prefix": "second-prefix-value", "policy": PolicyProfile(lockout_threshold=5)}
+    )
+    d = open_deployment(changed, keys=keys, actor=operator)
+    try:
+        events = list(d.audit.search(name="admin:config:change"))
+    finally:
+        d.close()
+    assert [(e["actor"], e["channel"]) for e in events] == [("operator:ops", "cli")] * 2
+    assert events[0]["counts"] == {"settings": events[0]["counts"]["settings"]} and events[0]["counts"]["settings"] > 30
+    assert events[1]["counts"] == {"setting:policy.lockout_threshold": 1, "setting:rate_limit_key_prefix": 1}
+    written = b"".join(p.read_bytes() for p in (tmp_path / "var").rglob("*") if p.is_file())
+    assert b"first-prefix-value" not in written and b"second-prefix-value" not in written
+
+
+def test_the_data_dir_is_private_whatever_the_umask_and_a_loose_one_is_refused(tmp_path: Path) -> None:
+    before = os.umask(0o022)  # a common default: new files 0644, new directories 0755
+    try:
+        settings = load_settings(data_dir=tmp_path / "var")
+        d = init_deployment(settings, keys=InMemoryKeyProvider())
+        with d.engine.begin() as conn:
+            d.vault.add_tenant(conn, "A1PRIVATESELLER", ["ATVPDKIKX0DER"], principal=Principal.local_operator())
+        d.audit.write_digest()
+        d.close()
+        configure_logging(settings.resolved_data_dir / "logs" / "sagevault.log")
+        release_logging()
+    finally:
+        os.umask(before)
+    data = settings.resolved_data_dir
+    made = {p.relative_to(data).as_posix(): oct(p.stat().st_mode & 0o777) for p in [data, *data.rglob("*")]}
+    assert {"sagevault.db", "audit.db", "audit/digests.jsonl", "keys/audit-signing.pub", "tls/ca.pem"} <= made.keys()
+    assert all(mode in ("0o600", "0o700") for mode in made.values()), made
+    assert loose_entries(data) == []
+    (data / "audit.db").chmod(0o644)  # as an older version, or a careless copy, left it
+    with pytest.raises(ConfigError, match=f"audit.db is open to other accounts .*chmod -R go-rwx {data}"):
+        open_deployment(settings, keys=InMemoryKeyProvider())
+    (data / "audit.db").chmod(0o600)
+    data.chmod(0o755)
+    with pytest.raises(ConfigError, match="mode 0755"):
+        open_audit(settings)

@@ -522,3 +522,23 @@ def test_pii_sent_through_the_api_reaches_no_byte_the_server_wrote(api: Api, cap
     printed = capfd.readouterr()
     assert leaked(known, written) == []
     assert leaked(known, (printed.out + printed.err).encode()) == []
+
+
+def test_a_credential_sent_where_a_tenant_id_belongs_never_reaches_the_security_log(api: Api) -> None:
+    """A session token or an API key pasted into a tenant path, or into the audit export's tenant
+    filter, is refused before anything records it; the append-only log never holds it."""
+    officer = api.login("tia.officer", api.person("tia.officer", "security-officer", [ALL_TENANTS]))
+    token = officer["Authorization"].removeprefix("Bearer ")
+    with api.d.engine.begin() as conn:
+        api.d.access.accounts.add_service(conn, "tok-sync", owner="alice.ng", purpose="token test", actor=api.admin)
+        key = api.d.access.api_keys.issue(conn, "tok-sync", scopes=["records:read"], actor=OPERATOR).token
+    for credential in (token, key):
+        for method, path in (("GET", f"/tenants/{credential}/orders"), ("GET", f"/tenants/{credential}/keys")):
+            assert api.client.request(method, f"{api.base}{path}", headers=officer).status_code == 422
+        r = api.client.get(f"{api.base}/audit/export", headers=officer, params={"tenant": credential})
+        assert r.status_code in (400, 422), r.text
+        with api.d.engine.begin() as conn, pytest.raises(errors.PayloadError, match="not a selling partner id"):
+            api.d.vault.add_tenant(conn, credential, ["ATVPDKIKX0DER"], principal=OPERATOR)
+    written = b"".join(p.read_bytes() for p in api.d.settings.resolved_data_dir.rglob("*") if p.is_file())
+    assert token.encode() not in written and key.encode() not in written
+    assert all(e["tenant_id"] in (None, TENANT) for e in api.d.audit.search())

@@ -17,6 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from sagevault.config import make_private_dir
 from sagevault.crypto import read_secret_file, write_secret_file
 from sagevault.errors import AuditError
 
@@ -26,9 +27,9 @@ def create_signing_key(private_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     write_secret_file(private_path, pem, what="an audit signing key", exists_error=AuditError)
-    public_path(private_path).write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    # public, but in the data dir, which is private whole: auditors are given a copy
+    write_secret_file(public_path(private_path), public, what="an audit verification key", exists_error=AuditError)
 
 
 def public_path(private_path: Path) -> Path:
@@ -98,7 +99,7 @@ class DigestFile:
         self.path = path
 
     def append(self, digest: Digest) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dir(self.path.parent)
         line = json.dumps(
             {
                 "seq": digest.seq,

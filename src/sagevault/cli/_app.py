@@ -144,7 +144,7 @@ def record_command(audit: AuditLog, error: BaseException | None) -> None:
 def deployment(*, record: bool = True) -> Iterator[Deployment]:
     """The deployment for one command: its outcome is recorded (unless `record` is False), and
     it is closed afterwards."""
-    d = open_deployment(settings())
+    d = open_deployment(settings(), actor=principal())
     try:
         yield d
     except SageVaultError as exc:
@@ -161,11 +161,11 @@ def deployment(*, record: bool = True) -> Iterator[Deployment]:
 def open_or_init(loaded: Settings, init_if_new: bool) -> Deployment:
     """Open the deployment; with `init_if_new`, initialise it first when the data dir is new."""
     try:
-        return open_deployment(loaded)
+        return open_deployment(loaded, actor=principal())
     except NotInitialized:
         if not init_if_new:
             raise
-    d = init_deployment(loaded)
+    d = init_deployment(loaded, actor=principal())
     out.print(f"[green]initialised[/] a new deployment in {loaded.resolved_data_dir}")
     return d
 
@@ -202,5 +202,7 @@ def progress() -> Progress:
 
 
 def main() -> None:
-    """The `sagevault` entry point."""
+    """The `sagevault` entry point. Whatever it creates (databases, logs, digests, lock files)
+    is private to this account, whatever umask the shell had."""
+    os.umask(0o077)
     app()

@@ -26,7 +26,7 @@ SAMPLE_TENANT = "A3SAMPLESELLER"
 @app.command()
 def init() -> None:
     """Create a new embedded deployment: data dir, master key file (0600) and database schema."""
-    d = init_deployment(settings())
+    d = init_deployment(settings(), actor=principal())
     try:
         record_command(d.audit, None)
         s = d.settings

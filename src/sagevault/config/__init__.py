@@ -10,6 +10,7 @@ KMS URL would send data in clear to another host.
 from __future__ import annotations
 
 from ._channels import database_problem, https_problem, is_local_host, redis_problem
+from ._paths import make_private_dir
 from ._settings import PolicyProfile, Settings, load_settings
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "https_problem",
     "is_local_host",
     "load_settings",
+    "make_private_dir",
     "redis_problem",
 ]

@@ -7,12 +7,13 @@ import os
 import stat
 from pathlib import Path
 
+from sagevault.config import make_private_dir
 from sagevault.errors import ConfigError, SageVaultError
 
 
 def write_secret_file(path: Path, data: bytes, *, what: str, exists_error: type[SageVaultError]) -> None:
     """Write `data` to a new file only this user can read; never overwrite one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(path.parent)
     os.chmod(path.parent, 0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

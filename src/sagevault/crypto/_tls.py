@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sagevault.config import make_private_dir
 from sagevault.errors import ConfigError
 
 from ._secret_files import write_secret_file
@@ -54,7 +55,7 @@ def create_local_tls(directory: Path, names: tuple[str, ...] = LOCAL_NAMES, *, n
     files = tls_files(directory)
     if files.ca_key.exists() or files.key.exists():
         raise ConfigError(f"{directory} already holds TLS keys; remove them first to make new ones")
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(directory)
     start = (now or datetime.now(UTC)) - timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SageVault local CA")])
@@ -107,8 +108,19 @@ def create_local_tls(directory: Path, names: tuple[str, ...] = LOCAL_NAMES, *, n
     )
     write_secret_file(files.ca_key, _key_pem(ca_key), what="the local CA key", exists_error=ConfigError)
     write_secret_file(files.key, _key_pem(key), what="the TLS server key", exists_error=ConfigError)
-    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # Certificates are public, but they live in the data dir, which is private whole (0600 files).
+    write_secret_file(
+        files.ca_cert,
+        ca_cert.public_bytes(serialization.Encoding.PEM),
+        what="the local CA certificate",
+        exists_error=ConfigError,
+    )
+    write_secret_file(
+        files.cert,
+        cert.public_bytes(serialization.Encoding.PEM),
+        what="the TLS server certificate",
+        exists_error=ConfigError,
+    )
     return files
 
 
@@ -155,7 +167,7 @@ def issue_client_certificate(
         raise ConfigError(
             "a client certificate is named after a service account's login: lower-case letters, digits, '.', '_' or '-'"
         )
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(out)
     cert_path, key_path = out / f"{name}.pem", out / f"{name}.key"
     key = ec.generate_private_key(ec.SECP256R1())
     start = datetime.now(UTC) - timedelta(minutes=5)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Column, ColumnElement, Engine, Table, any_, create_engine, event, literal
@@ -12,6 +14,19 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 _BUSY_TIMEOUT_MS = 10000  # SQLite: how long a writer waits for the write lock (set on every connection)
+
+
+def _private_file(database: str | None) -> None:
+    """Create an SQLite database file, if it does not exist yet (in a directory that does),
+    readable by its owner only (0600) whatever the process's umask: SQLite gives its -wal and
+    -shm files the database file's mode. Run before each new connection opens the file."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.exists() or not path.parent.is_dir():  # no directory: SQLite says so, as it would
+        return
+    with suppress(FileExistsError):  # another process made it first: its mode is checked on opening
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def is_sqlite(bind: Engine | Connection) -> bool:
@@ -35,6 +50,11 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("max_overflow", 16)
     engine = create_engine(url, hide_parameters=True, **kwargs)
     if engine.dialect.name == "sqlite":
+        database = engine.url.database
+
+        @event.listens_for(engine, "do_connect")
+        def _private(*_: Any) -> None:
+            _private_file(database)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import httpx
 import pyotp
+import pytest
 
 from commands import SV
 from conftest import OPERATOR, plaintext_answer
 from processes import free_port as _free_port
 from processes import wait_for_tls as _wait_for_tls
+from sagevault.audit import DigestFile
 from sagevault.config import load_settings
 from sagevault.crypto import client_context
 from sagevault.deployment import init_deployment, open_audit
@@ -194,3 +196,29 @@ def test_workers_serve_the_deployment_named_on_the_command_line_or_fail_together
             proc.kill()
     assert proc.returncode != 0 and "a server worker ended on its own" in " ".join(stderr.split())
     assert not [w for w in workers if Path(f"/proc/{w}").exists()]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_the_server_gracefully_with_its_shutdown_digest(tmp_path: Path, stop: int) -> None:
+    """systemd, Docker and Kubernetes stop a service with SIGTERM, a terminal with Ctrl-C: either
+    stops it at once (an idle keep-alive client holds nothing up), signs the log's head and exits 0."""
+    port = _free_port()
+    proc = _serve(tmp_path, port, "--init")
+    try:
+        _wait_for_tls(port, proc)
+        ca = tmp_path / "var" / "tls" / "ca.pem"
+        with httpx.Client(verify=client_context(ca), timeout=10) as client:  # keeps its connection open, idle
+            assert client.get(f"https://127.0.0.1:{port}/api/v1/tenants").status_code == 401
+            proc.send_signal(stop)
+            assert proc.wait(timeout=20) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+    settings = load_settings(data_dir=tmp_path / "var")
+    log = open_audit(settings)
+    try:
+        head, _ = log.head()
+    finally:
+        log.close()
+    assert DigestFile(settings.digest_file).read()[-1].seq == head  # nothing after the last signed digest

@@ -7,9 +7,12 @@ first worker to wake accepts every pending connection, and keep-alive clients th
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import ssl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -19,6 +22,37 @@ from sagevault.deployment import Deployment
 from sagevault.errors import ConfigError
 
 from ._app import create_app
+
+
+_GRACE_SECONDS = 30  # the longest a stop waits for requests in flight
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, stopped by SIGTERM (systemd, Docker, Kubernetes) as by SIGINT (Ctrl-C): it stops
+    accepting, lets requests in flight finish (at most `_GRACE_SECONDS`), drops idle keep-alive
+    connections at once (a TLS close would wait for the client's close_notify for 30 seconds),
+    and returns, so that the caller closes the deployment (its shutdown digest) and exits 0.
+    uvicorn itself raises the signal again once stopped, which kills the process before that."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for connection in list(self.server_state.connections):
+            cycle = getattr(connection, "cycle", None)
+            transport = getattr(connection, "transport", None)
+            if transport is not None and (cycle is None or cycle.response_complete):
+                transport.abort()  # idle: nothing in flight to finish
+        await super().shutdown(sockets)
 
 
 def make_server(
@@ -41,8 +75,9 @@ def make_server(
         access_log=False,
         server_header=False,
         proxy_headers=False,
+        timeout_graceful_shutdown=_GRACE_SECONDS,
     )
-    return uvicorn.Server(config)
+    return GracefulServer(config)
 
 
 def listen(host: str, port: int, workers: int = 1) -> list[socket.socket]:

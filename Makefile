@@ -3,14 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.installed-test-stamp
 
 .PHONY: run test lint bench clean
 
+# `make run` needs the package alone; the tests, linters and benchmarks also need the test extras.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
 
 # Set up, initialise the embedded deployment if the data dir is new (`demo` runs `init` then),
 # ingest the bundled sample orders, print a masked summary, then serve the HTTPS API on
@@ -20,15 +26,15 @@ run: $(STAMP)
 	$(BIN)/sagevault serve --init --host 127.0.0.1 --port 8443
 
 # The whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432; required when CI=true).
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/ingest.py --orders 20000
 	$(BIN)/python bench/shred.py
 	$(BIN)/python bench/audit.py --events 20000

@@ -4,6 +4,7 @@ Typer's runner; tests/cli/test_entry_point.py runs the installed command)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -145,13 +146,27 @@ def test_an_interrupted_shred_is_finished_by_running_it_again(ready: Path) -> No
     assert res.returncode == 0 and "already shredded" in res.stdout and "5 unreadable records purged" in res.stdout
 
 
-def test_catalog_lists_every_pii_field_as_json_lines(tmp_path: Path) -> None:
-    res = run(tmp_path, "catalog", "--pii", "--json")
-    rows = [json.loads(line) for line in res.stdout.splitlines()]
+def test_catalog_gives_every_pii_field_as_one_json_document_or_as_json_lines(tmp_path: Path) -> None:
+    rows = json.loads(run(tmp_path, "catalog", "--pii", "--json").stdout)
     assert len(rows) > 100 and all(r["pii"] and r["purposes"] for r in rows)
     assert {"document": "orders-v0:OrderBuyerInfo", "path": "BuyerEmail"}.items() <= next(
         r for r in rows if r["path"] == "BuyerEmail"
     ).items()
+    lines = [json.loads(line) for line in run(tmp_path, "catalog", "--pii", "--jsonl").stdout.splitlines()]
+    assert lines == rows
+    both = run(tmp_path, "catalog", "--json", "--jsonl")
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_demo_prints_a_masked_table_and_unbroken_next_steps_when_piped(tmp_path: Path) -> None:
+    res = run(tmp_path, "demo", env={"COLUMNS": ""})  # not a terminal, no width given: nothing wraps
+    assert res.returncode == 0, res.stderr
+    assert "[PII user.name]" in res.stdout and "nothing was decrypted" in res.stdout
+    for example in sandbox_examples("ordersV0.json", "/orders/v0/orders/{orderId}/buyerInfo"):
+        email = example.get("payload", {}).get("BuyerEmail")
+        assert not email or email not in res.stdout
+    command = next(line for line in res.stdout.splitlines() if "sagevault show --tenant" in line)
+    assert re.search(r"--order \d{3}-\d{7}-\d{7} ", command)  # the whole command on one line, to copy
 
 
 def test_a_tampered_ciphertext_stops_rotation_with_advice_and_changes_nothing(ready: Path) -> None:

@@ -27,7 +27,7 @@ from sagevault.testing import generate_orders, get_orders_response
 from sagevault.web import API
 from sagevault.web._deps import AuthenticatedRead, TenantPath
 from sagevault.web._onehop import OneHop
-from sagevault.web._pagination import PageQuery, encode_cursor
+from sagevault.web._pagination import CURSOR_KEY, PageQuery, encode_cursor
 from sagevault.web.api import _admin, _data, _records
 from webapi import Api
 
@@ -401,18 +401,28 @@ def test_an_unexpected_error_is_a_bare_500_problem_with_the_headers_and_a_securi
     assert r.status_code == 503 and r.json()["type"].endswith("storage-busy") and r.headers["retry-after"] == "1"
 
 
+def _signed(key: bytes, *positions: object) -> list[str]:
+    token = CURSOR_KEY.set(key)
+    try:
+        return [encode_cursor(p) for p in positions]
+    finally:
+        CURSOR_KEY.reset(token)
+
+
 def test_crafted_cursors_are_400_problems_on_every_paged_list(api: Api) -> None:
+    """Only a cursor this deployment gave out is taken: one it signed around a value no list
+    could have given (out of range, a lone surrogate, a NUL, a list, too long), an unsigned one,
+    one signed with another key, or anything else is a 400 that says to start again."""
     officer = api.login("lea.officer", api.person("lea.officer", "security-officer", [ALL_TENANTS]))
     operator = api.login("omar.operator", api.person("omar.operator", "operator", [ALL_TENANTS]))
+    ours = api.app.state.cursor_key
     crafted = [
-        encode_cursor(2**70),
-        encode_cursor(-1),
-        encode_cursor("\ud800"),
-        encode_cursor("a\u0000"),
-        encode_cursor(["x"]),
-        encode_cursor("x" * 300),
+        *_signed(ours, 2**70, -1, "\ud800", "a\u0000", ["x"], "x" * 300),
+        *_signed(b"another deployment's key 32 byte", 0, "A"),
+        "MA",  # a position, unsigned (how cursors looked before they were signed)
         "%%%",
         "e30",
+        "MA.AAAAAAAAAAAAAAAAAAAAAA",
     ]
     lists = [
         (f"{api.base}/audit/events", officer),
@@ -424,6 +434,8 @@ def test_crafted_cursors_are_400_problems_on_every_paged_list(api: Api) -> None:
         for cursor in crafted:
             r = api.client.get(url, headers=auth, params={"cursor": cursor})
             assert r.status_code in (400, 422) and "cursor" in r.json()["detail"], (url, cursor, r.status_code)
+    (given,) = _signed(ours, "A0")  # and one it gave out works
+    assert api.client.get(f"{api.base}/tenants", headers=operator, params={"cursor": given}).status_code == 200
 
 
 def test_logging_out_ends_the_session_is_recorded_and_is_not_how_api_keys_end(api: Api) -> None:

@@ -32,6 +32,7 @@ err = Console(stderr=True, highlight=False)
 
 
 _argv: list[str] = []  # the command line of the invocation under way
+UNWRAPPED = 100_000  # the width of output that is not a terminal: nothing wraps
 
 
 class _Group(typer.core.TyperGroup):
@@ -81,10 +82,14 @@ def _root(
     # Every invocation starts afresh (the app may run several in one process, as the tests do).
     _state.clear()
     _state["overrides"] = {"data_dir": data_dir} if data_dir else {}
+    # A terminal's width where there is one (or COLUMNS); none when the output goes to a file or a
+    # pipe, so a script never finds a line (a path, a command to run) broken in two.
     columns = os.environ.get("COLUMNS", "")
-    for console in (out, err):
+    for console, stream in ((out, sys.stdout), (err, sys.stderr)):
         if columns.isdigit():
             console.width = int(columns)
+        elif not stream.isatty():
+            console.width = UNWRAPPED
 
 
 def settings() -> Settings:
@@ -188,6 +193,14 @@ def principal() -> Principal:
 
 def set_actor(who: Principal) -> None:
     _state["actor"] = who
+
+
+def heading(text: str) -> None:
+    """A heading between parts of the output (a rule on a terminal, one plain line otherwise)."""
+    if out.width < UNWRAPPED:
+        out.rule(text)
+    else:
+        out.print(f"-- {text} --", soft_wrap=True)
 
 
 def progress() -> Progress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,7 @@ from sagevault.deployment import Deployment, init_deployment
 from sagevault.errors import PayloadError, shown
 from sagevault.vault import IngestResult, Operation, SourceDocument
 
-from ._app import app, deployment, group, open_or_init, out, principal, progress, record_command, settings
+from ._app import app, deployment, group, heading, open_or_init, out, principal, progress, record_command, settings
 
 tenants_app = group("tenants", "Selling partners whose data the vault holds.")
 keys_app = group("keys", "Tenant key status and rotation.")
@@ -162,7 +163,7 @@ def show(
         view = d.vault.get(conn, tenant, order, principal=principal())
     out.print(f"order {view.order_id} of tenant {view.tenant_id}")
     for rec in view.records:
-        out.rule(f"{rec.document}  (record {rec.record_id})")
+        heading(f"{rec.document}  (record {rec.record_id})")
         out.print(
             f"origin {rec.origin} · {rec.operation} · marketplace {rec.marketplace_id or '-'} · "
             f"seller {rec.seller_id} · retrieved {rec.retrieved_at:%Y-%m-%d %H:%M:%S} UTC · key v{rec.key_version}"
@@ -253,6 +254,14 @@ def shred(
     out.print_json(data=receipt)
 
 
+def _at(data: dict[str, Any], *keys: str) -> str | None:
+    """A masked value of a record's document (`[PII user.name]`), if it is there."""
+    node: Any = data
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, str) else None
+
+
 @app.command()
 def demo() -> None:
     """The main job of `make run`: ingest the bundled sample orders and print a masked summary."""
@@ -266,15 +275,28 @@ def demo() -> None:
         files = sorted(Path(str(f)) for f in samples.iterdir() if f.name.endswith(".json"))
         _print_ingest(_ingest(d, SAMPLE_TENANT, _prepare_files(d, files, None)))
         with d.engine.connect() as conn:
-            count = d.vault.record_count(conn, SAMPLE_TENANT, principal=p)
-            order_id = "902-1845936-5435065"
-            view = d.vault.get(conn, SAMPLE_TENANT, order_id, principal=p)
-        out.rule(f"masked view of order {order_id} ({count} records in the vault)")
-        for rec in view.records:
-            out.print(f"[bold]{rec.document}[/] · {len(rec.pii_paths)} PII fields encrypted (key v{rec.key_version})")
-            if rec.pii_paths:
-                out.print_json(data=rec.data)
-        out.print("try: .venv/bin/sagevault show --tenant A3SAMPLESELLER --order 902-1845936-5435065")
+            orders = d.vault.list_orders(conn, SAMPLE_TENANT, principal=p, limit=20)
+            views = {o.order_id: d.vault.get(conn, SAMPLE_TENANT, o.order_id, principal=p) for o in orders}
+        table = Table("order", "status", "purchased", "documents", "PII fields (encrypted)", "buyer")
+        for o in orders:
+            records = views[o.order_id].records
+            names = [_at(r.data, "BuyerInfo", "BuyerName") or _at(r.data, "ShippingAddress", "Name") for r in records]
+            table.add_row(
+                o.order_id,
+                o.order_status or "-",
+                (o.purchased_at or "-")[:10],
+                str(len(records)),
+                str(sum(len(r.pii_paths) for r in records)),
+                next((n for n in names if n), "-"),
+            )
+        out.print(table)
+        out.print("every buyer name, address, phone and e-mail above is stored encrypted; nothing was decrypted")
+        out.print("next:")
+        out.print(
+            f"  .venv/bin/sagevault show --tenant {SAMPLE_TENANT} --order {orders[0].order_id}   (one order, masked)"
+        )
+        out.print("  .venv/bin/sagevault --help                  (every command)")
+        out.print("  docs/api.md                                 (the HTTPS API `make run` serves next)")
         record_command(d.audit, None)
     finally:
         d.close()
@@ -283,15 +305,22 @@ def demo() -> None:
 @app.command()
 def catalog(
     pii_only: Annotated[bool, typer.Option("--pii", help="Only PII fields.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, for the record of processing.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document (a list), for the record of processing.")
+    ] = False,
+    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON lines, one field each.")] = False,
 ) -> None:
     """The field catalog: every SP-API field SageVault knows, PII or not, purpose and retention."""
     from sagevault.catalog import CATALOG
 
     rows = [r for r in CATALOG.describe() if r["pii"] or not pii_only]
+    if as_json and as_jsonl:
+        raise PayloadError("give --json (one document) or --jsonl (a line each), not both")
     if as_json:
-        for r in rows:
-            out.print(json.dumps(r), soft_wrap=True)
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if as_jsonl:
+        sys.stdout.writelines(json.dumps(r) + "\n" for r in rows)
         return
     table = Table("document", "path", "PII", "category", "purposes", "search")
     for r in rows:

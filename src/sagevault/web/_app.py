@@ -41,6 +41,7 @@ from sagevault.identity import Channel
 from sagevault.logs import get_logger
 
 from ._deps import API
+from ._pagination import CURSOR_KEY
 from ._problems import PROBLEM_SCHEMA, PROBLEM_TYPE, Problem, problem, problems_of, status_of
 from .api import ROUTERS
 
@@ -93,6 +94,7 @@ class _Headers:
             return
         request = Request(scope, receive)
         request_id = request.state.request_id = secrets.token_hex(8)
+        CURSOR_KEY.set(request.app.state.cursor_key)  # this request's context (and its worker threads')
         started = False
 
         async def secured(message: Message) -> None:
@@ -185,6 +187,8 @@ def create_app(d: Deployment, *, limiter: RequestLimiter | None = None) -> FastA
     app = _routes()
     app.state.deployment = d
     app.state.limiter = limiter or RequestLimiter(d.settings)
+    with d.unit_of_work(read_only=True) as conn:  # the same key in every worker and after a restart
+        app.state.cursor_key = d.access.core.keyed(conn, "cursor", "sagevault page cursors")
     app.add_middleware(_Headers)
 
     @app.exception_handler(errors.SageVaultError)

@@ -1,12 +1,15 @@
 """Pagination: `?limit=N&cursor=C` (`PageQuery`). A cursor is opaque to clients: the position after
-the last item of the previous page."""
+the last item of the previous page, signed (HMAC-SHA256 under a key the deployment derives from its
+access secret, the same in every worker), so a cursor the API did not give out is a 400."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,17 +21,38 @@ T = TypeVar("T")
 MAX_PAGE = 500
 
 
+# The key cursors are signed with: set for each request by the app (`web._app`), from the deployment.
+CURSOR_KEY: ContextVar[bytes] = ContextVar("sagevault_cursor_key")
+_NOT_OURS = "the cursor is not one this API gave out; start again without one"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(payload: str) -> str:
+    return _b64(hmac.digest(CURSOR_KEY.get(), b"sagevault-cursor\0" + payload.encode(), "sha256")[:16])
+
+
 def encode_cursor(position: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(position, separators=(",", ":")).encode()).decode().rstrip("=")
+    payload = _b64(json.dumps(position, separators=(",", ":")).encode())
+    return f"{payload}.{_mac(payload)}"
 
 
 def decode_cursor(cursor: str | None) -> Any:
     if cursor is None:
         return None
+    payload, _, mac = cursor.partition(".")
+    if not hmac.compare_digest(mac.encode(), _mac(payload).encode()):
+        raise errors.PayloadError(_NOT_OURS)
     try:
-        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return json.loads(_unb64(payload))
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise errors.PayloadError("the cursor is not one this API gave out; start again without one") from None
+        raise errors.PayloadError(_NOT_OURS) from None
 
 
 def checked_position(value: Any, kind: type[T]) -> T | None:
@@ -41,7 +65,7 @@ def checked_position(value: Any, kind: type[T]) -> T | None:
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise errors.PayloadError("the cursor is not one this API gave out; start again without one")
+        raise errors.PayloadError(_NOT_OURS)
     return value  # type: ignore[no-any-return]
 
 
@@ -74,5 +98,5 @@ class PageQuery(BaseModel):
             try:
                 ordered = [i for i in ordered if key(i) > after]
             except TypeError:
-                raise errors.PayloadError("the cursor is not one this API gave out; start again without one") from None
+                raise errors.PayloadError(_NOT_OURS) from None
         return self.keyset(ordered[: self.limit + 1], key, render)

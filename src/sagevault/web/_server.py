@@ -23,7 +23,6 @@ from sagevault.errors import ConfigError
 
 from ._app import create_app
 
-
 _GRACE_SECONDS = 30  # the longest a stop waits for requests in flight
 
 

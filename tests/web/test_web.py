@@ -454,7 +454,8 @@ def test_logging_out_ends_the_session_is_recorded_and_is_not_how_api_keys_end(ap
 
 def test_only_routes_that_write_nothing_to_the_vault_database_take_a_snapshot_read() -> None:
     """On SQLite a snapshot-read unit of work cannot write (query_only): every GET, plus reveal,
-    search and audit verify, and nothing else. The conformance run drives all of them, so a write
+    search, audit verify and ingest's permission check (it stores in a transaction of its own
+    after parsing), and nothing else. The conformance run drives all of them, so a write
     that slipped into one would fail there."""
     snapshot = AuthenticatedRead.__metadata__[0].dependency
     routes = [r for module in (_records, _data, _admin) for r in module.router.routes if isinstance(r, APIRoute)]
@@ -467,6 +468,7 @@ def test_only_routes_that_write_nothing_to_the_vault_database_take_a_snapshot_re
         ("POST", f"{API}/tenants/{{tenant_id}}/orders/{{order_id}}/reveal"),
         ("POST", f"{API}/tenants/{{tenant_id}}/search"),
         ("POST", f"{API}/audit/verify"),
+        ("POST", f"{API}/tenants/{{tenant_id}}/documents"),
     }
 
 
@@ -554,3 +556,20 @@ def test_a_credential_sent_where_a_tenant_id_belongs_never_reaches_the_security_
     written = b"".join(p.read_bytes() for p in api.d.settings.resolved_data_dir.rglob("*") if p.is_file())
     assert token.encode() not in written and key.encode() not in written
     assert all(e["tenant_id"] in (None, TENANT) for e in api.d.audit.search())
+
+
+def test_ingest_asks_permission_before_it_reads_the_payload(api: Api) -> None:
+    viewer = api.login("vic.viewer", api.person("vic.viewer", "viewer", [TENANT]))
+    url = f"{api.base}/tenants/{TENANT}/documents"
+    for body in (b"{not json", b'{"not": "sp-api"}', b"\xff\xfe"):
+        refused = api.client.post(url, headers=viewer | {"content-type": "application/json"}, content=body)
+        assert refused.status_code == 403, refused.text
+        assert "json" not in refused.text.lower() and "line" not in refused.text
+    denials = list(api.d.audit.search(name="access:permission:deny"))
+    assert [(e["operation"], e["tenant_id"]) for e in denials] == [("ingest", TENANT)] * 3
+    operator = api.login("olu.operator", api.person("olu.operator", "operator", [TENANT]))
+    bad = api.client.post(url, headers=operator | {"content-type": "application/json"}, content=b'{"a": 1,}')
+    assert bad.status_code == 400 and "not JSON (line 1, column 9)" in bad.json()["detail"]
+    elsewhere = api.client.post(f"{api.base}/tenants/NOSUCHTENANT/documents", headers=operator, content=b"{")
+    assert elsewhere.status_code == 403  # not the operator's tenant: refused before the body is looked at
+    assert [e for e in api.d.audit.search(name="vault:record:ingest") if e["channel"] == "api"] == []

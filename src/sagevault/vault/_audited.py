@@ -6,7 +6,8 @@ whole: their refusal is recorded."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection
@@ -46,14 +47,8 @@ def audited(
         def run(self: S, conn: Connection, tenant_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
             principal = kwargs["principal"]
             assert isinstance(principal, Principal)
-            try:
+            with _refusals_recorded(self, name, principal, tenant_id, operation):
                 result = method(self, conn, tenant_id, *args, **kwargs)
-            except AuditError:
-                raise
-            except SageVaultError as exc:
-                event = EventName.ACCESS_PERMISSION_DENY if isinstance(exc, AccessDenied) else name
-                self._audit.record(refusal(event, exc, principal, tenant_id, operation))
-                raise
             ids, counts = details(result)
             self._audit.record(
                 AuditEvent(
@@ -72,6 +67,37 @@ def audited(
         return run
 
     return wrap
+
+
+def checked_first(name: EventName, operation: str) -> Callable[[Method[S, P, None]], Method[S, P, None]]:
+    """For the check an operation makes before its input is read: a refusal is recorded as the
+    operation's would be (`audited`); a pass records nothing (the operation records itself)."""
+
+    def wrap(method: Method[S, P, None]) -> Method[S, P, None]:
+        def run(self: S, conn: Connection, tenant_id: str, /, *args: P.args, **kwargs: P.kwargs) -> None:
+            principal = kwargs["principal"]
+            assert isinstance(principal, Principal)
+            with _refusals_recorded(self, name, principal, tenant_id, operation):
+                method(self, conn, tenant_id, *args, **kwargs)
+
+        functools.update_wrapper(run, method)
+        return run
+
+    return wrap
+
+
+@contextmanager
+def _refusals_recorded(
+    service: Audited, name: EventName, principal: Principal, tenant_id: str, operation: str
+) -> Iterator[None]:
+    try:
+        yield
+    except AuditError:
+        raise
+    except SageVaultError as exc:
+        event = EventName.ACCESS_PERMISSION_DENY if isinstance(exc, AccessDenied) else name
+        service._audit.record(refusal(event, exc, principal, tenant_id, operation))
+        raise
 
 
 def refusal(

@@ -33,7 +33,7 @@ from sagevault.errors import (
 from sagevault.identity import Principal, Scope, check_tenant_id
 
 from ._access import AccessGate, LocalOperatorGate
-from ._audited import audited, gated
+from ._audited import audited, checked_first, gated
 from ._ingest import CHUNK, DocumentStore
 from ._keyring import KeyVersionInfo, TenantKeyring
 from ._marketplaces import region_of
@@ -243,10 +243,20 @@ class Vault:
         retrieved_at: datetime | None = None,
     ) -> IngestResult:
         """Store SP-API responses (or bare order objects). A document of an order that is
-        already stored replaces the old one. Any error stores nothing of the batch."""
+        already stored replaces the old one. Any error stores nothing of the batch. A caller
+        who may not ingest here is refused before anything of the payloads is read."""
+        self.authorize_ingest(conn, tenant_id, principal=principal)
         return self.ingest_documents(
             conn, tenant_id, self.prepare(payloads, operation), principal=principal, retrieved_at=retrieved_at
         )
+
+    @checked_first(EventName.VAULT_RECORD_INGEST, "ingest")
+    def authorize_ingest(self, conn: Connection, tenant_id: str, *, principal: Principal) -> None:
+        """Refuse (and record) an ingest that `principal` may not make into `tenant_id` now:
+        asked before a payload is parsed, so a caller without the right learns nothing about its
+        payload and costs no parsing. `ingest_documents` asks again when it stores."""
+        self._gate.check(conn, principal, Scope.RECORDS_INGEST, tenant_id)
+        self._live_tenant(conn, tenant_id)
 
     @audited(EventName.VAULT_RECORD_INGEST, "ingest", lambda r: ((), r.counts()))
     def ingest_documents(

@@ -10,7 +10,8 @@ Every request goes, in this order (each step refuses before the next runs):
 4. rate limits: the principal's total and its rate on this route (`RequestLimiter`);
 5. validation of the request (pydantic; 422 problem details that echo no value). A body that is
    not JSON at all is the exception: FastAPI parses it before any dependency runs, so it is a 422
-   even without a credential (not on reveal: its `OneHop` route parses the body after step 4);
+   even without a credential (not on reveal: its `OneHop` route parses the body after step 4; not
+   on ingest: it reads its body raw after step 4 and parses it once the vault allowed the ingest);
 6. the handler, whose vault or access call asks `decide` (scopes, grants, purpose, kill
    switches), does the work and records its security event in the same unit of work (one
    transaction); an audit write that fails refuses the request (503).

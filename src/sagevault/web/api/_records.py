@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from sagevault.catalog import Purpose
+from sagevault.errors import PayloadError
 from sagevault.vault import Operation, Tenant
 
 from .._deps import (
@@ -183,14 +184,40 @@ def search(tenant_id: TenantPath, body: SearchBody, work: AuthenticatedRead) -> 
     )
 
 
-@router.post("/tenants/{tenant_id}/documents", status_code=201, tags=["records"])
+async def _raw_body(request: Request) -> bytes:
+    """The request body, unparsed (its size is already bounded by the headers middleware)."""
+    return await request.body()
+
+
+def _json_payloads(body: bytes) -> list[Any]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise PayloadError(
+            f"the body is not JSON{where}: send an SP-API response as Amazon returns it, or a list of them"
+        ) from None
+    return payload if isinstance(payload, list) else [payload]
+
+
+_ANY_JSON = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"title": "Payload"}}}}}
+
+
+@router.post("/tenants/{tenant_id}/documents", status_code=201, tags=["records"], openapi_extra=_ANY_JSON)
 def ingest(
-    tenant_id: TenantPath, payload: Annotated[Any, Body()], work: Authenticated, operation: str | None = None
+    tenant_id: TenantPath,
+    work: AuthenticatedRead,
+    body: Annotated[bytes, Depends(_raw_body)],  # read after the credential is checked (`work`)
+    operation: str | None = None,
 ) -> IngestOut:
     """SP-API responses as Amazon returns them (one, or a list): PII encrypted per field."""
+    # Allowed first (a refusal recorded as ingest's), then the payload parsed and cut into
+    # documents holding no lock, then stored in a write transaction that asks again.
     with work as (d, conn, who):
-        op = Operation.parse(operation) if operation else None
-        result = d.vault.ingest(conn, tenant_id, payload if isinstance(payload, list) else [payload], op, principal=who)
+        d.vault.authorize_ingest(conn, tenant_id, principal=who)
+    docs = d.vault.prepare(_json_payloads(body), Operation.parse(operation) if operation else None)
+    with transaction(d) as conn:
+        result = d.vault.ingest_documents(conn, tenant_id, docs, principal=who)
     return IngestOut(
         records=result.records,
         orders=result.orders,

@@ -34,7 +34,8 @@ TENANT = "A1TESTSELLER01"
 OTHER = "A2OTHERSELLER2"
 OPERATOR = Principal(id="operator:test", kind="operator")
 
-pytest_plugins = ["webapi"]  # `api` (the app in process) and `served_api` (over TLS on a socket)
+# `api` (the app in process), `served_api` (over TLS on a socket); `harness` and `admins` (access)
+pytest_plugins = ["webapi", "access_harness"]
 
 
 def plaintext_answer(port: int, path: str = "/") -> bytes:

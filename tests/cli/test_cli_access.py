@@ -1,15 +1,16 @@
-"""`sagevault users|grants|allowlist|killswitch` as an operator and two administrators run them:
-secrets typed on standard input; enrolment in a real process, whose TOTP code is read off its output."""
+"""`sagevault users|grants|allowlist|killswitch` as an operator and two administrators run them,
+in this process: secrets typed on standard input, or handed over on a file descriptor
+(`--secrets-fd`) as a script enrols. One test runs the enrolment as a real process."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyotp
-import pytest
 
 from commands import SV, run
 from processes import process_env
@@ -26,37 +27,37 @@ def _fresh_code(totp: pyotp.TOTP) -> str:
     return totp.at(time.time() + 30)
 
 
-def enrol(tmp: Path, login: str, secret: str) -> tuple[pyotp.TOTP, str]:
-    """Run `users enrol` interactively: the TOTP secret is printed mid-way, the code depends on it."""
-    proc = subprocess.Popen(
-        [*SV, "users", "enrol", "--login", login],
-        cwd=tmp,
-        env=process_env(tmp),
-        text=True,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdin and proc.stdout
-    proc.stdin.write(secret + "\n")
-    proc.stdin.flush()
-    totp_secret = ""
-    for line in proc.stdout:
-        if line.strip().startswith("secret:"):
-            totp_secret = line.split(":", 1)[1].strip()
-            break
-    totp = pyotp.TOTP(totp_secret)
-    out, err = proc.communicate(f"{PASSWORD}\n{PASSWORD}\n{totp.now()}\n", timeout=60)
-    assert proc.returncode == 0, err
-    assert "recovery codes" in out
-    return totp, out
+def _fd_with(*lines: str) -> int:
+    """A file descriptor to read `lines` from, as a script hands secrets over (`--secrets-fd`)."""
+    read, write = os.pipe()
+    os.write(write, "".join(f"{line}\n" for line in lines).encode())
+    os.close(write)
+    return read
+
+
+def enrol(tmp: Path, login: str, secret: str) -> tuple[pyotp.TOTP, list[str]]:
+    """`users enrol` as a script runs it: `--step begin` gives the TOTP secret, `--step finish`
+    takes a code of it; the secrets go over a file descriptor, never the command line."""
+    fd = _fd_with(secret)
+    try:
+        began = sv(tmp, "users", "enrol", "--login", login, "--step", "begin", "--json", "--secrets-fd", str(fd))
+    finally:
+        os.close(fd)
+    assert began.returncode == 0, began.stderr
+    totp = pyotp.TOTP(json.loads(began.stdout)["totp_secret"])
+    fd = _fd_with(secret, PASSWORD, totp.now())
+    try:
+        done = sv(tmp, "users", "enrol", "--login", login, "--step", "finish", "--json", "--secrets-fd", str(fd))
+    finally:
+        os.close(fd)
+    assert done.returncode == 0, done.stderr
+    return totp, json.loads(done.stdout)["recovery_codes"]
 
 
 def _secret_of(output: str) -> str:
     return next(w for w in output.split() if w.startswith("sve_"))
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="interactive pipes")
 def test_operator_and_two_admins_run_access_from_the_shell(tmp_path: Path) -> None:
     assert run(tmp_path, "init").returncode == 0
     assert run(tmp_path, "tenants", "add", "A1CLISELLER", "--marketplace", "ATVPDKIKX0DER").returncode == 0
@@ -67,34 +68,55 @@ def test_operator_and_two_admins_run_access_from_the_shell(tmp_path: Path) -> No
     assert generic.returncode == 2 and "generic name" in generic.stderr
     boot = sv(tmp_path, "users", "bootstrap-admin", "--login", "alice.ng", "--email", "alice@seller-tools.example")
     assert boot.returncode == 0, boot.stderr
-    alice_totp, alice_out = enrol(tmp_path, "alice.ng", _secret_of(boot.stdout))
-    alice_recovery = [w for w in alice_out.split() if len(w) == 11 and w[5] == "-"]
+    alice_totp, alice_recovery = enrol(tmp_path, "alice.ng", _secret_of(boot.stdout))
     assert len(alice_recovery) == 10
     again = sv(tmp_path, "users", "bootstrap-admin", "--login", "bob.okafor", "--email", "bob@seller-tools.example")
     assert again.returncode == 2 and "exists already" in again.stderr
 
-    added = sv(
-        tmp_path,
-        "users",
-        "add",
-        "--login",
-        "bob.okafor",
-        "--email",
-        "bob@seller-tools.example",
-        "--as",
-        "alice.ng",
-        stdin=f"{PASSWORD}\n{_fresh_code(alice_totp)}\n",
-    )
+    # Bob is added by the operator, so the admins may ask for and approve his grants.
+    added = sv(tmp_path, "users", "add", "--login", "bob.okafor", "--email", "bob@seller-tools.example")
     assert added.returncode == 0, added.stderr
+    assert "you saw this secret" not in added.stdout
     bob_totp, _ = enrol(tmp_path, "bob.okafor", _secret_of(added.stdout))
     bob_admin = sv(tmp_path, "grants", "add", "--login", "bob.okafor", "--role", "admin", "-t", "*")
     assert "(pending)" in bob_admin.stdout  # admin is under the two-person rule: alice approves
     bob_grant = next(w for w in bob_admin.stdout.split() if w.startswith("grt_")).rstrip(":")
-    # Alice's next TOTP code went to `users add`; a recovery code stands in for one (once).
     approved_bob = sv(
-        tmp_path, "grants", "approve", bob_grant, "--as", "alice.ng", stdin=f"{PASSWORD}\n{alice_recovery[0]}\n"
+        tmp_path, "grants", "approve", bob_grant, "--as", "alice.ng", stdin=f"{PASSWORD}\n{_fresh_code(alice_totp)}\n"
     )
     assert approved_bob.returncode == 0, approved_bob.stderr
+
+    # Dan is added by alice: she saw his secret, so she may not ask for his PII grants (a
+    # recovery code stands in for her TOTP code, whose next step went to the approval).
+    dan = sv(
+        tmp_path,
+        "users",
+        "add",
+        "--login",
+        "dan.moss",
+        "--email",
+        "dan@seller-tools.example",
+        "--as",
+        "alice.ng",
+        stdin=f"{PASSWORD}\n{alice_recovery[0]}\n",
+    )
+    assert dan.returncode == 0, dan.stderr
+    assert "you saw this secret: grants of dan.moss that reach PII" in dan.stdout
+    refused = sv(
+        tmp_path,
+        "grants",
+        "add",
+        "--login",
+        "dan.moss",
+        "--role",
+        "fulfilment",
+        "-t",
+        "A1CLISELLER",
+        "--as",
+        "alice.ng",
+        stdin=f"{PASSWORD}\n{alice_recovery[1]}\n",
+    )
+    assert refused.returncode == 2 and "you issued dan.moss's enrolment secret" in refused.stderr
 
     carol = sv(tmp_path, "users", "add", "--login", "carol.diaz", "--email", "carol@seller-tools.example")
     assert carol.returncode == 0
@@ -140,7 +162,42 @@ def test_operator_and_two_admins_run_access_from_the_shell(tmp_path: Path) -> No
     ):
         assert f'"{name}"' in events.stdout, name
     written = b"".join(p.read_bytes() for p in (tmp_path / "var").rglob("*") if p.is_file() and "keys" not in p.parts)
-    for secret in (PASSWORD, alice_totp.secret, bob_totp.secret, _secret_of(boot.stdout)):
+    for secret in (PASSWORD, alice_totp.secret, bob_totp.secret, _secret_of(boot.stdout), alice_recovery[2]):
         assert secret.encode() not in written
     assert b"alice@seller-tools.example" not in (tmp_path / "var" / "audit.db").read_bytes()
     assert b"alice@seller-tools.example" not in b"".join(p.read_bytes() for p in (tmp_path / "var" / "logs").rglob("*"))
+
+
+def test_a_script_enrols_a_person_in_a_real_process_with_secrets_on_a_descriptor(tmp_path: Path) -> None:
+    """The console script, as automation runs it: secrets on descriptor 3, JSON out, nothing on
+    the command line; a descriptor that is not open is a clear usage error."""
+    assert run(tmp_path, "init").returncode == 0
+    boot = sv(tmp_path, "users", "bootstrap-admin", "--login", "alice.ng", "--email", "alice@seller-tools.example")
+    secret = _secret_of(boot.stdout)
+
+    def step(name: str, *lines: str) -> subprocess.CompletedProcess[str]:
+        fd = _fd_with(*lines)
+        try:
+            return subprocess.run(
+                [*SV, "users", "enrol", "--login", "alice.ng", "--step", name, "--json", "--secrets-fd", str(fd)],
+                cwd=tmp_path,
+                env=process_env(tmp_path),
+                pass_fds=(fd,),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            os.close(fd)
+
+    began = step("begin", secret)
+    assert began.returncode == 0, began.stderr
+    totp = pyotp.TOTP(json.loads(began.stdout)["totp_secret"])
+    short = step("finish", secret, PASSWORD)
+    assert short.returncode == 2 and "totp code expected on the --secrets-fd descriptor" in short.stderr
+    done = step("finish", secret, PASSWORD, totp.now())
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["recovery_codes"]) == 10
+    closed = sv(tmp_path, "users", "enrol", "--login", "alice.ng", "--step", "begin", "--secrets-fd", "987")
+    assert closed.returncode == 2 and "--secrets-fd 987 is not an open file descriptor" in closed.stderr

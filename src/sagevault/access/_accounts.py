@@ -22,7 +22,7 @@ from sagevault.errors import AccessDenied, AccessError, Conflict, looks_like_pii
 from sagevault.identity import Principal, Scope, check_new_login
 
 from ._core import AccessCore, new_id
-from ._grants import insert_grant, rearm_two_person_rule
+from ._grants import insert_grant, issued_by, rearm_two_person_rule
 from ._model import ALL_TENANTS
 from ._policy import as_utc
 from ._schema import api_keys, principals, recovery_codes
@@ -124,6 +124,7 @@ class Accounts:
                 status="enrolling",
                 created_at=core.now(),
                 created_by=actor.id,
+                credential_issued_by=issued_by(actor),
                 lock_count=0,
                 **values,
             )
@@ -173,6 +174,7 @@ class Accounts:
                 status="enrolling" if row.status != "disabled" else "disabled",
                 totp_secret=None,
                 totp_last_step=None,
+                credential_issued_by=issued_by(actor),
                 **values,
             )
         )
@@ -180,7 +182,7 @@ class Accounts:
         conn.execute(delete(recovery_codes).where(recovery_codes.c.principal_id == row.id))
         # Whoever resets sees the enrolment secret and could enrol as the person: what needed two
         # people (PII, keys, administration) needs them again.
-        rearmed = rearm_two_person_rule(conn, row.id, actor)
+        rearmed = rearm_two_person_rule(conn, row.id, actor, issued=True)
         core.changed(conn)
         core.event(conn, EventName.ACCESS_ACCOUNT_RESET, actor, counts={"pending_grants": rearmed})
         return dataclasses.replace(enrolment, pending_grants=rearmed)
@@ -218,7 +220,7 @@ class Accounts:
             .values(status=status, disabled_at=None, last_active_at=core.now())
         )
         # What needed two people before needs them again: sensitive grants wait for approval.
-        rearm_two_person_rule(conn, row.id, actor)
+        rearm_two_person_rule(conn, row.id, actor, issued=False)
         core.changed(conn)
         core.event(conn, EventName.ACCESS_ACCOUNT_ENABLE, actor)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
@@ -17,7 +18,7 @@ from sagevault.identity import Principal, Scope, event_tenant
 from ._core import AccessCore, new_id
 from ._model import ROLES
 from ._policy import as_utc
-from ._schema import grants, principals
+from ._schema import api_keys, grants, principals
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +65,60 @@ def insert_grant(
     return grant_id
 
 
-def rearm_two_person_rule(conn: Connection, principal_id: str, actor: Principal) -> int:
-    """Put the principal's active sensitive grants back to pending, requested by `actor`: whoever
-    holds a new credential of theirs (an enrolment secret, an API key) could act as them. Not when
-    the actor is the local operator: holding the master key, the operator could read everything
-    anyway, and re-arming would strand an only admin with nobody to approve."""
+def issued_by(actor: Principal) -> str | None:
+    """What `credential_issued_by` records for a credential `actor` hands out: the local operator
+    (and its jobs) holds the master key and could read everything anyway, so it is no party."""
+    return None if actor.kind == "operator" else actor.id
+
+
+def credential_issuers(conn: Connection, principal_id: str, now: datetime) -> set[str]:
+    """Who could act as the principal with a credential they handed out: the admin who saw a
+    person's live enrolment secret, the admins who issued a service's live keys that reach PII,
+    keys or administration. The two-person rule keeps them out of its sensitive grants."""
+    person = conn.execute(
+        select(principals.c.credential_issued_by).where(principals.c.id == principal_id)
+    ).scalar_one_or_none()
+    issuers = {person} if person else set()
+    keys = conn.execute(
+        select(api_keys.c.created_by, api_keys.c.scopes, api_keys.c.expires_at).where(
+            api_keys.c.principal_id == principal_id, api_keys.c.revoked_at.is_(None)
+        )
+    )
+    for created_by, scopes, expires_at in keys:
+        live = (as_utc(expires_at) or now) > now
+        if live and not created_by.startswith(_OPERATORS) and any(Scope(s).sensitive for s in scopes):
+            issuers.add(created_by)
+    return issuers
+
+
+_OPERATORS = ("operator:", "job:")
+
+
+def rearm_two_person_rule(conn: Connection, principal_id: str, actor: Principal, *, issued: bool) -> int:
+    """Put the principal's active sensitive grants back to pending, for a second party to approve
+    again. `issued`: `actor` handed out a new credential (an enrolment secret, an API key) and
+    could act as the principal, so it can neither approve nor have asked (`Grants.approve`);
+    otherwise (re-enabling) `actor` becomes the grants' requester. Not when the actor is the local
+    operator: holding the master key, the operator could read everything anyway, and re-arming
+    would strand an only admin with nobody to approve."""
     if actor.kind == "operator":
         return 0
     sensitive = [name for name, role in ROLES.items() if role.sensitive]
+    again: dict[str, Any] = {"status": "pending", "approved_by": None}
+    if not issued:
+        again["requested_by"] = actor.id
     return conn.execute(
         update(grants)
         .where(grants.c.principal_id == principal_id, grants.c.status == "active", grants.c.role.in_(sensitive))
-        .values(status="pending", requested_by=actor.id, approved_by=None)
+        .values(**again)
     ).rowcount
+
+
+# Said with every refusal of the two-person rule.
+_TWO_PARTIES = (
+    "PII, keys and administration need an admin who asks and a second admin (or the local operator) "
+    "who approves, neither the grantee nor whoever issued its enrolment secret or API key"
+)
 
 
 class Grants:
@@ -105,6 +147,12 @@ class Grants:
             error = AccessDenied("you cannot grant yourself a role; another admin must", reason="self_grant")
         elif role not in ROLES:
             error = AccessError(f"no role {shown(role)}; roles: {', '.join(ROLES)}")
+        elif ROLES[role].sensitive and actor.id in credential_issuers(conn, row.id, core.now()):
+            error = AccessDenied(
+                f"you issued {row.login}'s enrolment secret or API key, so you could act as {row.login}: "
+                f"{_TWO_PARTIES}",
+                reason="two_person_rule",
+            )
         elif row.status == "disabled":
             error = Conflict(f"{row.login} is disabled; enable it first")
         elif not tenant_ids:
@@ -143,16 +191,20 @@ class Grants:
                 f"grant {shown(grant_id)} is {g.status}, no longer pending, so there is nothing to approve; "
                 "see `sagevault grants list --pending`"
             )
+        issuers = credential_issuers(conn, g.principal_id, core.now())
+        refusal: str | None = None
         if actor.kind == "service" or actor.id in (g.requested_by, g.principal_id):
+            refusal = f"you asked for this grant or receive it: {_TWO_PARTIES}"
+        elif actor.id in issuers:
+            refusal = f"you issued the grantee's enrolment secret or API key, so you could act as it: {_TWO_PARTIES}"
+        elif g.requested_by in issuers:
+            refusal = (
+                "whoever asked for this grant issued the grantee's enrolment secret or API key; revoke it and "
+                f"have another admin ask: {_TWO_PARTIES}"
+            )
+        if refusal is not None:
             raise core.refuse(
-                conn,
-                EventName.ACCESS_GRANT_APPROVE,
-                actor,
-                AccessDenied(
-                    "a grant that reaches PII, keys or account administration needs a second party: an admin "
-                    "(or the local operator) other than whoever asked for it and whoever receives it",
-                    reason="two_person_rule",
-                ),
+                conn, EventName.ACCESS_GRANT_APPROVE, actor, AccessDenied(refusal, reason="two_person_rule")
             )
         conn.execute(update(grants).where(grants.c.id == grant_id).values(status="active", approved_by=actor.id))
         core.changed(conn)

@@ -90,7 +90,7 @@ class ApiKeys:
         if any(Scope(s).sensitive for s in wanted):
             # The issuing admin holds the new key: what the service may do with PII, keys or
             # accounts waits for a second party again.
-            rearmed = rearm_two_person_rule(conn, row.id, actor)
+            rearmed = rearm_two_person_rule(conn, row.id, actor, issued=True)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         now = core.now()

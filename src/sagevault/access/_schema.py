@@ -50,6 +50,8 @@ principals = Table(
     Column("disabled_at", DateTime(timezone=True), nullable=True),
     Column("locked_until", DateTime(timezone=True), nullable=True),
     Column("lock_count", Integer, nullable=False, server_default=text("0")),
+    # people: the admin who saw their live enrolment secret (add or reset); None for the operator
+    Column("credential_issued_by", String(64), nullable=True),
 )
 
 password_history = Table(

@@ -9,11 +9,14 @@ local operator as one). Secrets (enrolment secrets, API keys, recovery codes) ar
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, TextIO
 
 import typer
 from rich.table import Table
@@ -35,8 +38,14 @@ LOCAL = "127.0.0.1"  # the shell is on this machine
 AsOption = Annotated[str | None, typer.Option("--as", help="Act as this person (asks for password and TOTP code).")]
 
 
-def _secret(label: str, *, confirm: bool = False) -> str:
-    """A secret from the terminal (not echoed), or the next line of standard input."""
+def _secret(label: str, *, confirm: bool = False, source: TextIO | None = None) -> str:
+    """A secret from the terminal (not echoed), or the next line of standard input; or the next
+    line of `source` (a file descriptor a script gave, `--secrets-fd`), asked for once."""
+    if source is not None:
+        line = source.readline()
+        if not line:
+            raise AccessError(f"{label.lower()} expected on the --secrets-fd descriptor (one secret per line)")
+        return line.rstrip("\n")
     if sys.stdin.isatty():
         return str(typer.prompt(label, hide_input=True, confirmation_prompt=confirm))
     line = sys.stdin.readline()
@@ -81,10 +90,15 @@ def _when(value: datetime | None) -> str:
 # --- users ------------------------------------------------------------------------------------
 
 
-def _print_enrolment(login: str, secret: str, expires: datetime) -> None:
+def _print_enrolment(login: str, secret: str, expires: datetime, by: Principal) -> None:
     out.print(f"enrolment secret for {login} (shown once, valid until {_when(expires)} UTC):")
     out.print(f"  {secret}")
     out.print(f"give it to {login} in person; they run: sagevault users enrol --login {login}")
+    if by.kind != "operator":  # the two-person rule counts whoever saw the secret as able to act as the person
+        out.print(
+            f"you saw this secret: grants of {login} that reach PII, keys or administration must now be asked "
+            "for by another admin and approved by a third"
+        )
 
 
 def _print_pending(count: int, login: str | None) -> None:
@@ -106,7 +120,7 @@ def users_bootstrap_admin(
     """Create the first person, an administrator. `sagevault init` creates no account."""
     with deployment() as d, d.engine.begin() as conn:
         enrolment = d.access.accounts.bootstrap_admin(conn, login, email, actor=principal())
-    _print_enrolment(enrolment.login, enrolment.secret, enrolment.expires_at)
+    _print_enrolment(enrolment.login, enrolment.secret, enrolment.expires_at, principal())
 
 
 @users_app.command("add")
@@ -119,7 +133,7 @@ def users_add(
     """Add a person; they enrol with the secret printed once."""
     with _acting(as_) as (d, actor), d.engine.begin() as conn:
         enrolment = d.access.accounts.add_person(conn, login, email, manager=manager, actor=actor)
-    _print_enrolment(enrolment.login, enrolment.secret, enrolment.expires_at)
+    _print_enrolment(enrolment.login, enrolment.secret, enrolment.expires_at, actor)
 
 
 @users_app.command("add-service")
@@ -135,25 +149,74 @@ def users_add_service(
     out.print(f"[green]added[/] service {login} ({principal_id}); next: sagevault users issue-key --service {login}")
 
 
+class EnrolStep(StrEnum):
+    ALL = "all"
+    BEGIN = "begin"
+    FINISH = "finish"
+
+
+def _secrets_from(fd: int | None) -> TextIO | None:
+    if fd is None:
+        return None
+    try:
+        return os.fdopen(fd, "r", encoding="utf-8", closefd=False)
+    except OSError as exc:
+        raise AccessError(f"--secrets-fd {fd} is not an open file descriptor ({exc.strerror})") from None
+
+
 @users_app.command("enrol")
-def users_enrol(login: Annotated[str, typer.Option()]) -> None:
+def users_enrol(
+    login: Annotated[str, typer.Option()],
+    step: Annotated[
+        EnrolStep,
+        typer.Option(
+            help="all: the whole enrolment, asking as it goes; begin: check the enrolment secret and print "
+            "the TOTP secret; finish: set the password with a code of that TOTP secret (for scripts)."
+        ),
+    ] = EnrolStep.ALL,
+    secrets_fd: Annotated[
+        int | None,
+        typer.Option(
+            "--secrets-fd",
+            help="Read the secrets from this file descriptor, one per line, each once: the enrolment secret, "
+            "then (all, finish) the new password and a TOTP code. Never put secrets on the command line.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document: the TOTP secret and URI, or the recovery codes.")
+    ] = False,
+) -> None:
     """Set your password and TOTP with the enrolment secret an admin gave you."""
+    if as_json and step is EnrolStep.ALL:
+        raise AccessError("--json needs --step begin, then --step finish (the TOTP code comes between them)")
+    source = _secrets_from(secrets_fd)
+    result: dict[str, object] = {}
     with deployment() as d:
-        secret = _secret("Enrolment secret")
-        with d.unit_of_work() as conn:
-            setup = d.access.enrolment.begin(conn, login, secret)
-        out.print("add this to your authenticator app (TOTP, 6 digits, 30 s):")
-        out.print(f"  secret: {setup.secret}")
-        out.print(f"  uri:    {setup.uri}")
-        password = _secret("New password", confirm=True)
-        code = _secret("TOTP code")
-        with d.unit_of_work(read_only=True) as conn:
-            prepared = d.access.enrolment.prepare_password(conn, login, secret, password)
-        with d.unit_of_work() as conn:
-            codes = d.access.enrolment.finish(conn, login, secret, password, code, prepared=prepared)
-    out.print("[green]enrolled.[/] recovery codes (each works once; keep them offline):")
-    for c in codes:
-        out.print(f"  {c}")
+        secret = _secret("Enrolment secret", source=source)
+        if step is not EnrolStep.FINISH:
+            with d.unit_of_work() as conn:
+                setup = d.access.enrolment.begin(conn, login, secret)
+            result |= {"totp_secret": setup.secret, "totp_uri": setup.uri}
+            if not as_json:
+                out.print("add this to your authenticator app (TOTP, 6 digits, 30 s):")
+                out.print(f"  secret: {setup.secret}")
+                out.print(f"  uri:    {setup.uri}", soft_wrap=True)
+        if step is not EnrolStep.BEGIN:
+            password = _secret("New password", confirm=True, source=source)
+            code = _secret("TOTP code", source=source)
+            with d.unit_of_work(read_only=True) as conn:
+                prepared = d.access.enrolment.prepare_password(conn, login, secret, password)
+            with d.unit_of_work() as conn:
+                codes = d.access.enrolment.finish(conn, login, secret, password, code, prepared=prepared)
+            result["recovery_codes"] = codes
+            if not as_json:
+                out.print("[green]enrolled.[/] recovery codes (each works once; keep them offline):")
+                for c in codes:
+                    out.print(f"  {c}")
+        elif not as_json:
+            out.print(f"next: sagevault users enrol --login {login} --step finish (enrolment secret, password, code)")
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
 
 
 @users_app.command("password")
@@ -193,7 +256,7 @@ def _user_action(name: str, done: str) -> None:
         extra = f" ({result} sessions and API keys ended)" if name == "disable" else ""
         out.print(f"[green]{done}[/] {login}{extra}")
         if name == "reset":
-            _print_enrolment(result.login, result.secret, result.expires_at)
+            _print_enrolment(result.login, result.secret, result.expires_at, actor)
             _print_pending(result.pending_grants, login)
 
     command.__doc__ = {

@@ -84,12 +84,12 @@ def many_writers(log: AuditLog, evs: list[AuditEvent], writers: int) -> float:
 
 def floor(log: AuditLog, evs: list[AuditEvent], batch: int) -> float:
     """The same rows, plain INSERTs into the same table in transactions of `batch`: no chain,
-    no validation, no head lock."""
+    no validation, no head lock, no seal."""
     rows = []
     for seq, e in enumerate(evs, 1):
-        rows.append((*e.values(seq), b"\0" * 32, b"\1" * 32))
+        rows.append((*e.values(seq), b"\0" * 32, b"\1" * 32, None))
     mark = "?" if log.engine.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO audit_events VALUES ({', '.join([mark] * 16)})"
+    sql = f"INSERT INTO audit_events VALUES ({', '.join([mark] * 17)})"
     started = time.perf_counter()
     for i in range(0, len(rows), batch):
         with log.engine.begin() as conn:
@@ -100,9 +100,9 @@ def floor(log: AuditLog, evs: list[AuditEvent], batch: int) -> float:
 def floor_writers(log: AuditLog, evs: list[AuditEvent], writers: int) -> float:
     """The same rows, plain single-row INSERT transactions from `writers` threads at once: what
     concurrent durable writers cost without a chain and without group commit."""
-    rows = [(*e.values(seq), b"\0" * 32, b"\1" * 32) for seq, e in enumerate(evs, 1)]
+    rows = [(*e.values(seq), b"\0" * 32, b"\1" * 32, None) for seq, e in enumerate(evs, 1)]
     mark = "?" if log.engine.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO audit_events VALUES ({', '.join([mark] * 16)})"
+    sql = f"INSERT INTO audit_events VALUES ({', '.join([mark] * 17)})"
 
     def insert(part: list[tuple[object, ...]]) -> None:
         for row in part:

@@ -140,6 +140,7 @@ def _audit_log(settings: Settings, audit_engine: Engine | None) -> AuditLog:
         digests=DigestFile(settings.digest_file),
         public_key=public_path(key_file),
         digest_every=settings.audit_digest_every,
+        digest_seconds=settings.audit_digest_seconds,
     )
 
 

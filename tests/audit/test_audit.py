@@ -130,29 +130,31 @@ def _tamper(engine: Engine, how: str) -> None:
         elif how == "truncate":
             conn.execute(text("DELETE FROM audit_events WHERE seq > 10"))
         elif how in ("insert", "rewrite"):
-            rows = [list(r) for r in conn.execute(text("SELECT * FROM audit_events ORDER BY seq"))]
+            # Done as someone with write access to the database alone would: seals (column 16)
+            # are kept as they were, since they cannot be made without the signing key.
+            cols = (
+                "seq, at, name, channel, outcome, reason, actor, tenant_id, record_ids, counts, client_ip_hash, "
+                "request_id, operation, fingerprint, prev_hash, hash, seal"
+            )
+            rows = [list(r) for r in conn.execute(text(f"SELECT {cols} FROM audit_events ORDER BY seq"))]
             conn.execute(text("DELETE FROM audit_events"))
             if how == "insert":  # a forged event slipped in as seq 5, later events renumbered
                 forged = list(rows[4])
                 forged[6] = "svc:mallory"
                 rows.insert(4, forged)
-                rows[4][-2] = rows[3][-1]
+                rows[4][14] = rows[3][15]
                 for i, row in enumerate(rows):
                     row[0] = i + 1
-                rows[4][-1] = chain_hash(bytes(rows[4][-2]), rows[4][:14])
+                rows[4][15] = chain_hash(bytes(rows[4][14]), rows[4][:14])
             else:  # event 5 altered and the whole chain recomputed, head included
                 rows[4][6] = "svc:mallory"
                 prev = b"\0" * 32
                 for i, row in enumerate(rows):
                     row[0] = i + 1
-                    row[-2], row[-1] = prev, chain_hash(prev, row[:14])
-                    prev = row[-1]
+                    row[14], row[15] = prev, chain_hash(prev, row[:14])
+                    prev = row[15]
                 conn.execute(text("UPDATE audit_head SET seq = :s, hash = :h"), {"s": len(rows), "h": prev})
-            cols = (
-                "seq, at, name, channel, outcome, reason, actor, tenant_id, record_ids, counts, client_ip_hash, "
-                "request_id, operation, fingerprint, prev_hash, hash"
-            )
-            marks = ", ".join(f":p{i}" for i in range(16))
+            marks = ", ".join(f":p{i}" for i in range(17))
             for row in rows:
                 conn.execute(
                     text(f"INSERT INTO audit_events ({cols}) VALUES ({marks})"), {f"p{i}": v for i, v in enumerate(row)}
@@ -185,6 +187,97 @@ def test_verify_catches_each_kind_of_tampering(
     assert not report.ok  # type: ignore[attr-defined]
     assert report.first_bad_seq == first_bad, report.problems  # type: ignore[attr-defined]
     assert any(words in p for p in report.problems), report.problems  # type: ignore[attr-defined]
+
+
+def _forge_after_head(engine: Engine, seal: bytes | None) -> None:
+    """What someone with write access to the database alone can do: append a correctly chained
+    event (and move the head), with no seal or with a seal copied from a real event."""
+    cols = (
+        "seq, at, name, channel, outcome, reason, actor, tenant_id, record_ids, counts, client_ip_hash, "
+        "request_id, operation, fingerprint, prev_hash, hash, seal"
+    )
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+        last = list(conn.execute(text(f"SELECT {cols} FROM audit_events ORDER BY seq DESC LIMIT 1")).one())
+        forged = [last[0] + 1, *last[1:6], "svc:mallory", *last[7:14]]
+        digest = chain_hash(bytes(last[15]), forged)
+        conn.execute(
+            text(f"INSERT INTO audit_events ({cols}) VALUES ({', '.join(f':p{i}' for i in range(17))})"),
+            {f"p{i}": v for i, v in enumerate([*forged, bytes(last[15]), digest, seal])},
+        )
+        conn.execute(text("UPDATE audit_head SET seq = :s, hash = :h"), {"s": forged[0], "h": digest})
+
+
+@pytest.mark.parametrize("copied_seal", [False, True], ids=["unsealed", "seal-copied"])
+def test_an_event_forged_without_the_signing_key_fails_verify_even_after_the_last_digest(
+    log: AuditLog, tmp_path: Path, copied_seal: bool
+) -> None:
+    for i in range(12):
+        log.record(_event(i))
+        if i == 5:
+            log.write_digest()  # the forged event lands after the last digest: no digest catches it
+    before = _verify(log, tmp_path)
+    assert before.ok and before.sealed_through == 12 and before.undigested == 6  # type: ignore[attr-defined]
+    with log.engine.connect() as conn:
+        real_seal = conn.execute(text("SELECT seal FROM audit_events WHERE seq = 12")).scalar_one()
+    _forge_after_head(log.engine, bytes(real_seal) if copied_seal else None)
+    report = _verify(log, tmp_path)
+    assert not report.ok and report.first_bad_seq == 13, report.problems  # type: ignore[attr-defined]
+    words = "is not the audit signing key's" if copied_seal else "carry no seal"
+    assert any(words in p for p in report.problems), report.problems  # type: ignore[attr-defined]
+
+
+def test_every_committed_group_is_sealed_in_its_own_transaction(log: AuditLog) -> None:
+    log.record_many([_event(i) for i in range(5)])  # one group: one seal, on its last event
+    log.record(_event(5))
+    with log.engine.connect() as conn:
+        sealed = [seq for seq, seal in conn.execute(text("SELECT seq, seal FROM audit_events ORDER BY seq")) if seal]
+    assert sealed == [5, 6]
+
+
+def test_digests_follow_the_events_within_digest_seconds_while_they_flow_and_when_they_stop(
+    audit_engine: Engine, tmp_path: Path
+) -> None:
+    """No event waits longer than `digest_seconds` for a signed digest: the group that finds the
+    oldest undigested event that old signs one, and so does the scheduler's tick
+    (`digest_if_stale`) once the log goes quiet. A truncation is then caught."""
+    key = tmp_path / "keys" / "audit-signing.key"
+    create_signing_key(key)
+    clock = [0.0]
+    digests = DigestFile(tmp_path / "digests.jsonl")
+    log = AuditLog(
+        audit_engine,
+        signer=Signer(key),
+        digests=digests,
+        public_key=public_path(key),
+        digest_every=10**6,
+        digest_seconds=5.0,
+        monotonic=lambda: clock[0],
+    )
+    for t in (0.0, 1.0, 4.9):
+        clock[0] = t
+        log.record(_event())
+    assert digests.read() == []
+    clock[0] = 5.0
+    log.record(_event())  # the first event has waited 5 s: this group signs
+    assert [d.seq for d in digests.read()] == [4]
+    clock[0] = 6.0
+    for _ in range(3):
+        log.record(_event())  # three more, then the log goes quiet
+    log.digest_if_stale()
+    assert [d.seq for d in digests.read()] == [4]
+    clock[0] = 11.0
+    log.digest_if_stale()
+    assert [d.seq for d in digests.read()] == [4, 7]
+    with log.engine.begin() as conn:  # the last three are cut off and the head moved back
+        if audit_engine.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+        head = conn.execute(text("SELECT hash FROM audit_events WHERE seq = 4")).scalar_one()
+        conn.execute(text("DELETE FROM audit_events WHERE seq > 4"))
+        conn.execute(text("UPDATE audit_head SET seq = 4, hash = :h"), {"h": head})
+    report = _verify(log, tmp_path)
+    assert not report.ok and any("truncated" in p for p in report.problems)  # type: ignore[attr-defined]
 
 
 def test_concurrent_threads_share_commits_and_never_fork_the_chain(log: AuditLog, tmp_path: Path) -> None:
@@ -367,10 +460,11 @@ def test_events_held_in_a_deferred_block_are_written_only_when_awaited_and_a_fai
 
 _WRITER = """
 import sys
-from sagevault.audit import AuditEvent, AuditLog, EventName
+from pathlib import Path
+from sagevault.audit import AuditEvent, AuditLog, EventName, Signer
 from sagevault.identity import Channel, Principal
 from sagevault.db import create_engine_for
-log = AuditLog(create_engine_for(sys.argv[1]), signer=None, digests=None)
+log = AuditLog(create_engine_for(sys.argv[1]), signer=Signer(Path(sys.argv[3])), digests=None)
 for i in range(int(sys.argv[2])):
     log.record(AuditEvent(name=EventName.VAULT_RECORD_READ, channel=Channel.API, actor="svc:proc", record_ids=[i]))
 log.close()
@@ -379,7 +473,8 @@ log.close()
 
 def test_concurrent_processes_never_fork_the_chain(log: AuditLog, tmp_path: Path) -> None:
     url = log.engine.url.render_as_string(hide_password=False)
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, "60"]) for _ in range(3)]
+    key = str(tmp_path / "keys" / "audit-signing.key")  # every writer holds the signing key
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, "60", key]) for _ in range(3)]
     for _ in range(60):
         log.record(_event())
     assert [p.wait(120) for p in procs] == [0, 0, 0]

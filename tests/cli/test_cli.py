@@ -190,6 +190,8 @@ def test_audit_verify_from_the_command_line_names_what_is_wrong(ready: Path) -> 
     assert run(ready, "audit", "digest").returncode == 0
     ok = run(ready, "audit", "verify")
     assert ok.returncode == 0 and "audit log verified" in ok.stdout
+    # the digest's own event is the head: sealed, and covered by the digest (the shutdown's)
+    assert re.search(r"sealed through event (\d+); 0 events after the last signed digest", ok.stdout), ok.stdout
     digests = ready / "var" / "audit" / "digests.jsonl"
     digests.write_text(digests.read_text() + "{not json\n")
     bad = run(ready, "audit", "verify")

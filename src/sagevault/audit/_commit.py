@@ -24,7 +24,7 @@ from ._events import AuditEvent
 from ._schema import COLUMNS
 
 ZERO_HASH = b"\0" * 32
-_COLS = (*COLUMNS, "prev_hash", "hash")
+_COLS = (*COLUMNS, "prev_hash", "hash", "seal")
 _INSERT_SQLITE = f"INSERT INTO audit_events ({', '.join(_COLS)}) VALUES ({', '.join('?' * len(_COLS))})"  # noqa: S608
 _INSERT_PG = f"INSERT INTO audit_events ({', '.join(_COLS)}) VALUES ({', '.join(['%s'] * len(_COLS))})"  # noqa: S608
 _GATHER_SECONDS = 0.001  # the longest a group commit waits for callers already under way
@@ -58,13 +58,17 @@ class GroupCommit:
     AuditUnavailable and the caller must refuse the operation. Concurrent callers share
     transactions (group commit): whoever finds no write in progress writes everything queued.
     Appends take the chain head's row lock, so writers in other processes never fork the chain.
-    `after_group` is called with each group once its callers have been told (the log signs a
+    Each group's last event carries `seal(seq, hash)`, a signature over the chain so far, written
+    in the group's transaction. `after_group` is called with each group once its callers have been told (the log signs a
     digest there when one is due).
     """
 
-    def __init__(self, engine: Engine, after_group: Callable[[int], None]) -> None:
+    def __init__(
+        self, engine: Engine, after_group: Callable[[int], None], seal: Callable[[int, bytes], bytes] | None = None
+    ) -> None:
         self.engine = engine
         self._after_group = after_group
+        self._seal = seal  # signs (seq, hash) of each group's last event; None: groups go unsealed
         self._cond = threading.Condition()
         self._pending: list[_Ticket] = []
         self._writing = False
@@ -291,9 +295,11 @@ class GroupCommit:
                 seq += 1
                 values = ticket.event.values(seq)
                 digest = chain_hash(prev, values)
-                rows.append((*values, prev, digest))
+                rows.append((*values, prev, digest, None))
                 ticket.seq = seq
                 prev = digest
+            if rows and self._seal is not None:  # the group's seal, on its last event, in its transaction
+                rows[-1] = (*rows[-1][:-1], self._seal(seq, prev))
             cur.executemany(_INSERT_SQLITE if sqlite else _INSERT_PG, rows)
             cur.execute(
                 "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from sagevault.logs import get_logger
 from ._commit import ZERO_HASH, GroupCommit
 from ._events import AuditEvent, EventName, Outcome, Reason
 from ._schema import COLUMNS, audit_anchors, audit_events, audit_head
-from ._signing import Digest, DigestFile, Signer, anchor_message, digest_message, load_public_key
+from ._signing import Digest, DigestFile, Signer, anchor_message, digest_message, load_public_key, seal_message
 from ._verify import VerifyReport, verify, walk_chain
 
 
@@ -91,14 +92,20 @@ class AuditLog:
         digests: DigestFile | None,
         public_key: Path | None = None,
         digest_every: int = 1000,
+        digest_seconds: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self._signer = signer
         self._digests = digests
         self._public_key = public_key
         self._digest_every = digest_every
+        self._digest_seconds = digest_seconds
         self._last_digest_seq = 0
-        self._commit = GroupCommit(engine, self._digest_if_due)
+        self._undigested_since: float | None = None  # when this process appended after its last digest
+        self._monotonic = monotonic
+        seal = (lambda seq, head: signer.sign(seal_message(seq, head))) if signer is not None else None
+        self._commit = GroupCommit(engine, self._digest_if_due, seal)
 
     @property
     def transactions(self) -> int:
@@ -142,11 +149,27 @@ class AuditLog:
             _DEFERRED.reset(token)
 
     def _digest_if_due(self, seq: int) -> None:
-        """A signed digest every `digest_every` events, after a group's callers were told: its
-        events are committed whatever happens here. A digest that cannot be written is logged
-        (the chain still verifies up to the last one) and tried again after the next group."""
-        if seq - self._last_digest_seq < self._digest_every:
+        """After a group's callers were told (its events are committed whatever happens here): a
+        signed digest when `digest_every` events, or `digest_seconds`, followed the last one.
+        While events flow no event waits longer than that; `digest_if_stale` (the scheduler's
+        tick in `serve`) covers a log that went quiet, `Deployment.close` what is left."""
+        if not self.signs:
             return
+        now = self._monotonic()
+        if self._undigested_since is None:
+            self._undigested_since = now
+        if seq - self._last_digest_seq >= self._digest_every or now - self._undigested_since >= self._digest_seconds:
+            self._digest_quietly()
+
+    def digest_if_stale(self) -> None:
+        """A signed digest if events this process appended have waited `digest_seconds` for one."""
+        since = self._undigested_since
+        if self.signs and since is not None and self._monotonic() - since >= self._digest_seconds:
+            self._digest_quietly()
+
+    def _digest_quietly(self) -> None:
+        """A digest that cannot be written is logged (the chain still verifies up to the last
+        one) and tried again after the next group."""
         try:
             self.write_digest()
         except Exception as exc:
@@ -180,11 +203,12 @@ class AuditLog:
         if self._signer is None or self._digests is None:
             return None
         seq, head = self.head()
-        if seq == 0:
+        if seq in (0, self._last_digest_seq):
             return None
         digest = Digest(seq, head, _now_text(), self._signer.sign(digest_message(seq, head)))
         self._digests.append(digest)
         self._last_digest_seq = seq
+        self._undigested_since = None
         return digest
 
     # --- retention ------------------------------------------------------------------------
@@ -248,7 +272,12 @@ class AuditLog:
             before = bytes(anchored)
         report = VerifyReport()
         rows = conn.execute(
-            select(*(audit_events.c[c] for c in COLUMNS), audit_events.c.prev_hash, audit_events.c.hash)
+            select(
+                *(audit_events.c[c] for c in COLUMNS),
+                audit_events.c.prev_hash,
+                audit_events.c.hash,
+                audit_events.c.seal,
+            )
             .where(audit_events.c.seq.between(first, last))
             .order_by(audit_events.c.seq)
         )

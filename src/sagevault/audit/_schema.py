@@ -10,7 +10,7 @@ audit_metadata = MetaData()
 SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
 # Append-only. `prev_hash`/`hash` chain every row to the one before it:
-# hash = SHA-256(prev_hash || canonical JSON of the row's values).
+# hash = SHA-256(prev_hash || canonical JSON of the row's values); `seal` signs a group's last hash.
 audit_events = Table(
     "audit_events",
     audit_metadata,
@@ -30,6 +30,9 @@ audit_events = Table(
     Column("fingerprint", String(64), nullable=True),
     Column("prev_hash", LargeBinary(32), nullable=False),
     Column("hash", LargeBinary(32), nullable=False),
+    # On the last event of each committed group: the audit signing key's Ed25519 signature over
+    # its seq and hash (`seal_message`), so an event appended without the key is seen as such.
+    Column("seal", LargeBinary(64), nullable=True),
     Index("ix_audit_events_at", "at"),
     Index("ix_audit_events_tenant_id", "tenant_id"),
     Index("ix_audit_events_actor", "actor"),

@@ -1,8 +1,9 @@
-"""The Ed25519 key that signs chain digests and purge anchors, and the digest file.
+"""The Ed25519 key that signs each committed group of events (its seal), chain digests and purge
+anchors, and the digest file.
 
 Both live beside the master key, outside the database: someone who can rewrite the event table
-cannot forge a signature, so a rewritten, truncated or re-chained table disagrees with the last
-signed digest.
+cannot forge a signature, so an event appended or re-chained without the key carries no valid
+seal, and a truncated table disagrees with the last signed digest.
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def verify_signature(key: Ed25519PublicKey, signature: bytes, message: bytes) ->
 
 def digest_message(seq: int, head_hash: bytes) -> bytes:
     return b"sagevault-audit-digest-v1\x00" + str(seq).encode() + b"\x00" + head_hash
+
+
+def seal_message(seq: int, chain_hash: bytes) -> bytes:
+    """What a group's seal signs: its last event's seq and chain hash (which covers every event
+    before it)."""
+    return b"sagevault-audit-seal-v1\x00" + str(seq).encode() + b"\x00" + chain_hash
 
 
 def anchor_message(last_seq: int, head_hash: bytes) -> bytes:

@@ -1,4 +1,5 @@
-"""`sagevault audit verify`: the whole chain, the head, purge anchors and every signed digest."""
+"""`sagevault audit verify`: the whole chain, the head, purge anchors, every signed digest and the
+newest group seal."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from sagevault.errors import AuditUnavailable
 
 from ._commit import ZERO_HASH, canonical_json
 from ._schema import COLUMNS, audit_anchors, audit_head
-from ._signing import Digest, anchor_message, digest_message, verify_signature
+from ._signing import Digest, anchor_message, digest_message, seal_message, verify_signature
 
 _BATCH = 5000
 
@@ -31,6 +32,8 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     unreadable: bool = False  # the verification key or the digest file could not be read
     undigested: int = 0  # events after the newest signed digest: what a truncation could remove unseen
+    sealed_through: int = 0  # the newest event whose group seal verified (it vouches for all before it)
+    unsealed: int = 0  # events neither a seal nor a signed digest vouches for (appended without the key)
     unrecorded: AuditUnavailable | None = None  # the check itself could not be recorded
 
     @property
@@ -48,6 +51,7 @@ class _Walk:
     last_seq: int = 0
     last_hash: bytes = ZERO_HASH
     hashes_at: dict[int, bytes] = field(default_factory=dict)
+    last_seal: tuple[int, bytes, bytes] | None = None  # seq, hash and seal of the newest sealed event
 
 
 def verify(
@@ -83,7 +87,29 @@ def verify(
     _check_digests(public_key, digests, max(anchors, default=0), walk, report)
     signed_through = max([d.seq for d in digests] + list(anchors), default=0)
     report.undigested = max(0, walk.last_seq - signed_through)
+    _check_seals(public_key, walk, signed_through, report)
     return report
+
+
+def _check_seals(key: Ed25519PublicKey, walk: _Walk, signed_through: int, report: VerifyReport) -> None:
+    """The newest group seal vouches for every event up to it (its chain hash covers them); each
+    event after it and after the newest signed digest was appended by something that does not
+    hold the signing key, since every group SageVault commits carries a seal."""
+    if walk.last_seal is not None:
+        seq, chain, seal = walk.last_seal
+        if verify_signature(key, seal, seal_message(seq, chain)):
+            report.sealed_through = seq
+        elif report.ok:
+            report.fail(seq, f"the seal of event {seq} is not the audit signing key's: the log was rewritten")
+            return
+    vouched = max(report.sealed_through, signed_through)
+    report.unsealed = max(0, walk.last_seq - vouched)
+    if report.unsealed and report.ok:
+        report.fail(
+            vouched + 1,
+            f"events {vouched + 1}..{walk.last_seq} carry no seal and no signed digest covers them: they were "
+            "appended without the audit signing key",
+        )
 
 
 def _walk_range(
@@ -112,7 +138,7 @@ def _walk_range(
         if first is not None or last is not None:
             where = f" WHERE seq BETWEEN {int(first or 0)} AND {int(last if last is not None else 2**62)}"
         try:
-            cursor.execute(f"SELECT {', '.join(COLUMNS)}, prev_hash, hash FROM audit_events{where} ORDER BY seq")  # noqa: S608
+            cursor.execute(f"SELECT {', '.join(COLUMNS)}, prev_hash, hash, seal FROM audit_events{where} ORDER BY seq")  # noqa: S608
             walk = walk_chain(_stream(cursor), anchors, wanted, report, start)
         finally:
             cursor.close()
@@ -151,6 +177,8 @@ def _walk_parallel(
         for problem, seq in zip(part.problems, [part.first_bad_seq] * len(part.problems), strict=True):
             report.fail(seq, problem)
         merged.hashes_at.update(walk.hashes_at)
+        if walk.last_seal is not None:
+            merged.last_seal = walk.last_seal
         if walk.last_seq:
             merged.last_seq, merged.last_hash = walk.last_seq, walk.last_hash
         if part.problems:
@@ -170,8 +198,10 @@ def walk_chain(
     report: VerifyReport,
     start: tuple[int, bytes] | None = None,
 ) -> _Walk:
-    """The hot loop of verify: locals only, one SHA-256 and one JSON encoding per event."""
+    """The hot loop of verify: locals only, one SHA-256 and one JSON encoding per event. Rows
+    are the stored columns, prev_hash, hash and seal, in that order."""
     walk = _Walk()
+    last_seal: tuple[int, bytes, bytes] | None = None
     expected, prev = start or (1, ZERO_HASH)
     count = 0
     resumed = start is not None
@@ -196,10 +226,13 @@ def walk_chain(
             break
         if seq in wanted:
             walk.hashes_at[seq] = stored
+        if row[16] is not None:
+            last_seal = (seq, stored, bytes(row[16]))
         prev, expected = stored, seq + 1
         count += 1
     report.events += count
     walk.last_seq, walk.last_hash = (expected - 1, prev) if count else (0, ZERO_HASH)
+    walk.last_seal = last_seal
     if problem is not None:
         report.fail(*problem)
     return walk

@@ -23,11 +23,15 @@ audit_app = group("audit", "The security event log.")
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the whole chain, the head, purge anchors and every signed digest. The verdict comes
-    first, always; exit 1 if anything is wrong, 2 if the check could not be recorded."""
+    """Check the whole chain, the head, purge anchors, every signed digest and the newest group
+    seal. The verdict comes first, always; exit 1 if anything is wrong, 2 if the check could not
+    be recorded."""
     with audit_only() as log:
         report = log.verify(Asker(principal()))
-    tail = f"{report.undigested} events after the last signed digest"
+    tail = (
+        f"sealed through event {report.sealed_through}; {report.undigested} events after the last signed digest "
+        "(a truncation of those alone would go unseen)"
+    )
     if report.ok:
         out.print(f"[green]audit log verified:[/] {report.events} events, {report.digests} signed digests; {tail}")
     else:

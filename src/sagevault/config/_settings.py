@@ -97,9 +97,10 @@ class Settings(BaseSettings):
     audit_database_url: str | None = None
     audit_signing_key_file: Path | None = None
     audit_digest_every: int = 1000
-    # The scheduler's audit-digest job signs the chain head this often while events follow the
-    # last digest (`serve` runs the scheduler; `sagevault jobs run audit-digest` by hand).
-    audit_digest_seconds: float = 60.0
+    # The longest an appended event waits for a signed digest: each process signs the chain head
+    # this long after the first event it appended since its last digest (and at close). The
+    # scheduler's audit-digest job (every minute, `serve`) covers what other processes left.
+    audit_digest_seconds: float = 5.0
     # Log-in throttling: "memory://" for the embedded deployment, "redis://host:6379/0" (or
     # "rediss://") shared by every node of a distributed one. Unreachable = logins refused.
     rate_limit_storage_url: str = "memory://"

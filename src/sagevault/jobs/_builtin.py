@@ -54,7 +54,7 @@ BUILTIN: list[Job] = [
     Job(
         "audit-digest",
         "sign the security log's head when events followed the last digest",
-        lambda d: timedelta(seconds=d.settings.audit_digest_seconds),
+        lambda d: timedelta(seconds=max(60.0, d.settings.audit_digest_seconds)),
         _audit_digest,
     ),
     Job(

@@ -273,6 +273,7 @@ class Scheduler:
     def _loop(self) -> None:
         due: dict[str, datetime] = {}  # when each job is next due, as last read: no read per tick
         while not self._stop.wait(self._tick):
+            self._d.audit.digest_if_stale()  # no event this process appended waits long for a signed digest
             for job in self._jobs:
                 if job.name in due and due[job.name] > self._jobs.now():
                     continue

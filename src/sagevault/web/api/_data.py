@@ -249,8 +249,9 @@ def _ndjson(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 
 @router.post("/audit/verify", tags=["audit"])
 def audit_verify(request: Request, work: AuthenticatedRead) -> VerifyOut:
-    """`sagevault audit verify`: the whole chain, its head, purge anchors and every signed
-    digest. `ok` false names the first bad sequence number. The check is itself recorded."""
+    """`sagevault audit verify`: the whole chain, its head, purge anchors, every signed digest
+    and the newest group seal. `ok` false names the first bad sequence number. The check is
+    itself recorded."""
     with work as (d, conn, who):
         d.access.core.authorize(conn, who, Scope.AUDIT_READ)
         asker = Asker(who, request.state.request_id, d.access.core.client_ip_hash(conn, who.source_ip))
@@ -266,6 +267,8 @@ def audit_verify(request: Request, work: AuthenticatedRead) -> VerifyOut:
         ok=report.ok,
         events=report.events,
         digests=report.digests,
+        sealed_through=report.sealed_through,
+        undigested=report.undigested,
         first_bad_seq=report.first_bad_seq,
         problems=report.problems,
     )

@@ -314,5 +314,7 @@ class VerifyOut(Out):
     ok: bool
     events: int = Field(ge=0)
     digests: int = Field(ge=0)
+    sealed_through: int = Field(ge=0, description="The newest event whose group seal verified.")
+    undigested: int = Field(ge=0, description="Events after the newest signed digest.")
     first_bad_seq: int | None
     problems: list[str]

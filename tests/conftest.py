@@ -11,6 +11,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from sagevault.audit import create_signing_key, migrate_audit
 from sagevault.config import Settings, load_settings
 from sagevault.crypto import InMemoryKeyProvider
 from sagevault.db import create_engine_for
-from sagevault.deployment import Deployment, init_deployment, migrate_store, open_deployment
+from sagevault.deployment import Deployment, init_deployment, migrate_store, open_deployment, service_engine
 from sagevault.identity import Principal
 
 DATA = Path(__file__).parent / "data"
@@ -135,7 +136,16 @@ def pg_url(pg_database: str, pg_schema_ddl: list[tuple[str, Any, bool]]) -> Iter
 
 @pytest.fixture
 def pg_engine(pg_url: str) -> Iterator[Engine]:
+    """The test schema as its owner (what an attacker with the owner's rights, or a migration, sees)."""
     engine = create_engine_for(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_service_engine(pg_url: str) -> Iterator[Engine]:
+    """The test schema as the service works in it: the role `sagevault_app` on every connection."""
+    engine = service_engine(pg_url)
     yield engine
     engine.dispose()
 
@@ -165,7 +175,7 @@ def deployment_at(
     brings (a clock, a password hasher, a throttle); closed after the test."""
     made: list[Deployment] = []
     # Set up before the deployments, so torn down after they are closed.
-    engine: Engine | None = request.getfixturevalue("pg_engine") if backend == "postgresql" else None
+    engine: Engine | None = request.getfixturevalue("pg_service_engine") if backend == "postgresql" else None
 
     def make(**parts: Any) -> Deployment:
         keys = InMemoryKeyProvider()
@@ -214,3 +224,18 @@ def redis_prefix() -> Iterator[str]:
     for key in client.scan_iter(f"{prefix}*"):
         client.delete(key)
     client.close()
+
+
+@contextmanager
+def audit_table_away(d: Deployment) -> Iterator[None]:
+    """The security log's table renamed away by its owner for the block (the service may not):
+    every append fails until it is back."""
+    owner = create_engine_for(d.settings.resolved_audit_database_admin_url)
+    with owner.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+    try:
+        yield
+    finally:
+        with owner.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+        owner.dispose()

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import inspect, text
 
 from sagevault.catalog import CATALOG
+from sagevault.db import create_engine_for
 from sagevault.deployment import Deployment
 from sagevault.vault import recognise
 from sagevault.vault._operations import extract
@@ -48,7 +49,8 @@ def stored_bytes(deployment: Deployment) -> bytes:
         db = Path(str(engine.url.database))
         return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
     chunks: list[bytes] = []
-    with engine.connect() as conn:
+    owner = create_engine_for(deployment.settings.resolved_database_admin_url)  # CHECKPOINT, every table
+    with owner.connect() as conn:
         for table in inspect(conn).get_table_names():
             for row in conn.execute(text(f'SELECT * FROM "{table}"')):
                 for value in row:
@@ -58,13 +60,14 @@ def stored_bytes(deployment: Deployment) -> bytes:
         files = conn.execute(
             text(
                 "SELECT pg_relation_filepath(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 't', 'i')"
+                "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 't', 'i')"
             )
         ).scalars()
         for rel in files:
             path = Path(data_dir) / rel
             with suppress(OSError):  # not readable by this user: the row scan above covers every value
                 chunks.append(path.read_bytes())
+    owner.dispose()
     return b"".join(bytes(c) for c in chunks)
 
 

@@ -29,7 +29,6 @@ from sagevault.audit import (
     DigestFile,
     Signer,
     create_signing_key,
-    migrate_audit,
     public_path,
 )
 from sagevault.config import Settings, make_private_dir
@@ -42,8 +41,8 @@ from sagevault.crypto import (
     key_provider_from_settings,
     tls_files,
 )
-from sagevault.db import MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
-from sagevault.errors import AlreadyInitialized, NotInitialized, StorageBusy
+from sagevault.db import SERVICE_ROLE, MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
+from sagevault.errors import AlreadyInitialized, ConfigError, NotInitialized, StorageBusy
 from sagevault.identity import Principal
 from sagevault.vault import TenantKeyring, Vault
 
@@ -73,8 +72,9 @@ class Deployment:
         SQLite runs with secure_delete, so freed pages are zeroed; a TRUNCATE checkpoint also
         empties the WAL, which would otherwise keep the old page images. A reader still on an
         older snapshot makes the checkpoint busy: it is retried for up to `patience` seconds,
-        then refused with an error that says to run it again. PostgreSQL: VACUUM the key table
-        so the deleted tuples are pruned from its pages.
+        then refused with an error that says to run it again. PostgreSQL: VACUUM the key table, as
+        its owner (`database_admin_url`, else `database_url`), so the deleted tuples are pruned
+        from its pages.
         """
         if is_sqlite(self.engine):
             deadline = time.monotonic() + patience
@@ -96,8 +96,16 @@ class Deployment:
                         "keys may remain in it; run the purge (or `sagevault shred` resume) again"
                     )
                 time.sleep(0.05)
-        else:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        else:  # as the owner: the service's role may not vacuum (PostgreSQL would skip the table, only warning)
+            with (
+                _owner(self.settings.resolved_database_admin_url) as owner,
+                owner.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+            ):
+                if not conn.execute(text(_OWNS_KEY_TABLE)).scalar():
+                    raise ConfigError(
+                        "the deleted keys stay in the pages of tenant_keys until its owner vacuums it: give the "
+                        "owner's URL as database_admin_url, or run VACUUM tenant_keys as the owner now"
+                    )
                 conn.execute(text("VACUUM tenant_keys"))
 
     def now(self) -> datetime:
@@ -133,7 +141,7 @@ class Deployment:
 def _audit_log(settings: Settings, audit_engine: Engine | None) -> AuditLog:
     key_file = settings.resolved_audit_signing_key_file
     signer = Signer(key_file) if key_file.exists() else None
-    engine = audit_engine or create_engine_for(settings.resolved_audit_database_url)
+    engine = audit_engine or service_engine(settings.resolved_audit_database_url)
     return AuditLog(
         engine,
         signer=signer,
@@ -156,9 +164,62 @@ class Parts(TypedDict, total=False):
     clock: Clock
 
 
+def service_engine(url: str) -> Engine:
+    """The engine the service works through: on PostgreSQL every connection takes the role
+    `sagevault_app` (rows only, no DDL, the security log append-only), whatever the login."""
+    return create_engine_for(url, role=SERVICE_ROLE)
+
+
+@contextmanager
+def _owner(url: str) -> Iterator[Engine]:
+    """An engine as the tables' owner, for migrations only, disposed after them."""
+    engine = create_engine_for(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _migrate(settings: Settings, *, behind_only: bool) -> None:
+    """The vault's database and the security log to their newest revisions, as their owner."""
+    for url, chain in (
+        (settings.resolved_database_admin_url, STORE_CHAIN),
+        (settings.resolved_audit_database_admin_url, AUDIT_CHAIN),
+    ):
+        with _owner(url) as engine:
+            migrate_if_behind(engine, chain) if behind_only else migrate(engine, chain)
+
+
+_OWNS_KEY_TABLE = (
+    "SELECT pg_has_role(current_user, tableowner, 'USAGE') FROM pg_tables "
+    "WHERE tablename = 'tenant_keys' AND schemaname = current_schema()"
+)
+
+_OWNER_POWERS = """
+SELECT has_table_privilege('audit_events', 'UPDATE') OR has_table_privilege('audit_events', 'DELETE')
+    OR has_table_privilege('audit_events', 'TRUNCATE') OR has_schema_privilege(current_schema(), 'CREATE'),
+    current_user
+"""
+
+
+def check_service_role(engine: Engine) -> None:
+    """Refuse a PostgreSQL connection that could rewrite the security log or change the schema:
+    the service works as `sagevault_app`, which can only append events and use rows."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        powerful, user = conn.execute(text(_OWNER_POWERS)).one()
+    if powerful:
+        raise ConfigError(
+            f"the service's PostgreSQL connection acts as {user}, which may change or delete security events "
+            "or create tables; connect as the role sagevault_app (or a login that can SET ROLE to it), give "
+            "the owner's URL as database_admin_url for migrations, and revoke CREATE on the schema from PUBLIC"
+        )
+
+
 def _build(settings: Settings, parts: Parts) -> Deployment:
     keys = parts.get("keys") or key_provider_from_settings(settings)
-    engine = parts.get("engine") or create_engine_for(settings.resolved_database_url)
+    engine = parts.get("engine") or service_engine(settings.resolved_database_url)
     audit = _audit_log(settings, parts.get("audit_engine"))
     keyring = TenantKeyring(keys, KeyCache(settings.key_cache_ttl_seconds))
     clock = parts.get("clock")
@@ -187,7 +248,7 @@ def init_deployment(settings: Settings, *, actor: Principal | None = None, **par
         )
     make_private_dir(data_dir)
     check_private(data_dir)  # an existing directory others can read is refused before anything is put in it
-    engine = parts.get("engine") or create_engine_for(settings.resolved_database_url)
+    engine = parts.get("engine") or service_engine(settings.resolved_database_url)
     if _has_schema(engine):
         raise AlreadyInitialized(
             f"the database {engine.url.render_as_string(hide_password=True)} already holds a SageVault "
@@ -199,9 +260,10 @@ def init_deployment(settings: Settings, *, actor: Principal | None = None, **par
         create_signing_key(settings.resolved_audit_signing_key_file)
     if settings.tls_cert_file is None and not tls_files(settings.tls_dir).key.exists():
         create_local_tls(settings.tls_dir)
-    migrate_store(engine)
+    _migrate(settings, behind_only=False)
     deployment = _build(settings, {**parts, "engine": engine})
-    migrate_audit(deployment.audit.engine)
+    check_service_role(deployment.engine)
+    check_service_role(deployment.audit.engine)
     with deployment.engine.begin() as conn:
         deployment.access.core.make_secret(conn)
     record_settings(deployment.audit, settings, actor)
@@ -220,8 +282,9 @@ def open_deployment(settings: Settings, *, actor: Principal | None = None, **par
             f"the database {deployment.engine.url.render_as_string(hide_password=True)} has no SageVault "
             "schema; run `sagevault init` first"
         )
-    migrate_if_behind(deployment.engine, STORE_CHAIN)
-    migrate_if_behind(deployment.audit.engine, AUDIT_CHAIN)
+    _migrate(settings, behind_only=True)
+    check_service_role(deployment.engine)
+    check_service_role(deployment.audit.engine)
     with deployment.engine.begin() as conn:  # a deployment from before access control gets its secret now
         deployment.access.core.make_secret(conn)
     if settings.tls_cert_file is None and not tls_files(settings.tls_dir).key.exists():

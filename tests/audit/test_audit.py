@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, make_url, text
 
-from conftest import OPERATOR, TENANT
+from conftest import OPERATOR, TENANT, audit_table_away
 from sagevault.audit import (
     Asker,
     AuditEvent,
@@ -504,16 +504,8 @@ def test_a_read_of_pii_is_refused_when_its_event_cannot_be_written(vault_tenant:
     order = next(generate_orders(1, seed=4))
     with d.engine.begin() as conn:
         d.vault.ingest(conn, TENANT, [get_orders_response([order])], principal=OPERATOR)
-    with d.audit.engine.begin() as conn:
-        conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
-    try:
-        with d.engine.begin() as conn, pytest.raises(AuditUnavailable, match="operation was refused"):
-            d.vault.reveal(
-                conn, TENANT, order["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR
-            )
-    finally:
-        with d.audit.engine.begin() as conn:
-            conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+    with audit_table_away(d), d.engine.begin() as conn, pytest.raises(AuditUnavailable, match="operation was refused"):
+        d.vault.reveal(conn, TENANT, order["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR)
     with d.engine.begin() as conn:  # and once the log is back, the same read is answered and recorded
         (f,) = d.vault.reveal(
             conn, TENANT, order["AmazonOrderId"], ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR

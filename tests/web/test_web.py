@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.responses import Response
 
-from conftest import OPERATOR, TENANT, plaintext_answer
+from conftest import OPERATOR, TENANT, audit_table_away, plaintext_answer
 from sagevault import errors
 from sagevault.access import ALL_TENANTS, RequestLimiter
 from sagevault.access._login import REFUSED
@@ -195,15 +195,10 @@ def test_reveals_are_answered_only_once_their_events_are_committed_on_each_backe
         before = _committed_reveals(api)
         assert api.client.post(url, headers=auth, json=body).status_code == 200
         assert _committed_reveals(api) == before + 1
-    with api.d.audit.engine.begin() as conn:
-        conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
-    try:
+    with audit_table_away(api.d):
         refused = api.client.post(url, headers=auth, json=body)
         assert refused.status_code == 503 and refused.json()["type"].endswith("audit-unavailable"), refused.text
         assert name not in refused.text
-    finally:
-        with api.d.audit.engine.begin() as conn:
-            conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
     assert api.client.post(url, headers=auth, json=body).json()["fields"][0]["value"] == name
     assert api.d.audit.count(name="vault:field:reveal") == 32 + 3 + 1  # the refused one was never recorded
 

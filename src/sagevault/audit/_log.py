@@ -236,17 +236,19 @@ class AuditLog:
             if last < first:
                 return 0
             anchor = self._verified_run(conn, first, last)
+            signature = self._signer.sign(anchor_message(last, anchor))
             if conn.dialect.name == "postgresql":
-                conn.execute(text("SET LOCAL sagevault.audit_purge = 'on'"))
-            conn.execute(delete(audit_events).where(audit_events.c.seq <= last))
-            conn.execute(
-                insert(audit_anchors).values(
-                    last_seq=last,
-                    hash=anchor,
-                    purged_at=_now_text(),
-                    signature=self._signer.sign(anchor_message(last, anchor)),
+                # The service role may not delete events: the owner's function does, for events
+                # past 365 days only, and stores the anchor (migration a003).
+                conn.execute(
+                    text("SELECT sagevault_audit_purge(:last, :anchor, :at, :sig)"),
+                    {"last": last, "anchor": anchor, "at": _now_text(), "sig": signature},
                 )
-            )
+            else:
+                conn.execute(delete(audit_events).where(audit_events.c.seq <= last))
+                conn.execute(
+                    insert(audit_anchors).values(last_seq=last, hash=anchor, purged_at=_now_text(), signature=signature)
+                )
         self.record(
             asker.event(
                 EventName.AUDIT_SEGMENT_PURGE,

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("var")
     database_url: str | None = None
+    # PostgreSQL: the tables' owner, for migrations only (`init`, upgrades). The service connects
+    # with `database_url` and takes the role `sagevault_app` (no DDL; the security log append-only).
+    database_admin_url: str | None = None
     key_provider: Literal["local", "aws-kms"] = "local"
     master_key_file: Path | None = None
     kms_key_id: str | None = None
@@ -95,6 +98,7 @@ class Settings(BaseSettings):
     key_cache_ttl_seconds: float = 300.0
     ingest_batch_size: int = 1000
     audit_database_url: str | None = None
+    audit_database_admin_url: str | None = None  # as database_admin_url, for a security log of its own
     audit_signing_key_file: Path | None = None
     audit_digest_every: int = 1000
     # The longest an appended event waits for a signed digest: each process signs the chain head
@@ -169,7 +173,12 @@ class Settings(BaseSettings):
         problems = [
             *(
                 database_problem(n, u)
-                for n, u in (("database_url", self.database_url), ("audit_database_url", self.audit_database_url))
+                for n, u in (
+                    ("database_url", self.database_url),
+                    ("database_admin_url", self.database_admin_url),
+                    ("audit_database_url", self.audit_database_url),
+                    ("audit_database_admin_url", self.audit_database_admin_url),
+                )
                 if u
             ),
             redis_problem("rate_limit_storage_url", self.rate_limit_storage_url),
@@ -238,6 +247,20 @@ class Settings(BaseSettings):
         if self.database_url and not self.database_url.startswith("sqlite"):
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir / 'audit.db'}"
+
+    @property
+    def resolved_database_admin_url(self) -> str:
+        """Where the migrations of the vault's database run: the owner's URL, or the service's."""
+        return self.database_admin_url or self.resolved_database_url
+
+    @property
+    def resolved_audit_database_admin_url(self) -> str:
+        """Where the security log's migrations run (the vault database's owner when they share it)."""
+        if self.audit_database_admin_url:
+            return self.audit_database_admin_url
+        if self.resolved_audit_database_url == self.resolved_database_url:
+            return self.resolved_database_admin_url
+        return self.resolved_audit_database_url
 
     @property
     def resolved_audit_signing_key_file(self) -> Path:

@@ -8,6 +8,7 @@ command, a request, a job) opened; they never commit. Each domain declares its o
 from __future__ import annotations
 
 from ._engine import (
+    SERVICE_ROLE,
     brief_write,
     bulk_insert,
     create_engine_for,
@@ -32,6 +33,7 @@ NAMING_CONVENTION = {
 
 __all__ = [
     "NAMING_CONVENTION",
+    "SERVICE_ROLE",
     "MigrationChain",
     "brief_write",
     "bulk_insert",

@@ -33,12 +33,18 @@ def is_sqlite(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "sqlite"
 
 
-def create_engine_for(url: str, **kwargs: Any) -> Engine:
+SERVICE_ROLE = "sagevault_app"  # PostgreSQL: what the running service may do (the migrations grant it)
+
+
+def create_engine_for(url: str, *, role: str | None = None, **kwargs: Any) -> Engine:
     """An engine with SageVault's connection settings.
 
     SQLite: WAL for concurrent readers, `synchronous=FULL` so a committed batch survives power
     loss, and `secure_delete` so deleted rows (shredded keys, replaced ciphertexts) are
     overwritten in the file instead of lingering on free pages.
+
+    PostgreSQL with `role`: every connection takes that role (`SET ROLE`) before its first
+    statement, so whatever the login, the service holds only the role's privileges.
     """
     # hide_parameters: a database error's message must never carry bound values.
     if url.startswith("sqlite") and ":memory:" not in url and url.rstrip("/") not in ("sqlite:", "sqlite+pysqlite:"):
@@ -49,6 +55,15 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("pool_size", 48)
         kwargs.setdefault("max_overflow", 16)
     engine = create_engine(url, hide_parameters=True, **kwargs)
+    if role is not None and engine.dialect.name == "postgresql":
+        set_role = f'SET ROLE "{role}"'
+
+        @event.listens_for(engine, "connect")
+        def _take_role(dbapi_conn: Any, _record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute(set_role)
+            dbapi_conn.commit()
+
     if engine.dialect.name == "sqlite":
         database = engine.url.database
 

@@ -38,7 +38,7 @@ from sagevault.crypto import (
     create_local_key_file,
     create_local_tls,
     held_in_process,
-    key_provider_from_settings,
+    master_keys_from_settings,
     tls_files,
 )
 from sagevault.db import SERVICE_ROLE, MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
@@ -218,7 +218,7 @@ def check_service_role(engine: Engine) -> None:
 
 
 def _build(settings: Settings, parts: Parts) -> Deployment:
-    keys = parts.get("keys") or key_provider_from_settings(settings)
+    keys = parts.get("keys") or master_keys_from_settings(settings)
     engine = parts.get("engine") or service_engine(settings.resolved_database_url)
     audit = _audit_log(settings, parts.get("audit_engine"))
     keyring = TenantKeyring(keys, KeyCache(settings.key_cache_ttl_seconds))

@@ -690,7 +690,7 @@ def test_every_vault_refusal_is_recorded_and_key_use_counts_as_activity(
         for call in (
             lambda: d.vault.list_tenants(conn, principal=viewer),
             lambda: d.vault.record_count(conn, OTHER, principal=viewer),
-            lambda: d.vault.key_status(conn, TENANT, principal=viewer),
+            lambda: d.vault.keys.status(conn, TENANT, principal=viewer),
             lambda: d.vault.shred_receipt(conn, TENANT, principal=viewer),
         ):
             with pytest.raises(AccessDenied):

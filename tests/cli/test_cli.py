@@ -114,7 +114,8 @@ def test_key_file_problems_refuse_to_start(ready: Path) -> None:
     key.chmod(0o600)
     (ready / "address.json").write_text(json.dumps(ADDRESS))
     res = run(ready, "ingest", "--tenant", "A1CLISELLER", "address.json")
-    assert res.returncode == 2 and "not the one these keys were created with" in res.stderr
+    assert res.returncode == 2 and "wrapped by master key local:" in res.stderr
+    assert "which this deployment does not hold: restore that key file" in res.stderr
     key.write_bytes(original)
     assert run(ready, "ingest", "--tenant", "A1CLISELLER", "address.json").returncode == 0
 

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,46 +56,10 @@ def test_local_key_file_is_private_and_never_overwritten(tmp_path: Path) -> None
         LocalKeyFileProvider(path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def kms_endpoint() -> Iterator[str]:
-    """moto's AWS server on 127.0.0.1: a real KMS API over HTTP, no traffic leaves the host."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("moto server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(10)
-
-
-def test_aws_kms_provider_against_a_local_kms_endpoint(kms_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("aws_test_credentials")
+def test_aws_kms_provider_against_a_local_kms_endpoint(kms_endpoint: str) -> None:
     import boto3
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
     key_id = boto3.client("kms", region_name="us-east-1", endpoint_url=kms_endpoint).create_key()["KeyMetadata"][
         "KeyId"
     ]

@@ -34,17 +34,17 @@ def test_rotation_keeps_every_record_readable_and_leaves_nothing_under_the_old_v
     d = vault_tenant
     orders = _fill(d, 25)
     with d.engine.begin() as conn:
-        target = d.vault.begin_rotation(conn, TENANT, principal=OPERATOR)
+        target = d.vault.keys.begin_rotation(conn, TENANT, principal=OPERATOR)
     assert target == 2
     # cannot retire v1 while records need it
     with d.engine.begin() as conn, pytest.raises(RotationError, match="25 records"):
-        d.vault.finish_rotation(conn, TENANT, principal=OPERATOR)
+        d.vault.keys.finish_rotation(conn, TENANT, principal=OPERATOR)
     # a write during the rotation goes under the new primary
     late = _fill(d, 1, seed=99)[0]
     moved = []
     while True:
         with d.engine.begin() as conn:
-            n = d.vault.reencrypt_batch(conn, TENANT, target, principal=OPERATOR, limit=10)
+            n = d.vault.keys.reencrypt_batch(conn, TENANT, target, principal=OPERATOR, limit=10)
         if not n:
             break
         moved.append(n)
@@ -53,7 +53,7 @@ def test_rotation_keeps_every_record_readable_and_leaves_nothing_under_the_old_v
         assert _email(d, TENANT, orders[-1]) == orders[-1]["BuyerInfo"]["BuyerEmail"]
     assert moved == [10, 10, 5]
     with d.engine.begin() as conn:
-        assert d.vault.finish_rotation(conn, TENANT, principal=OPERATOR) == [1]
+        assert d.vault.keys.finish_rotation(conn, TENANT, principal=OPERATOR) == [1]
     with d.engine.begin() as conn:
         versions = set(conn.execute(select(records.c.key_version).where(records.c.tenant_id == TENANT)).scalars())
         old = conn.execute(
@@ -67,7 +67,7 @@ def test_rotation_keeps_every_record_readable_and_leaves_nothing_under_the_old_v
         assert _email(d, TENANT, order) == order["BuyerInfo"]["BuyerEmail"]
     # a second rotation starts from v2
     with d.engine.begin() as conn:
-        assert d.vault.begin_rotation(conn, TENANT, principal=OPERATOR) == 3
+        assert d.vault.keys.begin_rotation(conn, TENANT, principal=OPERATOR) == 3
 
 
 def test_shred_makes_the_tenant_unreadable_and_unsearchable_and_spares_the_others(vault_tenant: Deployment) -> None:
@@ -94,7 +94,7 @@ def test_shred_makes_the_tenant_unreadable_and_unsearchable_and_spares_the_other
     with d.engine.begin() as conn:
         assert conn.execute(select(func.count()).where(tenant_keys.c.tenant_id == TENANT)).scalar_one() == 0
         # even with the tombstone check bypassed, no key is left to unwrap: nothing can be found
-        with pytest.raises(IntegrityError, match="no usable index key"):
+        with pytest.raises(IntegrityError, match="no primary index key"):
             d.vault._keys.blind_index(conn, TENANT)
     d.release_deleted_pages()
     haystack = stored_bytes(d)
@@ -146,17 +146,64 @@ def test_a_rotation_run_in_steps_goes_on_with_its_own_rotation_and_never_begins_
     d = vault_tenant
     _fill(d, 8)
     with d.engine.begin() as conn:
-        first = d.vault.rotate_step(conn, TENANT, principal=OPERATOR, limit=3)
+        first = d.vault.keys.rotate_step(conn, TENANT, principal=OPERATOR, limit=3)
     assert (first.primary_version, first.moved, first.remaining) == (2, 3, 5)
     with d.engine.begin() as conn:  # another client finishes it
-        other = d.vault.rotate_step(conn, TENANT, principal=OPERATOR, limit=100)
+        other = d.vault.keys.rotate_step(conn, TENANT, principal=OPERATOR, limit=100)
     assert other.complete and other.retired == [1]
     with d.engine.begin() as conn:  # the first client's next step: done, nothing begun
-        mine = d.vault.rotate_step(conn, TENANT, principal=OPERATOR, limit=3, continuing=first.primary_version)
+        mine = d.vault.keys.rotate_step(conn, TENANT, principal=OPERATOR, limit=3, continuing=first.primary_version)
     assert mine.complete and (mine.primary_version, mine.moved, mine.retired) == (2, 0, [])
     with d.engine.begin() as conn:  # another client begins the next rotation: the old run stops, loudly
-        d.vault.rotate_step(conn, TENANT, principal=OPERATOR, limit=3)
+        d.vault.keys.rotate_step(conn, TENANT, principal=OPERATOR, limit=3)
     with d.engine.begin() as conn, pytest.raises(RotationError, match="another rotation began meanwhile"):
-        d.vault.rotate_step(conn, TENANT, principal=OPERATOR, limit=3, continuing=2)
+        d.vault.keys.rotate_step(conn, TENANT, principal=OPERATOR, limit=3, continuing=2)
     rotations = [e for e in d.audit.search(name="storage:keyset:rotate") if e["operation"] == "keys rotate"]
     assert [e["counts"]["version"] for e in rotations] == [2, 2, 3]  # a begin or resume per API step only
+
+
+def _found(d: Deployment, kind: str, value: str) -> list[str]:
+    with d.engine.begin() as conn:
+        return [h.order_id for h in d.vault.search(conn, TENANT, kind, value, purpose="fulfilment", principal=OPERATOR)]
+
+
+def test_an_index_key_rotation_retokenises_in_batches_and_every_search_finds_its_records_throughout(
+    vault_tenant: Deployment,
+) -> None:
+    d = vault_tenant
+    orders = _fill(d, 12)
+    wanted = [(o["AmazonOrderId"], o["BuyerInfo"]["BuyerEmail"], o["ShippingAddress"]["Name"]) for o in orders]
+    with d.engine.begin() as conn:
+        before = dict(conn.execute(select(records.c.id, records.c.bi_email).where(records.c.tenant_id == TENANT)).all())
+        step = d.vault.keys.rotate_index_step(conn, TENANT, principal=OPERATOR, limit=5)
+    assert (step.primary_version, step.moved, step.remaining, step.retired) == (2, 5, 7, [])
+    with d.engine.begin() as conn:  # half-way: records carry tokens of either version
+        versions = dict(conn.execute(select(records.c.bi_version, func.count()).group_by(records.c.bi_version)).all())
+    assert versions == {1: 7, 2: 5}
+    for order_id, email, name in wanted:  # every record is found by email and by name, whichever key it is under
+        assert order_id in _found(d, "email", email.upper())
+        assert order_id in _found(d, "name", name)
+    _fill(d, 1, seed=9)  # a record stored mid-rotation gets tokens under the new key
+    with d.engine.begin() as conn:
+        while not step.complete:
+            step = d.vault.keys.rotate_index_step(
+                conn, TENANT, principal=OPERATOR, limit=5, continuing=step.primary_version
+            )
+        after = dict(conn.execute(select(records.c.id, records.c.bi_email).where(records.c.tenant_id == TENANT)).all())
+        status = {(k.purpose, k.version): k.status for k in d.vault.keys.status(conn, TENANT, principal=OPERATOR)}
+    assert step.retired == [1] and status[("index", 1)] == "retired" and status[("index", 2)] == "primary"
+    assert all(after[rid] != token for rid, token in before.items() if token is not None)  # new tokens everywhere
+    for order_id, email, _ in wanted:
+        assert _found(d, "email", email) == [order_id]
+    with d.engine.begin() as conn:  # the retired version's key material is gone
+        assert (
+            conn.execute(
+                select(tenant_keys.c.wrapped).where(
+                    tenant_keys.c.tenant_id == TENANT, tenant_keys.c.purpose == "index", tenant_keys.c.version == 1
+                )
+            ).scalar_one()
+            is None
+        )
+    events = [e for e in d.audit.search(name="storage:keyset:rotate") if e["operation"].startswith("index")]
+    assert {e["operation"] for e in events} == {"index rotate", "index retokenise"}
+    assert [e["operation"] for e in d.audit.search(name="storage:keyset:retire")] == ["index retire"]

@@ -79,7 +79,7 @@ def test_every_new_route_refuses_a_request_without_credentials(api: Api) -> None
             r = api.client.request(method, api.base + path, headers=headers, json=body)
             _problem(r, 401)
     with api.d.engine.connect() as conn:  # nothing was shredded or rotated by the refused requests
-        keys = api.d.vault.key_status(conn, TENANT, principal=OPERATOR)
+        keys = api.d.vault.keys.status(conn, TENANT, principal=OPERATOR)
     assert [(k.purpose, k.version, k.status) for k in keys] == [("data", 1, "primary"), ("index", 1, "primary")]
 
 
@@ -172,7 +172,7 @@ def test_rotation_over_http_moves_every_record_to_the_new_key_and_they_stay_reve
     assert all(k["created_at"].endswith("+00:00") for k in before["versions"])  # UTC, said so on every backend
     assert {(k["purpose"], k["version"], k["status"], k["records"]) for k in before["versions"]} == {
         ("data", 1, "primary", 7),
-        ("index", 1, "primary", 0),
+        ("index", 1, "primary", 7),  # records carrying tokens of the index key
     }
 
     _problem(api.client.post(f"{api.base}/tenants/{TENANT}/keys/rotation", headers=packer), 403)

@@ -115,6 +115,30 @@ class AccessCore:
             self._secret = self.keys.unwrap(bytes(wrapped), _SECRET_CONTEXT)
         return self._secret
 
+    def rewrap_secrets(self, conn: Connection) -> int:
+        """Wrap the access secret and every person's TOTP secret again with the current master
+        key, where an older one wrapped them (a master key rotation); how many were re-wrapped.
+        Needs the master key ring (`MasterKeys`), which knows the current key from the old."""
+        rewrapped = getattr(self.keys, "rewrapped", None)
+        if rewrapped is None:
+            return 0
+        done = 0
+        secret = conn.execute(select(access_state.c.secret).where(access_state.c.id == 1)).scalar_one_or_none()
+        if secret is not None and (fresh := rewrapped(bytes(secret), _SECRET_CONTEXT)) is not None:
+            conn.execute(
+                update(access_state).where(access_state.c.id == 1).values(secret=fresh, master_key_id=self.keys.key_id)
+            )
+            done += 1
+        people = conn.execute(
+            select(principals.c.id, principals.c.totp_secret).where(principals.c.totp_secret.is_not(None))
+        ).all()
+        for principal_id, wrapped in people:
+            fresh = rewrapped(bytes(wrapped), {"purpose": "totp", "principal": principal_id})
+            if fresh is not None:
+                conn.execute(update(principals).where(principals.c.id == principal_id).values(totp_secret=fresh))
+                done += 1
+        return done
+
     def keyed(self, conn: Connection, label: str, value: str) -> bytes:
         data = value.encode("utf-8", "surrogatepass")  # any str hashes; none raises
         return hmac.digest(self.ensure_secret(conn), label.encode() + b"\0" + data, "sha256")

@@ -63,6 +63,8 @@ class EventName(StrEnum):
     STORAGE_KEYSET_DESTROY = "storage:keyset:destroy"
     STORAGE_KEYSET_RETIRE = "storage:keyset:retire"
     STORAGE_KEYSET_ROTATE = "storage:keyset:rotate"
+    STORAGE_MASTERKEY_RETIRE = "storage:masterkey:retire"
+    STORAGE_MASTERKEY_ROTATE = "storage:masterkey:rotate"
     STORAGE_RECORD_PURGE = "storage:record:purge"
     VAULT_FIELD_REVEAL = "vault:field:reveal"
     VAULT_RECORD_INGEST = "vault:record:ingest"
@@ -114,8 +116,10 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.SCHEDULER_JOB_FAIL: "a scheduled job failed (its name and the error's type only)",
     EventName.STORAGE_KEYSET_CREATE: "a tenant's keys were created",
     EventName.STORAGE_KEYSET_DESTROY: "a tenant's keys were destroyed (crypto-shred)",
-    EventName.STORAGE_KEYSET_RETIRE: "old data key versions were retired and their material erased",
-    EventName.STORAGE_KEYSET_ROTATE: "a new primary data key version was made and records moved to it",
+    EventName.STORAGE_KEYSET_RETIRE: "old data or index key versions were retired and their material erased",
+    EventName.STORAGE_KEYSET_ROTATE: "a new primary data or index key version was made and records moved to it",
+    EventName.STORAGE_MASTERKEY_RETIRE: "a master key rotation ended: the old master key was destroyed",
+    EventName.STORAGE_MASTERKEY_ROTATE: "tenant keys and access secrets were re-wrapped by a new master key",
     EventName.STORAGE_RECORD_PURGE: "unreadable rows of a shredded tenant were deleted",
     EventName.VAULT_FIELD_REVEAL: "PII fields were decrypted for a purpose",
     EventName.VAULT_RECORD_INGEST: "SP-API documents were stored",

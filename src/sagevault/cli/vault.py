@@ -12,14 +12,23 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from sagevault.audit import AuditEvent, EventName
+from sagevault.crypto import (
+    MasterKeys,
+    begin_local_rotation,
+    destroy_retired_key,
+    schedule_kms_deletion,
+    swap_local_keys,
+)
 from sagevault.deployment import Deployment, init_deployment
-from sagevault.errors import PayloadError, shown
-from sagevault.vault import IngestResult, Operation, SourceDocument
+from sagevault.errors import ConfigError, PayloadError, shown
+from sagevault.identity import Principal
+from sagevault.vault import IngestResult, Operation, RotationStep, SourceDocument
 
 from ._app import app, deployment, group, heading, open_or_init, out, principal, progress, record_command, settings
 
 tenants_app = group("tenants", "Selling partners whose data the vault holds.")
-keys_app = group("keys", "Tenant key status and rotation.")
+keys_app = group("keys", "Tenant keys and the master key: status and rotation.")
 
 SAMPLE_TENANT = "A3SAMPLESELLER"
 
@@ -184,11 +193,30 @@ def keys_status(tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = 
         )
         table = Table("tenant", "key", "version", "status", "created", "records")
         for tid in ids:
-            for k in d.vault.key_status(conn, tid, principal=principal()):
+            for k in d.vault.keys.status(conn, tid, principal=principal()):
                 table.add_row(
                     tid, k.purpose, str(k.version), k.status, f"{k.created_at:%Y-%m-%d %H:%M}", str(k.records)
                 )
     out.print(table)
+
+
+def _rotate(d: Deployment, tenant: str, batch_size: int, *, index: bool) -> RotationStep:
+    """Run a data or index key rotation of `tenant` to its end, a unit of work per step."""
+    p = principal()
+    step_of = d.vault.keys.rotate_index_step if index else d.vault.keys.rotate_step
+    with d.engine.begin() as conn:  # each step is a unit of work of its own
+        step = step_of(conn, tenant, principal=p, limit=batch_size)
+    what = "re-tokenise" if index else "re-encrypt"
+    with progress() as bar:
+        task = bar.add_task(f"{what} {shown(tenant)} to v{step.primary_version}", total=step.moved + step.remaining)
+        bar.advance(task, step.moved)
+        while not step.complete:  # the same rotation: never one another client began meanwhile
+            with d.engine.begin() as conn:
+                step = step_of(conn, tenant, principal=p, limit=batch_size, continuing=step.primary_version)
+            bar.advance(task, step.moved)
+    if step.retired:
+        d.release_deleted_pages()  # the retired keys' erased pages out of the journal too
+    return step
 
 
 @keys_app.command("rotate")
@@ -198,25 +226,90 @@ def keys_rotate(
 ) -> None:
     """Add a new primary key version, re-encrypt every record in batches, retire the old version.
     Reads and writes keep working throughout; an interrupted rotation resumes when run again."""
-    p = principal()
     with deployment() as d:
-        with d.engine.begin() as conn:  # each step is a unit of work of its own
-            step = d.vault.rotate_step(conn, tenant, principal=p, limit=batch_size)
-        with progress() as bar:
-            task = bar.add_task(
-                f"re-encrypt {shown(tenant)} to v{step.primary_version}", total=step.moved + step.remaining
-            )
-            bar.advance(task, step.moved)
-            while not step.complete:  # the same rotation: never one another client began meanwhile
-                with d.engine.begin() as conn:
-                    step = d.vault.rotate_step(
-                        conn, tenant, principal=p, limit=batch_size, continuing=step.primary_version
-                    )
-                bar.advance(task, step.moved)
-        if step.retired:
-            d.release_deleted_pages()  # the retired keys' erased pages out of the journal too
+        step = _rotate(d, tenant, batch_size, index=False)
     retired_names = ", ".join(f"v{v}" for v in step.retired) or "none"
     out.print(f"[green]rotated[/] tenant {tenant}: primary key v{step.primary_version}; retired {retired_names}")
+
+
+@keys_app.command("rotate-index")
+def keys_rotate_index(
+    tenant: Annotated[str, typer.Option("--tenant", "-t")],
+    batch_size: Annotated[int, typer.Option(min=1, max=10000)] = 500,
+) -> None:
+    """Add a new blind-index key version, give every record new search tokens in batches, retire
+    the old version. Searches find every record throughout (they ask with both versions); an
+    interrupted rotation resumes when run again."""
+    with deployment() as d:
+        step = _rotate(d, tenant, batch_size, index=True)
+    retired_names = ", ".join(f"v{v}" for v in step.retired) or "none"
+    out.print(
+        f"[green]rotated[/] the index key of tenant {tenant}: primary v{step.primary_version}; retired {retired_names}"
+    )
+
+
+@keys_app.command("rotate-master")
+def keys_rotate_master(batch_size: Annotated[int, typer.Option(min=1, max=10000)] = 500) -> None:
+    """Wrap every tenant key, the access secret and every TOTP secret with a new master key, then
+    destroy the old one. Local key file: the new key is made beside the old (`.next`). AWS KMS:
+    name the new key as kms_next_key_id on every node first. Records are not re-encrypted (their
+    keys stay); an interrupted rotation resumes when run again."""
+    s = settings()
+    old_kms = s.kms_key_id
+    if s.key_provider == "aws-kms" and not s.kms_next_key_id:
+        raise ConfigError(
+            "set kms_next_key_id to the new KMS key on every node and restart them, then run this again; "
+            "when it ends, make the new key kms_key_id and remove kms_next_key_id"
+        )
+    if s.key_provider == "local" and begin_local_rotation(s):
+        out.print(f"new master key made beside the old one: {s.resolved_master_key_file}.next")
+    p = principal()
+    with deployment() as d:
+        tenant_keys, secrets = _rewrap_all(d, p, batch_size)
+        if s.key_provider == "local":
+            swap_local_keys(s)  # the new key takes the file's name; the old one waits as .retired
+            if isinstance(d.keys, MasterKeys):
+                d.keys.refresh()
+            more, more_secrets = _rewrap_all(d, p, batch_size)  # what another process wrapped meanwhile
+            tenant_keys, secrets = tenant_keys + more, secrets + more_secrets
+            destroyed = "the old key file was overwritten and deleted" if destroy_retired_key(s) else "no old key left"
+        else:
+            assert old_kms is not None
+            schedule_kms_deletion(s, old_kms)
+            destroyed = f"AWS KMS deletes the old key {old_kms} in 7 days"
+        d.audit.record(
+            AuditEvent(
+                name=EventName.STORAGE_MASTERKEY_RETIRE,
+                channel=p.channel,
+                actor=p.id,
+                operation="master retire",
+                counts={"keys": tenant_keys, "secrets": secrets},
+            )
+        )
+        current = d.keys.key_id
+    out.print(
+        f"[green]master key rotated[/] to {current}: {tenant_keys} tenant keys and {secrets} access secrets "
+        f"re-wrapped; {destroyed}"
+    )
+    if s.key_provider == "aws-kms":
+        out.print(f"now set kms_key_id = {s.kms_next_key_id} and remove kms_next_key_id on every node")
+
+
+def _rewrap_all(d: Deployment, p: Principal, batch_size: int) -> tuple[int, int]:
+    with d.engine.begin() as conn:
+        step = d.vault.keys.rewrap_step(conn, principal=p, limit=batch_size)
+    moved = step.moved
+    with progress() as bar:
+        task = bar.add_task(f"re-wrap tenant keys with {step.master_key_id}", total=step.moved + step.remaining)
+        bar.advance(task, step.moved)
+        while not step.complete:
+            with d.engine.begin() as conn:
+                step = d.vault.keys.rewrap_step(conn, principal=p, limit=batch_size)
+            moved += step.moved
+            bar.advance(task, step.moved)
+    with d.engine.begin() as conn:
+        secrets = d.access.core.rewrap_secrets(conn)
+    return moved, secrets
 
 
 @app.command()

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     key_provider: Literal["local", "aws-kms"] = "local"
     master_key_file: Path | None = None
     kms_key_id: str | None = None
+    # A master key rotation under way: the new KMS key, which wraps; `kms_key_id` still unwraps.
+    kms_next_key_id: str | None = None
     kms_endpoint_url: str | None = None
     kms_region: str = "us-east-1"
     key_cache_ttl_seconds: float = 300.0

@@ -40,9 +40,10 @@ class BlindIndex:
     """HMAC-SHA256 (RFC 2104) with the inner and outer pads of each kind's key hashed once, so a
     token costs two SHA-256 state copies instead of a full HMAC key set-up."""
 
-    __slots__ = ("_pads",)
+    __slots__ = ("_pads", "version")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, version: int = 1) -> None:
+        self.version = version  # the tenant's index key version: records say which made their tokens
         self._pads: dict[str, tuple[Any, Any]] = {}
         for kind in SEARCH_KINDS:
             sub = hmac.digest(key, b"sagevault blind index\x00" + kind.encode(), "sha256").ljust(64, b"\x00")
@@ -60,4 +61,4 @@ class BlindIndex:
         return outer.digest()[:TOKEN_BYTES]  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
-        return "BlindIndex(key=<redacted>)"
+        return f"BlindIndex(version={self.version}, key=<redacted>)"

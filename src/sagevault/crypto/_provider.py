@@ -12,7 +12,6 @@ from typing import Any, Protocol, runtime_checkable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sagevault.config import Settings
 from sagevault.errors import KeyProviderError
 
 from ._secret_files import read_secret_file, write_secret_file
@@ -141,6 +140,10 @@ class AwsKmsKeyProvider:
         self._kms_key_id = key_id
 
     @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
     def key_id(self) -> str:
         return f"aws-kms:{self._kms_key_id}"
 
@@ -163,12 +166,3 @@ class AwsKmsKeyProvider:
 
     def __repr__(self) -> str:
         return f"AwsKmsKeyProvider(key_id={self._kms_key_id!r})"
-
-
-def key_provider_from_settings(settings: Settings) -> KeyProvider:
-    if settings.key_provider == "aws-kms":
-        assert settings.kms_key_id is not None  # checked by Settings
-        return AwsKmsKeyProvider(
-            settings.kms_key_id, region=settings.kms_region, endpoint_url=settings.kms_endpoint_url
-        )
-    return LocalKeyFileProvider(settings.resolved_master_key_file)

@@ -12,6 +12,7 @@ from ._access import AccessGate, LocalOperatorGate
 from ._keyring import KeyVersionInfo, TenantKeyring
 from ._marketplaces import MARKETPLACES
 from ._operations import ORDER_ID, Operation, SourceDocument, extract, recognise
+from ._rotation import KeyLifecycle
 from ._schema import vault_metadata
 from ._service import Vault
 from ._views import (
@@ -21,6 +22,7 @@ from ._views import (
     PurgeStep,
     RecordView,
     RevealedField,
+    RewrapStep,
     RotationStep,
     SearchHit,
     ShredReceipt,
@@ -35,6 +37,7 @@ __all__ = [
     "ORDER_ID",
     "AccessGate",
     "IngestResult",
+    "KeyLifecycle",
     "KeyVersionInfo",
     "LocalOperatorGate",
     "Operation",
@@ -43,6 +46,7 @@ __all__ = [
     "PurgeStep",
     "RecordView",
     "RevealedField",
+    "RewrapStep",
     "RotationStep",
     "SearchHit",
     "ShredReceipt",

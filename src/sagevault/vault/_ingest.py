@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +37,7 @@ _RECORD_COLUMNS = (
     "purchased_at",
     "order_status",
     "key_version",
+    "bi_version",
     "pii_fields",
     "unknown_fields",
     "clear",
@@ -109,20 +110,13 @@ class DocumentStore:
         rows: list[tuple[Any, ...]] = []
         trees = self._trees
         dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-        seal, version, token = cipher.seal_values, cipher.version, index.token
+        seal, version, token, index_version = cipher.seal_values, cipher.version, index.token, index.version
         for rid, doc in zip(ids, latest.values(), strict=True):
             pii: list[PiiValue] = []
             unknown: dict[str, Any] = {}
             clear = split(doc.body, trees[doc.document], "", pii, unknown)
             plain: list[tuple[str, Any]] = [(path, value) for path, _, value in pii]
-            slots = dict.fromkeys(BLIND_INDEX_COLUMNS)
-            searchable = {(f.search, v) for _, f, v in pii if f.search is not None and type(v) is str}
-            for kind, v in searchable:  # buyer and recipient often share a name: one token
-                tok = token(kind, v)
-                for column in BLIND_INDEX_SLOTS[kind]:  # the first free slot
-                    if slots[column] is None:
-                        slots[column] = tok
-                        break
+            slots = index_slots({(f.search, v) for _, f, v in pii if f.search is not None and type(v) is str}, token)
             if unknown:
                 plain.append((UNKNOWN_PATH, unknown))
                 result.unknown_paths.update(describe_unknown_path(p) for p in unknown)
@@ -144,6 +138,7 @@ class DocumentStore:
                     doc.purchased_at,
                     doc.order_status,
                     version,
+                    index_version,
                     len(pii),
                     len(unknown),
                     clear_json,
@@ -159,6 +154,19 @@ class DocumentStore:
         result.records = len(rows)
         result.orders = len({d.order_id for d in latest.values()})
         return result
+
+
+def index_slots(searchable: Iterable[tuple[str, str]], token: Callable[[str, str], bytes]) -> dict[str, bytes | None]:
+    """The blind-index columns of a record from its searchable (kind, value) pairs: a token each,
+    in the kind's first free slot (buyer and recipient often share a name: one token)."""
+    slots: dict[str, bytes | None] = dict.fromkeys(BLIND_INDEX_COLUMNS)
+    for kind, value in searchable:
+        tok = token(kind, value)
+        for column in BLIND_INDEX_SLOTS[kind]:
+            if slots[column] is None:
+                slots[column] = tok
+                break
+    return slots
 
 
 def _delete_existing(conn: Connection, tenant_id: str, latest: dict[tuple[str, Document], SourceDocument]) -> int:

@@ -37,8 +37,9 @@ tenants = Table(
     Column("shred_receipt", JSON, nullable=True),
 )
 
-# Wrapped key material. `purpose` is "data" (AES-256-GCM, versioned) or "index" (blind-index
-# HMAC key). `wrapped` is NULL once a version is retired; every row goes on shred.
+# Wrapped key material. `purpose` is "data" (AES-256-GCM) or "index" (blind-index HMAC key), each
+# versioned and rotated on its own. `wrapped` is NULL once a version is retired; every row goes
+# on shred. `master_key_id` names the master key that wrapped it (the master key rotates too).
 tenant_keys = Table(
     "tenant_keys",
     vault_metadata,
@@ -97,6 +98,8 @@ records = Table(
     Column("purchased_at", String(40), nullable=True),
     Column("order_status", String(40), nullable=True),
     Column("key_version", Integer, nullable=False),
+    # The blind-index key version of the tokens below (the index key rotates apart from the data key).
+    Column("bi_version", Integer, nullable=False, server_default=text("1")),
     Column("pii_fields", Integer, nullable=False),
     Column("unknown_fields", Integer, nullable=False),
     Column("clear", Text, nullable=False),

@@ -18,13 +18,12 @@ from sqlalchemy.engine import Connection, Row
 
 from sagevault.audit import AuditSink, EventName
 from sagevault.catalog import CATALOG, Catalog, CatalogField, Document, Purpose, generic_path
-from sagevault.crypto import SEARCH_KINDS, FieldCipher, PiiBlob, decode_value
+from sagevault.crypto import SEARCH_KINDS, PiiBlob, decode_value
 from sagevault.db import driver_rows, one_of
 from sagevault.errors import (
     PayloadError,
     PurposeNotAllowed,
     RecordNotFound,
-    RotationError,
     TenantExists,
     TenantShredded,
     UnknownTenant,
@@ -35,9 +34,10 @@ from sagevault.identity import Principal, Scope, check_tenant_id
 from ._access import AccessGate, LocalOperatorGate
 from ._audited import audited, checked_first, gated
 from ._ingest import CHUNK, DocumentStore
-from ._keyring import KeyVersionInfo, TenantKeyring
+from ._keyring import TenantKeyring
 from ._marketplaces import region_of
 from ._operations import Operation, SourceDocument, extract, recognise
+from ._rotation import KeyLifecycle
 from ._schema import BLIND_INDEX_SLOTS, records, tenants
 from ._split import UNKNOWN_PATH, set_path
 from ._views import (
@@ -47,7 +47,6 @@ from ._views import (
     PurgeStep,
     RecordView,
     RevealedField,
-    RotationStep,
     SearchHit,
     ShredReceipt,
     Tenant,
@@ -106,6 +105,7 @@ class Vault:
             if f.pii:
                 self._pii_by_path.setdefault(f.path, []).append(f)
         self._store = DocumentStore(keyring, catalog)
+        self.keys = KeyLifecycle(keyring, audit=audit, gate=self._gate, live_tenant=self._live_tenant, catalog=catalog)
         for doc in Document:  # every searchable field of a document must have a token column
             kinds = Counter(f.search for f in catalog.fields(doc) if f.search)
             for kind, n in kinds.items():
@@ -416,101 +416,22 @@ class Vault:
             raise PurposeNotAllowed(f"purpose {purpose.value} does not allow searching by {kind}")
         self._gate.check(conn, principal, Scope.RECORDS_SEARCH, tenant_id, purpose=purpose, fields=[kind])
         self._live_tenant(conn, tenant_id)
-        token = self._keys.blind_index(conn, tenant_id).token(kind, value)
+        # A token under each live index key version (two while a rotation re-tokenises), each
+        # matched only against records that carry that version's tokens.
+        matches = [
+            and_(
+                records.c.bi_version == index.version,
+                or_(*(records.c[c] == token for c in BLIND_INDEX_SLOTS[kind])),
+            )
+            for index in self._keys.blind_indexes(conn, tenant_id)
+            for token in (index.token(kind, value),)
+        ]
         rows = conn.execute(
             select(records.c.order_id, records.c.id, records.c.document)
-            .where(records.c.tenant_id == tenant_id, or_(*(records.c[c] == token for c in BLIND_INDEX_SLOTS[kind])))
+            .where(records.c.tenant_id == tenant_id, or_(*matches))
             .order_by(records.c.order_id, records.c.document)
         ).all()
         return [SearchHit(o, r, Document(d)) for o, r, d in rows]
-
-    # --- keys -----------------------------------------------------------------------------
-
-    def key_status(self, conn: Connection, tenant_id: str, *, principal: Principal) -> list[KeyVersionInfo]:
-        gated(self, conn, principal, Scope.KEYS_READ, tenant_id, operation="key status")
-        self._live_tenant(conn, tenant_id)
-        return self._keys.status(conn, tenant_id)
-
-    @audited(EventName.STORAGE_KEYSET_ROTATE, "keys rotate", lambda v: ((), {"version": v}))
-    def begin_rotation(self, conn: Connection, tenant_id: str, *, principal: Principal) -> int:
-        """Add a new primary data key version (or resume an unfinished rotation). New writes
-        use it at once; reads of records still under the old version keep working."""
-        self._gate.check(conn, principal, Scope.KEYS_ROTATE, tenant_id)
-        self._live_tenant(conn, tenant_id)
-        return self._keys.begin_rotation(conn, tenant_id, datetime.now(UTC))
-
-    def rotation_remaining(self, conn: Connection, tenant_id: str, target_version: int, *, principal: Principal) -> int:
-        gated(self, conn, principal, Scope.KEYS_READ, tenant_id, operation="rotation remaining")
-        return int(
-            conn.execute(
-                select(func.count()).where(records.c.tenant_id == tenant_id, records.c.key_version != target_version)
-            ).scalar_one()
-        )
-
-    @audited(EventName.STORAGE_KEYSET_ROTATE, "keys reencrypt", lambda n: ((), {"records": n}))
-    def reencrypt_batch(
-        self, conn: Connection, tenant_id: str, target_version: int, *, principal: Principal, limit: int = 500
-    ) -> int:
-        """Move up to `limit` records to `target_version`; returns how many moved (0 = done)."""
-        self._gate.check(conn, principal, Scope.KEYS_ROTATE, tenant_id)
-        self._live_tenant(conn, tenant_id)
-        rows = conn.execute(
-            select(records.c.id, records.c.key_version, records.c.pii)
-            .where(records.c.tenant_id == tenant_id, records.c.key_version != target_version)
-            .limit(limit)
-        ).all()
-        if not rows:
-            return 0
-        new = self._keys.cipher(conn, tenant_id, target_version)
-        olds: dict[int, FieldCipher] = {}
-        for rid, version, blob in rows:
-            old = olds.get(version) or olds.setdefault(version, self._keys.cipher(conn, tenant_id, version))
-            plain = list(old.open(str(rid), blob).items())
-            conn.execute(
-                update(records)
-                .where(records.c.id == rid, records.c.key_version == version)
-                .values(pii=new.seal(str(rid), plain), key_version=target_version)
-            )
-        return len(rows)
-
-    @audited(EventName.STORAGE_KEYSET_RETIRE, "keys retire", lambda vs: ((), {"versions": len(vs)}))
-    def finish_rotation(self, conn: Connection, tenant_id: str, *, principal: Principal) -> list[int]:
-        """Retire the old versions (their key material is erased); fails if a record still needs one."""
-        self._gate.check(conn, principal, Scope.KEYS_ROTATE, tenant_id)
-        self._live_tenant(conn, tenant_id)
-        return self._keys.finish_rotation(conn, tenant_id, datetime.now(UTC))
-
-    def rotate_step(
-        self,
-        conn: Connection,
-        tenant_id: str,
-        *,
-        principal: Principal,
-        limit: int = 500,
-        continuing: int | None = None,
-    ) -> RotationStep:
-        """One step of a key rotation, as the CLI and the API run it: re-encrypt up to `limit`
-        records to the primary version, and once none is left retire the old versions. Without
-        `continuing`, the step begins a rotation (a new primary data key version) or resumes the
-        one under way; a call after a complete rotation begins the next one (the API's steps).
-        With `continuing=N` (the primary version an earlier step reported) it only goes on with
-        that rotation: if another client finished it meanwhile, the step reports it complete
-        instead of beginning another. Call it until `complete`."""
-        if continuing is None:
-            target = self.begin_rotation(conn, tenant_id, principal=principal)
-        else:
-            gated(self, conn, principal, Scope.KEYS_ROTATE, tenant_id, operation="keys rotate")
-            self._live_tenant(conn, tenant_id)
-            target = self._keys.primary_version(conn, tenant_id)
-            if target != continuing:
-                raise RotationError(
-                    f"tenant {shown(tenant_id)} is at key version {target}, not {continuing}: another rotation "
-                    "began meanwhile; run `sagevault keys status` and rotate again if needed"
-                )
-        moved = self.reencrypt_batch(conn, tenant_id, target, principal=principal, limit=limit)
-        remaining = self.rotation_remaining(conn, tenant_id, target, principal=principal)
-        retired = self.finish_rotation(conn, tenant_id, principal=principal) if not remaining else []
-        return RotationStep(tenant_id, target, moved, remaining, retired)
 
     # --- shred ----------------------------------------------------------------------------
 

@@ -146,3 +146,17 @@ class PurgeStep:
     tenant_id: str
     purged: int
     remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class RewrapStep:
+    """One step of a master key rotation: the master key tenant keys are moving to, how many
+    were re-wrapped in this step and how many are left."""
+
+    master_key_id: str
+    moved: int
+    remaining: int
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0

@@ -99,7 +99,7 @@ def key_status(tenant_id: TenantPath, work: AuthenticatedRead) -> KeyStatusOut:
     """The tenant's key versions (data and blind index), their state, and how many records each
     data version protects. Never the key material."""
     with work as (d, conn, who):
-        versions = d.vault.key_status(conn, tenant_id, principal=who)
+        versions = d.vault.keys.status(conn, tenant_id, principal=who)
     data = [k for k in versions if k.purpose == "data"]
     primary = next((k.version for k in data if k.status == "primary"), None)
     return KeyStatusOut.model_validate(
@@ -137,7 +137,7 @@ def rotate(
     A call after a complete rotation begins the next one."""
     with work as (d, conn, who):
         d.access.core.authorize(conn, who, Scope.KEYS_READ, tenant_id)  # the answer reports progress: a read
-        step = d.vault.rotate_step(conn, tenant_id, principal=who, limit=q.batch)
+        step = d.vault.keys.rotate_step(conn, tenant_id, principal=who, limit=q.batch)
     if step.retired:
         d.release_deleted_pages()  # the retired keys' erased pages out of the journal too
     response.status_code = 200 if step.complete else 202

@@ -429,3 +429,40 @@ def test_audit_times_past_the_last_utc_instant_are_a_400_that_says_what_to_send(
             assert f"{option} is out of range in UTC" in detail and "2026-11-01T08:00:00Z" in detail, detail
         last = api.client.get(api.base + path, headers=officer, params={"since": "9999-12-31T23:59:59+00:00"})
         assert last.status_code == 200, last.text  # the last instant itself is a time like any other
+
+
+def test_a_batch_reveal_answers_many_orders_with_an_event_each_and_lists_what_is_missing(api: Api) -> None:
+    packer, packer_id = _login(api, "pia.packer", "fulfilment", [TENANT])
+    viewer, _ = _login(api, "vic.viewer", "viewer", [TENANT])
+    orders = list(generate_orders(4, seed=31, prefix="8"))
+    _seed(api, orders)
+    url = f"{api.base}/tenants/{TENANT}/reveal"
+    asked = [o["AmazonOrderId"] for o in orders] + ["999-0000000-0000000", orders[0]["AmazonOrderId"]]
+    body = {"orders": asked, "fields": ["ShippingAddress.Name", "ShippingAddress.City"], "purpose": "fulfilment"}
+    r = api.client.post(url, headers=packer, json=body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert [o["order_id"] for o in answer["orders"]] == [o["AmazonOrderId"] for o in orders]  # asked order, once
+    assert answer["missing"] == ["999-0000000-0000000"]
+    for order, revealed in zip(orders, answer["orders"], strict=True):
+        values = {f["path"]: f["value"] for f in revealed["fields"]}
+        assert values == {
+            "ShippingAddress.Name": order["ShippingAddress"]["Name"],
+            "ShippingAddress.City": order["ShippingAddress"]["City"],
+        }
+    events = [e for e in api.d.audit.search(name="vault:field:reveal") if e["operation"] == "reveal batch"]
+    assert len(events) == 4 and all(e["actor"] == packer_id and e["counts"] == {"fields": 2} for e in events)
+    assert sorted(i for e in events for i in e["record_ids"]) == sorted(
+        f["record_id"] for o in answer["orders"] for f in o["fields"][:1]
+    )
+
+    refused = _problem(api.client.post(url, headers=viewer, json=body), 403)  # viewers see masked data only
+    assert orders[0]["ShippingAddress"]["Name"] not in json.dumps(refused)
+    _problem(
+        api.client.post(url, headers=packer, json=body | {"fields": ["BuyerInfo.BuyerTaxInfo.CompanyLegalName"]}), 403
+    )
+    _problem(api.client.post(url, headers=packer, json=body | {"orders": ["x"] * 501}), 422)
+    _problem(api.client.post(url, headers=packer, json=body | {"orders": ["not an order id"]}), 422)
+    assert len([e for e in api.d.audit.search(name="vault:field:reveal") if e["operation"] == "reveal batch"]) == 4
+    denied = [e for e in api.d.audit.search(name="access:permission:deny") if e["operation"] == "reveal batch"]
+    assert len(denied) == 2  # the viewer's and the purpose the role does not allow

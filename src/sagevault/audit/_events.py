@@ -298,3 +298,7 @@ class AuditSink(Protocol):
     it cannot be, so the caller refuses what the event describes."""
 
     def record(self, event: AuditEvent) -> int: ...
+
+    def record_many(self, events: Sequence[AuditEvent]) -> list[int]:
+        """Several events made durable together (all or none), their sequence numbers."""
+        ...

@@ -136,6 +136,7 @@ class Settings(BaseSettings):
     api_refusals_per_source: str = "120 per minute"
     api_route_rates: dict[str, str] = {
         "POST /api/v1/tenants/{tenant_id}/orders/{order_id}/reveal": "3000 per minute",
+        "POST /api/v1/tenants/{tenant_id}/reveal": "60 per minute",  # up to 500 orders each
         "POST /api/v1/tenants/{tenant_id}/search": "600 per minute",
         "GET /api/v1/audit/export": "30 per minute",
         "POST /api/v1/audit/verify": "2 per minute",

@@ -14,8 +14,9 @@ from ._marketplaces import MARKETPLACES
 from ._operations import ORDER_ID, Operation, SourceDocument, extract, recognise
 from ._rotation import KeyLifecycle
 from ._schema import vault_metadata
-from ._service import Vault
+from ._service import MAX_BATCH_REVEAL, Vault
 from ._views import (
+    BatchReveal,
     IngestResult,
     OrderSummary,
     OrderView,
@@ -33,9 +34,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 __all__ = [
     "MARKETPLACES",
+    "MAX_BATCH_REVEAL",
     "MIGRATIONS",
     "ORDER_ID",
     "AccessGate",
+    "BatchReveal",
     "IngestResult",
     "KeyLifecycle",
     "KeyVersionInfo",

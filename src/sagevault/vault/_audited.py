@@ -47,7 +47,7 @@ def audited(
         def run(self: S, conn: Connection, tenant_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
             principal = kwargs["principal"]
             assert isinstance(principal, Principal)
-            with _refusals_recorded(self, name, principal, tenant_id, operation):
+            with refusals_recorded(self, name, principal, tenant_id, operation):
                 result = method(self, conn, tenant_id, *args, **kwargs)
             ids, counts = details(result)
             self._audit.record(
@@ -77,7 +77,7 @@ def checked_first(name: EventName, operation: str) -> Callable[[Method[S, P, Non
         def run(self: S, conn: Connection, tenant_id: str, /, *args: P.args, **kwargs: P.kwargs) -> None:
             principal = kwargs["principal"]
             assert isinstance(principal, Principal)
-            with _refusals_recorded(self, name, principal, tenant_id, operation):
+            with refusals_recorded(self, name, principal, tenant_id, operation):
                 method(self, conn, tenant_id, *args, **kwargs)
 
         functools.update_wrapper(run, method)
@@ -87,9 +87,11 @@ def checked_first(name: EventName, operation: str) -> Callable[[Method[S, P, Non
 
 
 @contextmanager
-def _refusals_recorded(
+def refusals_recorded(
     service: Audited, name: EventName, principal: Principal, tenant_id: str, operation: str
 ) -> Iterator[None]:
+    """A refusal or failure of the block (not an audit error) is recorded as `name`'s
+    (access:permission:deny for an access refusal), then raised."""
     try:
         yield
     except AuditError:

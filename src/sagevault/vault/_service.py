@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
-from sagevault.audit import AuditSink, EventName
+from sagevault.audit import AuditEvent, AuditSink, EventName
 from sagevault.catalog import CATALOG, Catalog, CatalogField, Document, Purpose, generic_path
 from sagevault.crypto import SEARCH_KINDS, PiiBlob, decode_value
 from sagevault.db import driver_rows, one_of
@@ -29,10 +29,10 @@ from sagevault.errors import (
     UnknownTenant,
     shown,
 )
-from sagevault.identity import Principal, Scope, check_tenant_id
+from sagevault.identity import Principal, Scope, check_tenant_id, event_tenant
 
 from ._access import AccessGate, LocalOperatorGate
-from ._audited import audited, checked_first, gated
+from ._audited import audited, checked_first, gated, refusals_recorded
 from ._ingest import CHUNK, DocumentStore
 from ._keyring import TenantKeyring
 from ._marketplaces import region_of
@@ -41,6 +41,7 @@ from ._rotation import KeyLifecycle
 from ._schema import BLIND_INDEX_SLOTS, records, tenants
 from ._split import UNKNOWN_PATH, set_path
 from ._views import (
+    BatchReveal,
     IngestResult,
     OrderSummary,
     OrderView,
@@ -73,6 +74,9 @@ def _order_rows_query(*columns: Any) -> Select[Any]:
 
 _ORDER_ROWS = _order_rows_query(records)
 _SEALED_ROWS = _order_rows_query(records.c.id, records.c.document, records.c.pii, records.c.key_version)
+
+
+MAX_BATCH_REVEAL = 500  # orders one batch reveal may name
 
 
 class _SealedRow(NamedTuple):
@@ -367,6 +371,17 @@ class Vault:
     ) -> list[RevealedField]:
         """The plaintext of the named PII fields of one order, if the catalog allows `purpose`
         for every one of them; nothing is decrypted otherwise."""
+        by_doc = self._reveal_allowed(conn, tenant_id, fields, purpose, principal)
+        out: list[RevealedField] = []
+        for row in self._live_order_rows(conn, tenant_id, order_id, sealed=True):
+            self._open_fields(conn, tenant_id, row, by_doc, out)
+        return out
+
+    def _reveal_allowed(
+        self, conn: Connection, tenant_id: str, fields: Sequence[str], purpose: Purpose | str, principal: Principal
+    ) -> dict[Document, set[str]]:
+        """The catalog paths to reveal per document, once the catalog allows `purpose` for every
+        named field and the gate allows the reveal."""
         purpose = self._purpose(purpose)
         wanted = self._pii_fields_named(fields)
         for name, matches in wanted.items():
@@ -381,19 +396,67 @@ class Vault:
         for matches in wanted.values():
             for f in matches:
                 by_doc.setdefault(f.document, set()).add(f.path)
-        out: list[RevealedField] = []
-        for row in self._live_order_rows(conn, tenant_id, order_id, sealed=True):
-            document = Document(row.document)
-            generic = by_doc.get(document)
-            if not generic:
-                continue
-            concrete = [p for p in PiiBlob.paths(row.pii) if generic_path(p) in generic]
-            if not concrete:
-                continue
-            cipher = self._keys.cipher(conn, tenant_id, row.key_version)
-            for path, plain in cipher.open(str(row.id), row.pii, set(concrete)).items():
-                out.append(RevealedField(row.id, document, path, decode_value(plain)))
-        return out
+        return by_doc
+
+    def _open_fields(
+        self, conn: Connection, tenant_id: str, row: Any, by_doc: dict[Document, set[str]], out: list[RevealedField]
+    ) -> None:
+        """Decrypt the wanted fields of one record (`row`: id, document, pii, key_version) into `out`."""
+        document = Document(row.document)
+        generic = by_doc.get(document)
+        if not generic:
+            return
+        concrete = [p for p in PiiBlob.paths(row.pii) if generic_path(p) in generic]
+        if not concrete:
+            return
+        cipher = self._keys.cipher(conn, tenant_id, row.key_version)
+        for path, plain in cipher.open(str(row.id), row.pii, set(concrete)).items():
+            out.append(RevealedField(row.id, document, path, decode_value(plain)))
+
+    def reveal_many(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        order_ids: Sequence[str],
+        fields: Sequence[str],
+        purpose: Purpose | str,
+        *,
+        principal: Principal,
+    ) -> BatchReveal:
+        """`reveal` for many orders at once (label printing): the same checks, made once; each
+        order's reveal recorded as its own vault:field:reveal event (its record ids and field
+        count), all made durable together before any value is handed back. Orders the tenant does
+        not hold are listed as missing, not refused."""
+        with refusals_recorded(self, EventName.VAULT_FIELD_REVEAL, principal, tenant_id, "reveal batch"):
+            if len(order_ids) > MAX_BATCH_REVEAL:
+                raise PayloadError(f"reveal at most {MAX_BATCH_REVEAL} orders at once; split the batch")
+            by_doc = self._reveal_allowed(conn, tenant_id, fields, purpose, principal)
+            self._live_tenant(conn, tenant_id)
+            wanted = list(dict.fromkeys(order_ids))
+            found: dict[str, list[RevealedField]] = {}
+            for i in range(0, len(wanted), CHUNK):
+                rows = conn.execute(
+                    select(records.c.order_id, records.c.id, records.c.document, records.c.pii, records.c.key_version)
+                    .where(records.c.tenant_id == tenant_id, one_of(conn, records.c.order_id, wanted[i : i + CHUNK]))
+                    .order_by(records.c.order_id, records.c.document)
+                ).all()
+                for row in rows:
+                    self._open_fields(conn, tenant_id, row, by_doc, found.setdefault(row.order_id, []))
+        self._audit.record_many(
+            [
+                AuditEvent(
+                    name=EventName.VAULT_FIELD_REVEAL,
+                    channel=principal.channel,
+                    actor=principal.id,
+                    tenant_id=event_tenant(tenant_id),
+                    record_ids=sorted({f.record_id for f in revealed}),
+                    counts={"fields": len(revealed)},
+                    operation="reveal batch",
+                )
+                for revealed in found.values()
+            ]
+        )
+        return BatchReveal({o: found[o] for o in wanted if o in found}, [o for o in wanted if o not in found])
 
     @audited(EventName.VAULT_RECORD_SEARCH, "search", lambda hs: ([h.record_id for h in hs], {"hits": len(hs)}))
     def search(

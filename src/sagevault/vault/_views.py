@@ -160,3 +160,16 @@ class RewrapStep:
     @property
     def complete(self) -> bool:
         return self.remaining == 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReveal:
+    """A batch reveal: the revealed fields of each order found (in the order asked), and the
+    order ids the tenant does not hold."""
+
+    orders: dict[str, list[RevealedField]]
+    missing: list[str]
+
+    @property
+    def fields(self) -> int:
+        return sum(len(fs) for fs in self.orders.values())

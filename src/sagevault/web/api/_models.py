@@ -94,6 +94,16 @@ class RevealOut(Out):
     fields: list[RevealedFieldOut]
 
 
+class OrderRevealOut(Out):
+    order_id: str
+    fields: list[RevealedFieldOut]
+
+
+class BatchRevealOut(Out):
+    orders: list[OrderRevealOut]
+    missing: list[str] = Field(description="Order ids the tenant does not hold.")
+
+
 class SearchHitOut(Out):
     order_id: str
     record_id: int

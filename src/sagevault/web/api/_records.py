@@ -6,12 +6,12 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import Response
 
 from sagevault.catalog import Purpose
 from sagevault.errors import PayloadError
-from sagevault.vault import Operation, Tenant
+from sagevault.vault import MAX_BATCH_REVEAL, ORDER_ID, Operation, Tenant
 
 from .._deps import (
     API,
@@ -26,7 +26,17 @@ from .._deps import (
 )
 from .._onehop import OneHop
 from .._pagination import PageQuery
-from ._models import IngestOut, OrderOut, OrderSummaryOut, PageOf, RevealOut, SearchOut, SessionOut, TenantOut
+from ._models import (
+    BatchRevealOut,
+    IngestOut,
+    OrderOut,
+    OrderSummaryOut,
+    PageOf,
+    RevealOut,
+    SearchOut,
+    SessionOut,
+    TenantOut,
+)
 
 router = APIRouter(prefix=API)
 
@@ -59,6 +69,16 @@ class SearchBody(BaseModel):
 
 class RevealBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    fields: list[str] = Field(min_length=1, max_length=50)
+    purpose: Purpose
+
+
+OrderId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ORDER_ID)]
+
+
+class BatchRevealBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    orders: list[OrderId] = Field(min_length=1, max_length=MAX_BATCH_REVEAL, description="Order ids, 500 at most.")
     fields: list[str] = Field(min_length=1, max_length=50)
     purpose: Purpose
 
@@ -172,6 +192,30 @@ router.add_api_route(
     response_model=RevealOut,
     route_class_override=OneHop,
 )
+
+
+@router.post("/tenants/{tenant_id}/reveal", tags=["records"], response_model=BatchRevealOut)
+def reveal_batch(tenant_id: TenantPath, body: BatchRevealBody, work: AuthenticatedRead) -> Response:
+    """The named PII fields of up to 500 orders at once (label printing), for a purpose the
+    caller's role allows; each order's reveal is its own security event. Orders the tenant does
+    not hold are listed in `missing`."""
+    with work as (d, conn, who):
+        batch = d.vault.reveal_many(conn, tenant_id, body.orders, body.fields, body.purpose, principal=who)
+    return json_response(
+        {
+            "orders": [
+                {
+                    "order_id": order_id,
+                    "fields": [
+                        {"record_id": f.record_id, "document": f.document.value, "path": f.path, "value": f.value}
+                        for f in fields
+                    ],
+                }
+                for order_id, fields in batch.orders.items()
+            ],
+            "missing": batch.missing,
+        }
+    )
 
 
 @router.post("/tenants/{tenant_id}/search", tags=["records"])

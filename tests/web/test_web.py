@@ -448,8 +448,8 @@ def test_logging_out_ends_the_session_is_recorded_and_is_not_how_api_keys_end(ap
 
 
 def test_only_routes_that_write_nothing_to_the_vault_database_take_a_snapshot_read() -> None:
-    """On SQLite a snapshot-read unit of work cannot write (query_only): every GET, plus reveal,
-    search, audit verify and ingest's permission check (it stores in a transaction of its own
+    """On SQLite a snapshot-read unit of work cannot write (query_only): every GET, plus reveal (one
+    order or a batch), search, audit verify and ingest's permission check (it stores in a transaction of its own
     after parsing), and nothing else. The conformance run drives all of them, so a write
     that slipped into one would fail there."""
     snapshot = AuthenticatedRead.__metadata__[0].dependency
@@ -461,6 +461,7 @@ def test_only_routes_that_write_nothing_to_the_vault_database_take_a_snapshot_re
     gets = {("GET", r.path) for r in routes if "GET" in r.methods}
     assert marked == gets | {
         ("POST", f"{API}/tenants/{{tenant_id}}/orders/{{order_id}}/reveal"),
+        ("POST", f"{API}/tenants/{{tenant_id}}/reveal"),
         ("POST", f"{API}/tenants/{{tenant_id}}/search"),
         ("POST", f"{API}/audit/verify"),
         ("POST", f"{API}/tenants/{{tenant_id}}/documents"),

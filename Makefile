@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.installed-test-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench mutation clean
 
 # `make run` needs the package alone; the tests, linters and benchmarks also need the test extras.
 $(STAMP): pyproject.toml
@@ -34,6 +34,11 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# Mutation testing of the security checks ([tool.mutmut] in pyproject.toml; docs/mutation.md).
+mutation: $(TEST_STAMP)
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/ingest.py --orders 20000
 	$(BIN)/python bench/shred.py
@@ -42,4 +47,4 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/api.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache mutants

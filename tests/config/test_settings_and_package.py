@@ -38,6 +38,7 @@ def test_defaults_are_the_policy_numbers(tmp_path: Path) -> None:
     ("env", "message"),
     [
         ({"SAGEVAULT_POLICY__SECURITY_LOG_RETENTION_DAYS": "30"}, "security_log_retention_days=30 is unsafe"),
+        ({"SAGEVAULT_POLICY__SECURITY_LOG_RETENTION_DAYS": "364"}, "set it >= 365"),
         ({"SAGEVAULT_POLICY__PII_RETENTION_DAYS_AFTER_DELIVERY": "90"}, "set it <= 30"),
         ({"SAGEVAULT_POLICY__LOCKOUT_THRESHOLD": "50"}, "lockout_threshold=50"),
         ({"SAGEVAULT_KEY_CACHE_TTL_SECONDS": "86400"}, "at most 3600 seconds"),

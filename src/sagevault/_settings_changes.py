@@ -87,6 +87,8 @@ def record_settings(audit: AuditLog, settings: Settings, actor: Principal | None
             actor=who.id,
             fingerprint=fingerprint,
             counts=counts,
+            # the first record of a deployment's settings is not a change (the config-changed rule reads this)
+            operation="config recorded" if seen is None else "config change",
         )
     )
     _write_seen(path, {"salt": salt, "settings": current})

@@ -8,6 +8,8 @@ last ones recorded.
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,10 +21,10 @@ from typing import TypedDict, Unpack
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
-from sagevault import access, jobs, vault
+from sagevault import access, jobs, monitor, vault
 from sagevault._private_files import check_private
 from sagevault._settings_changes import record_settings
-from sagevault.access import AccessControl, AccessCore, AccessService, LoginThrottle, PasswordHasher
+from sagevault.access import AccessControl, AccessCore, AccessService, AlarmResponses, LoginThrottle, PasswordHasher
 from sagevault.audit import (
     AUDIT_CHAIN,
     AuditLog,
@@ -44,16 +46,19 @@ from sagevault.crypto import (
 from sagevault.db import SERVICE_ROLE, MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
 from sagevault.errors import AlreadyInitialized, ConfigError, NotInitialized, StorageBusy
 from sagevault.identity import Principal
+from sagevault.monitor import CanaryRegistry, LogSink, Monitor, Sink, SmtpSink, WebhookSink, load_rules
 from sagevault.vault import TenantKeyring, Vault
 
 Clock = Callable[[], datetime]
 
 # The tables of the vault's database, each domain's revisions in its own folder, one chain.
-STORE_CHAIN = MigrationChain("alembic_version", (vault.MIGRATIONS, access.MIGRATIONS, jobs.MIGRATIONS))
+STORE_CHAIN = MigrationChain(
+    "alembic_version", (vault.MIGRATIONS, access.MIGRATIONS, jobs.MIGRATIONS, monitor.MIGRATIONS)
+)
 
 
 def migrate_store(engine: Engine) -> None:
-    """Bring the vault's database (vault, access and jobs tables) to the newest migration."""
+    """Bring the vault's database (vault, access, jobs and monitor tables) to the newest migration."""
     migrate(engine, STORE_CHAIN)
 
 
@@ -65,6 +70,8 @@ class Deployment:
     audit: AuditLog
     vault: Vault
     access: AccessService
+    monitor: Monitor
+    sinks: dict[str, Sink]
 
     def release_deleted_pages(self, *, patience: float = 10.0) -> None:
         """Push deletions (shredded keys) out of the write-ahead log and free pages now.
@@ -229,7 +236,64 @@ def _build(settings: Settings, parts: Parts) -> Deployment:
         settings, keys, audit, tenants=the_vault, control=control, throttle=parts.get("throttle"), clock=clock
     )
     the_access = AccessService(core, hasher=parts.get("hasher"))
-    return Deployment(settings, engine, keys, audit, the_vault, the_access)
+    sinks = alarm_sinks(settings)
+    the_monitor = Monitor(
+        load_rules(settings.rules_dir),
+        audit=audit,
+        gate=control,
+        canaries=CanaryRegistry(settings.canary_key_file),
+        sinks=sorted(sinks),
+        responder=AlarmResponses(the_access),
+        hours=settings.policy.pii_access_hours,
+        zone=settings.policy.timezone,
+        clock=clock,
+    )
+    the_vault.hidden = the_monitor.canaries
+    return Deployment(settings, engine, keys, audit, the_vault, the_access, the_monitor, sinks)
+
+
+def _secret_file(path: Path) -> bytes:
+    """A secret kept in a file of its own (0600), made on first use."""
+    if not path.exists():
+        make_private_dir(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_hex(32).encode())
+    _refuse_loose(path)
+    return path.read_bytes().strip()
+
+
+def _refuse_loose(path: Path) -> None:
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"refusing to start: {path} holds a secret and others may read it; chmod 600 {path}")
+
+
+def alarm_sinks(settings: Settings) -> dict[str, Sink]:
+    """Where alarms go besides the alarm table: the application log always, and the webhook
+    and e-mail when they are configured."""
+    sinks: dict[str, Sink] = {"log": LogSink()}
+    if settings.alarm_webhook_url:
+        sinks["webhook"] = WebhookSink(
+            settings.alarm_webhook_url,
+            _secret_file(settings.resolved_alarm_webhook_secret_file),
+            ca_file=settings.alarm_webhook_ca_file,
+        )
+    if settings.alarm_smtp_host and settings.alarm_smtp_sender:
+        password = None
+        if settings.alarm_smtp_password_file is not None:
+            _refuse_loose(settings.alarm_smtp_password_file)
+            password = settings.alarm_smtp_password_file.read_text().strip()
+        sinks["email"] = SmtpSink(
+            settings.alarm_smtp_host,
+            settings.alarm_smtp_port,
+            security=settings.alarm_smtp_security,
+            sender=settings.alarm_smtp_sender,
+            recipients=settings.alarm_smtp_recipients,
+            ca_file=settings.alarm_smtp_ca_file,
+            username=settings.alarm_smtp_username,
+            password=password,
+        )
+    return sinks
 
 
 def _has_schema(engine: Engine) -> bool:

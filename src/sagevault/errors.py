@@ -214,3 +214,11 @@ class LimiterUnavailable(RateLimited):
 class StorageBusy(SageVaultError):
     """Storage work that must finish (emptying the write-ahead log after a shred) could not, for
     now; running it again completes it."""
+
+
+class RuleError(ConfigError):
+    """A detection rule file that cannot be used: the message names the file, the line and what is wrong."""
+
+
+class SinkError(SageVaultError):
+    """An alarm sink did not take a delivery (unreachable, refused, bad answer): the outbox retries it."""

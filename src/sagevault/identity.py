@@ -32,6 +32,8 @@ class Channel(StrEnum):
 class Scope(StrEnum):
     """Every permission SageVault checks (alphabetical)."""
 
+    ALARMS_MANAGE = "alarms:manage"
+    ALARMS_READ = "alarms:read"
     AUDIT_READ = "audit:read"
     KEYS_READ = "keys:read"
     KEYS_ROTATE = "keys:rotate"

@@ -23,6 +23,7 @@ from sagevault.errors import ConfigError
 from sagevault.identity import Channel, Principal
 from sagevault.jobs import jobs_metadata
 from sagevault.logs import configure_logging, release_logging
+from sagevault.monitor import monitor_metadata
 from sagevault.vault import vault_metadata
 
 
@@ -101,7 +102,7 @@ def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
     engine = create_engine_for(f"sqlite:///{tmp_path / 'm.db'}")
     migrate_store(engine)
     declared = MetaData()
-    for domain in (vault_metadata, access_metadata, jobs_metadata):
+    for domain in (vault_metadata, access_metadata, jobs_metadata, monitor_metadata):
         for table in domain.tables.values():
             table.to_metadata(declared)
     with engine.connect() as conn:

@@ -171,6 +171,8 @@ class AccessCore:
         source: str | None = None,
         counts: dict[str, int] | None = None,
         channel: Channel | None = None,
+        operation: str | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         actor_id = actor.id if isinstance(actor, Principal) else actor
         if channel is None:
@@ -187,6 +189,8 @@ class AccessCore:
                 tenant_id=tenant_id,
                 client_ip_hash=self.client_ip_hash(conn, source),
                 counts=counts or {},
+                operation=operation,
+                fingerprint=fingerprint,
             )
         )
 

@@ -173,6 +173,7 @@ class Grants:
             conn,
             EventName.ACCESS_GRANT_CREATE,
             actor,
+            operation=f"grant {role}",
             reason=Reason.TWO_PERSON_RULE if pending else Reason.NONE,
             tenant_id=event_tenant(tenant_ids[0]) if len(tenant_ids) == 1 else None,
         )
@@ -208,7 +209,7 @@ class Grants:
             )
         conn.execute(update(grants).where(grants.c.id == grant_id).values(status="active", approved_by=actor.id))
         core.changed(conn)
-        core.event(conn, EventName.ACCESS_GRANT_APPROVE, actor)
+        core.event(conn, EventName.ACCESS_GRANT_APPROVE, actor, operation=f"grant {g.role}")
         return self._info(conn, grant_id)
 
     def revoke(self, conn: Connection, grant_id: str, *, actor: Principal) -> None:

@@ -343,6 +343,7 @@ class Authentication:
             outcome=Outcome.DENIED,
             reason=reason,
             counts={"failures": failure.account_failures},
+            fingerprint=account_key,  # the keyed hash of the login tried: spraying counts distinct ones
             **fail,
         )
         if failure.spraying_started:

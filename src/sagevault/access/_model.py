@@ -54,8 +54,15 @@ ROLES: dict[str, Role] = {
         ),
         _role(
             "security-officer",
-            "reads the security log, checks keys, pulls the kill switches",
-            {Scope.AUDIT_READ, Scope.RECORDS_READ, Scope.KEYS_READ, Scope.KILLSWITCH_OPERATE},
+            "reads the security log, handles alarms, checks keys, pulls the kill switches",
+            {
+                Scope.AUDIT_READ,
+                Scope.ALARMS_READ,
+                Scope.ALARMS_MANAGE,
+                Scope.RECORDS_READ,
+                Scope.KEYS_READ,
+                Scope.KILLSWITCH_OPERATE,
+            },
         ),
         _role(
             "operator",

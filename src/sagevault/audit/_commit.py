@@ -336,7 +336,8 @@ class GroupCommit:
         """Stop the writer thread once what it leads is written, then release the lock file (an
         append after this opens it again). A write still under way after 10 s keeps it: closing
         under it would strand its callers."""
-        thread = self._writer_thread
+        with self._cond:  # `_want_writer` makes and starts the thread under it: never seen unstarted
+            thread = self._writer_thread
         if thread is not None:
             self._closing = True
             self._writer_wanted.set()

@@ -58,6 +58,12 @@ class EventName(StrEnum):
     AUDIT_SEGMENT_PURGE = "audit:segment:purge"
     CLI_COMMAND_FAIL = "cli:command:fail"
     CLI_COMMAND_RUN = "cli:command:run"
+    MONITOR_ALARM_ACK = "monitor:alarm:ack"
+    MONITOR_ALARM_DISMISS = "monitor:alarm:dismiss"
+    MONITOR_ALARM_RAISE = "monitor:alarm:raise"
+    MONITOR_ALARM_RESOLVE = "monitor:alarm:resolve"
+    MONITOR_CANARY_SEED = "monitor:canary:seed"
+    MONITOR_SINK_FAIL = "monitor:sink:fail"
     SCHEDULER_JOB_FAIL = "scheduler:job:fail"
     STORAGE_KEYSET_CREATE = "storage:keyset:create"
     STORAGE_KEYSET_DESTROY = "storage:keyset:destroy"
@@ -113,6 +119,12 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.AUDIT_SEGMENT_PURGE: "events older than the retention period were purged, chain anchor kept",
     EventName.CLI_COMMAND_FAIL: "an operator command failed with an error",
     EventName.CLI_COMMAND_RUN: "an operator command ran to completion",
+    EventName.MONITOR_ALARM_ACK: "an alarm was acknowledged by a person",
+    EventName.MONITOR_ALARM_DISMISS: "an alarm was closed as a false positive",
+    EventName.MONITOR_ALARM_RAISE: "a detection rule raised an alarm (rule, version and evidence in the alarm)",
+    EventName.MONITOR_ALARM_RESOLVE: "an alarm was resolved",
+    EventName.MONITOR_CANARY_SEED: "canary records were planted in a tenant",
+    EventName.MONITOR_SINK_FAIL: "an alarm could not be delivered to a sink (it is retried)",
     EventName.SCHEDULER_JOB_FAIL: "a scheduled job failed (its name and the error's type only)",
     EventName.STORAGE_KEYSET_CREATE: "a tenant's keys were created",
     EventName.STORAGE_KEYSET_DESTROY: "a tenant's keys were destroyed (crypto-shred)",
@@ -169,6 +181,7 @@ class Reason(StrEnum):
     RECOVERY_CODE = "recovery_code"
     REVOKED = "revoked"
     SESSION_ENDED = "session_ended"
+    SINK_UNAVAILABLE = "sink_unavailable"
     SELF_GRANT = "self_grant"
     SPRAYING = "spraying"
     THROTTLED = "throttled"
@@ -199,6 +212,7 @@ _REASONS: dict[type[Exception], str] = {
     errors.PayloadError: "bad_input",
     errors.KeyProviderError: "key_provider",
     errors.ConfigError: "config",
+    errors.SinkError: "sink_unavailable",
 }
 
 

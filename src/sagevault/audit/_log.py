@@ -81,6 +81,25 @@ class Export:
             after = batch[-1]["seq"]
 
 
+FOLLOW_COLUMNS = (
+    "seq",
+    "at",
+    "name",
+    "outcome",
+    "reason",
+    "actor",
+    "tenant_id",
+    "client_ip_hash",
+    "operation",
+    "fingerprint",
+    "record_ids",
+    "counts",
+)
+_FOLLOW = text(
+    f"SELECT {', '.join(FOLLOW_COLUMNS)} FROM audit_events WHERE seq > :after ORDER BY seq LIMIT :limit"  # noqa: S608
+)
+
+
 class AuditLog:
     """The one place that writes security events (see `GroupCommit` for how appends commit)."""
 
@@ -105,7 +124,8 @@ class AuditLog:
         self._undigested_since: float | None = None  # when this process appended after its last digest
         self._monotonic = monotonic
         seal = (lambda seq, head: signer.sign(seal_message(seq, head))) if signer is not None else None
-        self._commit = GroupCommit(engine, self._digest_if_due, seal)
+        self._listeners: list[Callable[[int], None]] = []
+        self._commit = GroupCommit(engine, self._after_group, seal)
 
     @property
     def transactions(self) -> int:
@@ -147,6 +167,22 @@ class AuditLog:
             yield held
         finally:
             _DEFERRED.reset(token)
+
+    def on_commit(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(seq)` after each group this process commits (the detector wakes on it;
+        it must be quick and must not raise)."""
+        self._listeners.append(listener)
+
+    def follow(self, after_seq: int, limit: int) -> list[tuple[Any, ...]]:
+        """Up to `limit` events after `after_seq`, by seq, as rows of `FOLLOW_COLUMNS` (record
+        ids and counts as their JSON text): what the detector reads, without per-row objects."""
+        with self._reading() as conn:
+            return [tuple(r) for r in conn.execute(_FOLLOW, {"after": after_seq, "limit": limit})]
+
+    def _after_group(self, seq: int) -> None:
+        for listener in self._listeners:
+            listener(seq)
+        self._digest_if_due(seq)
 
     def _digest_if_due(self, seq: int) -> None:
         """After a group's callers were told (its events are committed whatever happens here): a

@@ -16,7 +16,7 @@ import typer
 from sagevault.crypto import issue_client_certificate
 from sagevault.deployment import Deployment
 from sagevault.errors import ConfigError, SageVaultError
-from sagevault.jobs import Scheduler, default_jobs
+from sagevault.jobs import Scheduler, Watch, default_jobs
 
 from ._app import app, deployment, group, open_or_init, out, record_command, settings
 
@@ -24,10 +24,11 @@ tls_app = group("tls", "Certificates for mutual TLS.")
 
 
 def _serve_here(d: Deployment, host: str, port: int, sockets: list[socket.socket]) -> None:
-    """This process serves the API on `sockets`, with the scheduler running beside it."""
+    """This process serves the API on `sockets`, with the scheduler and the detector beside it
+    (one process of a deployment leads the detector; the others stand by)."""
     from sagevault.web import make_server
 
-    with Scheduler(d, default_jobs()).running():
+    with Scheduler(d, default_jobs()).running(), Watch(d).running():
         make_server(d, host, port).run(sockets=sockets)
 
 

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import limits
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -66,10 +69,21 @@ class PolicyProfile(BaseModel):
     amazon_notify_hours: int = 24
     critical_vuln_fix_days: int = 7
     high_vuln_fix_days: int = 30
+    # When PII may be revealed (the pii-outside-hours rule alarms outside them), in `timezone`.
+    pii_access_hours: str = "00:00-24:00"
+    timezone: str = "UTC"
 
     @model_validator(mode="after")
     def _within_policy(self) -> PolicyProfile:
         problems = []
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]|24):[0-5]\d", self.pii_access_hours) or (
+            self.pii_access_hours[6:] <= self.pii_access_hours[:5]
+        ):
+            problems.append(f"policy.pii_access_hours={self.pii_access_hours!r} must look like 08:00-20:00")
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            problems.append(f"policy.timezone={self.timezone!r} is not a time zone name such as Europe/Berlin")
         for name, (direction, limit, why) in _POLICY_LIMITS.items():
             value = getattr(self, name)
             if value <= 0 or (direction == "max" and value > limit) or (direction == "min" and value < limit):
@@ -142,6 +156,20 @@ class Settings(BaseSettings):
         "POST /api/v1/audit/verify": "2 per minute",
     }
     policy: PolicyProfile = PolicyProfile()
+    # Alarm sinks besides the alarm table and the application log (docs/monitoring.md). The
+    # webhook is HTTPS only, its bodies signed with HMAC-SHA256 under the secret file (made at
+    # first use, 0600); e-mail goes over SMTP with STARTTLS or implicit TLS, never in clear.
+    alarm_webhook_url: str | None = None
+    alarm_webhook_secret_file: Path | None = None
+    alarm_webhook_ca_file: Path | None = None
+    alarm_smtp_host: str | None = None
+    alarm_smtp_port: int = 587
+    alarm_smtp_security: Literal["starttls", "tls"] = "starttls"
+    alarm_smtp_sender: str | None = None
+    alarm_smtp_recipients: list[str] = []
+    alarm_smtp_ca_file: Path | None = None
+    alarm_smtp_username: str | None = None
+    alarm_smtp_password_file: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -186,10 +214,13 @@ class Settings(BaseSettings):
             ),
             redis_problem("rate_limit_storage_url", self.rate_limit_storage_url),
             https_problem("kms_endpoint_url", self.kms_endpoint_url) if self.kms_endpoint_url else None,
+            _webhook_problem(self.alarm_webhook_url) if self.alarm_webhook_url is not None else None,
         ]
         found = [p for p in problems if p]
         if found:
             raise ValueError("; ".join(found))
+        if self.alarm_smtp_host and not (self.alarm_smtp_sender and self.alarm_smtp_recipients):
+            raise ValueError("alarm_smtp_host needs alarm_smtp_sender and alarm_smtp_recipients (who gets the alarms)")
         if self.key_provider == "aws-kms" and not self.kms_key_id:
             raise ValueError("key_provider=aws-kms needs kms_key_id (SAGEVAULT_KMS_KEY_ID)")
         return self
@@ -297,11 +328,36 @@ class Settings(BaseSettings):
         return (path if path.is_absolute() else self.resolved_data_dir / path).resolve()
 
     @property
+    def rules_dir(self) -> Path:
+        """Rule files that replace or add to the shipped ones (`sagevault rules list` shows which)."""
+        return self.resolved_data_dir / "rules"
+
+    @property
+    def canary_key_file(self) -> Path:
+        return self.resolved_data_dir / "keys" / "canary.key"
+
+    @property
+    def resolved_alarm_webhook_secret_file(self) -> Path:
+        if self.alarm_webhook_secret_file is not None:
+            return self._in_data_dir(self.alarm_webhook_secret_file)
+        return self.resolved_data_dir / "keys" / "alarm-webhook.secret"
+
+    @property
     def resolved_master_key_file(self) -> Path:
         if self.master_key_file is not None:
             path = self.master_key_file.expanduser()
             return (path if path.is_absolute() else self.resolved_data_dir / path).resolve()
         return self.resolved_data_dir / "keys" / "master.key"
+
+
+def _webhook_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
+        return (
+            "alarm_webhook_url must be an https:// URL with a host and no user or password in it "
+            "(alarms never go in clear)"
+        )
+    return None
 
 
 def _config_file() -> Path | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from ._builtin import BUILTIN
 from ._runner import Job, JobResult, Jobs, JobState, Ran, Scheduler, leader
 from ._schema import job_runs, jobs_metadata
+from ._watch import Watch
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -31,6 +32,7 @@ __all__ = [
     "Jobs",
     "Ran",
     "Scheduler",
+    "Watch",
     "default_jobs",
     "job_runs",
     "jobs_metadata",

@@ -9,7 +9,7 @@ layer gets.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from sqlalchemy.engine import Connection
@@ -32,6 +32,14 @@ class AccessGate(Protocol):
     ) -> None:
         """Return if allowed; raise AccessDenied otherwise."""
         ...
+
+
+class HiddenRecords(Protocol):
+    """Records that are not the seller's (canaries): left out of listings and counts."""
+
+    def hidden(self, conn: Connection, tenant_id: str, record_ids: Sequence[int]) -> set[int]: ...
+
+    def count(self, conn: Connection, tenant_id: str) -> int: ...
 
 
 class LocalOperatorGate:

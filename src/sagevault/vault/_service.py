@@ -31,7 +31,7 @@ from sagevault.errors import (
 )
 from sagevault.identity import Principal, Scope, check_tenant_id, event_tenant
 
-from ._access import AccessGate, LocalOperatorGate
+from ._access import AccessGate, HiddenRecords, LocalOperatorGate
 from ._audited import audited, checked_first, gated, refusals_recorded
 from ._ingest import CHUNK, DocumentStore
 from ._keyring import TenantKeyring
@@ -109,6 +109,8 @@ class Vault:
             if f.pii:
                 self._pii_by_path.setdefault(f.path, []).append(f)
         self._store = DocumentStore(keyring, catalog)
+        # Records a seller's listing and counts leave out (the monitor's canaries), if any.
+        self.hidden: HiddenRecords | None = None
         self.keys = KeyLifecycle(keyring, audit=audit, gate=self._gate, live_tenant=self._live_tenant, catalog=catalog)
         for doc in Document:  # every searchable field of a document must have a token column
             kinds = Counter(f.search for f in catalog.fields(doc) if f.search)
@@ -157,7 +159,19 @@ class Vault:
 
     def record_count(self, conn: Connection, tenant_id: str, *, principal: Principal) -> int:
         gated(self, conn, principal, Scope.RECORDS_READ, tenant_id, operation="record count")
-        return int(conn.execute(select(func.count()).where(records.c.tenant_id == tenant_id)).scalar_one())
+        stored = int(conn.execute(select(func.count()).where(records.c.tenant_id == tenant_id)).scalar_one())
+        return stored - (self.hidden.count(conn, tenant_id) if self.hidden else 0)  # canaries are not the seller's
+
+    def record_ids_of(
+        self, conn: Connection, tenant_id: str, order_ids: Sequence[str], *, principal: Principal
+    ) -> list[int]:
+        """The record ids stored for `order_ids`, for a caller that may ingest there (what the
+        monitor registers after it planted canary orders)."""
+        self._gate.check(conn, principal, Scope.RECORDS_INGEST, tenant_id)
+        query = select(records.c.id).where(
+            records.c.tenant_id == tenant_id, one_of(conn, records.c.order_id, order_ids)
+        )
+        return [int(i) for i in conn.execute(query).scalars()]
 
     def tenant_states(self, conn: Connection, tenant_ids: Sequence[str]) -> dict[str, datetime | None]:
         """Which of `tenant_ids` exist, each with its shred time (None while live): what access
@@ -173,6 +187,21 @@ class Vault:
         (tenant_id, order_id, document) index). Ids and clear state only: no PII is read."""
         self._gate.check(conn, principal, Scope.RECORDS_READ, tenant_id)
         self._live_tenant(conn, tenant_id)
+        found: list[OrderSummary] = []
+        while len(found) < limit:  # canary records are left out; the page is filled from further on
+            want = limit - len(found)
+            page = self._order_page(conn, tenant_id, after, want)
+            if not page:
+                break
+            after = page[-1].order_id
+            hidden = self.hidden.hidden(conn, tenant_id, [i for o in page for i in o.record_ids]) if self.hidden else ()
+            found += [o for o in page if not hidden or not set(o.record_ids) <= hidden]
+            if len(page) < want:
+                break
+        return found
+
+    @staticmethod
+    def _order_page(conn: Connection, tenant_id: str, after: str | None, limit: int) -> list[OrderSummary]:
         page = select(records.c.order_id).where(records.c.tenant_id == tenant_id)
         if after is not None:
             page = page.where(records.c.order_id > after)

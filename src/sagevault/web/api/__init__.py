@@ -1,13 +1,14 @@
 """The HTTPS API's routes (FastAPI routers under /api/v1): sessions, tenants and records
 (`_records`); keys, shredding and the security log (`_data`); administration of people, keys,
-grants, allow-lists and kill switches (`_admin`). The bodies they answer are `_models`."""
+grants, allow-lists and kill switches (`_admin`); alarms and detection rules (`_monitor`).
+The bodies they answer are `_models`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import _admin, _data, _records
+from . import _admin, _data, _monitor, _records
 
-ROUTERS: tuple[APIRouter, ...] = (_records.router, _data.router, _admin.router)
+ROUTERS: tuple[APIRouter, ...] = (_records.router, _data.router, _admin.router, _monitor.router)
 
 __all__ = ["ROUTERS"]

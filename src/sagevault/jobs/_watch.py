@@ -1,0 +1,142 @@
+"""The monitor's edge: follow the security event log, evaluate, deliver alarms.
+
+`Watch.step` reads the events after the monitor's cursor (by seq, so every node's events are
+seen, once) and evaluates them in one unit of work with the alarms they raise. `Watch.deliver`
+sends what the outbox holds to the sinks, each delivery its own unit of work, a failure
+retried with backoff. `Watch.running()` does both in a thread: woken by this process's commits
+(`AuditLog.on_commit`) and polling for other processes', and only while it leads (one detector
+per deployment: a PostgreSQL advisory lock, or a lock file beside the SQLite database).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from sagevault.errors import SinkError
+from sagevault.logs import get_logger
+from sagevault.monitor import Evaluated, Seen
+
+from ._runner import leader
+
+if TYPE_CHECKING:
+    from sagevault.deployment import Deployment
+
+log = get_logger("sagevault.monitor")
+
+
+class Watch:
+    def __init__(self, d: Deployment, *, batch: int = 5000, poll: float = 0.5) -> None:
+        self.d = d
+        self.monitor = d.monitor
+        self.batch = batch
+        self.poll = poll
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._refreshed = 0.0
+        self.leading = threading.Event()  # set while this process's thread leads
+        d.audit.on_commit(lambda _seq: self._wake.set())
+
+    def step(self) -> int:
+        """Evaluate the next batch of events; how many there were."""
+        monitor = self.monitor
+        if monitor.cursor < 0:
+            with self.d.unit_of_work() as conn:
+                monitor.resume(conn)
+        if time.monotonic() - self._refreshed > 2.0:  # canaries another process planted
+            monitor.canaries.refresh(self.d.engine)
+            self._refreshed = time.monotonic()
+        rows = self.d.audit.follow(monitor.cursor, self.batch)
+        if not rows:
+            return 0
+        events = [Seen.from_row(r) for r in rows]
+        try:
+            with self.d.unit_of_work() as conn:
+                result: Evaluated = monitor.evaluate(conn, events)
+        except BaseException:
+            monitor.cursor = -1  # what the detectors hold is ahead of the database: reload it
+            raise
+        for alarm in result.raised:
+            log.warning("alarm raised", alarm=alarm.id, rule=alarm.rule, severity=alarm.severity, count=alarm.count)
+        return len(rows)
+
+    def catch_up(self) -> int:
+        """Evaluate until no event is left; how many there were."""
+        total = 0
+        while True:
+            n = self.step()
+            total += n
+            if n < self.batch:
+                return total
+
+    def deliver(self) -> int:
+        """Deliver what is due in the outbox; how many were delivered."""
+        with self.d.unit_of_work() as conn:
+            due = self.monitor.due(conn)
+        delivered = 0
+        for outbox_id, sink_name, attempts, alarm in due:
+            sink = self.d.sinks.get(sink_name)
+            try:
+                if sink is None:
+                    raise SinkError(f"sink {sink_name} is not configured any more")
+                sink.deliver(alarm.payload())
+            except SinkError as exc:
+                with self.d.unit_of_work() as conn:
+                    self.monitor.failed(conn, outbox_id, sink_name, attempts, str(exc))
+                log.warning("alarm not delivered", alarm=alarm.id, sink=sink_name, attempts=attempts + 1)
+                continue
+            with self.d.unit_of_work() as conn:
+                self.monitor.delivered(conn, outbox_id)
+            delivered += 1
+        return delivered
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with leader(self.d.engine, "monitor") as leads:
+                if not leads:
+                    self._stop.wait(2.0)
+                    continue
+                self.leading.set()
+                try:
+                    self._lead()
+                finally:
+                    self.leading.clear()
+
+    def _lead(self) -> None:
+        self.monitor.cursor = -1  # another node may have led meanwhile: start from the database
+        next_delivery = 0.0
+        while not self._stop.is_set():
+            try:
+                self.catch_up()
+                if time.monotonic() >= next_delivery:
+                    self.deliver()
+                    next_delivery = time.monotonic() + 1.0
+            except Exception as exc:  # the database or the log is away: try again shortly
+                log.error("monitor pass failed", error=type(exc).__name__)  # noqa: TRY400 (no traceback: it may hold values)
+                self._stop.wait(1.0)
+            self._wake.wait(self.poll)
+            self._wake.clear()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="sagevault-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Watch]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()

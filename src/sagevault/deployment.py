@@ -145,7 +145,7 @@ class Deployment:
         self.audit.close()
 
 
-def _audit_log(settings: Settings, audit_engine: Engine | None) -> AuditLog:
+def _audit_log(settings: Settings, audit_engine: Engine | None, clock: Clock | None = None) -> AuditLog:
     key_file = settings.resolved_audit_signing_key_file
     signer = Signer(key_file) if key_file.exists() else None
     engine = audit_engine or service_engine(settings.resolved_audit_database_url)
@@ -156,6 +156,7 @@ def _audit_log(settings: Settings, audit_engine: Engine | None) -> AuditLog:
         public_key=public_path(key_file),
         digest_every=settings.audit_digest_every,
         digest_seconds=settings.audit_digest_seconds,
+        clock=clock,
     )
 
 
@@ -169,6 +170,7 @@ class Parts(TypedDict, total=False):
     throttle: LoginThrottle
     hasher: PasswordHasher
     clock: Clock
+    event_clock: Clock  # stamps security events (tests of time rules: a reveal "at 03:00")
 
 
 def service_engine(url: str) -> Engine:
@@ -227,7 +229,7 @@ def check_service_role(engine: Engine) -> None:
 def _build(settings: Settings, parts: Parts) -> Deployment:
     keys = parts.get("keys") or master_keys_from_settings(settings)
     engine = parts.get("engine") or service_engine(settings.resolved_database_url)
-    audit = _audit_log(settings, parts.get("audit_engine"))
+    audit = _audit_log(settings, parts.get("audit_engine"), parts.get("event_clock"))
     keyring = TenantKeyring(keys, KeyCache(settings.key_cache_ttl_seconds))
     clock = parts.get("clock")
     control = AccessControl(clock)  # the vault's gate and the access service's decision: one

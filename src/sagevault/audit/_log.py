@@ -5,6 +5,7 @@ demand), each of which records its own event."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -100,6 +101,11 @@ _FOLLOW = text(
 )
 
 
+_WINDOW = text(
+    f"SELECT {', '.join(FOLLOW_COLUMNS)} FROM audit_events WHERE at >= :since AND seq <= :through ORDER BY seq"  # noqa: S608
+)
+
+
 class AuditLog:
     """The one place that writes security events (see `GroupCommit` for how appends commit)."""
 
@@ -113,8 +119,10 @@ class AuditLog:
         digest_every: int = 1000,
         digest_seconds: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.engine = engine
+        self._clock = clock  # stamps every event appended (tests: a `ManualClock`); None = the event's own time
         self._signer = signer
         self._digests = digests
         self._public_key = public_key
@@ -143,16 +151,20 @@ class AuditLog:
         if held is not None and held[0] is self:
             held[1].append(event)
             return 0
-        return self._commit.record(event)
+        return self._commit.record(self._stamped([event])[0])
+
+    def _stamped(self, events: Sequence[AuditEvent]) -> Sequence[AuditEvent]:
+        clock = self._clock
+        return events if clock is None else [dataclasses.replace(e, at=clock()) for e in events]
 
     async def record_async(self, events: Sequence[AuditEvent]) -> list[int]:
         """Append `events`, in order, and return their sequence numbers once they are committed,
         without blocking the event loop (`GroupCommit.record_async`)."""
-        return await self._commit.record_async(events)
+        return await self._commit.record_async(self._stamped(events))
 
     def record_many(self, events: Sequence[AuditEvent]) -> list[int]:
         """Append several events in one transaction (batch producers, imports, benchmarks)."""
-        return self._commit.record_many(events)
+        return self._commit.record_many(self._stamped(events))
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[list[AuditEvent]]:
@@ -178,6 +190,19 @@ class AuditLog:
         ids and counts as their JSON text): what the detector reads, without per-row objects."""
         with self._reading() as conn:
             return [tuple(r) for r in conn.execute(_FOLLOW, {"after": after_seq, "limit": limit})]
+
+    def window(self, since: datetime, through_seq: int) -> list[tuple[Any, ...]]:
+        """The events appended at or after `since` up to `through_seq`, as `follow`'s rows: what
+        the detector reads again on a restart to refill its windows."""
+        at = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self._reading() as conn:
+            return [tuple(r) for r in conn.execute(_WINDOW, {"since": at, "through": through_seq})]
+
+    def time_of(self, seq: int) -> datetime | None:
+        """When event `seq` was appended (None if there is no such event any more)."""
+        with self._reading() as conn:
+            at = conn.execute(select(audit_events.c.at).where(audit_events.c.seq == seq)).scalar()
+        return datetime.fromisoformat(at) if at else None
 
     def _after_group(self, seq: int) -> None:
         for listener in self._listeners:

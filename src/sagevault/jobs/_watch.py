@@ -14,6 +14,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sagevault.errors import SinkError
@@ -47,6 +48,7 @@ class Watch:
         if monitor.cursor < 0:
             with self.d.unit_of_work() as conn:
                 monitor.resume(conn)
+            self._warm()
         if time.monotonic() - self._refreshed > 2.0:  # canaries another process planted
             monitor.canaries.refresh(self.d.engine)
             self._refreshed = time.monotonic()
@@ -63,6 +65,16 @@ class Watch:
         for alarm in result.raised:
             log.warning("alarm raised", alarm=alarm.id, rule=alarm.rule, severity=alarm.severity, count=alarm.count)
         return len(rows)
+
+    def _warm(self) -> None:
+        """After a (re)start: read again the events of the longest window before the cursor, so
+        an attack that straddles the restart is still seen whole."""
+        cursor = self.monitor.cursor
+        last = self.d.audit.time_of(cursor) if cursor else None
+        if last is None:
+            return
+        since = last - timedelta(seconds=self.monitor.detector.horizon)
+        self.monitor.warm([Seen.from_row(r) for r in self.d.audit.window(since, cursor)])
 
     def catch_up(self) -> int:
         """Evaluate until no event is left; how many there were."""

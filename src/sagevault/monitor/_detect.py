@@ -90,6 +90,7 @@ class Firing:
     actor: str | None
     tenant: str | None
     evidence: dict[str, Any] = field(default_factory=dict)
+    last_seq: int = 0  # the event it fired on
 
 
 CanaryCheck = Callable[[str | None, Sequence[int]], list[int]]
@@ -102,17 +103,22 @@ def _value(event: Seen, name: str) -> str | None:
 class _Eval:
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
+        self.learning = True  # False while a restart refills the windows: what it sees was learned already
         self._where = list(rule.where.items())
         self._group = rule.group_by
 
     def matches(self, event: Seen) -> bool:
-        return all(_value(event, k) in allowed for k, allowed in self._where)
+        """The `where` filters hold, and the event has a value for every `group_by` field (one
+        that cannot be attributed, such as a refusal with no source address, is not counted)."""
+        return all(_value(event, k) in allowed for k, allowed in self._where) and all(
+            _value(event, k) is not None for k in self._group
+        )
 
     def key(self, event: Seen) -> str:
-        return "|".join(f"{k}={_value(event, k) or '-'}" for k in self._group) or "all"
+        return "|".join(f"{k}={_value(event, k)}" for k in self._group) or "all"
 
     def fire(self, event: Seen, key: str, seqs: list[int], events: int, **evidence: Any) -> Firing:
-        return Firing(self.rule, key, event.at, seqs, events, event.actor, event.tenant, evidence)
+        return Firing(self.rule, key, event.at, seqs, events, event.actor, event.tenant, evidence, event.seq)
 
     def see(self, event: Seen) -> Firing | None:
         raise NotImplementedError
@@ -250,7 +256,7 @@ class _Rate(_Eval):
         self.changed: set[str] = set()
 
     def _close(self, g: _Minute) -> None:
-        if g.count:
+        if g.count and self.learning:
             if g.minutes == 0:
                 g.mean, g.var = float(g.count), 0.0
             else:
@@ -387,7 +393,7 @@ class _VolumeEval(_Eval):
         )
 
     def _close(self, g: _Volume) -> None:
-        if g.total:
+        if g.total and self.learning:
             g.history = [*g.history, g.total][-self.KEEP :]
 
     def state(self) -> dict[str, dict[str, Any]]:
@@ -436,6 +442,16 @@ class Detector:
         self._seen = 0
         self.last_at = 0.0
 
+    @property
+    def horizon(self) -> float:
+        """The longest window any rule keeps, in seconds (what a restart reads again)."""
+        spans = [60.0]
+        for ev in self._evals.values():
+            window = ev.rule.params.get("window_seconds")
+            if window:
+                spans.append(float(window))
+        return max(spans)
+
     def feed(self, event: Seen) -> list[Firing]:
         self._seen += 1
         self.last_at = max(self.last_at, event.at)
@@ -450,6 +466,18 @@ class Detector:
     def sweep(self, now: float) -> None:
         for ev in self._evals.values():
             ev.sweep(now)
+
+    def refill(self, events: Iterable[Seen]) -> None:
+        """See `events` again (already evaluated before a restart) to refill the windows, without
+        learning from them twice or reporting what fires."""
+        for ev in self._evals.values():
+            ev.learning = False
+        try:
+            for event in events:
+                self.feed(event)
+        finally:
+            for ev in self._evals.values():
+                ev.learning = True
 
     def learned(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(rule, group, state) for every group whose baseline changed since the last call."""

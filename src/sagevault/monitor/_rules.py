@@ -5,6 +5,9 @@ The rules SageVault ships are in `monitor/rules/`; a file in `<data_dir>/rules/`
 a rule. A file that cannot be used is refused with its path, the line and what is wrong, and
 the service does not start on it: an unknown key, an unknown event name, a threshold that can
 never be reached, a response that does not exist.
+
+A rule counts the events it names that pass its `where` filters and have a value for each of its
+`group_by` fields (an event that names no source is not counted by a per-source rule).
 """
 
 from __future__ import annotations
@@ -134,7 +137,8 @@ def parse_rule(text: str, source: str) -> Rule:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RuleError(f"{source}: not valid TOML: {exc}") from None
+        where = "" if "line" in str(exc) else f" (line {text.rstrip(chr(10)).count(chr(10)) + 1}, the last)"
+        raise RuleError(f"{source}: not valid TOML: {exc}{where}") from None
     try:
         return _build(data, source)
     except _Problem as problem:

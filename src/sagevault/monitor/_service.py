@@ -216,6 +216,11 @@ class Monitor:
         self.cursor = int(seq)
         return self.cursor
 
+    def warm(self, rows: Sequence[Seen]) -> None:
+        """Refill the detectors' windows with events already evaluated (up to the cursor), after a
+        restart: what they raise is not raised again (it was, before the restart)."""
+        self.detector.refill(e for e in rows if e.seq <= self.cursor)
+
     def evaluate(self, conn: Connection, rows: Sequence[Seen]) -> Evaluated:
         """Run `rows` (events after the cursor, in seq order) through the rules; see the module."""
         if self.cursor < 0:
@@ -240,7 +245,7 @@ class Monitor:
                 raised.append(alarm)
             self.cursor = event.seq
         for alarm_id, (added, firing, live) in growing.items():
-            evidence = {**firing.evidence, "seqs": live.seqs, "last_seq": max(firing.seqs, default=0)}
+            evidence = {**firing.evidence, "seqs": live.seqs, "last_seq": firing.last_seq}
             done = conn.execute(
                 update(alarms)
                 .where(alarms.c.id == alarm_id, alarms.c.state.in_(_LIVE))
@@ -273,7 +278,7 @@ class Monitor:
         rule = firing.rule
         principal = firing.actor if "actor" in rule.group_by or firing.actor else None
         responses = [self._respond(conn, r, principal, firing.tenant) for r in rule.responses]
-        evidence = {**firing.evidence, "seqs": firing.seqs[:EVIDENCE_SEQS], "last_seq": max(firing.seqs, default=0)}
+        evidence = {**firing.evidence, "seqs": firing.seqs[:EVIDENCE_SEQS], "last_seq": firing.last_seq}
         at = _when(firing.at)
         alarm_id = conn.execute(
             insert(alarms).values(

@@ -188,6 +188,11 @@ def _free_port() -> int:
 def served_api(settings: Settings, clock: ManualClock) -> Iterator[Api]:
     """The same deployment's API served over TLS by uvicorn on a free port of 127.0.0.1."""
     d = init_deployment(settings, keys=InMemoryKeyProvider(), hasher=fast_password_hashing(), clock=clock)
+    yield from served(d, settings, clock)
+
+
+def served(d: Deployment, settings: Settings, clock: ManualClock) -> Iterator[Api]:
+    """Serve deployment `d` (prepared as `api`'s is) over TLS on a free port; closed afterwards."""
     try:
         people, admin, order_id = _prepared(d, clock)
         port = _free_port()

@@ -14,7 +14,7 @@ from sagevault.catalog import Purpose
 from sagevault.identity import Scope
 
 # Scopes that act on no particular tenant: a grant must cover every tenant ("*") to give them.
-DEPLOYMENT_SCOPES = frozenset({Scope.USERS_ADMIN, Scope.AUDIT_READ})
+DEPLOYMENT_SCOPES = frozenset({Scope.USERS_ADMIN, Scope.AUDIT_READ, Scope.ALARMS_READ, Scope.ALARMS_MANAGE})
 
 # Scopes that decrypt PII: they need a purpose the role allows (and the catalog, per field).
 PURPOSE_SCOPES = frozenset({Scope.PII_REVEAL, Scope.PII_EXPORT, Scope.RECORDS_SEARCH})

@@ -100,13 +100,16 @@ def test_serve_with_workers_runs_that_many_processes_on_the_port_and_stops_them_
         for _ in range(6):  # new connections, spread by the kernel; every one answered over TLS
             with httpx.Client(verify=client_context(ca), timeout=10) as client:
                 assert client.get(f"https://127.0.0.1:{port}/api/v1/tenants").status_code == 401
-        workers = _children(proc.pid)
-        assert len(workers) == 2
+        workers = _children(proc.pid)  # the two servers and the detector (`monitor run`) beside them
+        roles = sorted(
+            "detector" if b"monitor" in Path(f"/proc/{w}/cmdline").read_bytes() else "server" for w in workers
+        )
+        assert roles == ["detector", "server", "server"]
     finally:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     assert "Traceback" not in stderr, stderr
-    assert not [w for w in workers if Path(f"/proc/{w}").exists()], "a worker outlived the server"
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()], "a worker or the detector outlived the server"
 
 
 def test_several_workers_with_per_process_rate_counters_are_refused(tmp_path: Path) -> None:

@@ -189,10 +189,12 @@ def canary_seed(
 @monitor_app.command("run")
 def monitor_run(
     once: Annotated[bool, typer.Option("--once", help="Evaluate what is there and deliver, then stop.")] = False,
+    poll: Annotated[float, typer.Option(min=0.05, max=10, help="Seconds between looks at the log.")] = 0.5,
 ) -> None:
-    """Follow the security event log and raise alarms (what `serve` does in the background)."""
+    """Follow the security event log and raise alarms (`serve` runs this beside the server). One
+    process per deployment leads; others started stand by and take over when it stops."""
     with deployment() as d:
-        watch = Watch(d)
+        watch = Watch(d, poll=poll)
         if once:
             n = watch.catch_up()
             sent = watch.deliver()

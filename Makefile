@@ -43,6 +43,7 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/ingest.py --orders 20000
 	$(BIN)/python bench/shred.py
 	$(BIN)/python bench/audit.py --events 20000
+	$(BIN)/python bench/detect.py --events 50000
 	$(BIN)/python bench/authz.py
 	$(BIN)/python bench/api.py
 

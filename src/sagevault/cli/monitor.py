@@ -131,6 +131,9 @@ def alarms_list(
     if as_json:
         _print_json([a.payload() for a in found])
         return
+    if not found:
+        out.print(f"no {state or ''} alarms".replace("  ", " ") + "; `sagevault rules list` shows what is watched")
+        return
     table = Table("id", "rule", "v", "clause", "severity", "state", "first", "events", "principal", "tenant")
     for a in found:
         table.add_row(*_alarm_row(a))

@@ -98,6 +98,8 @@ def test_alarms_over_https_need_their_own_scopes_and_each_change_is_recorded(api
 
     Watch(api.d).catch_up()
     assert api.client.get(f"{api.base}/alarms", headers=packer_h).status_code == 403
+    refused = list(api.d.audit.search(actor=api._people["pia.packer"].id, name="access:permission:deny"))
+    assert refused[-1]["operation"] == "alarms list"  # a refusal of the alarm API is a security event too
     page = api.client.get(f"{api.base}/alarms", headers=officer_h, params={"state": "open"})
     assert page.status_code == 200, page.text
     [alarm] = page.json()["items"]

@@ -271,6 +271,18 @@ def test_a_rule_with_responses_disables_the_principal_and_engages_the_kill_switc
             "feed itself",
         ),
         (
+            'id = "typo-where"\nkind = "event"\nversion = 1\ntitle = "t"\nclause = "4"\nseverity = "high"\n'
+            'events = ["audit:log:verify"]\nwhere = { outcome = ["denid"] }\n',
+            8,
+            "where.outcome = 'denid' is not one of",
+        ),
+        (
+            'id = "long"\nkind = "event"\nversion = 1\ntitle = "' + "t" * 201 + '"\nclause = "4"\nseverity = "high"\n'
+            'events = ["audit:log:verify"]\n',
+            4,
+            "title must be one line of at most 200",
+        ),
+        (
             'id = "resp"\nkind = "event"\nversion = 1\ntitle = "t"\nclause = "4"\nseverity = "high"\n'
             'events = ["admin:config:change"]\nresponses = ["reboot"]\n',
             8,
@@ -298,3 +310,25 @@ def test_the_deployment_does_not_open_on_a_bad_rule_file(
     _private(rules_dir / "broken.toml", 'id = "broken"\nkind = "nonsense"\n')
     with pytest.raises(ConfigError, match=r"broken.toml line 2: kind must be one of"):
         deployment_at()
+
+
+def test_an_ipv6_source_is_one_source_across_its_64_as_the_throttle_counts_it(deployment: Deployment) -> None:
+    with deployment.unit_of_work(read_only=True) as conn:
+        core = deployment.access.core
+        one, same, other = (
+            core.client_ip_hash(conn, a) for a in ("2001:db8::1", "2001:db8::ffff:1", "2001:db8:0:1::1")
+        )
+        assert one == same != other and core.client_ip_hash(conn, "203.0.113.7") != core.client_ip_hash(
+            conn, "203.0.113.8"
+        )
+
+
+def test_nobody_closes_an_alarm_about_themselves(deployment: Deployment) -> None:
+    d = deployment
+    d.audit.record_many([_deny(OPERATOR.id) for _ in range(20)])
+    Watch(d).catch_up()
+    [alarm] = _alarms(d)
+    with d.unit_of_work() as conn, pytest.raises(AccessDenied, match="somebody else"):
+        d.monitor.change(conn, alarm.id, "false_positive", principal=OPERATOR)
+    with d.unit_of_work() as conn:
+        assert d.monitor.change(conn, alarm.id, "acknowledged", principal=OPERATOR).state == "acknowledged"

@@ -17,10 +17,10 @@ from sagevault.audit import AuditEvent, EventName, Outcome, Reason
 from sagevault.config import Settings
 from sagevault.crypto import InMemoryKeyProvider, TlsFiles, create_local_tls
 from sagevault.deployment import Deployment, init_deployment, open_deployment
-from sagevault.errors import ConfigError
+from sagevault.errors import ConfigError, Conflict
 from sagevault.identity import Channel
 from sagevault.jobs import Watch
-from sagevault.monitor import verify_webhook
+from sagevault.monitor import MemorySink, verify_webhook
 from sagevault.testing import ManualClock, fast_password_hashing
 
 
@@ -123,3 +123,40 @@ def test_a_webhook_that_is_not_https_is_refused_and_the_secret_file_must_be_priv
     secret.chmod(0o644)
     with pytest.raises(ConfigError, match=r"alarm-webhook\.secret is open to other accounts"):
         open_deployment(configured, keys=keys)
+
+
+def test_a_sink_that_fails_in_an_unexpected_way_holds_up_no_other_delivery(deployment: Deployment) -> None:
+    d = deployment
+    broken, fine = MemorySink("broken"), MemorySink("fine")
+    broken.broken = UnicodeError  # what a setting that only fails when used raises (an IDNA host, a password)
+    d.sinks.update(broken=broken, fine=fine)
+    d.monitor.sinks = ("broken", "fine")
+    for actor in ("svc-one", "svc-two"):
+        _attack(d, actor)
+    watch = Watch(d)
+    watch.catch_up()
+    assert watch.deliver() == 2 and [a["principal"] for a in fine.delivered] == ["svc-one", "svc-two"]
+    failed = list(d.audit.search(name=EventName.MONITOR_SINK_FAIL.value))
+    assert [e["operation"] for e in failed] == ["sink broken", "sink broken"]
+    with d.unit_of_work(read_only=True) as conn:
+        assert d.monitor.pending(conn) == 2  # kept for the broken sink, retried
+
+
+def test_a_second_detector_cannot_evaluate_what_the_first_did(deployment: Deployment) -> None:
+    """Two detectors on one deployment (a `monitor run --once` beside `serve`'s): the cursor moves
+    only from where each read it, so an attack is raised once."""
+    d = deployment
+    first, second = Watch(d), Watch(d)
+    first.catch_up()
+    _attack(d, "svc-one")
+    other = type(d.monitor)(
+        list(d.monitor.rules.values()), audit=d.audit, gate=d.access.control, canaries=d.monitor.canaries
+    )
+    with d.unit_of_work() as conn:
+        other.resume(conn)
+    second.monitor = other
+    assert first.catch_up() == 20
+    with pytest.raises(Conflict, match="another detector"):
+        second.catch_up()
+    with d.unit_of_work(read_only=True) as conn:
+        assert [a.principal for a in d.monitor.list_alarms(conn, principal=OPERATOR)] == ["svc-one"]

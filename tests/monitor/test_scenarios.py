@@ -179,6 +179,7 @@ def test_password_spraying_over_twenty_accounts_raises_the_spraying_alarm(serve_
     assert (alarm.severity, alarm.rule_version) == ("critical", 1)
     assert alarm.evidence["distinct"] == "fingerprint" and alarm.evidence["distinct_values"] >= 8
     assert alarm.count >= 8 and _alarms(api.d, "login-brute-force") == []
+    assert alarm.principal is None  # a per-source rule names no account (a response must not hit the target)
 
 
 def test_a_reveal_at_three_in_the_morning_when_eight_to_eight_is_allowed_raises_the_schedule_alarm(

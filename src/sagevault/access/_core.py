@@ -144,7 +144,16 @@ class AccessCore:
         return hmac.digest(self.ensure_secret(conn), label.encode() + b"\0" + data, "sha256")
 
     def client_ip_hash(self, conn: Connection, address: str | None) -> str | None:
-        return self.keyed(conn, "ip", address).hex()[:32] if address else None
+        """The keyed hash that names a source in security events: its address, or its /64 for
+        IPv6 (as the throttle counts it: a host rotating through its /64 is one source)."""
+        if not address:
+            return None
+        try:
+            parsed = parse_address(address)
+        except (ValueError, SageVaultError):
+            return self.keyed(conn, "ip", address).hex()[:32]
+        counted = str(ipaddress.ip_network(f"{parsed}/64", strict=False)) if parsed.version == 6 else str(parsed)
+        return self.keyed(conn, "ip", counted).hex()[:32]
 
     def client_address(self, peer: str, forwarded_for: str | None = None) -> str:
         """The request's source address, believing X-Forwarded-For only from trusted proxies."""

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from sagevault.errors import PayloadError, RecordNotFound
-from sagevault.jobs import Watch
+from sagevault.jobs import Watch, leader
 from sagevault.monitor import Alarm, Detector, Seen, fake_orders, load_rules
 
 from ._app import deployment, group, out, principal, settings
@@ -199,8 +199,12 @@ def monitor_run(
     with deployment() as d:
         watch = Watch(d, poll=poll)
         if once:
-            n = watch.catch_up()
-            sent = watch.deliver()
+            with leader(d.engine, "monitor") as leads:
+                if not leads:
+                    out.print("another detector leads this deployment (serve runs one); nothing done")
+                    return
+                n = watch.catch_up()
+                sent = watch.deliver()
             out.print(f"{n} events evaluated, {sent} alarm deliveries made")
             return
         out.print("following the security event log; Ctrl-C stops")

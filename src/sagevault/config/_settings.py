@@ -352,6 +352,10 @@ class Settings(BaseSettings):
 
 def _webhook_problem(url: str) -> str | None:
     parts = urlsplit(url)
+    try:
+        (parts.hostname or "").encode("idna")
+    except UnicodeError:
+        return "alarm_webhook_url has a host name that is not valid (an empty or over-long label); fix the URL"
     if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
         return (
             "alarm_webhook_url must be an https:// URL with a host and no user or password in it "

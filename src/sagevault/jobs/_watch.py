@@ -96,9 +96,10 @@ class Watch:
                 if sink is None:
                     raise SinkError(f"sink {sink_name} is not configured any more")
                 sink.deliver(alarm.payload())
-            except SinkError as exc:
+            except Exception as exc:  # any failure of one delivery: retried, counted, the others go on
+                cause = str(exc) if isinstance(exc, SinkError) else f"{sink_name} failed ({type(exc).__name__})"
                 with self.d.unit_of_work() as conn:
-                    self.monitor.failed(conn, outbox_id, sink_name, attempts, str(exc))
+                    self.monitor.failed(conn, outbox_id, sink_name, attempts, cause)
                 log.warning("alarm not delivered", alarm=alarm.id, sink=sink_name, attempts=attempts + 1)
                 continue
             with self.d.unit_of_work() as conn:

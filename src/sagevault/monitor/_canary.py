@@ -150,6 +150,11 @@ class CanaryRegistry:
     def _secret(self) -> bytes:
         if self._key is None:
             if not self._key_file.exists():
+                if self._loaded > 0:  # a new key would match none of them: canaries would go blind
+                    raise ConfigError(
+                        f"{self._key_file} is missing while {self._loaded} canary records are registered; "
+                        "restore it from the backup of the keys directory"
+                    )
                 create_canary_key(self._key_file)
             if self._key_file.stat().st_mode & 0o077:
                 raise ConfigError(f"{self._key_file} may be read by others; chmod 600 it")
@@ -160,6 +165,7 @@ class CanaryRegistry:
         return hmac.new(self._secret(), f"{tenant_id}/{record_id}".encode(), hashlib.sha256).hexdigest()
 
     def register(self, conn: Connection, tenant_id: str, record_ids: Sequence[int]) -> int:
+        self.refresh_from(conn)
         tokens = [self.token(tenant_id, r) for r in record_ids]
         new = [t for t in tokens if t not in self._tokens]
         if new:

@@ -19,7 +19,11 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+from sagevault.logs import get_logger
+
 from ._rules import Kind, Rule, parse_hours
+
+_log = get_logger("sagevault.monitor")
 
 EVIDENCE_SEQS = 20  # event sequence numbers an alarm keeps as evidence (the first ones seen)
 
@@ -441,6 +445,7 @@ class Detector:
                 self._by_name.setdefault(name.value, []).append(ev)
         self._seen = 0
         self.last_at = 0.0
+        self.failures: dict[str, int] = {}  # rule id -> events it failed on
 
     @property
     def horizon(self) -> float:
@@ -459,7 +464,13 @@ class Detector:
             self.sweep(event.at)
         fired = []
         for ev in self._by_name.get(event.name, ()):
-            if ev.matches(event) and (firing := ev.see(event)) is not None:
+            try:
+                firing = ev.see(event) if ev.matches(event) else None
+            except Exception as exc:  # one rule's failure must not blind the others
+                self.failures[ev.rule.id] = self.failures.get(ev.rule.id, 0) + 1
+                _log.error("rule failed on an event", rule=ev.rule.id, seq=event.seq, error=type(exc).__name__)
+                continue
+            if firing is not None:
                 fired.append(firing)
         return fired
 

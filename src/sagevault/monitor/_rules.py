@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sagevault.audit import EventName
+from sagevault.audit import EventName, Outcome, Reason
 from sagevault.errors import RuleError
 
 
@@ -52,6 +52,12 @@ class Response(StrEnum):
 FIELDS = ("actor", "tenant", "source", "name", "operation", "outcome", "reason", "fingerprint")
 MEASURES = {"fields": "PII fields revealed", "records": "records read, found or revealed"}
 _ID = re.compile(r"[a-z][a-z0-9-]{1,62}[a-z0-9]")
+# Fields whose values come from a closed list: a `where` on another value is refused.
+_CLOSED: dict[str, frozenset[str]] = {
+    "outcome": frozenset(o.value for o in Outcome),
+    "reason": frozenset(r.value for r in Reason),
+    "name": frozenset(e.value for e in EventName),
+}
 _CLAUSE = re.compile(r"\d{1,2}(\.\d{1,2}){0,2}")
 
 _COMMON = {"id", "version", "title", "clause", "severity", "kind", "events", "enabled", "description"}
@@ -125,11 +131,13 @@ class _Problem(Exception):
 
 
 def _line_of(text: str, key: str | None) -> int:
-    if key is None:
-        return 1
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=|^\s*\[{re.escape(key)}\]", re.MULTILINE)
-    match = pattern.search(text)
-    return text.count("\n", 0, match.start()) + 1 if match else 1
+    """The line a setting is on: `a.b` is `b = ` (in a [a] table) or else `a = { ... }` (inline)."""
+    for part in reversed((key or "").split(".")):
+        pattern = re.compile(rf"^\s*{re.escape(part)}\s*=|^\s*\[{re.escape(part)}\]", re.MULTILINE)
+        match = pattern.search(text)
+        if part and match:
+            return text.count("\n", 0, match.start()) + 1
+    return 1
 
 
 def parse_rule(text: str, source: str) -> Rule:
@@ -171,7 +179,7 @@ def _event(name: Any) -> EventName:
         raise _Problem("events", f"unknown event name {name!r}{hint}") from None
 
 
-def _build(data: dict[str, Any], source: str) -> Rule:
+def _build(data: dict[str, Any], source: str) -> Rule:  # noqa: PLR0912 (one check per setting)
     rule_id = _want(data, "id", str, "the rule's id, e.g. denied-calls-principal")
     if not _ID.fullmatch(rule_id):
         raise _Problem("id", "id must be 3-64 lower-case letters, digits and dashes")
@@ -214,10 +222,13 @@ def _build(data: dict[str, Any], source: str) -> Rule:
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         raise _Problem("enabled", "enabled must be true or false")
+    title = _want(data, "title", str, "a one-line title")
+    if not 0 < len(title) <= 200 or "\n" in title:
+        raise _Problem("title", "title must be one line of at most 200 characters")
     return Rule(
         id=rule_id,
         version=version,
-        title=_want(data, "title", str, "a one-line title"),
+        title=title,
         clause=clause,
         severity=severity,
         kind=kind,
@@ -239,10 +250,16 @@ def _where(value: Any) -> dict[str, frozenset[str]]:
     out: dict[str, frozenset[str]] = {}
     for key, allowed in value.items():
         if key not in FIELDS:
-            raise _Problem(key, f"where field {key!r} is not one of {', '.join(FIELDS)}")
+            raise _Problem(f"where.{key}", f"where field {key!r} is not one of {', '.join(FIELDS)}")
         items = allowed if isinstance(allowed, list) else [allowed]
         if not items or not all(isinstance(i, str) for i in items):
-            raise _Problem(key, f"where.{key} must be a string or a list of strings")
+            raise _Problem(f"where.{key}", f"where.{key} must be a string or a list of strings")
+        closed = _CLOSED.get(key)
+        wrong = sorted(i for i in items if closed is not None and i not in closed)
+        if wrong:  # a value no event can carry: the rule would never fire
+            raise _Problem(
+                f"where.{key}", f"where.{key} = {wrong[0]!r} is not one of: {', '.join(sorted(closed or ()))}"
+            )
         out[key] = frozenset(items)
     return out
 

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from sagevault.audit import AuditEvent, AuditSink, EventName, Outcome, Reason
-from sagevault.errors import Conflict, PayloadError, RecordNotFound
+from sagevault.audit import AuditEvent, AuditSink, EventName, Outcome, Reason, outcome_of
+from sagevault.errors import AccessDenied, Conflict, PayloadError, RecordNotFound, looks_like_pii
 from sagevault.identity import Channel, Principal, Scope, event_tenant
 
 from ._canary import CanaryRegistry
@@ -190,6 +190,7 @@ class Monitor:
         self.detector = self._detector()
         self._open: dict[tuple[str, str], _Open] = {}
         self.cursor = -1  # not resumed yet
+        self._saved = -1  # the cursor as the database holds it
 
     # --- the detector's side -------------------------------------------------------------
 
@@ -213,7 +214,7 @@ class Monitor:
         for row in conn.execute(query.where(alarms.c.state.in_(_LIVE)).order_by(alarms.c.id)):
             seqs = json.loads(row.evidence).get("seqs", [])
             self._open[(row.rule, row.group_key)] = _Open(int(row.id), _utc(row.last_at).timestamp(), seqs)
-        self.cursor = int(seq)
+        self.cursor = self._saved = int(seq)
         return self.cursor
 
     def warm(self, rows: Sequence[Seen]) -> None:
@@ -272,11 +273,21 @@ class Monitor:
             ).rowcount
             if not done:
                 conn.execute(insert(monitor_baselines).values(rule=rule_id, group_key=key, state=text, updated_at=now))
-        conn.execute(update(monitor_cursor).where(monitor_cursor.c.id == 1).values(seq=self.cursor))
+        moved = conn.execute(
+            update(monitor_cursor)
+            .where(monitor_cursor.c.id == 1, monitor_cursor.c.seq == self._saved)
+            .values(seq=self.cursor)
+        ).rowcount
+        if not moved:  # another detector moved it: this pass is rolled back, and this one reloads
+            self.cursor = -1
+            raise Conflict("another detector evaluated these events (the cursor moved); this pass is dropped")
+        self._saved = self.cursor
 
     def _raise(self, conn: Connection, firing: Firing) -> Alarm:
         rule = firing.rule
-        principal = firing.actor if "actor" in rule.group_by or firing.actor else None
+        # Only a rule that counts per principal names one (and acts on it): in a per-source rule the
+        # last event's actor may be the account an attacker targets.
+        principal = firing.actor if "actor" in rule.group_by else None
         responses = [self._respond(conn, r, principal, firing.tenant) for r in rule.responses]
         evidence = {**firing.evidence, "seqs": firing.seqs[:EVIDENCE_SEQS], "last_seq": firing.last_seq}
         at = _when(firing.at)
@@ -335,11 +346,29 @@ class Monitor:
             raise RecordNotFound(f"no alarm {alarm_id}; `sagevault alarms list` shows them")
         return Alarm.of(row)
 
+    def _check(self, conn: Connection, principal: Principal, scope: Scope, operation: str) -> None:
+        """Ask access control; a refusal is recorded (access:permission:deny) before it is raised."""
+        try:
+            self._gate.check(conn, principal, scope, None)
+        except AccessDenied as exc:
+            outcome, reason = outcome_of(exc)
+            self._audit.record(
+                AuditEvent(
+                    name=EventName.ACCESS_PERMISSION_DENY,
+                    channel=principal.channel,
+                    outcome=outcome,
+                    reason=reason,
+                    actor=principal.id,
+                    operation=operation,
+                )
+            )
+            raise
+
     def list_alarms(
         self, conn: Connection, *, principal: Principal, state: str | None = None, after_id: int = 0, limit: int = 100
     ) -> list[Alarm]:
         """Alarms newest first (ids below `after_id` when it is given), optionally in one state."""
-        self._gate.check(conn, principal, Scope.ALARMS_READ, None)
+        self._check(conn, principal, Scope.ALARMS_READ, "alarms list")
         query = select(alarms).order_by(alarms.c.id.desc()).limit(limit)
         if state is not None:
             query = query.where(alarms.c.state == _state(state).value)
@@ -348,26 +377,32 @@ class Monitor:
         return [Alarm.of(r) for r in conn.execute(query)]
 
     def get(self, conn: Connection, alarm_id: int, *, principal: Principal) -> Alarm:
-        self._gate.check(conn, principal, Scope.ALARMS_READ, None)
+        self._check(conn, principal, Scope.ALARMS_READ, "alarms show")
         return self._get(conn, alarm_id)
 
     def change(self, conn: Connection, alarm_id: int, to: str, *, principal: Principal, note: str = "") -> Alarm:
         """Acknowledge, resolve or close as a false positive, with who, when and a note."""
-        self._gate.check(conn, principal, Scope.ALARMS_MANAGE, None)
+        self._check(conn, principal, Scope.ALARMS_MANAGE, "alarms change")
         target = _state(to)
         if target not in _CHANGES:
             raise PayloadError(f"an alarm can be made {', '.join(_CHANGES)}; not {target.value}")
         if len(note) > 500:
             raise PayloadError("the note is longer than 500 characters; shorten it")
+        if looks_like_pii(note):
+            raise PayloadError(
+                "the note looks like it holds an e-mail address or phone number; notes carry no personal data"
+            )
         alarm = self._get(conn, alarm_id)
         allowed = [s.value for s in _CHANGES[target]]
-        if alarm.state not in allowed:
-            raise Conflict(f"alarm {alarm_id} is {alarm.state}; only an alarm that is {' or '.join(allowed)} can be")
-        conn.execute(
+        if alarm.principal == principal.id and target is not State.ACKNOWLEDGED:
+            raise AccessDenied(f"alarm {alarm_id} is about you: somebody else resolves or dismisses it")
+        done = conn.execute(
             update(alarms)
-            .where(alarms.c.id == alarm_id)
+            .where(alarms.c.id == alarm_id, alarms.c.state.in_(allowed))  # a concurrent change does not go back
             .values(state=target.value, changed_by=principal.id, changed_at=self._clock(), note=note or None)
-        )
+        ).rowcount
+        if not done:
+            raise Conflict(f"alarm {alarm_id} is {alarm.state}; only an alarm that is {' or '.join(allowed)} can be")
         self._audit.record(
             AuditEvent(
                 name=_CHANGE_EVENTS[target],
@@ -406,7 +441,7 @@ class Monitor:
         return planted
 
     def rules_for(self, conn: Connection, *, principal: Principal) -> list[Rule]:
-        self._gate.check(conn, principal, Scope.ALARMS_READ, None)
+        self._check(conn, principal, Scope.ALARMS_READ, "rules list")
         return sorted(self.rules.values(), key=lambda r: r.id)
 
     # --- the outbox --------------------------------------------------------------------------

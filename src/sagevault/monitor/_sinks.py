@@ -282,14 +282,19 @@ class LogSink:
 
 
 class MemorySink:
-    """Keeps what it is given, for tests of the code that feeds sinks; `down = True` makes it fail."""
+    """Keeps what it is given, for tests of the code that feeds sinks; `down = True` makes it fail
+    as a sink does (SinkError), `broken` with another error, as a sink with a bug or a setting that
+    only fails when used would."""
 
     def __init__(self, name: str = "memory") -> None:
         self.name = name
         self.delivered: list[dict[str, Any]] = []
         self.down = False
+        self.broken: type[Exception] | None = None
 
     def deliver(self, alarm: Mapping[str, Any]) -> None:
+        if self.broken is not None:
+            raise self.broken(f"alarm sink {self.name} failed")
         if self.down:
             raise SinkError(f"alarm sink {self.name} is down")
         self.delivered.append(copy.deepcopy(dict(alarm)))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +58,24 @@ def _write_seen(path: Path, seen: dict[str, Any]) -> None:
     partial.replace(path)
 
 
-def record_settings(audit: AuditLog, settings: Settings, actor: Principal | None) -> None:
+def record_settings(
+    audit: AuditLog, settings: Settings, actor: Principal | None, extra: Mapping[str, str] | None = None
+) -> None:
     """An admin:config:change event when the effective settings differ from the last recorded:
     by `actor` (who opened the deployment), counting one `setting:<name>` per setting that
-    changed (on a first record, `settings`: how many there are)."""
+    changed (on a first record, `settings`: how many there are). `extra` is more configuration
+    by name, as text (the detection rules in force: `rule.<id>` -> its fingerprint)."""
+    more = dict(sorted((extra or {}).items()))
     fingerprint = settings_fingerprint(settings)
+    if more:
+        fingerprint = hashlib.sha256(f"{fingerprint}\0{json.dumps(more)}".encode()).hexdigest()
     last = next(audit.search(name=EventName.ADMIN_CONFIG_CHANGE.value, newest_first=True, limit=1), None)
     path = _seen_path(settings)
     seen = _read_seen(path)
     salt = seen["salt"] if seen is not None and isinstance(seen.get("salt"), str) else secrets.token_hex(16)
     current = {
-        name: hashlib.sha256(f"{salt}\0{name}\0{value}".encode()).hexdigest() for name, value in _flat(settings).items()
+        name: hashlib.sha256(f"{salt}\0{name}\0{value}".encode()).hexdigest()
+        for name, value in {**_flat(settings), **more}.items()
     }
     if last is not None and last["fingerprint"] == fingerprint:
         if seen is None or seen["settings"] != current:

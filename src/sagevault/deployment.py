@@ -332,7 +332,7 @@ def init_deployment(settings: Settings, *, actor: Principal | None = None, **par
     check_service_role(deployment.audit.engine)
     with deployment.engine.begin() as conn:
         deployment.access.core.make_secret(conn)
-    record_settings(deployment.audit, settings, actor)
+    record_settings(deployment.audit, settings, actor, deployment.monitor.rule_fingerprints())
     return deployment
 
 
@@ -355,7 +355,7 @@ def open_deployment(settings: Settings, *, actor: Principal | None = None, **par
         deployment.access.core.make_secret(conn)
     if settings.tls_cert_file is None and not tls_files(settings.tls_dir).key.exists():
         create_local_tls(settings.tls_dir)  # ... and one from before the service its local CA
-    record_settings(deployment.audit, settings, actor)
+    record_settings(deployment.audit, settings, actor, deployment.monitor.rule_fingerprints())
     return deployment
 
 

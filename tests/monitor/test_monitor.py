@@ -332,3 +332,29 @@ def test_nobody_closes_an_alarm_about_themselves(deployment: Deployment) -> None
         d.monitor.change(conn, alarm.id, "false_positive", principal=OPERATOR)
     with d.unit_of_work() as conn:
         assert d.monitor.change(conn, alarm.id, "acknowledged", principal=OPERATOR).state == "acknowledged"
+
+
+def test_a_rule_file_added_is_a_configuration_change_naming_the_rule(settings: object) -> None:
+    from sagevault.config import Settings
+    from sagevault.crypto import InMemoryKeyProvider
+    from sagevault.deployment import init_deployment, open_deployment
+    from sagevault.testing import fast_password_hashing
+
+    assert isinstance(settings, Settings)
+    keys = InMemoryKeyProvider()
+    init_deployment(settings, keys=keys, hasher=fast_password_hashing()).close()
+    make_private_dir(settings.rules_dir)
+    shipped = (Path(__file__).parents[2] / "src/sagevault/monitor/rules/request-rate.toml").read_text()
+    _private(
+        settings.rules_dir / "rate.toml",
+        shipped.replace("version = 1", "version = 2").replace("cap = 1200", "cap = 600"),
+    )
+    d = open_deployment(settings, keys=keys, hasher=fast_password_hashing())
+    try:
+        [change] = [e for e in d.audit.search(name="admin:config:change") if e["operation"] == "config change"]
+        assert change["counts"] == {"setting:rule.request-rate": 1}
+        Watch(d).catch_up()
+        [alarm] = _alarms(d, "config-changed")
+        assert alarm.evidence["seqs"] == [change["seq"]]
+    finally:
+        d.close()

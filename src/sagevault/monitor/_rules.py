@@ -13,6 +13,8 @@ A rule counts the events it names that pass its `where` filters and have a value
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -92,6 +94,16 @@ class Rule:
 
     def param(self, name: str) -> Any:
         return self.params[name]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the rule's every setting, canonical (where it came from is not a setting)."""
+        data = {
+            **{k: v for k, v in self.summary().items() if k != "source"},
+            "where": {k: sorted(v) for k, v in sorted(self.where.items())},
+            "suppress_seconds": self.suppress_seconds,
+            "params": dict(sorted(self.params.items())),
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
     def summary(self) -> dict[str, Any]:
         return {

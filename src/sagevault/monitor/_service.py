@@ -192,6 +192,11 @@ class Monitor:
         self.cursor = -1  # not resumed yet
         self._saved = -1  # the cursor as the database holds it
 
+    def rule_fingerprints(self) -> dict[str, str]:
+        """`rule.<id>` -> a digest of the rule as in force: what a configuration change event counts
+        when a rule file is added, changed or turned off."""
+        return {f"rule.{r.id}"[:56]: r.fingerprint() for r in self.rules.values()}
+
     # --- the detector's side -------------------------------------------------------------
 
     def _detector(self) -> Detector:

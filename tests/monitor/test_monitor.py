@@ -358,3 +358,33 @@ def test_a_rule_file_added_is_a_configuration_change_naming_the_rule(settings: o
         assert alarm.evidence["seqs"] == [change["seq"]]
     finally:
         d.close()
+
+
+def test_a_detector_that_keeps_failing_is_recorded_and_raises_an_alarm_once_it_works_again(settings: object) -> None:
+    from sagevault.config import Settings
+    from sagevault.crypto import InMemoryKeyProvider
+    from sagevault.deployment import init_deployment
+    from sagevault.testing import fast_password_hashing
+
+    assert isinstance(settings, Settings)
+    d = init_deployment(settings, keys=InMemoryKeyProvider(), hasher=fast_password_hashing())
+    try:
+        watch = Watch(d)
+        assert watch.run_pass()
+        with d.engine.begin() as conn:  # the monitor's tables go away (a bad restore, a wrong migration)
+            conn.exec_driver_sql("ALTER TABLE monitor_cursor RENAME TO monitor_cursor_away")
+        d.monitor.cursor = -1
+        assert [watch.run_pass() for _ in range(3)] == [False, False, False]
+        [failed] = list(d.audit.search(name="scheduler:job:fail"))
+        assert (failed["operation"], failed["actor"], failed["counts"]) == (
+            "monitor",
+            "job:monitor",
+            {"failed_passes": 3},
+        )
+        with d.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE monitor_cursor_away RENAME TO monitor_cursor")
+        assert watch.run_pass() and watch.failed_passes == 0
+        [alarm] = _alarms(d, "job-failed")
+        assert alarm.severity == "high" and alarm.evidence["seqs"] == [failed["seq"]]
+    finally:
+        d.close()

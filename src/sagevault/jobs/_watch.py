@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from sagevault.audit import AuditEvent, EventName, outcome_of
 from sagevault.errors import SinkError
+from sagevault.identity import Channel
 from sagevault.logs import get_logger
-from sagevault.monitor import Evaluated, Seen
+from sagevault.monitor import MONITOR, Evaluated, Seen
 
 from ._runner import leader
 
@@ -40,6 +42,7 @@ class Watch:
         self._thread: threading.Thread | None = None
         self._refreshed = 0.0
         self.leading = threading.Event()  # set while this process's thread leads
+        self.failed_passes = 0  # passes failed in a row
         d.audit.on_commit(lambda _seq: self._wake.set())
 
     def step(self) -> int:
@@ -121,18 +124,44 @@ class Watch:
                 finally:
                     self.leading.clear()
 
+    def run_pass(self, *, deliver: bool = True) -> bool:
+        """One pass (evaluate what is new, deliver what is due); False if it failed. The third
+        failure in a row, and every 60th after, is recorded as scheduler:job:fail (operation
+        `monitor`), which the job-failed rule raises an alarm on once a pass works again."""
+        try:
+            self.catch_up()
+            if deliver:
+                self.deliver()
+        except Exception as exc:  # the database or the log is away: the caller tries again shortly
+            self.failed_passes += 1
+            log.error("monitor pass failed", error=type(exc).__name__, failed_passes=self.failed_passes)  # noqa: TRY400 (no traceback: it may hold values)
+            if self.failed_passes % 60 == 3:
+                with contextlib.suppress(Exception):  # the log may be what is away
+                    outcome, reason = outcome_of(exc)
+                    self.d.audit.record(
+                        AuditEvent(
+                            name=EventName.SCHEDULER_JOB_FAIL,
+                            channel=Channel.SCHEDULER,
+                            actor=MONITOR.id,
+                            outcome=outcome,
+                            reason=reason,
+                            operation="monitor",
+                            counts={"failed_passes": self.failed_passes},
+                        )
+                    )
+            return False
+        self.failed_passes = 0
+        return True
+
     def _lead(self) -> None:
         self.monitor.cursor = -1  # another node may have led meanwhile: start from the database
         next_delivery = 0.0
         while not self._stop.is_set():
-            try:
-                self.catch_up()
-                if time.monotonic() >= next_delivery:
-                    self.deliver()
-                    next_delivery = time.monotonic() + 1.0
-            except Exception as exc:  # the database or the log is away: try again shortly
-                log.error("monitor pass failed", error=type(exc).__name__)  # noqa: TRY400 (no traceback: it may hold values)
+            due = time.monotonic() >= next_delivery
+            if not self.run_pass(deliver=due):
                 self._stop.wait(1.0)
+            elif due:
+                next_delivery = time.monotonic() + 1.0
             self._wake.wait(self.poll)
             self._wake.clear()
 

@@ -178,7 +178,7 @@ def _in_process(d: Deployment, clock: ManualClock) -> Iterator[Api]:
         client.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -195,7 +195,7 @@ def served(d: Deployment, settings: Settings, clock: ManualClock) -> Iterator[Ap
     """Serve deployment `d` (prepared as `api`'s is) over TLS on a free port; closed afterwards."""
     try:
         people, admin, order_id = _prepared(d, clock)
-        port = _free_port()
+        port = free_port()
         app = create_app(d)
         server = make_server(d, "127.0.0.1", port, app=app)
         thread = threading.Thread(target=server.run, daemon=True)

@@ -261,13 +261,8 @@ def _secret_file(path: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_hex(32).encode())
-    _refuse_loose(path)
+    check_private(path)
     return path.read_bytes().strip()
-
-
-def _refuse_loose(path: Path) -> None:
-    if path.stat().st_mode & 0o077:
-        raise ConfigError(f"refusing to start: {path} holds a secret and others may read it; chmod 600 {path}")
 
 
 def alarm_sinks(settings: Settings) -> dict[str, Sink]:
@@ -283,7 +278,7 @@ def alarm_sinks(settings: Settings) -> dict[str, Sink]:
     if settings.alarm_smtp_host and settings.alarm_smtp_sender:
         password = None
         if settings.alarm_smtp_password_file is not None:
-            _refuse_loose(settings.alarm_smtp_password_file)
+            check_private(settings.alarm_smtp_password_file)
             password = settings.alarm_smtp_password_file.read_text().strip()
         sinks["email"] = SmtpSink(
             settings.alarm_smtp_host,

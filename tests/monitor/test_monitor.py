@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from monitor_support import denied
 from sqlalchemy import select
 
 from conftest import OPERATOR, TENANT
@@ -21,20 +22,6 @@ from sagevault.identity import Channel
 from sagevault.jobs import Watch
 from sagevault.monitor import Alarm, fake_orders, load_rules, monitor_baselines
 from sagevault.vault import Operation
-
-
-def _deny(actor: str, at: datetime | None = None) -> AuditEvent:
-    extra = {"at": at} if at else {}
-    return AuditEvent(
-        name=EventName.ACCESS_PERMISSION_DENY,
-        channel=Channel.API,
-        outcome=Outcome.DENIED,
-        reason=Reason.ACCESS_DENIED,
-        actor=actor,
-        tenant_id=TENANT,
-        operation="reveal",
-        **extra,
-    )
 
 
 def _event(name: EventName, actor: str, at: datetime, **kw: object) -> AuditEvent:
@@ -57,7 +44,7 @@ def test_one_attack_raises_one_alarm_that_counts_its_events_with_rule_version_an
     deployment: Deployment,
 ) -> None:
     d = deployment
-    d.audit.record_many([_deny("svc-scraper") for _ in range(100)])
+    d.audit.record_many([denied("svc-scraper") for _ in range(100)])
     Watch(d).catch_up()
     [alarm] = _alarms(d)
     assert (alarm.rule, alarm.rule_version, alarm.clause, alarm.severity) == ("denied-calls-principal", 1, "4", "high")
@@ -73,7 +60,7 @@ def test_one_attack_raises_one_alarm_that_counts_its_events_with_rule_version_an
     assert (done.state, done.changed_by, done.note) == ("resolved", OPERATOR.id, "scraper blocked at the WAF")
     with d.unit_of_work() as conn, pytest.raises(Conflict, match="resolved"):
         d.monitor.change(conn, alarm.id, "acknowledged", principal=OPERATOR)
-    d.audit.record_many([_deny("svc-scraper") for _ in range(5)])  # the attack goes on: a new alarm
+    d.audit.record_many([denied("svc-scraper") for _ in range(5)])  # the attack goes on: a new alarm
     Watch(d).catch_up()
     newest = _alarms(d, "denied-calls-principal")[0]
     assert newest.id != alarm.id and newest.state == "open"
@@ -84,10 +71,10 @@ def test_a_restart_neither_repeats_nor_skips_and_an_attack_across_it_is_seen_who
     d = deployment
     first = Watch(d)
     first.catch_up()  # what opening the deployment recorded
-    d.audit.record_many([_deny("svc-scraper") for _ in range(12)])
+    d.audit.record_many([denied("svc-scraper") for _ in range(12)])
     assert first.catch_up() == 12 and _alarms(d) == []
     d.monitor.cursor = -1  # what a new process finds: the cursor and baselines in the database, nothing in memory
-    d.audit.record_many([_deny("svc-scraper") for _ in range(12)])
+    d.audit.record_many([denied("svc-scraper") for _ in range(12)])
     second = Watch(d)
     assert second.catch_up() == 12  # the 12 after the cursor; the 12 before it only refill the window
     [alarm] = _alarms(d)
@@ -146,7 +133,7 @@ def _normal_day(end: datetime, seed: int = 5) -> list[AuditEvent]:
         if minute % 5 == 0:
             events.append(_event(EventName.VAULT_RECORD_READ, "p_viewer", at, counts={"orders": 50}))
         if rnd.random() < 0.01:
-            events.append(_deny("p_packer_one", at))
+            events.append(denied("p_packer_one", at))
         if rnd.random() < 0.005:
             events.append(
                 AuditEvent(
@@ -224,7 +211,7 @@ def test_a_rule_with_responses_disables_the_principal_and_engages_the_kill_switc
         d.access.accounts.add_person(conn, "alice.ng", "alice.ng@seller-tools.example", manager=None, actor=OPERATOR)
         svc = d.access.accounts.add_service(conn, "order-sync", owner="alice.ng", purpose="sync", actor=OPERATOR)
         key = d.access.api_keys.issue(conn, "order-sync", scopes=["records:read"], actor=OPERATOR)
-    d.audit.record_many([_deny(svc) for _ in range(20)])
+    d.audit.record_many([denied(svc) for _ in range(20)])
     Watch(d).catch_up()
     [alarm] = _alarms(d, "denied-calls-principal")
     assert alarm.rule_version == 2
@@ -325,7 +312,7 @@ def test_an_ipv6_source_is_one_source_across_its_64_as_the_throttle_counts_it(de
 
 def test_nobody_closes_an_alarm_about_themselves(deployment: Deployment) -> None:
     d = deployment
-    d.audit.record_many([_deny(OPERATOR.id) for _ in range(20)])
+    d.audit.record_many([denied(OPERATOR.id) for _ in range(20)])
     Watch(d).catch_up()
     [alarm] = _alarms(d)
     with d.unit_of_work() as conn, pytest.raises(AccessDenied, match="somebody else"):

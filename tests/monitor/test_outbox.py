@@ -5,36 +5,29 @@ stays down raises its own alarm. Real parts: an HTTPS receiver on 127.0.0.1 and 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from receivers import Receiver
+from monitor_support import Receiver, denied
 
-from conftest import OPERATOR, TENANT
-from sagevault.audit import AuditEvent, EventName, Outcome, Reason
+from conftest import OPERATOR
+from sagevault.audit import EventName
 from sagevault.config import Settings
 from sagevault.crypto import InMemoryKeyProvider, TlsFiles, create_local_tls
 from sagevault.deployment import Deployment, init_deployment, open_deployment
 from sagevault.errors import ConfigError, Conflict
-from sagevault.identity import Channel
 from sagevault.jobs import Watch
 from sagevault.monitor import MemorySink, verify_webhook
 from sagevault.testing import ManualClock, fast_password_hashing
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from webapi import free_port
 
 
 @pytest.fixture
 def hooked(settings: Settings, tmp_path: Path) -> Iterator[tuple[Deployment, int, ManualClock, TlsFiles]]:
     """A deployment whose alarms also go to a webhook on a port where nothing listens yet."""
     tls = create_local_tls(tmp_path / "hook-tls")
-    port = _free_port()
+    port = free_port()
     configured = settings.model_copy(
         update={"alarm_webhook_url": f"https://127.0.0.1:{port}/alarms", "alarm_webhook_ca_file": tls.ca_cert}
     )
@@ -45,19 +38,7 @@ def hooked(settings: Settings, tmp_path: Path) -> Iterator[tuple[Deployment, int
 
 
 def _attack(d: Deployment, actor: str, n: int = 20) -> None:
-    d.audit.record_many(
-        [
-            AuditEvent(
-                name=EventName.ACCESS_PERMISSION_DENY,
-                channel=Channel.API,
-                outcome=Outcome.DENIED,
-                reason=Reason.ACCESS_DENIED,
-                actor=actor,
-                tenant_id=TENANT,
-            )
-            for _ in range(n)
-        ]
-    )
+    d.audit.record_many([denied(actor) for _ in range(n)])
 
 
 def test_a_webhook_down_for_an_attack_gets_every_alarm_once_when_back_and_each_signature_verifies(

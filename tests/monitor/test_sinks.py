@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from receivers import ANSWER, Receiver
+from monitor_support import ANSWER, Receiver
 
 from sagevault.crypto import TlsFiles, create_local_tls, server_context
 from sagevault.errors import ConfigError, SinkError
@@ -32,6 +32,7 @@ from sagevault.monitor._sinks import (
     sign_webhook,
     verify_webhook,
 )
+from webapi import free_port
 
 SECRET = b"k" * 24 + b"-webhook-secret-0123456789"
 ALARM: dict[str, Any] = {
@@ -253,13 +254,6 @@ class Collector:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
     ok = isinstance(data, LoginPassword) and data == (b"alarms", SMTP_PASSWORD.encode())
     return AuthResult(success=ok, handled=False)  # False: the server answers 535 itself
@@ -272,7 +266,7 @@ def start_smtp() -> Iterator[Callable[..., tuple[int, Collector]]]:
     started: list[Controller] = []
 
     def start(mode: str, tls: TlsFiles | None = None, *, auth: bool = False) -> tuple[int, Collector]:
-        collector, port = Collector(), _free_port()
+        collector, port = Collector(), free_port()
         kwargs: dict[str, Any] = {}
         if mode == "starttls":
             assert tls is not None
@@ -384,7 +378,7 @@ def test_email_checks_the_host_name_on_the_certificate(
 
 def test_email_to_a_closed_port_is_a_sink_error(tls: TlsFiles) -> None:
     with pytest.raises(SinkError, match=r"alarm e-mail 127\.0\.0\.1"):
-        smtp_sink(_free_port(), "tls", tls, timeout=2).deliver(ALARM)
+        smtp_sink(free_port(), "tls", tls, timeout=2).deliver(ALARM)
 
 
 @pytest.mark.parametrize(

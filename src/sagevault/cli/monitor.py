@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -84,7 +85,7 @@ def rules_test(
     if rule.kind.value == "canary":
         raise PayloadError("a canary rule needs the deployment's canary key; it cannot be replayed from a file")
     detector = Detector(
-        [rule.__class__(**{**rule.__dict__, "enabled": True})],
+        [dataclasses.replace(rule, enabled=True)],
         canaries=lambda _t, _ids: [],
         hours=loaded.policy.pii_access_hours,
         zone=loaded.policy.timezone,

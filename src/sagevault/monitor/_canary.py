@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
+from sagevault._private_files import check_private
 from sagevault.config import make_private_dir
 from sagevault.errors import ConfigError
 
@@ -156,8 +157,7 @@ class CanaryRegistry:
                         "restore it from the backup of the keys directory"
                     )
                 create_canary_key(self._key_file)
-            if self._key_file.stat().st_mode & 0o077:
-                raise ConfigError(f"{self._key_file} may be read by others; chmod 600 it")
+            check_private(self._key_file)
             self._key = self._key_file.read_bytes()
         return self._key
 

@@ -1,16 +1,36 @@
-"""An HTTPS webhook receiver on 127.0.0.1 for the alarm tests: records each POST and answers a
-status the test sets. Certificates from `sagevault.crypto.create_local_tls`."""
+"""What the monitor tests share: a refused-call event as access records one, and an HTTPS webhook
+receiver on 127.0.0.1 that records each POST and answers a status the test sets (certificates
+from `sagevault.crypto.create_local_tls`)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from conftest import TENANT
+from sagevault.audit import AuditEvent, EventName, Outcome, Reason
 from sagevault.crypto import TlsFiles, server_context
+from sagevault.identity import Channel
 
 ANSWER = b"RECEIVER-ANSWER-BODY"
+
+
+def denied(actor: str, at: datetime | None = None) -> AuditEvent:
+    """An access:permission:deny of `actor` on the test tenant (a refused reveal)."""
+    extra = {"at": at} if at else {}
+    return AuditEvent(
+        name=EventName.ACCESS_PERMISSION_DENY,
+        channel=Channel.API,
+        outcome=Outcome.DENIED,
+        reason=Reason.ACCESS_DENIED,
+        actor=actor,
+        tenant_id=TENANT,
+        operation="reveal",
+        **extra,
+    )
 
 
 class Receiver:

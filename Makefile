@@ -44,6 +44,7 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/shred.py
 	$(BIN)/python bench/audit.py --events 20000
 	$(BIN)/python bench/detect.py --events 50000
+	$(BIN)/python bench/incidents.py --incidents 2000
 	$(BIN)/python bench/authz.py
 	$(BIN)/python bench/api.py
 

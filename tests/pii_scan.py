@@ -73,3 +73,11 @@ def stored_bytes(deployment: Deployment) -> bytes:
 
 def leaked(values: set[str], haystack: bytes) -> list[str]:
     return sorted(v for v in values if v.encode() in haystack)
+
+
+def written_files(d: Deployment) -> bytes:
+    """Every file under the data dir but the keys and the vault's database (its PII is encrypted,
+    which tests/vault checks): the security log, the application log, digests, TLS files."""
+    root = d.settings.resolved_data_dir
+    files = [p for p in root.rglob("*") if p.is_file() and "keys" not in p.parts]
+    return b"".join(p.read_bytes() for p in files if not p.name.startswith("sagevault.db"))

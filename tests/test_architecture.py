@@ -11,7 +11,19 @@ import pytest
 
 SRC = Path(__file__).parents[1] / "src"
 PACKAGE = SRC / "sagevault"
-DOMAINS = ("errors", "identity", "config", "db", "crypto", "catalog", "audit", "vault", "access", "monitor")
+DOMAINS = (
+    "errors",
+    "identity",
+    "config",
+    "db",
+    "crypto",
+    "catalog",
+    "audit",
+    "vault",
+    "access",
+    "monitor",
+    "incidents",
+)
 EDGES = ("web", "cli", "jobs", "deployment", "testing")
 FRAMEWORKS = ("fastapi", "starlette", "typer", "click", "rich", "uvicorn")
 

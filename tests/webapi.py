@@ -9,7 +9,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from conftest import OPERATOR, TENANT
 from factories import PASSWORD, People, Person
-from sagevault.config import Settings
+from sagevault.config import PolicyProfile, Settings
 from sagevault.crypto import InMemoryKeyProvider, client_context
 from sagevault.deployment import Deployment, init_deployment
 from sagevault.identity import Principal
@@ -213,3 +213,24 @@ def served(d: Deployment, settings: Settings, clock: ManualClock) -> Iterator[Ap
             thread.join(timeout=10)
     finally:
         d.close()
+
+
+@pytest.fixture
+def serve_watched(settings: Settings) -> Iterator[Callable[..., Api]]:
+    """Start the HTTPS service of a new deployment whose events the clock stamps."""
+    stack: list[Iterator[Api]] = []
+
+    def start(clock: ManualClock | None = None, **policy: Any) -> Api:
+        clock = clock or ManualClock()
+        configured = settings.model_copy(update={"policy": PolicyProfile(**policy)}) if policy else settings
+        d = init_deployment(
+            configured, keys=InMemoryKeyProvider(), hasher=fast_password_hashing(), clock=clock, event_clock=clock
+        )
+        running = served(d, configured, clock)
+        stack.append(running)
+        return next(running)
+
+    yield start
+    for running in stack:
+        with pytest.raises(StopIteration):
+            next(running)

@@ -21,10 +21,18 @@ from typing import TypedDict, Unpack
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
-from sagevault import access, jobs, monitor, vault
+from sagevault import access, incidents, jobs, monitor, vault
 from sagevault._private_files import check_private
 from sagevault._settings_changes import record_settings
-from sagevault.access import AccessControl, AccessCore, AccessService, AlarmResponses, LoginThrottle, PasswordHasher
+from sagevault.access import (
+    AccessControl,
+    AccessCore,
+    AccessService,
+    AlarmResponses,
+    IncidentActions,
+    LoginThrottle,
+    PasswordHasher,
+)
 from sagevault.audit import (
     AUDIT_CHAIN,
     AuditLog,
@@ -46,6 +54,7 @@ from sagevault.crypto import (
 from sagevault.db import SERVICE_ROLE, MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
 from sagevault.errors import AlreadyInitialized, ConfigError, NotInitialized, StorageBusy
 from sagevault.identity import Principal
+from sagevault.incidents import IncidentCore, Incidents, PlanBook
 from sagevault.monitor import CanaryRegistry, LogSink, Monitor, Sink, SmtpSink, WebhookSink, load_rules
 from sagevault.vault import TenantKeyring, Vault
 
@@ -53,12 +62,13 @@ Clock = Callable[[], datetime]
 
 # The tables of the vault's database, each domain's revisions in its own folder, one chain.
 STORE_CHAIN = MigrationChain(
-    "alembic_version", (vault.MIGRATIONS, access.MIGRATIONS, jobs.MIGRATIONS, monitor.MIGRATIONS)
+    "alembic_version",
+    (vault.MIGRATIONS, access.MIGRATIONS, jobs.MIGRATIONS, monitor.MIGRATIONS, incidents.MIGRATIONS),
 )
 
 
 def migrate_store(engine: Engine) -> None:
-    """Bring the vault's database (vault, access, jobs and monitor tables) to the newest migration."""
+    """Bring the vault's database (vault, access, jobs, monitor and incident tables) to the newest migration."""
     migrate(engine, STORE_CHAIN)
 
 
@@ -72,6 +82,19 @@ class Deployment:
     access: AccessService
     monitor: Monitor
     sinks: dict[str, Sink]
+    incidents: Incidents
+
+    def infrastructure(self, conn: Connection | None = None) -> dict[str, str]:
+        """What the incident response plan is approved for: a change of any of these (a master
+        key rotation, a move to another database, a schema migration) is a major change that
+        makes the plan due for review. `conn`: the caller's unit of work, if it is in one."""
+        query = text("SELECT version_num FROM alembic_version")
+        if conn is not None:
+            revision = conn.execute(query).scalar()
+        else:
+            with self.engine.connect() as own:
+                revision = own.execute(query).scalar()
+        return {"master_key": self.keys.key_id, "database": self.engine.dialect.name, "schema": str(revision)}
 
     def release_deleted_pages(self, *, patience: float = 10.0) -> None:
         """Push deletions (shredded keys) out of the write-ahead log and free pages now.
@@ -251,7 +274,19 @@ def _build(settings: Settings, parts: Parts) -> Deployment:
         clock=clock,
     )
     the_vault.hidden = the_monitor.canaries
-    return Deployment(settings, engine, keys, audit, the_vault, the_access, the_monitor, sinks)
+    plans = PlanBook(audit=audit, gate=control, review_days=settings.policy.ir_plan_review_days, clock=clock)
+    the_incidents = Incidents(
+        IncidentCore(
+            audit=audit,
+            gate=control,
+            plans=plans,
+            containment=IncidentActions(the_access),
+            notify_hours=settings.policy.amazon_notify_hours,
+            clock=clock,
+        )
+    )
+    the_monitor.incidents = the_incidents
+    return Deployment(settings, engine, keys, audit, the_vault, the_access, the_monitor, sinks, the_incidents)
 
 
 def _secret_file(path: Path) -> bytes:

@@ -35,6 +35,8 @@ class Scope(StrEnum):
     ALARMS_MANAGE = "alarms:manage"
     ALARMS_READ = "alarms:read"
     AUDIT_READ = "audit:read"
+    INCIDENTS_MANAGE = "incidents:manage"
+    INCIDENTS_READ = "incidents:read"
     KEYS_READ = "keys:read"
     KEYS_ROTATE = "keys:rotate"
     KILLSWITCH_OPERATE = "killswitch:operate"

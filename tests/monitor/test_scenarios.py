@@ -7,45 +7,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from conftest import OPERATOR, TENANT
-from pii_scan import leaked, pii_strings
-from sagevault.config import PolicyProfile, Settings
-from sagevault.crypto import InMemoryKeyProvider
-from sagevault.deployment import Deployment, init_deployment
+from pii_scan import leaked, pii_strings, written_files
+from sagevault.deployment import Deployment
 from sagevault.jobs import Watch
 from sagevault.monitor import Alarm, fake_orders
-from sagevault.testing import ManualClock, fast_password_hashing, generate_orders, get_orders_response
+from sagevault.testing import ManualClock, generate_orders, get_orders_response
 from sagevault.vault import Operation
-from webapi import Api, served
+from webapi import Api
 
 REVEAL_FIELDS = {"fields": ["ShippingAddress.Name"], "purpose": "fulfilment"}
-
-
-@pytest.fixture
-def serve_watched(settings: Settings) -> Iterator[Callable[..., Api]]:
-    """Start the HTTPS service of a new deployment whose events the clock stamps."""
-    stack: list[Iterator[Api]] = []
-
-    def start(clock: ManualClock | None = None, **policy: Any) -> Api:
-        clock = clock or ManualClock()
-        configured = settings.model_copy(update={"policy": PolicyProfile(**policy)}) if policy else settings
-        d = init_deployment(
-            configured, keys=InMemoryKeyProvider(), hasher=fast_password_hashing(), clock=clock, event_clock=clock
-        )
-        running = served(d, configured, clock)
-        stack.append(running)
-        return next(running)
-
-    yield start
-    for running in stack:
-        with pytest.raises(StopIteration):
-            next(running)
 
 
 def _alarms(d: Deployment, rule: str) -> list[Alarm]:
@@ -134,7 +111,7 @@ def test_one_principal_revealing_five_thousand_addresses_in_ten_minutes_raises_t
     assert _alarms(api.d, "request-rate") == []  # one attack, one alarm: reveals are measured by volume
     every = json.dumps([a.payload() for a in _all(api.d)]).encode()
     seeded = sorted(pii_strings([get_orders_response(orders[:200])]))  # 200 orders' worth: a scan of all is slow
-    assert len(seeded) > 1000 and leaked(set(seeded), every + _files(api.d)) == []
+    assert len(seeded) > 1000 and leaked(set(seeded), every + written_files(api.d)) == []
 
 
 def test_a_search_that_finds_a_canary_and_a_reveal_of_one_raise_one_critical_alarm(
@@ -161,7 +138,7 @@ def test_a_search_that_finds_a_canary_and_a_reveal_of_one_raise_one_critical_ala
     assert api.client.post(url, headers=packer, json=REVEAL_FIELDS).status_code == 200
     [again] = _alarms(api.d, "canary-touched")  # the same snooping: the same alarm, counting it
     assert again.id == alarm.id and again.count == 2 and again.evidence["event_name"] == "vault:field:reveal"
-    payload = json.dumps(again.payload()).encode() + _files(api.d)
+    payload = json.dumps(again.payload()).encode() + written_files(api.d)
     assert leaked(pii_strings([get_orders_response(canaries)]), payload) == []
 
 
@@ -204,11 +181,3 @@ def test_a_reveal_at_three_in_the_morning_when_eight_to_eight_is_allowed_raises_
 def _all(d: Deployment) -> list[Alarm]:
     with d.unit_of_work(read_only=True) as conn:
         return d.monitor.list_alarms(conn, principal=OPERATOR, limit=1000)
-
-
-def _files(d: Deployment) -> bytes:
-    """Every file under the data dir but the keys and the vault's database (its PII is encrypted,
-    which tests/vault checks): the security log, the application log, digests, TLS files."""
-    root = d.settings.resolved_data_dir
-    files = [p for p in root.rglob("*") if p.is_file() and "keys" not in p.parts]
-    return b"".join(p.read_bytes() for p in files if not p.name.startswith("sagevault.db"))

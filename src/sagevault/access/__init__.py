@@ -21,7 +21,7 @@ from ._model import ALL_TENANTS, DEPLOYMENT_SCOPES, PURPOSE_SCOPES, ROLES, SWITC
 from ._network import client_address, parse_address, parse_network
 from ._passwords import Argon2Hashing, PasswordHasher, check_strength, is_breached
 from ._policy import AccessControl, AccessPolicy, Rule, decide, load_policy, parse_time
-from ._responses import AlarmResponses
+from ._responses import AlarmResponses, IncidentActions
 from ._review import Review
 from ._schema import access_metadata
 from ._service import AccessService
@@ -50,6 +50,7 @@ __all__ = [
     "Enrolment",
     "Enrolments",
     "GrantInfo",
+    "IncidentActions",
     "KillSwitch",
     "LoginThrottle",
     "PasswordChange",

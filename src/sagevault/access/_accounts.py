@@ -187,9 +187,9 @@ class Accounts:
         core.event(conn, EventName.ACCESS_ACCOUNT_RESET, actor, counts={"pending_grants": rearmed})
         return dataclasses.replace(enrolment, pending_grants=rearmed)
 
-    def disable(self, conn: Connection, login: str, *, actor: Principal) -> int:
+    def disable(self, conn: Connection, login: str, *, actor: Principal, operation: str | None = None) -> int:
         """Disable an account now: its sessions end and its API keys are revoked. Returns how
-        many credentials died with it."""
+        many credentials died with it. `operation` names what it was done for (an incident)."""
         core = self._core
         core.authorize(conn, actor, Scope.USERS_ADMIN)
         row = core.row(conn, login)
@@ -204,7 +204,16 @@ class Accounts:
             .values(revoked_at=now)
         ).rowcount
         core.changed(conn)
-        core.event(conn, EventName.ACCESS_ACCOUNT_DISABLE, actor, counts={"credentials": ended})
+        core.event(conn, EventName.ACCESS_ACCOUNT_DISABLE, actor, counts={"credentials": ended}, operation=operation)
+        return ended
+
+    def end_sessions(self, conn: Connection, login: str, *, actor: Principal, operation: str | None = None) -> int:
+        """End every live session of an account now (it may log in again); how many ended."""
+        core = self._core
+        core.authorize(conn, actor, Scope.USERS_ADMIN)
+        row = core.row(conn, login)
+        ended = core.end_sessions(conn, row.id)
+        core.event(conn, EventName.ACCESS_SESSION_END, actor, counts={"sessions": ended}, operation=operation)
         return ended
 
     def enable(self, conn: Connection, login: str, *, actor: Principal) -> None:

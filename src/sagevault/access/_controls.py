@@ -104,10 +104,18 @@ class KillSwitches:
         self._core = core
 
     def set(
-        self, conn: Connection, name: str, engaged: bool, *, actor: Principal, tenant_id: str | None = None
+        self,
+        conn: Connection,
+        name: str,
+        engaged: bool,
+        *,
+        actor: Principal,
+        tenant_id: str | None = None,
+        operation: str | None = None,
     ) -> None:
         """Engage or release a kill switch for one tenant or all. It takes effect on the next
-        decision in every process, and stays until released (restarts included)."""
+        decision in every process, and stays until released (restarts included). `operation`
+        names what it was done for in the event (an incident)."""
         core = self._core
         try:
             switch = KillSwitch(name)
@@ -138,6 +146,7 @@ class KillSwitches:
             EventName.ACCESS_KILLSWITCH_ENGAGE if engaged else EventName.ACCESS_KILLSWITCH_RELEASE,
             actor,
             tenant_id=event_tenant(None if target == ALL_TENANTS else target),
+            operation=operation,
         )
 
     def list(self, conn: Connection, *, actor: Principal) -> list[tuple[str, str, bool, datetime]]:

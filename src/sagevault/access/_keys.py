@@ -124,7 +124,7 @@ class ApiKeys:
         self.revoke(conn, key_id, actor=actor)
         return new
 
-    def revoke(self, conn: Connection, key_id: str, *, actor: Principal) -> None:
+    def revoke(self, conn: Connection, key_id: str, *, actor: Principal, operation: str | None = None) -> None:
         core = self._core
         core.authorize(conn, actor, Scope.USERS_ADMIN)
         done = conn.execute(
@@ -135,7 +135,7 @@ class ApiKeys:
         if not done:
             raise self._dead_key(conn, key_id, "revoked again; nothing to do")
         core.changed(conn)
-        core.event(conn, EventName.ACCESS_APIKEY_REVOKE, actor)
+        core.event(conn, EventName.ACCESS_APIKEY_REVOKE, actor, operation=operation)
 
     @staticmethod
     def _dead_key(conn: Connection, key_id: str, what: str) -> AccessError:

@@ -14,7 +14,16 @@ from sagevault.catalog import Purpose
 from sagevault.identity import Scope
 
 # Scopes that act on no particular tenant: a grant must cover every tenant ("*") to give them.
-DEPLOYMENT_SCOPES = frozenset({Scope.USERS_ADMIN, Scope.AUDIT_READ, Scope.ALARMS_READ, Scope.ALARMS_MANAGE})
+DEPLOYMENT_SCOPES = frozenset(
+    {
+        Scope.USERS_ADMIN,
+        Scope.AUDIT_READ,
+        Scope.ALARMS_READ,
+        Scope.ALARMS_MANAGE,
+        Scope.INCIDENTS_READ,
+        Scope.INCIDENTS_MANAGE,
+    }
+)
 
 # Scopes that decrypt PII: they need a purpose the role allows (and the catalog, per field).
 PURPOSE_SCOPES = frozenset({Scope.PII_REVEAL, Scope.PII_EXPORT, Scope.RECORDS_SEARCH})
@@ -54,11 +63,13 @@ ROLES: dict[str, Role] = {
         ),
         _role(
             "security-officer",
-            "reads the security log, handles alarms, checks keys, pulls the kill switches",
+            "reads the security log, handles alarms and incidents, checks keys, pulls the kill switches",
             {
                 Scope.AUDIT_READ,
                 Scope.ALARMS_READ,
                 Scope.ALARMS_MANAGE,
+                Scope.INCIDENTS_READ,
+                Scope.INCIDENTS_MANAGE,
                 Scope.RECORDS_READ,
                 Scope.KEYS_READ,
                 Scope.KILLSWITCH_OPERATE,

@@ -2,7 +2,10 @@
 file): disable the principal (its sessions end, its API keys are revoked), end its sessions, or
 engage the PII kill switch for the tenant. Each acts as `job:monitor` and records the security
 event the same change by a person would; an administrator undoes it (`users enable`,
-`killswitch release`) after looking at the alarm."""
+`killswitch release`) after looking at the alarm.
+
+`IncidentActions` is the same for a person working an incident: the action runs with their own
+permissions and its event names the incident."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from sagevault.audit import EventName
+from sagevault.errors import PayloadError
 from sagevault.identity import Principal
 
 from ._core import AccessCore
@@ -61,3 +65,29 @@ class AlarmResponses:
         if not principal_id:
             return None
         return conn.execute(select(principals.c.id, principals.c.status).where(principals.c.id == principal_id)).first()
+
+
+class IncidentActions:
+    """`sagevault.incidents.Containment` over the access layer: a kill switch (for a tenant or
+    all), an account disabled, its sessions ended, an API key revoked."""
+
+    def __init__(self, access: AccessService) -> None:
+        self._access = access
+
+    def take(
+        self, conn: Connection, action: str, target: str, *, tenant_id: str | None, actor: Principal, incident: int
+    ) -> str:
+        why = f"incident {incident}"
+        if action == "kill-switch":
+            self._access.switches.set(conn, target, True, actor=actor, tenant_id=tenant_id, operation=why)
+            return f"{target} engaged for {tenant_id or 'every tenant'}"
+        if action == "lock-account":
+            ended = self._access.accounts.disable(conn, target, actor=actor, operation=why)
+            return f"account disabled ({ended} credentials ended)"
+        if action == "revoke-sessions":
+            ended = self._access.accounts.end_sessions(conn, target, actor=actor, operation=why)
+            return f"{ended} sessions ended"
+        if action == "revoke-key":
+            self._access.api_keys.revoke(conn, target, actor=actor, operation=why)
+            return "API key revoked"
+        raise PayloadError(f"no containment action {action}")

@@ -58,6 +58,23 @@ class EventName(StrEnum):
     AUDIT_SEGMENT_PURGE = "audit:segment:purge"
     CLI_COMMAND_FAIL = "cli:command:fail"
     CLI_COMMAND_RUN = "cli:command:run"
+    INCIDENT_ACTION_TAKE = "incident:action:take"
+    INCIDENT_CASE_CLOSE = "incident:case:close"
+    INCIDENT_CASE_OPEN = "incident:case:open"
+    INCIDENT_CASE_TRANSITION = "incident:case:transition"
+    INCIDENT_CASE_UPDATE = "incident:case:update"
+    INCIDENT_CLOCK_OVERDUE = "incident:clock:overdue"
+    INCIDENT_CLOCK_WARN = "incident:clock:warn"
+    INCIDENT_EVIDENCE_ADD = "incident:evidence:add"
+    INCIDENT_EVIDENCE_HANDOVER = "incident:evidence:handover"
+    INCIDENT_EVIDENCE_VERIFY = "incident:evidence:verify"
+    INCIDENT_NOTIFICATION_DRAFT = "incident:notification:draft"
+    INCIDENT_NOTIFICATION_RECORD = "incident:notification:record"
+    INCIDENT_PLAN_APPROVE = "incident:plan:approve"
+    INCIDENT_PLAN_DUE = "incident:plan:due"
+    INCIDENT_PLAN_EDIT = "incident:plan:edit"
+    INCIDENT_REPORT_WRITE = "incident:report:write"
+    INCIDENT_TASK_UPDATE = "incident:task:update"
     MONITOR_ALARM_ACK = "monitor:alarm:ack"
     MONITOR_ALARM_DISMISS = "monitor:alarm:dismiss"
     MONITOR_ALARM_RAISE = "monitor:alarm:raise"
@@ -119,6 +136,23 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.AUDIT_SEGMENT_PURGE: "events older than the retention period were purged, chain anchor kept",
     EventName.CLI_COMMAND_FAIL: "an operator command failed with an error",
     EventName.CLI_COMMAND_RUN: "an operator command ran to completion",
+    EventName.INCIDENT_ACTION_TAKE: "a containment action (kill switch, lock-out, revocation) taken for an incident",
+    EventName.INCIDENT_CASE_CLOSE: "an incident was closed with its description, root cause, remediation and controls",
+    EventName.INCIDENT_CASE_OPEN: "an incident was opened (by hand or from an alarm)",
+    EventName.INCIDENT_CASE_TRANSITION: "an incident moved to another phase",
+    EventName.INCIDENT_CASE_UPDATE: "an incident's facts, roles or documentation changed",
+    EventName.INCIDENT_CLOCK_OVERDUE: "Amazon was not notified of an incident within the policy's hours",
+    EventName.INCIDENT_CLOCK_WARN: "an incident's deadline to notify Amazon is getting close",
+    EventName.INCIDENT_EVIDENCE_ADD: "an evidence item (its SHA-256) was added to an incident",
+    EventName.INCIDENT_EVIDENCE_HANDOVER: "an evidence item changed hands (chain of custody)",
+    EventName.INCIDENT_EVIDENCE_VERIFY: "an evidence item was checked against its recorded SHA-256",
+    EventName.INCIDENT_NOTIFICATION_DRAFT: "the notification to Amazon was drafted (its SHA-256)",
+    EventName.INCIDENT_NOTIFICATION_RECORD: "sending the notification to Amazon was recorded; the clock stopped",
+    EventName.INCIDENT_PLAN_APPROVE: "a version of the incident response plan was approved (or reviewed)",
+    EventName.INCIDENT_PLAN_DUE: "the incident response plan is due for review (six months, or a major change)",
+    EventName.INCIDENT_PLAN_EDIT: "a new version of the incident response plan was written",
+    EventName.INCIDENT_REPORT_WRITE: "an incident report was written (its SHA-256)",
+    EventName.INCIDENT_TASK_UPDATE: "a task of an incident's procedure was done or skipped",
     EventName.MONITOR_ALARM_ACK: "an alarm was acknowledged by a person",
     EventName.MONITOR_ALARM_DISMISS: "an alarm was closed as a false positive",
     EventName.MONITOR_ALARM_RAISE: "a detection rule raised an alarm (rule, version and evidence in the alarm)",

@@ -18,6 +18,7 @@ import typer
 import typer.core
 import typer.main
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sagevault.audit import AuditEvent, AuditLog, EventName, Outcome, Reason, outcome_of
@@ -45,7 +46,7 @@ class _Group(typer.core.TyperGroup):
         try:
             return super().main(*args, **kwargs)
         except SageVaultError as exc:
-            err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # the message is text, not markup
             raise SystemExit(2) from None
         finally:
             release_logging()

@@ -50,6 +50,16 @@ def _access_review(d: Deployment, p: Principal) -> JobResult:
     )
 
 
+def _incident_clocks(d: Deployment, _p: Principal) -> JobResult:
+    """The 24-hour Amazon clock of every open incident (warnings, overdue) and the plan's review
+    dates (six months, major changes): each records its event once; rules raise the alarms."""
+    infrastructure = d.infrastructure()
+    with d.unit_of_work() as conn:
+        moved = d.incidents.amazon.clocks(conn)
+        due = d.incidents.plans.notify_due(conn, infrastructure)
+    return JobResult({"clocks": len(moved), "plan_notices": len(due)})
+
+
 BUILTIN: list[Job] = [
     Job(
         "audit-digest",
@@ -68,5 +78,11 @@ BUILTIN: list[Job] = [
         "review accounts, API keys and passwords; recorded as access:review:run",
         lambda _d: timedelta(days=1),
         _access_review,
+    ),
+    Job(
+        "incident-clocks",
+        "warn before the 24-hour deadline to notify Amazon, alarm when it passes; plan review due dates",
+        lambda _d: timedelta(minutes=1),
+        _incident_clocks,
     ),
 ]

@@ -17,7 +17,7 @@ from ._canary import CanaryRegistry, create_canary_key, fake_orders
 from ._detect import Detector, Firing, Seen
 from ._rules import FIELDS, Kind, Response, Rule, Severity, load_rules, parse_rule
 from ._schema import alarm_outbox, alarms, canary_tokens, monitor_baselines, monitor_cursor, monitor_metadata
-from ._service import MONITOR, Alarm, Evaluated, Gate, Monitor, Responder, State
+from ._service import MONITOR, Alarm, Evaluated, Gate, IncidentOpener, Monitor, Responder, State, check_scope
 from ._sinks import LogSink, MemorySink, Sink, SmtpSink, WebhookSink, sign_webhook, verify_webhook
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -32,6 +32,7 @@ __all__ = [
     "Evaluated",
     "Firing",
     "Gate",
+    "IncidentOpener",
     "Kind",
     "LogSink",
     "MemorySink",
@@ -48,6 +49,7 @@ __all__ = [
     "alarm_outbox",
     "alarms",
     "canary_tokens",
+    "check_scope",
     "create_canary_key",
     "fake_orders",
     "load_rules",

@@ -48,6 +48,12 @@ class Response(StrEnum):
     LOCK_PRINCIPAL = "lock-principal"
     REVOKE_SESSIONS = "revoke-sessions"
     KILL_SWITCH = "kill-switch"
+    OPEN_INCIDENT = "open-incident"
+
+
+# Rules of these kinds always open an incident of this type (DPP 4: canary access and bulk retrieval
+# are incidents, whatever else the rule says).
+ALWAYS_OPENS = {Kind.CANARY: "canary-access", Kind.VOLUME: "bulk-exfiltration"}
 
 
 # The event fields a rule may group by, filter on or count distinct values of.
@@ -63,7 +69,7 @@ _CLOSED: dict[str, frozenset[str]] = {
 _CLAUSE = re.compile(r"\d{1,2}(\.\d{1,2}){0,2}")
 
 _COMMON = {"id", "version", "title", "clause", "severity", "kind", "events", "enabled", "description"}
-_COMMON |= {"where", "group_by", "suppress_seconds", "responses"}
+_COMMON |= {"where", "group_by", "suppress_seconds", "responses", "incident"}
 _KEYS: dict[Kind, set[str]] = {
     Kind.THRESHOLD: {"window_seconds", "threshold", "distinct"},
     Kind.RATE: {"floor", "cap", "ratio", "sigmas", "alpha", "warmup_minutes"},
@@ -90,6 +96,7 @@ class Rule:
     group_by: tuple[str, ...] = ()
     suppress_seconds: int = 900
     responses: tuple[Response, ...] = ()
+    incident: str | None = None  # the type of incident open-incident opens
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def param(self, name: str) -> Any:
@@ -117,6 +124,7 @@ class Rule:
             "events": sorted(e.value for e in self.events),
             "group_by": list(self.group_by),
             "responses": [r.value for r in self.responses],
+            "incident": self.incident,
             "source": self.source,
         }
 
@@ -226,6 +234,7 @@ def _build(data: dict[str, Any], source: str) -> Rule:  # noqa: PLR0912 (one che
             raise _Problem("group_by", f"group_by field {name!r} is not one of {', '.join(FIELDS)}")
     suppress = _number(data, "suppress_seconds", minimum=0) if "suppress_seconds" in data else 900
     responses = tuple(_response(r) for r in (data.get("responses") or []))
+    responses, incident = _incident(kind, responses, data.get("incident"))
     params = {**_DEFAULTS.get(kind, {}), **{k: data[k] for k in _KEYS[kind] if k in data}}
     for key in _REQUIRED.get(kind, ()):
         if key not in data:
@@ -252,6 +261,7 @@ def _build(data: dict[str, Any], source: str) -> Rule:  # noqa: PLR0912 (one che
         group_by=group_by,
         suppress_seconds=suppress,
         responses=responses,
+        incident=incident,
         params=params,
     )
 
@@ -276,9 +286,23 @@ def _where(value: Any) -> dict[str, frozenset[str]]:
     return out
 
 
+def _incident(kind: Kind, responses: tuple[Response, ...], value: Any) -> tuple[tuple[Response, ...], str | None]:
+    """The responses with open-incident where the kind always opens one, and the incident type."""
+    if value is not None and (not isinstance(value, str) or not _ID.fullmatch(value)):
+        raise _Problem("incident", "incident must be an incident type of the plan, e.g. credential-compromise")
+    always = ALWAYS_OPENS.get(kind)
+    if always is not None and value not in (None, always):
+        raise _Problem("incident", f"a {kind.value} rule always opens a {always} incident")
+    if always is not None and Response.OPEN_INCIDENT not in responses:
+        responses = (*responses, Response.OPEN_INCIDENT)
+    if Response.OPEN_INCIDENT not in responses:
+        if value is not None:
+            raise _Problem("incident", "incident is the type open-incident opens: add open-incident to responses")
+        return responses, None
+    return responses, value or always or "unauthorized-access"
+
+
 def _response(value: Any) -> Response:
-    if value == "open-incident":
-        raise _Problem("responses", "response open-incident needs the incidents package, which has not landed yet")
     try:
         return Response(value)
     except ValueError:

@@ -68,6 +68,13 @@ class Gate(Protocol):
     def check(self, conn: Connection, principal: Principal, scope: Scope, tenant_id: str | None) -> None: ...
 
 
+class IncidentOpener(Protocol):
+    """Opens an incident from an alarm (`sagevault.incidents.Incidents`), in the same unit of
+    work; returns what it did ("incident 4 opened")."""
+
+    def open_from_alarm(self, conn: Connection, alarm: Alarm, type_id: str) -> str: ...
+
+
 class Responder(Protocol):
     """Carries out a rule's responses (the access layer's `AlarmResponses`); returns what it did."""
 
@@ -141,6 +148,26 @@ class Alarm:
         }
 
 
+def check_scope(gate: Gate, audit: AuditSink, conn: Connection, principal: Principal, scope: Scope, op: str) -> None:
+    """Ask access control for a deployment scope; a refusal is recorded (access:permission:deny,
+    naming the operation) before it is raised."""
+    try:
+        gate.check(conn, principal, scope, None)
+    except AccessDenied as exc:
+        outcome, reason = outcome_of(exc)
+        audit.record(
+            AuditEvent(
+                name=EventName.ACCESS_PERMISSION_DENY,
+                channel=principal.channel,
+                outcome=outcome,
+                reason=reason,
+                actor=principal.id,
+                operation=op,
+            )
+        )
+        raise
+
+
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
@@ -185,6 +212,7 @@ class Monitor:
         self._audit = audit
         self._gate = gate
         self._responder = responder
+        self.incidents: IncidentOpener | None = None  # wired by the deployment
         self._clock = clock or (lambda: datetime.now(UTC))
         self._hours, self._zone = hours, zone
         self.detector = self._detector()
@@ -293,7 +321,9 @@ class Monitor:
         # Only a rule that counts per principal names one (and acts on it): in a per-source rule the
         # last event's actor may be the account an attacker targets.
         principal = firing.actor if "actor" in rule.group_by else None
-        responses = [self._respond(conn, r, principal, firing.tenant) for r in rule.responses]
+        responses = [
+            self._respond(conn, r, principal, firing.tenant) for r in rule.responses if r is not Response.OPEN_INCIDENT
+        ]
         evidence = {**firing.evidence, "seqs": firing.seqs[:EVIDENCE_SEQS], "last_seq": firing.last_seq}
         at = _when(firing.at)
         alarm_id = conn.execute(
@@ -320,7 +350,23 @@ class Monitor:
                 insert(alarm_outbox),
                 [{"alarm_id": alarm_id, "sink": s, "attempts": 0, "next_at": now} for s in self.sinks],
             )
-        return self._get(conn, int(alarm_id))
+        alarm = self._get(conn, int(alarm_id))
+        if Response.OPEN_INCIDENT in rule.responses:
+            opened = self._open_incident(conn, alarm, rule.incident or "unauthorized-access")
+            conn.execute(
+                update(alarms).where(alarms.c.id == alarm.id).values(responses=json.dumps([*responses, opened]))
+            )
+            alarm = self._get(conn, alarm.id)
+        return alarm
+
+    def _open_incident(self, conn: Connection, alarm: Alarm, type_id: str) -> str:
+        if self.incidents is None:
+            return "open-incident: not available in this deployment"
+        try:
+            with conn.begin_nested():
+                return f"open-incident: {self.incidents.open_from_alarm(conn, alarm, type_id)}"
+        except Exception as exc:  # the alarm stands whatever happens to the incident
+            return f"open-incident: failed ({type(exc).__name__})"
 
     def _respond(self, conn: Connection, response: Response, principal: str | None, tenant: str | None) -> str:
         if self._responder is None:
@@ -352,22 +398,7 @@ class Monitor:
         return Alarm.of(row)
 
     def _check(self, conn: Connection, principal: Principal, scope: Scope, operation: str) -> None:
-        """Ask access control; a refusal is recorded (access:permission:deny) before it is raised."""
-        try:
-            self._gate.check(conn, principal, scope, None)
-        except AccessDenied as exc:
-            outcome, reason = outcome_of(exc)
-            self._audit.record(
-                AuditEvent(
-                    name=EventName.ACCESS_PERMISSION_DENY,
-                    channel=principal.channel,
-                    outcome=outcome,
-                    reason=reason,
-                    actor=principal.id,
-                    operation=operation,
-                )
-            )
-            raise
+        check_scope(self._gate, self._audit, conn, principal, scope, operation)
 
     def list_alarms(
         self, conn: Connection, *, principal: Principal, state: str | None = None, after_id: int = 0, limit: int = 100

@@ -1,14 +1,15 @@
 """The HTTPS API's routes (FastAPI routers under /api/v1): sessions, tenants and records
 (`_records`); keys, shredding and the security log (`_data`); administration of people, keys,
-grants, allow-lists and kill switches (`_admin`); alarms and detection rules (`_monitor`).
+grants, allow-lists and kill switches (`_admin`); alarms and detection rules (`_monitor`);
+incidents and the incident response plan (`_incidents`).
 The bodies they answer are `_models`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import _admin, _data, _monitor, _records
+from . import _admin, _data, _incidents, _monitor, _records
 
-ROUTERS: tuple[APIRouter, ...] = (_records.router, _data.router, _admin.router, _monitor.router)
+ROUTERS: tuple[APIRouter, ...] = (_records.router, _data.router, _admin.router, _monitor.router, _incidents.router)
 
 __all__ = ["ROUTERS"]

@@ -70,6 +70,7 @@ class RuleOut(Out):
     events: list[str]
     group_by: list[str]
     responses: list[str]
+    incident: str | None = Field(description="The incident type open-incident opens, if the rule opens one.")
     source: str = Field(description='"package:<file>" for a shipped rule, else the file in the data dir.')
 
 

@@ -376,3 +376,14 @@ def test_reading_and_working_incidents_needs_their_scopes(d: Deployment, clock: 
     with d.unit_of_work() as conn, pytest.raises(AccessDenied):
         d.incidents.contain(conn, incident_id, "lock-account", "vic.viewer", principal=officer.principal())
     assert isinstance(d.incidents, Incidents)
+
+
+def test_a_legal_request_always_runs_the_clock(d: Deployment) -> None:
+    with d.unit_of_work() as conn, pytest.raises(PayloadError, match="always involves it"):
+        d.incidents.open(conn, type="legal-request", amazon="no", principal=OPERATOR)
+    quiet = _open(d, type="malware", amazon="no")
+    with d.unit_of_work() as conn, pytest.raises(PayloadError, match="always involves it"):
+        d.incidents.update(conn, quiet, principal=OPERATOR, type="legal-request")
+    legal = _open(d, type="legal-request")
+    with d.unit_of_work() as conn, pytest.raises(PayloadError, match="always involves it"):
+        d.incidents.update(conn, legal, principal=OPERATOR, amazon="no")

@@ -55,6 +55,18 @@ from ._schema import (
     incidents,
 )
 
+LEGAL_REQUEST = "legal-request"
+
+
+def _always_clocked(type_id: str, involved: Involvement) -> None:
+    """A legal or government request for Amazon Information involves Amazon Information: its
+    24-hour clock cannot be switched off."""
+    if type_id == LEGAL_REQUEST and involved is Involvement.NO:
+        raise PayloadError(
+            "a legal or government request for Amazon Information always involves it: Amazon is notified within "
+            "24 hours (amazon must be yes or possible)"
+        )
+
 
 class Incidents:
     """The incidents of one deployment: opened, read, worked and closed here; their evidence in
@@ -125,6 +137,7 @@ class Incidents:
         if detected > now + SKEW:
             raise PayloadError("detected_at is in the future; give the time the incident was detected")
         involved = involvement_of(amazon) if amazon is not None else kind.amazon
+        _always_clocked(kind.id, involved)
         if records is not None and records < 0:
             raise PayloadError("records affected must be a whole number >= 0")
         values = {
@@ -335,8 +348,9 @@ class Incidents:
             values["title"] = free_text("the title", title, limit=200, required=True)
         if severity is not None:
             values["severity"] = severity_of(severity)
+        involved = involvement_of(amazon) if amazon is not None else Involvement(incident.amazon)
+        _always_clocked(values.get("type", incident.type), involved)
         if amazon is not None:
-            involved = involvement_of(amazon)
             values["amazon"] = involved.value
             if incident.notified_at is None:
                 values["notify_due"] = (

@@ -171,3 +171,20 @@ def test_an_incident_from_open_to_report_on_the_command_line(tmp_path: Path) -> 
     assert json.loads(printed) == report
     shown = run(tmp_path, "incidents", "show", "1").stdout
     assert "state closed" in shown and "notified in time" in shown
+
+
+def test_close_with_a_report_file_in_the_way_changes_nothing(tmp_path: Path) -> None:
+    assert run(tmp_path, "init").returncode == 0
+    assert run(tmp_path, "incidents", "open", "--type", "malware", "--amazon", "no").returncode == 0
+    for state in ("triage", "containment", "eradication", "recovery", "post-incident"):
+        assert run(tmp_path, "incidents", "update", "1", "--state", state).returncode == 0
+    (tmp_path / "incident-1-report.md").write_text("someone else's file")
+    docs = ["--description", "d", "--root-cause", "r", "--remediation", "m", "--corrective-controls", "c"]
+    refused = run(tmp_path, "incidents", "close", "1", *docs, "--out", str(tmp_path))
+    assert refused.returncode == 2 and "exists" in refused.stderr
+    assert json.loads(run(tmp_path, "incidents", "show", "1", "--json").stdout)["state"] == "post-incident"
+    events = run(tmp_path, "audit", "search", "--event", "incident:case:close")
+    assert events.returncode == 0 and "incident:case:close" not in events.stdout
+    opened = run(tmp_path, "audit", "search", "--event", "incident:case:open")
+    assert "incident:case:open" in opened.stdout  # the search does find incident events
+    assert not (tmp_path / "incident-1-report.json").exists()

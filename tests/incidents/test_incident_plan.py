@@ -104,7 +104,8 @@ def test_a_review_after_six_months_and_after_a_master_key_rotation_is_raised_as_
 
     with d.unit_of_work() as conn:  # the review: approved again, due six months on
         reviewed = plans.approve(conn, d.infrastructure(conn), principal=OPERATOR, note="no change")
-        assert reviewed.version == 2 and plans.status(conn, d.infrastructure(conn)).reasons == []
+        assert (reviewed.version, reviewed.approval) == (1, 2)  # the same version, approved again
+        assert plans.status(conn, d.infrastructure(conn)).reasons == []
     with d.unit_of_work() as conn:
         rotated = {**d.infrastructure(conn), "master_key": "local:bbbb"}  # as `keys rotate-master` leaves it
         [reason] = plans.notify_due(conn, rotated)
@@ -135,3 +136,27 @@ def test_the_impoc_is_contact_data_set_without_a_new_review_and_only_by_incident
         plans.approve(conn, INFRA, principal=stranger)
     refused = [e for e in d.audit.search(name="access:permission:deny") if e["actor"] == "p:nobody"]
     assert refused and refused[-1]["operation"] == "irp approve"
+
+
+def test_approval_is_of_the_version_the_approver_read_and_a_contact_change_raises_no_second_alarm(
+    deployment_at,
+) -> None:
+    clock = ManualClock()
+    d: Deployment = deployment_at(clock=clock, event_clock=clock)
+    plans = d.incidents.plans
+    with d.unit_of_work() as conn:
+        plans.approve(conn, INFRA, principal=OPERATOR)
+        data = _plan_data()
+        data["types"][0]["procedure"].append("Call the insurer")
+        plans.edit(conn, tomli_w.dumps(data), principal=OPERATOR)
+        data["types"][0]["procedure"].append("Call the insurer again")
+        plans.edit(conn, tomli_w.dumps(data), principal=OPERATOR)  # saved after the approver read version 2
+        with pytest.raises(Conflict, match="neither the newest"):
+            plans.approve(conn, INFRA, principal=OPERATOR, version=2)
+        assert plans.approve(conn, INFRA, principal=OPERATOR, version=3).version == 3
+    clock.advance(days=184)
+    with d.unit_of_work() as conn:
+        assert len(plans.notify_due(conn, INFRA)) == 1
+        plans.set_impoc(conn, "Dana Smith", "ir-lead@seller-tools.example", principal=OPERATOR)
+        assert plans.notify_due(conn, INFRA) == []  # the same overdue review: not announced again
+        assert plans.status(conn, INFRA).due

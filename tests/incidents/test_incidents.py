@@ -387,3 +387,133 @@ def test_a_legal_request_always_runs_the_clock(d: Deployment) -> None:
     legal = _open(d, type="legal-request")
     with d.unit_of_work() as conn, pytest.raises(PayloadError, match="always involves it"):
         d.incidents.update(conn, legal, principal=OPERATOR, amazon="no")
+
+
+def test_the_clock_cannot_be_switched_off_once_it_has_run_and_only_with_a_reason_before(
+    d: Deployment, clock: ManualClock
+) -> None:
+    early = _open(d, type="malware", amazon="possible")
+    with d.unit_of_work() as conn, pytest.raises(PayloadError, match="say why"):
+        d.incidents.update(conn, early, principal=OPERATOR, amazon="no")
+    with d.unit_of_work() as conn:
+        d.incidents.update(conn, early, principal=OPERATOR, amazon="no", note="Test host, no Amazon data on it")
+    late = _open(d, type="canary-access", detected_at=clock() - timedelta(hours=25))
+    with d.unit_of_work() as conn:
+        assert [n for _, n in d.incidents.amazon.clocks(conn)] == ["incident:clock:overdue"]
+    with d.unit_of_work() as conn, pytest.raises(PayloadError, match="clock to notify Amazon has run"):
+        d.incidents.update(conn, late, principal=OPERATOR, amazon="no", note="never mind")
+    _move(d, late, "triage", "containment", "eradication", "recovery", "post-incident")
+    with d.unit_of_work() as conn, pytest.raises(PayloadError, match="Amazon has not been notified"):
+        d.incidents.close(conn, late, principal=OPERATOR, **CLOSING)
+
+
+def test_times_references_and_texts_people_really_write_are_taken_and_impossible_ones_refused(
+    d: Deployment, clock: ManualClock
+) -> None:
+    with d.unit_of_work() as conn, pytest.raises(PayloadError, match="outside the calendar"):
+        d.incidents.open(
+            conn, type="malware", principal=OPERATOR, detected_at=datetime.fromisoformat("0001-01-01T00:00:00+00:01")
+        )
+    incident_id = _open(
+        d, description="Seen 2026-12-05T23:10:00Z from 203.0.113.7 at 23:10, again on 2026-12-06 at 01:02"
+    )
+    evidence = d.incidents.evidence
+    with d.unit_of_work() as conn, pytest.raises(PayloadError, match="in the future"):
+        evidence.add(
+            conn,
+            incident_id,
+            principal=OPERATOR,
+            label="dump",
+            sha256="a" * 64,
+            location="locker",
+            collected_by="Lee",
+            collected_at=clock() + timedelta(days=365),
+        )
+    with d.unit_of_work() as conn:
+        for bad in ("2065550100", "dana@seller-tools.example"):
+            with pytest.raises(PayloadError, match="Message-ID"):
+                d.incidents.amazon.notified(conn, incident_id, at=clock(), reference=bad, principal=OPERATOR)
+        done = d.incidents.amazon.notified(
+            conn, incident_id, at=clock(), reference="<CAF1234.5678@mail.seller-tools.example>", principal=OPERATOR
+        )
+    assert done.notify_reference == "<CAF1234.5678@mail.seller-tools.example>"
+    other = _open(d)
+    with d.unit_of_work() as conn:
+        case = d.incidents.amazon.notified(
+            conn, other, at=clock(), reference="Amazon case 12345678901", principal=OPERATOR
+        )
+    assert case.notify_reference == "Amazon case 12345678901"
+
+
+def test_the_report_names_the_impoc_amazon_was_written_from(d: Deployment, clock: ManualClock) -> None:
+    incident_id = _open(d, amazon="yes")
+    with d.unit_of_work() as conn:
+        d.incidents.amazon.draft(conn, incident_id, principal=OPERATOR)
+        d.incidents.amazon.notified(conn, incident_id, at=clock(), reference="AMZ-9", principal=OPERATOR)
+        d.incidents.plans.set_impoc(conn, "Robin Vale", "new-lead@seller-tools.example", principal=OPERATOR)
+    _move(d, incident_id, "triage", "containment", "eradication", "recovery", "post-incident")
+    with d.unit_of_work() as conn:
+        as_json, _ = d.incidents.close(conn, incident_id, principal=OPERATOR, **CLOSING)
+    assert json.loads(as_json.text)["impoc"] == {"name": "Dana Smith", "email": "ir-lead@seller-tools.example"}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_the_record_of_plans_and_incidents_cannot_be_rewritten_by_the_service_role_on_postgresql(
+    backend: str, pg_service_engine, deployment_at
+) -> None:
+    from sqlalchemy import text
+
+    d: Deployment = deployment_at()
+    incident_id = _open(d)
+    with d.unit_of_work() as conn:
+        d.incidents.plans.approve(conn, {}, principal=OPERATOR)
+        d.incidents.evidence.add(
+            conn, incident_id, principal=OPERATOR, label="x", sha256="b" * 64, location="l", collected_by="Lee"
+        )
+    for statement in (
+        "UPDATE incident_evidence SET sha256 = 'c'",
+        "DELETE FROM incident_actions",
+        "UPDATE incident_timeline SET kind = 'x'",
+        "DELETE FROM irp_approvals",
+        "UPDATE irp_versions SET body = 'x'",
+        "DELETE FROM incidents",
+    ):
+        with pg_service_engine.begin() as conn, pytest.raises(Exception, match="permission denied"):
+            conn.execute(text(statement))
+    with pg_service_engine.begin() as conn:  # the facts of an open incident do change
+        assert conn.execute(text("UPDATE incidents SET severity = 'low'")).rowcount == 1
+
+
+def test_a_second_alarm_of_the_same_attack_joins_the_open_incident_and_says_so(d: Deployment, clock) -> None:
+    from sagevault.monitor import Alarm
+
+    def alarm(alarm_id: int) -> Alarm:
+        return Alarm(
+            id=alarm_id,
+            rule="read-volume",
+            rule_version=2,
+            clause="4",
+            severity="high",
+            title="More than 10 000 000 records read in 10 minutes",
+            state="open",
+            first_at=clock(),
+            last_at=clock(),
+            count=3,
+            principal="p:mallory",
+            tenant=TENANT,
+            evidence={},
+            responses=["lock-principal: p:mallory disabled (2 credentials ended)"],
+            changed_by=None,
+            changed_at=None,
+            note=None,
+        )
+
+    with d.unit_of_work() as conn:
+        first = d.incidents.open_from_alarm(conn, alarm(7), "bulk-exfiltration")
+        second = d.incidents.open_from_alarm(conn, alarm(8), "bulk-exfiltration")
+        case = d.incidents.get(conn, 1, principal=OPERATOR)
+    assert (first, second) == ("incident 1 opened", "joined incident 1")
+    assert case.alarms == [7, 8] and case.incident.title.startswith("Alarm 7: More than 10 000 000")
+    assert [a.action for a in case.actions] == ["lock-principal", "lock-principal"]
+    joined = [e for e in _events(d, "incident:case:update") if e["operation"] == "alarm joined"]
+    assert len(joined) == 1 and joined[0]["counts"]["alarm"] == 8

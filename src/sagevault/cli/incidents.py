@@ -145,13 +145,20 @@ def irp_edit(
 
 
 @irp_app.command("approve")
-def irp_approve(note: Annotated[str, typer.Option(help="Kept with the version.")] = "") -> None:
-    """Approve the newest version, or, when it is approved already, record a review of it. The
-    next review is due six months on (the policy's ir_plan_review_days)."""
+def irp_approve(
+    note: Annotated[str, typer.Option(help="Kept with the approval.")] = "",
+    version: Annotated[
+        int | None, typer.Option(help="The version you read (refused if a newer one was saved).")
+    ] = None,
+) -> None:
+    """Approve the newest version, or the one in force again (a review). The next review is due
+    six months on (the policy's ir_plan_review_days)."""
     with deployment() as d:
         infrastructure = d.infrastructure()
         with d.unit_of_work() as conn:
-            approved = d.incidents.plans.approve(conn, infrastructure, principal=principal(), note=note)
+            approved = d.incidents.plans.approve(
+                conn, infrastructure, principal=principal(), note=note, version=version
+            )
     out.print(
         f"[green]plan version {approved.version} approved[/] by {approved.approved_by}; next review due "
         f"{approved.next_review_due:%Y-%m-%d} UTC"
@@ -525,14 +532,20 @@ def incidents_notified(
     out.print(f"[green]Amazon notified[/] of incident {incident.id}: {_clock_text(incident, now)}")
 
 
-def _reports(documents: tuple[Document, Document], incident_id: int, where: Path | None) -> None:
-    for document in documents:
-        out.print(f"report ({document.format}) sha256 {document.sha256}")
-        if where is not None:
-            suffix = "json" if document.format == "json" else "md"
-            _write(document, where / f"incident-{incident_id}-report.{suffix}")
-    if where is not None:
-        out.print(f"written to {where}")
+def _report_paths(incident_id: int, where: Path | None) -> dict[str, Path]:
+    """Where `close --out` writes the report; refused before anything is done if a file is there."""
+    if where is None:
+        return {}
+    paths = {
+        "json": where / f"incident-{incident_id}-report.json",
+        "markdown": where / f"incident-{incident_id}-report.md",
+    }
+    taken = [str(p) for p in paths.values() if p.exists()]
+    if taken:
+        raise PayloadError(f"{', '.join(taken)} exists; give another --out (nothing is overwritten)")
+    if not where.is_dir():
+        raise PayloadError(f"{where} is not a directory; give an existing one as --out")
+    return paths
 
 
 @incidents_app.command("close")
@@ -547,6 +560,7 @@ def incidents_close(
     """Close an incident in post-incident. It needs its description, root cause, remediation and
     corrective controls, and Amazon notified when Amazon Information is or may be involved. The
     report's SHA-256s go into the security log."""
+    paths = _report_paths(incident_id, out_dir)
     with deployment() as d, d.unit_of_work() as conn:
         documents = d.incidents.close(
             conn,
@@ -557,8 +571,13 @@ def incidents_close(
             remediation=remediation,
             corrective_controls=corrective_controls,
         )
-        out.print(f"[green]incident {incident_id} closed[/]")
-        _reports(documents, incident_id, out_dir)
+    out.print(f"[green]incident {incident_id} closed[/]")
+    for document in documents:  # written once the close is committed
+        out.print(f"report ({document.format}) sha256 {document.sha256}")
+        if document.format in paths:
+            _write(document, paths[document.format])
+    if paths:
+        out.print(f"written to {out_dir}")
 
 
 @incidents_app.command("report")

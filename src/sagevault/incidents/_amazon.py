@@ -19,7 +19,7 @@ from sagevault.audit import AuditEvent, EventName
 from sagevault.errors import Conflict, PayloadError
 from sagevault.identity import Channel, Principal, Scope
 
-from ._core import SKEW, IncidentCore, aware, free_text
+from ._core import SKEW, IncidentCore, aware, reference_text
 from ._model import Document, Incident, State, utc
 from ._plan import INCIDENTS, Involvement
 from ._report import notification
@@ -104,10 +104,10 @@ class AmazonNotice:
                 f"incident {incident_id} does not involve Amazon Information (amazon = no); set amazon to yes or "
                 "possible first if it does"
             )
-        self._impoc(conn)
+        name, email = self._impoc(conn)
         draft = notification(self.core.case(conn, incident_id), self.core.plans.in_force(conn).plan, self.core.clock())
         if incident.state != State.CLOSED:
-            self.core.set(conn, incident_id, draft_sha256=draft.sha256)
+            self.core.set(conn, incident_id, draft_sha256=draft.sha256, impoc=f"{name} <{email}>"[:300])
             self.core.log(conn, incident_id, principal, "notification-draft", sha256=draft.sha256)
         self.core.event(EventName.INCIDENT_NOTIFICATION_DRAFT, principal, incident_id, fingerprint=draft.sha256)
         return draft
@@ -119,7 +119,7 @@ class AmazonNotice:
         the clock stops."""
         self.core.check(conn, principal, Scope.INCIDENTS_MANAGE, "incidents notified")
         incident = self.core.open_row(conn, incident_id)
-        self._impoc(conn)
+        name, email = self._impoc(conn)
         sent = aware("at", at)
         if incident.notified_at is not None:
             raise Conflict(
@@ -129,12 +129,14 @@ class AmazonNotice:
             raise PayloadError("the notification time is in the future; record it once it is sent")
         if sent < incident.detected_at:
             raise PayloadError("the notification time is before the incident was detected; check the time and offset")
-        ref = free_text("the reference", reference, limit=200, required=True)
+        ref = reference_text("the reference", reference)
         if incident.notify_due is None:  # the clock had not run: Amazon was told anyway, so it is involved
             self.core.set(
                 conn, incident_id, amazon=Involvement.POSSIBLE.value, notify_due=incident.detected_at + self.core.window
             )
-        self.core.set(conn, incident_id, notified_at=sent, notify_reference=ref)
+        self.core.set(
+            conn, incident_id, notified_at=sent, notify_reference=ref, impoc=incident.impoc or f"{name} <{email}>"[:300]
+        )
         after = self.core.row(conn, incident_id)
         late = after.notify_due is not None and sent > after.notify_due
         self.core.log(conn, incident_id, principal, "notified", at=sent.isoformat(), late=late)

@@ -40,6 +40,15 @@ from ._schema import (
     incidents,
 )
 
+# Dates, times and IPv4 addresses are not personal data, but their digit runs look like phone
+# numbers to `looks_like_pii`: they are blanked before the check.
+_NOT_PII = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+    r"|\b\d{1,2}:\d{2}(?::\d{2})?\b|\b\d{1,3}(?:\.\d{1,3}){3}\b"
+)
+_MESSAGE_ID = re.compile(r"<[^<>\s@]{1,150}@[^<>\s@]{1,100}>")
+_EMAIL_SHAPE = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[A-Za-z]{2,}")
+_LETTER = re.compile(r"[A-Za-z]")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 CATEGORIES = frozenset(f.category for f in CATALOG)
 SKEW = timedelta(minutes=5)  # how far ahead of the server's clock a given time may be
@@ -65,7 +74,7 @@ def free_text(where: str, value: str | None, *, limit: int = 4000, required: boo
         return None
     if len(value) > limit:
         raise PayloadError(f"{where} is longer than {limit} characters; shorten it")
-    if looks_like_pii(value):
+    if looks_like_pii(_NOT_PII.sub(" ", value)):
         raise PayloadError(
             f"{where} looks like it holds an e-mail address or phone number; incident records carry no personal "
             "data: describe people by role or account id, and keep the data itself in the evidence"
@@ -77,7 +86,27 @@ def aware(where: str, value: datetime) -> datetime:
     """A time given by a person: it must carry its UTC offset, and it is kept in UTC."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise PayloadError(f"{where} has no UTC offset; give it as e.g. 2026-12-06T09:30:00Z or +01:00")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset that leaves the calendar
+        raise PayloadError(f"{where} is outside the calendar SageVault keeps; give a time near today") from None
+
+
+def reference_text(where: str, value: str) -> str:
+    """A reference people copy from elsewhere (a Message-ID, Amazon's case number): a Message-ID
+    in angle brackets, or a text with no e-mail address in it whose digit runs come with letters
+    (a case number, never a bare phone number)."""
+    text = value.strip()
+    if not text or len(text) > 200:
+        raise PayloadError(f"{where} must be a text of 1 to 200 characters")
+    if _MESSAGE_ID.fullmatch(text):
+        return text
+    if _EMAIL_SHAPE.search(text) or (looks_like_pii(_NOT_PII.sub(" ", text)) and not _LETTER.search(text)):
+        raise PayloadError(
+            f"{where} looks like an e-mail address or phone number; give the message's Message-ID in angle brackets "
+            "(<...@...>) or the case number"
+        )
+    return text
 
 
 def parse_time(where: str, text: str) -> datetime:

@@ -12,7 +12,7 @@ from sagevault.audit import EventName, Outcome, Reason
 from sagevault.errors import PayloadError, RecordNotFound
 from sagevault.identity import Principal, Scope
 
-from ._core import SHA256_HEX, IncidentCore, aware, free_text
+from ._core import SHA256_HEX, SKEW, IncidentCore, aware, free_text
 from ._model import (
     Evidence,
 )
@@ -25,6 +25,16 @@ from ._schema import (
 class EvidenceLog:
     def __init__(self, core: IncidentCore) -> None:
         self.core = core
+
+    def _past(self, where: str, value: datetime | None) -> datetime:
+        """A time a person gives for something that happened: now when not given, never ahead."""
+        now = self.core.clock()
+        if value is None:
+            return now
+        when = aware(where, value)
+        if when > now + SKEW:
+            raise PayloadError(f"{where} is in the future; give the time it happened")
+        return when
 
     def add(
         self,
@@ -61,7 +71,7 @@ class EvidenceLog:
                 f"the item's SHA-256 is {computed.lower()}, not the {digest} given: it is not the item that was "
                 "collected, or it changed; nothing was recorded"
             )
-        when = aware("collected_at", collected_at) if collected_at is not None else self.core.clock()
+        when = self._past("collected_at", collected_at)
         if size is not None and size < 0:
             raise PayloadError("size must be a number of bytes >= 0")
         values = {
@@ -115,7 +125,7 @@ class EvidenceLog:
             )
         if taker == giver:
             raise PayloadError("the item is handed to somebody else than its holder")
-        when = aware("at", at) if at is not None else self.core.clock()
+        when = self._past("at", at)
         last = item.custody[-1].at if item.custody else item.collected_at
         if when < last:
             raise PayloadError(

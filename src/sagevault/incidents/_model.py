@@ -84,6 +84,7 @@ class Incident:
     notified_at: datetime | None
     notify_reference: str | None
     draft_sha256: str | None
+    impoc: str | None  # "Name <address>" of the IMPOC the draft was from (staff contact)
     closed_at: datetime | None
     closed_by: str | None
 
@@ -113,6 +114,7 @@ class Incident:
             notified_at=utc(row.notified_at),
             notify_reference=row.notify_reference,
             draft_sha256=row.draft_sha256,
+            impoc=row.impoc,
             closed_at=utc(row.closed_at),
             closed_by=row.closed_by,
         )
@@ -173,6 +175,7 @@ class Incident:
             "corrective_controls": self.corrective_controls,
             "notify_reference": self.notify_reference,
             "notification_draft_sha256": self.draft_sha256,
+            "impoc": self.impoc,
             "clock": self.clock(now),
             "closed_at": iso(self.closed_at),
             "closed_by": self.closed_by,

@@ -25,13 +25,14 @@ from typing import Any
 import tomli_w
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError as DBAPIIntegrityError
 
 from sagevault.audit import AuditEvent, AuditSink, EventName
 from sagevault.errors import Conflict, PayloadError, RecordNotFound, looks_like_pii, shown
 from sagevault.identity import Channel, Principal, Scope
 from sagevault.monitor import Gate, Severity, check_scope
 
-from ._schema import irp_notices, irp_versions
+from ._schema import irp_approvals, irp_notices, irp_versions
 
 AMAZON_SECURITY = "security@amazon.com"
 REQUIRED_ROLES = ("incident-commander", "investigator", "communications", "legal", "impoc")
@@ -264,17 +265,19 @@ class PlanVersion:
     author: str
     created_at: datetime | None
     note: str | None = None
+    # From the version's latest approval (reviews add approvals; none: waiting, or superseded).
     approved_by: str | None = None
     approved_at: datetime | None = None
     next_review_due: datetime | None = None
     infrastructure: dict[str, str] | None = None
+    approval: int | None = None  # the approval's id
 
     @property
     def approved(self) -> bool:
         return self.approved_at is not None
 
     @classmethod
-    def of(cls, row: Any) -> PlanVersion:
+    def of(cls, row: Any, approval: Any = None) -> PlanVersion:
         return cls(
             version=int(row.version),
             plan=_parsed(row.sha256, row.body),
@@ -282,10 +285,11 @@ class PlanVersion:
             author=row.author,
             created_at=_utc(row.created_at),
             note=row.note,
-            approved_by=row.approved_by,
-            approved_at=_utc(row.approved_at),
-            next_review_due=_utc(row.next_review_due),
-            infrastructure=json.loads(row.infrastructure) if row.infrastructure else None,
+            approved_by=approval.approved_by if approval is not None else None,
+            approved_at=_utc(approval.approved_at) if approval is not None else None,
+            next_review_due=_utc(approval.next_review_due) if approval is not None else None,
+            infrastructure=json.loads(approval.infrastructure) if approval is not None else None,
+            approval=int(approval.id) if approval is not None else None,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -326,7 +330,8 @@ def _digest(text: str) -> str:
 
 
 class PlanBook:
-    """The plan's versions in the vault's database, and the review due dates."""
+    """The plan's versions and their approvals in the vault's database (both only ever added
+    to), and the review due dates."""
 
     def __init__(
         self, *, audit: AuditSink, gate: Gate, review_days: int, clock: Callable[[], datetime] | None = None
@@ -341,24 +346,27 @@ class PlanBook:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def _versions(self, conn: Connection) -> list[PlanVersion]:
-        return [PlanVersion.of(r) for r in conn.execute(select(irp_versions).order_by(irp_versions.c.version))]
+    @staticmethod
+    def _approval(conn: Connection, version: int) -> Any:
+        return conn.execute(
+            select(irp_approvals).where(irp_approvals.c.version == version).order_by(irp_approvals.c.id.desc()).limit(1)
+        ).first()
+
+    def _version(self, conn: Connection, row: Any) -> PlanVersion:
+        return PlanVersion.of(row, self._approval(conn, int(row.version)))
 
     def _latest(self, conn: Connection) -> PlanVersion:
         row = conn.execute(select(irp_versions).order_by(irp_versions.c.version.desc()).limit(1)).first()
-        if row is None:
-            return self._default()
-        return PlanVersion.of(row)
+        return self._default() if row is None else self._version(conn, row)
 
     def in_force(self, conn: Connection) -> PlanVersion:
-        """The newest approved version; before any approval, the newest version (or the default)."""
-        row = conn.execute(
-            select(irp_versions)
-            .where(irp_versions.c.approved_at.is_not(None))
-            .order_by(irp_versions.c.version.desc())
-            .limit(1)
-        ).first()
-        return PlanVersion.of(row) if row is not None else self._latest(conn)
+        """The version approved last (a review approves the version in force again); before any
+        approval, the newest version (or the shipped default)."""
+        approval = conn.execute(select(irp_approvals).order_by(irp_approvals.c.id.desc()).limit(1)).first()
+        if approval is None:
+            return self._latest(conn)
+        row = conn.execute(select(irp_versions).where(irp_versions.c.version == approval.version)).one()
+        return PlanVersion.of(row, approval)
 
     def version(self, conn: Connection, version: int | None, *, principal: Principal) -> PlanVersion:
         self.check(conn, principal, Scope.INCIDENTS_READ, "irp show")
@@ -369,11 +377,12 @@ class PlanBook:
         row = conn.execute(select(irp_versions).where(irp_versions.c.version == version)).first()
         if row is None:
             raise RecordNotFound(f"no plan version {version}; `sagevault irp show --versions` lists them")
-        return PlanVersion.of(row)
+        return self._version(conn, row)
 
     def versions(self, conn: Connection, *, principal: Principal) -> list[PlanVersion]:
         self.check(conn, principal, Scope.INCIDENTS_READ, "irp versions")
-        return self._versions(conn) or [self._latest(conn)]
+        rows = conn.execute(select(irp_versions).order_by(irp_versions.c.version)).all()
+        return [self._version(conn, r) for r in rows] or [self._default()]
 
     @staticmethod
     def _default() -> PlanVersion:
@@ -394,7 +403,8 @@ class PlanBook:
         return "".join(lines)
 
     def status(self, conn: Connection, infrastructure: Mapping[str, str]) -> PlanStatus:
-        """Whether a review is due, and why: never approved, six months passed, a major change."""
+        """Whether a review is due, and why: never approved, six months passed, a major change.
+        Each reason comes with a key that names that occasion (`notify_due` gives each once)."""
         current = self.in_force(conn)
         latest = self._latest(conn)
         draft = latest if latest.version > current.version else None
@@ -404,53 +414,70 @@ class PlanBook:
         else:
             due = current.next_review_due
             if due is not None and self._clock() >= due:
-                reasons.append(("overdue", f"the six-monthly review was due {due:%Y-%m-%d %H:%M} UTC"))
+                reasons.append(
+                    (f"overdue:{due.isoformat()}", f"the six-monthly review was due {due:%Y-%m-%d %H:%M} UTC")
+                )
             for key, was in sorted((current.infrastructure or {}).items()):
                 now = infrastructure.get(key)
                 if key in _CHANGES and now is not None and now != was:
                     short = {"was": was[:24], "now": now[:24]}
-                    reasons.append((f"change:{key}:{_digest(now)[:12]}", _CHANGES[key].format(**short)))
+                    occasion = f"change:{key}:{_digest(was)[:12]}:{_digest(now)[:12]}"
+                    reasons.append((occasion, _CHANGES[key].format(**short)))
         return PlanStatus(current, draft, reasons)
 
     # --- writing ----------------------------------------------------------------------------
 
-    def _save(self, conn: Connection, plan: Plan, principal: Principal, note: str | None, **approval: Any) -> int:
+    def _save(self, conn: Connection, plan: Plan, principal: Principal, note: str | None) -> int:
         text = plan.text()
         version = self._latest(conn).version + 1
-        conn.execute(
-            insert(irp_versions).values(
-                version=version,
-                body=text,
-                sha256=_digest(text),
-                author=principal.id,
-                created_at=self._clock(),
-                note=note,
-                **approval,
-            )
-        )
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    insert(irp_versions).values(
+                        version=version,
+                        body=text,
+                        sha256=_digest(text),
+                        author=principal.id,
+                        created_at=self._clock(),
+                        note=note,
+                    )
+                )
+        except DBAPIIntegrityError:
+            raise Conflict("another change saved a plan version at the same moment; look at it and run again") from None
         return version
 
-    def _event(self, name: EventName, principal: Principal, version: PlanVersion | int, operation: str) -> None:
-        number = version if isinstance(version, int) else version.version
-        fingerprint = None if isinstance(version, int) else version.sha256
+    def _approve(self, conn: Connection, version: int, principal: Principal, note: str | None, **carried: Any) -> None:
+        now = self._clock()
+        values = {
+            "version": version,
+            "approved_by": principal.id,
+            "approved_at": now,
+            "next_review_due": now + self._review,
+            "note": note,
+            **carried,
+        }
+        conn.execute(insert(irp_approvals).values(**values))
+
+    def _event(self, name: EventName, principal: Principal, version: PlanVersion, operation: str) -> None:
         self._audit.record(
             AuditEvent(
                 name=name,
                 channel=principal.channel,
                 actor=principal.id,
                 operation=operation,
-                counts={"version": number},
-                fingerprint=fingerprint,
+                counts={"version": version.version},
+                fingerprint=version.sha256,
             )
         )
 
     def edit(self, conn: Connection, text: str, *, principal: Principal, note: str = "") -> PlanVersion:
-        """Save `text` as a new version, waiting for approval."""
+        """Save `text` as a new version, waiting for approval. A plan that names no IMPOC keeps
+        the one the newest version names (contact data is set with `set_impoc`)."""
         self.check(conn, principal, Scope.INCIDENTS_MANAGE, "irp edit")
         _text("the note", note, limit=500, required=False)
         plan = parse_plan(text, "the new plan")
         latest = self._latest(conn).plan
-        if not plan.impoc[1] and latest.impoc[1]:  # contact data is set with set-impoc: an edit keeps it
+        if not plan.impoc[1] and latest.impoc[1]:
             plan = plan.with_impoc(*latest.impoc, plan.organisation or latest.organisation)
         if plan.text() == latest.text():
             raise Conflict("the plan is unchanged; nothing was saved")
@@ -460,27 +487,32 @@ class PlanBook:
         return saved
 
     def approve(
-        self, conn: Connection, infrastructure: Mapping[str, str], *, principal: Principal, note: str = ""
+        self,
+        conn: Connection,
+        infrastructure: Mapping[str, str],
+        *,
+        principal: Principal,
+        note: str = "",
+        version: int | None = None,
     ) -> PlanVersion:
-        """Approve the newest version; when it is approved already, record a review of it (a new
-        version with the same content, approved now). The next review is due in `review_days`."""
+        """Approve the newest version, or the one in force again (a review). `version`: the one the
+        approver read; refused when it is neither (a newer draft was saved meanwhile). The next
+        review is due in `review_days`; the infrastructure approved for is recorded."""
         self.check(conn, principal, Scope.INCIDENTS_MANAGE, "irp approve")
         _text("the note", note, limit=500, required=False)
-        latest = self._latest(conn)
-        now = self._clock()
-        approval = {
-            "approved_by": principal.id,
-            "approved_at": now,
-            "next_review_due": now + self._review,
-            "infrastructure": json.dumps(dict(infrastructure), sort_keys=True),
-        }
-        if latest.version and not latest.approved:
-            conn.execute(irp_versions.update().where(irp_versions.c.version == latest.version).values(**approval))
-            number = latest.version
-        else:
-            reviewed = f"reviewed; content as in version {latest.version}" if latest.version else "the shipped plan"
-            number = self._save(conn, latest.plan, principal, note or reviewed, **approval)
-        approved = self.version(conn, number, principal=principal)
+        latest, current = self._latest(conn), self.in_force(conn)
+        target = latest.version if version is None else version
+        if target not in (latest.version, current.version) or (target == 0 and latest.version != 0):
+            raise Conflict(
+                f"version {target} is neither the newest ({latest.version}) nor the one in force ({current.version}); "
+                "`sagevault irp diff` shows what changed"
+            )
+        if target == 0:  # the shipped plan, approved as it is: saved first
+            target = self._save(conn, latest.plan, principal, "the shipped plan")
+        self._approve(
+            conn, target, principal, note or None, infrastructure=json.dumps(dict(infrastructure), sort_keys=True)
+        )
+        approved = self.version(conn, target, principal=principal)
         self._event(EventName.INCIDENT_PLAN_APPROVE, principal, approved, "irp approve")
         return approved
 
@@ -488,25 +520,26 @@ class PlanBook:
         self, conn: Connection, name: str, email: str, *, principal: Principal, organisation: str | None = None
     ) -> PlanVersion:
         """Name the IMPOC. A contact change is not a content change: the version in force gets a
-        successor with the new contact and the same approval; a waiting draft gets one too."""
+        successor with the new contact and the same review date; a waiting draft gets one too."""
         self.check(conn, principal, Scope.INCIDENTS_MANAGE, "irp set-impoc")
-        current = self.in_force(conn)
-        latest = self._latest(conn)
-        carried = {}
-        if current.approved:
-            carried = {
-                "approved_by": current.approved_by,
-                "approved_at": current.approved_at,
-                "next_review_due": current.next_review_due,
-                "infrastructure": json.dumps(current.infrastructure or {}, sort_keys=True),
-            }
-        note = f"IMPOC set; otherwise as version {current.version}"
         if not name.strip() or not email.strip():
             raise PayloadError("give the IMPOC's name and e-mail address")
+        current, latest = self.in_force(conn), self._latest(conn)
         contact = current.plan.with_impoc(name, email, organisation)
         if contact.text() == current.plan.text():
             raise Conflict("the plan names this IMPOC already; nothing was saved")
-        number = self._save(conn, contact, principal, note, **carried)
+        number = self._save(conn, contact, principal, f"IMPOC set; otherwise as version {current.version}")
+        if current.approved:
+            assert current.approved_at is not None
+            self._approve(
+                conn,
+                number,
+                principal,
+                f"contact change; content as approved in version {current.version} by {current.approved_by} "
+                f"on {current.approved_at:%Y-%m-%d}",
+                next_review_due=current.next_review_due,
+                infrastructure=json.dumps(current.infrastructure or {}, sort_keys=True),
+            )
         if latest.version > current.version:  # the draft keeps the new contact when it is approved
             draft = latest.plan.with_impoc(name, email, organisation)
             self._save(conn, draft, principal, f"IMPOC set; otherwise as draft {latest.version}")
@@ -515,22 +548,23 @@ class PlanBook:
         return saved
 
     def notify_due(self, conn: Connection, infrastructure: Mapping[str, str]) -> list[str]:
-        """Record incident:plan:due once for each reason a review is due (the irp-review-due rule
-        raises the alarm on it). Returns the reasons newly recorded."""
+        """Record incident:plan:due once for each occasion a review is due (the irp-review-due
+        rule raises the alarm on it). Returns the reasons newly recorded."""
         status = self.status(conn, infrastructure)
         given = []
         for key, reason in status.reasons:
-            notice = f"v{status.in_force.version}:{key}"[:200]
+            notice = key[:200]
             if conn.execute(select(irp_notices.c.key).where(irp_notices.c.key == notice)).first() is not None:
                 continue
             conn.execute(insert(irp_notices).values(key=notice, at=self._clock()))
-            operation = {"unapproved": "plan not approved", "overdue": "review overdue"}.get(key, "major change")
+            kind = key.split(":")[0]
+            operation = {"unapproved": "plan not approved", "overdue": "review overdue"}.get(kind)
             self._audit.record(
                 AuditEvent(
                     name=EventName.INCIDENT_PLAN_DUE,
                     channel=Channel.SCHEDULER,
                     actor=INCIDENTS.id,
-                    operation=f"{operation} {key.split(':')[1]}" if key.startswith("change:") else operation,
+                    operation=operation or f"major change {key.split(':')[1]}",
                     counts={"version": status.in_force.version},
                     fingerprint=status.in_force.sha256,
                 )

@@ -76,6 +76,9 @@ def notification(case: Case, plan: Plan, now: datetime) -> Document:
 def report_data(case: Case, plan: Plan, now: datetime) -> dict[str, Any]:
     incident = case.incident
     name, email = plan.impoc
+    if incident.impoc:  # the IMPOC Amazon was written from, whoever holds the role now
+        name, _, email = incident.impoc.rpartition(" <")
+        email = email.rstrip(">")
     return {
         "report": "incident",
         "generated_at": iso(now),

@@ -1,8 +1,9 @@
-"""The incident response tables, in the vault's database: the plan's versions, the incidents
-with their timeline, tasks, evidence and chain of custody, containment actions and reports.
+"""The incident response tables, in the vault's database: the plan's versions and approvals,
+the incidents with their timeline, tasks, evidence and chain of custody, containment actions and
+reports.
 
-The timeline, the custody records and the reports are append-only: the service only inserts
-them, and on PostgreSQL the service's role is granted nothing else on them.
+All but `incidents` and `incident_tasks` are append-only (`APPEND_ONLY`): the service only
+inserts into them, and on PostgreSQL the service's role is granted nothing else on them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from sagevault.db import NAMING_CONVENTION
 
 incidents_metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-# Every version of the plan ever written (TOML text as stored, its SHA-256), who wrote it, and for an
-# approved one who approved it, when, when the next review is due and the infrastructure it was
-# approved for (master key, database, schema revision): a change of those is a major change.
+# Every version of the plan ever written (TOML text as stored, its SHA-256), who wrote it and why.
 irp_versions = Table(
     "irp_versions",
     incidents_metadata,
@@ -25,10 +24,21 @@ irp_versions = Table(
     Column("author", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("note", String(500), nullable=True),
-    Column("approved_by", String(128), nullable=True),
-    Column("approved_at", DateTime(timezone=True), nullable=True),
-    Column("next_review_due", DateTime(timezone=True), nullable=True),
-    Column("infrastructure", Text, nullable=True),
+)
+
+# Every approval (a review approves the version in force again): who, when, when the next review
+# is due, and the infrastructure it was approved for (master key, database, schema revision): a
+# change of those is a major change. The plan in force is the version of the newest approval.
+irp_approvals = Table(
+    "irp_approvals",
+    incidents_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", Integer, nullable=False),
+    Column("approved_by", String(128), nullable=False),
+    Column("approved_at", DateTime(timezone=True), nullable=False),
+    Column("next_review_due", DateTime(timezone=True), nullable=False),
+    Column("infrastructure", Text, nullable=False),
+    Column("note", String(500), nullable=True),
 )
 
 # Notices already given (plan review due, one per version and reason): each is given once.
@@ -65,6 +75,7 @@ incidents = Table(
     Column("notified_at", DateTime(timezone=True), nullable=True),
     Column("notify_reference", String(200), nullable=True),
     Column("draft_sha256", String(64), nullable=True),
+    Column("impoc", String(300), nullable=True),  # who the draft was from: "Name <address>" (staff contact)
     Column("closed_at", DateTime(timezone=True), nullable=True),
     Column("closed_by", String(128), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -161,4 +172,15 @@ incident_reports = Table(
     Column("written_at", DateTime(timezone=True), nullable=False),
 )
 
-APPEND_ONLY = ("incident_timeline", "incident_custody", "incident_reports")
+# Only ever added to: the service's role may not change or delete their rows on PostgreSQL.
+APPEND_ONLY = (
+    "irp_versions",
+    "irp_approvals",
+    "irp_notices",
+    "incident_alarms",
+    "incident_timeline",
+    "incident_evidence",
+    "incident_custody",
+    "incident_actions",
+    "incident_reports",
+)

@@ -68,6 +68,18 @@ def _always_clocked(type_id: str, involved: Involvement) -> None:
         )
 
 
+def _may_stop_clock(incident: Incident, note: str | None) -> None:
+    """Amazon Information was thought involved and now is not: only with a note why, and only
+    while the clock has neither warned nor led to a draft or a notification."""
+    if incident.clock_stage > 0 or incident.draft_sha256 is not None or incident.notified_at is not None:
+        raise PayloadError(
+            f"incident {incident.id}'s clock to notify Amazon has run (warned, drafted or notified); it cannot be "
+            "set to amazon = no now: record the notification (`sagevault incidents notified`)"
+        )
+    if not (note or "").strip():
+        raise PayloadError("say why Amazon Information is not involved after all (--note)")
+
+
 class Incidents:
     """The incidents of one deployment: opened, read, worked and closed here; their evidence in
     `evidence`, the notification to Amazon and its clock in `amazon`; the plan in `plans`."""
@@ -129,6 +141,7 @@ class Incidents:
         categories: Sequence[str],
         records: int | None,
         description: str | None,
+        alarm_title: str | None = None,
     ) -> Incident:
         plan = self.core.plans.in_force(conn)
         kind = plan.plan.type(type_id)
@@ -144,7 +157,7 @@ class Incidents:
             "type": kind.id,
             "severity": severity_of(severity) if severity else kind.severity.value,
             "state": State.NEW.value,
-            "title": free_text("the title", title or kind.title, limit=200, required=True),
+            "title": alarm_title or free_text("the title", title or kind.title, limit=200, required=True),
             "amazon": involved.value,
             "detected_at": detected,
             "opened_at": now,
@@ -197,6 +210,9 @@ class Incidents:
         if live is not None:
             incident_id = int(live)
             done = f"joined incident {incident_id}"
+            self.core.event(
+                EventName.INCIDENT_CASE_UPDATE, INCIDENTS, incident_id, operation="alarm joined", alarm=alarm.id
+            )
         else:
             types = self.core.plans.in_force(conn).plan.types
             chosen = type_id if type_id in types else "unauthorized-access"
@@ -204,7 +220,8 @@ class Incidents:
                 conn,
                 INCIDENTS,
                 chosen,
-                title=f"Alarm {alarm.id}: {alarm.title}"[:200],
+                title=None,
+                alarm_title=f"Alarm {alarm.id}: {alarm.title}"[:200],
                 severity=alarm.severity if RANK[alarm.severity] > RANK[types[chosen].severity.value] else None,
                 detected_at=min(alarm.first_at, now),
                 amazon=None,
@@ -301,7 +318,7 @@ class Incidents:
             raise PayloadError(f"{unknown[0]} is not a fact of an incident")
         plan = self.core.plans.in_force(conn).plan
         values = self._changes(
-            incident, plan, type, title, severity, amazon, tenants, categories, records, roles, documentation
+            incident, plan, type, title, severity, amazon, tenants, categories, records, roles, documentation, note
         )
         written_note = free_text("the note", note, limit=2000)
         target = state_of(state) if state is not None else None
@@ -340,6 +357,7 @@ class Incidents:
         records: int | None,
         roles: Mapping[str, str] | None,
         documentation: Mapping[str, str | None],
+        note: str | None,
     ) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if type_id is not None and type_id != incident.type:
@@ -350,6 +368,8 @@ class Incidents:
             values["severity"] = severity_of(severity)
         involved = involvement_of(amazon) if amazon is not None else Involvement(incident.amazon)
         _always_clocked(values.get("type", incident.type), involved)
+        if involved is Involvement.NO and incident.amazon != Involvement.NO.value:
+            _may_stop_clock(incident, note)
         if amazon is not None:
             values["amazon"] = involved.value
             if incident.notified_at is None:
@@ -491,7 +511,7 @@ class Incidents:
                 f"incident {incident_id} cannot close without {', '.join(m.replace('_', ' ') for m in missing)}; "
                 "give them (--description, --root-cause, --remediation, --corrective-controls)"
             )
-        if incident.notify_due is not None and incident.notified_at is None:
+        if (incident.notify_due is not None or incident.clock_stage > 0) and incident.notified_at is None:
             raise PayloadError(
                 f"Amazon has not been notified of incident {incident_id}; send the notification "
                 f"(`sagevault incidents notify-draft {incident_id}`) and record it (`incidents notified`) first"

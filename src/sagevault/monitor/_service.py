@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sagevault.audit import AuditEvent, AuditSink, EventName, Outcome, Reason, outcome_of
 from sagevault.errors import AccessDenied, Conflict, PayloadError, RecordNotFound, looks_like_pii
 from sagevault.identity import Channel, Principal, Scope, event_tenant
+from sagevault.logs import get_logger
 
 from ._canary import CanaryRegistry
 from ._detect import EVIDENCE_SEQS, Detector, Firing, Seen
@@ -30,6 +31,7 @@ from ._rules import Response, Rule
 from ._schema import alarm_outbox, alarms, monitor_baselines, monitor_cursor
 
 MONITOR = Principal.job("monitor")
+_log = get_logger("sagevault.monitor")
 
 
 class State(StrEnum):
@@ -366,6 +368,7 @@ class Monitor:
             with conn.begin_nested():
                 return f"open-incident: {self.incidents.open_from_alarm(conn, alarm, type_id)}"
         except Exception as exc:  # the alarm stands whatever happens to the incident
+            _log.error("open-incident failed", alarm=alarm.id, rule=alarm.rule, error=type(exc).__name__)
             return f"open-incident: failed ({type(exc).__name__})"
 
     def _respond(self, conn: Connection, response: Response, principal: str | None, tenant: str | None) -> str:

@@ -1,5 +1,5 @@
-"""Incident response: the plan's versions, incidents, their timeline, tasks, evidence, custody,
-containment actions and reports.
+"""Incident response: the plan's versions and approvals, incidents, their timeline, tasks,
+evidence, custody, containment actions and reports.
 
 Revision ID: 0008
 Revises: 0007
@@ -16,17 +16,20 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-_APPEND_ONLY = ("incident_timeline", "incident_custody", "incident_reports")
-_TABLES = (
+_CHANGING = ("incidents", "incident_tasks")
+_APPEND_ONLY = (
     "irp_versions",
+    "irp_approvals",
     "irp_notices",
-    "incidents",
     "incident_alarms",
-    "incident_tasks",
+    "incident_timeline",
     "incident_evidence",
+    "incident_custody",
     "incident_actions",
+    "incident_reports",
 )
 _SEQUENCES = (
+    "irp_approvals_id_seq",
     "incidents_id_seq",
     "incident_timeline_id_seq",
     "incident_tasks_id_seq",
@@ -45,11 +48,18 @@ def upgrade() -> None:
         sa.Column("author", sa.String(128), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("note", sa.String(500), nullable=True),
-        sa.Column("approved_by", sa.String(128), nullable=True),
-        sa.Column("approved_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("next_review_due", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("infrastructure", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("version", name="pk_irp_versions"),
+    )
+    op.create_table(
+        "irp_approvals",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("approved_by", sa.String(128), nullable=False),
+        sa.Column("approved_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("next_review_due", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("infrastructure", sa.Text(), nullable=False),
+        sa.Column("note", sa.String(500), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_irp_approvals"),
     )
     op.create_table(
         "irp_notices",
@@ -82,6 +92,7 @@ def upgrade() -> None:
         sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("notify_reference", sa.String(200), nullable=True),
         sa.Column("draft_sha256", sa.String(64), nullable=True),
+        sa.Column("impoc", sa.String(300), nullable=True),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("closed_by", sa.String(128), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -172,12 +183,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("incident_id", "format", name="pk_incident_reports"),
     )
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(_TABLES)} TO sagevault_app")
-        # The timeline, custody records and reports are only ever appended to.
+        op.execute(f"GRANT SELECT, INSERT, UPDATE ON {', '.join(_CHANGING)} TO sagevault_app")
+        # The record of the plan and of each incident is only ever added to.
         op.execute(f"GRANT SELECT, INSERT ON {', '.join(_APPEND_ONLY)} TO sagevault_app")
         op.execute(f"GRANT USAGE ON SEQUENCE {', '.join(_SEQUENCES)} TO sagevault_app")
 
 
 def downgrade() -> None:
-    for table in reversed((*_TABLES, *_APPEND_ONLY)):
+    for table in reversed((*_CHANGING, *_APPEND_ONLY)):
         op.drop_table(table)

@@ -69,6 +69,7 @@ class CaseOut(IncidentSummaryOut):
     corrective_controls: str | None
     notify_reference: str | None
     notification_draft_sha256: str | None
+    impoc: str | None = Field(description="The IMPOC the notification was from (staff contact).")
     clock: dict[str, Any] = Field(description="running, due, seconds_left, state of the Amazon clock.")
     closed_at: str | None = Field(json_schema_extra={"format": "date-time"})
     closed_by: str | None

@@ -23,6 +23,7 @@ DOMAINS = (
     "access",
     "monitor",
     "incidents",
+    "deletion",
 )
 EDGES = ("web", "cli", "jobs", "deployment", "testing")
 FRAMEWORKS = ("fastapi", "starlette", "typer", "click", "rich", "uvicorn")

@@ -21,7 +21,7 @@ from typing import TypedDict, Unpack
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
-from sagevault import access, incidents, jobs, monitor, vault
+from sagevault import access, deletion, incidents, jobs, monitor, vault
 from sagevault._private_files import check_private
 from sagevault._settings_changes import record_settings
 from sagevault.access import (
@@ -52,23 +52,31 @@ from sagevault.crypto import (
     tls_files,
 )
 from sagevault.db import SERVICE_ROLE, MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
+from sagevault.deletion import LiveCopies, Retention
 from sagevault.errors import AlreadyInitialized, ConfigError, NotInitialized, StorageBusy
 from sagevault.identity import Principal
 from sagevault.incidents import IncidentCore, Incidents, PlanBook
 from sagevault.monitor import CanaryRegistry, LogSink, Monitor, Sink, SmtpSink, WebhookSink, load_rules
-from sagevault.vault import TenantKeyring, Vault
+from sagevault.vault import RetentionDays, TenantKeyring, Vault
 
 Clock = Callable[[], datetime]
 
 # The tables of the vault's database, each domain's revisions in its own folder, one chain.
 STORE_CHAIN = MigrationChain(
     "alembic_version",
-    (vault.MIGRATIONS, access.MIGRATIONS, jobs.MIGRATIONS, monitor.MIGRATIONS, incidents.MIGRATIONS),
+    (
+        vault.MIGRATIONS,
+        access.MIGRATIONS,
+        jobs.MIGRATIONS,
+        monitor.MIGRATIONS,
+        incidents.MIGRATIONS,
+        deletion.MIGRATIONS,
+    ),
 )
 
 
 def migrate_store(engine: Engine) -> None:
-    """Bring the vault's database (vault, access, jobs, monitor and incident tables) to the newest migration."""
+    """Bring the vault's database (every domain's tables) to the newest migration."""
     migrate(engine, STORE_CHAIN)
 
 
@@ -83,6 +91,8 @@ class Deployment:
     monitor: Monitor
     sinks: dict[str, Sink]
     incidents: Incidents
+    copies: LiveCopies
+    retention: Retention
 
     def infrastructure(self, conn: Connection | None = None) -> dict[str, str]:
         """What the incident response plan is approved for: a change of any of these (a master
@@ -256,7 +266,11 @@ def _build(settings: Settings, parts: Parts) -> Deployment:
     keyring = TenantKeyring(keys, KeyCache(settings.key_cache_ttl_seconds))
     clock = parts.get("clock")
     control = AccessControl(clock)  # the vault's gate and the access service's decision: one
-    the_vault = Vault(keyring, audit=audit, gate=control)
+    policy = settings.policy
+    days = RetentionDays(
+        policy.pii_retention_days_after_delivery, policy.non_pii_retention_days, policy.delivery_margin_days
+    )
+    the_vault = Vault(keyring, audit=audit, gate=control, retention=days)
     core = AccessCore(
         settings, keys, audit, tenants=the_vault, control=control, throttle=parts.get("throttle"), clock=clock
     )
@@ -286,7 +300,11 @@ def _build(settings: Settings, parts: Parts) -> Deployment:
         )
     )
     the_monitor.incidents = the_incidents
-    return Deployment(settings, engine, keys, audit, the_vault, the_access, the_monitor, sinks, the_incidents)
+    copies = LiveCopies(audit=audit, gate=control, max_days=policy.live_copies_days, clock=clock)
+    retention = Retention(audit=audit, gate=control, clock=clock)
+    return Deployment(
+        settings, engine, keys, audit, the_vault, the_access, the_monitor, sinks, the_incidents, copies, retention
+    )
 
 
 def _secret_file(path: Path) -> bytes:

@@ -21,6 +21,7 @@ from sagevault.db import create_engine_for, migrate, schema_is_current
 from sagevault.deployment import STORE_CHAIN, init_deployment, migrate_store, open_audit, open_deployment
 from sagevault.errors import ConfigError
 from sagevault.identity import Channel, Principal
+from sagevault.deletion import deletion_metadata
 from sagevault.incidents import incidents_metadata
 from sagevault.jobs import jobs_metadata
 from sagevault.logs import configure_logging, release_logging
@@ -103,7 +104,14 @@ def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
     engine = create_engine_for(f"sqlite:///{tmp_path / 'm.db'}")
     migrate_store(engine)
     declared = MetaData()
-    for domain in (vault_metadata, access_metadata, jobs_metadata, monitor_metadata, incidents_metadata):
+    for domain in (
+        vault_metadata,
+        access_metadata,
+        jobs_metadata,
+        monitor_metadata,
+        incidents_metadata,
+        deletion_metadata,
+    ):
         for table in domain.tables.values():
             table.to_metadata(declared)
     with engine.connect() as conn:

@@ -22,6 +22,12 @@ DEPLOYMENT_SCOPES = frozenset(
         Scope.ALARMS_MANAGE,
         Scope.INCIDENTS_READ,
         Scope.INCIDENTS_MANAGE,
+        Scope.DELETION_READ,
+        Scope.DELETION_MANAGE,
+        Scope.RETENTION_READ,
+        Scope.RETENTION_MANAGE,
+        Scope.BACKUPS_READ,
+        Scope.BACKUPS_MANAGE,
     }
 )
 
@@ -87,6 +93,23 @@ ROLES: dict[str, Role] = {
                 Scope.TENANTS_SHRED,
                 Scope.KILLSWITCH_OPERATE,
             },
+        ),
+        _role(
+            "privacy-officer",
+            "carries out deletion and return requests and buyers' rights; retention, holds and backups",
+            {
+                Scope.DELETION_READ,
+                Scope.DELETION_MANAGE,
+                Scope.RETENTION_READ,
+                Scope.RETENTION_MANAGE,
+                Scope.BACKUPS_READ,
+                Scope.BACKUPS_MANAGE,
+                Scope.RECORDS_READ,
+                Scope.RECORDS_SEARCH,
+                Scope.PII_EXPORT,
+                Scope.TENANTS_SHRED,
+            },
+            {Purpose.LEGAL},
         ),
         _role(
             "admin",

@@ -58,6 +58,17 @@ class EventName(StrEnum):
     AUDIT_SEGMENT_PURGE = "audit:segment:purge"
     CLI_COMMAND_FAIL = "cli:command:fail"
     CLI_COMMAND_RUN = "cli:command:run"
+    DELETION_BACKUP_CREATE = "deletion:backup:create"
+    DELETION_BACKUP_RESTORE = "deletion:backup:restore"
+    DELETION_CERTIFICATE_ISSUE = "deletion:certificate:issue"
+    DELETION_CLOCK_OVERDUE = "deletion:clock:overdue"
+    DELETION_CLOCK_WARN = "deletion:clock:warn"
+    DELETION_COPY_DESTROY = "deletion:copy:destroy"
+    DELETION_COPY_OVERDUE = "deletion:copy:overdue"
+    DELETION_COPY_REGISTER = "deletion:copy:register"
+    DELETION_REQUEST_FAIL = "deletion:request:fail"
+    DELETION_REQUEST_RECEIVE = "deletion:request:receive"
+    DELETION_REQUEST_STEP = "deletion:request:step"
     INCIDENT_ACTION_TAKE = "incident:action:take"
     INCIDENT_CASE_CLOSE = "incident:case:close"
     INCIDENT_CASE_OPEN = "incident:case:open"
@@ -81,6 +92,10 @@ class EventName(StrEnum):
     MONITOR_ALARM_RESOLVE = "monitor:alarm:resolve"
     MONITOR_CANARY_SEED = "monitor:canary:seed"
     MONITOR_SINK_FAIL = "monitor:sink:fail"
+    RETENTION_HOLD_ADD = "retention:hold:add"
+    RETENTION_HOLD_RELEASE = "retention:hold:release"
+    RETENTION_PII_PURGE = "retention:pii:purge"
+    RETENTION_RECORD_PURGE = "retention:record:purge"
     SCHEDULER_JOB_FAIL = "scheduler:job:fail"
     STORAGE_KEYSET_CREATE = "storage:keyset:create"
     STORAGE_KEYSET_DESTROY = "storage:keyset:destroy"
@@ -88,10 +103,14 @@ class EventName(StrEnum):
     STORAGE_KEYSET_ROTATE = "storage:keyset:rotate"
     STORAGE_MASTERKEY_RETIRE = "storage:masterkey:retire"
     STORAGE_MASTERKEY_ROTATE = "storage:masterkey:rotate"
+    STORAGE_RECORD_DELETE = "storage:record:delete"
     STORAGE_RECORD_PURGE = "storage:record:purge"
+    VAULT_FIELD_RECTIFY = "vault:field:rectify"
     VAULT_FIELD_REVEAL = "vault:field:reveal"
+    VAULT_RECORD_EXPORT = "vault:record:export"
     VAULT_RECORD_INGEST = "vault:record:ingest"
     VAULT_RECORD_READ = "vault:record:read"
+    VAULT_RECORD_RESTRICT = "vault:record:restrict"
     VAULT_RECORD_SEARCH = "vault:record:search"
     VAULT_TENANT_CREATE = "vault:tenant:create"
 
@@ -136,6 +155,17 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.AUDIT_SEGMENT_PURGE: "events older than the retention period were purged, chain anchor kept",
     EventName.CLI_COMMAND_FAIL: "an operator command failed with an error",
     EventName.CLI_COMMAND_RUN: "an operator command ran to completion",
+    EventName.DELETION_BACKUP_CREATE: "an encrypted backup of the vault's database was written and registered",
+    EventName.DELETION_BACKUP_RESTORE: "a backup was restored, every deletion since it was taken applied first",
+    EventName.DELETION_CERTIFICATE_ISSUE: "a signed deletion certificate was issued (its SHA-256)",
+    EventName.DELETION_CLOCK_OVERDUE: "a deletion or return request is past its 72-hour deadline",
+    EventName.DELETION_CLOCK_WARN: "a deletion or return request's 72-hour deadline is getting close",
+    EventName.DELETION_COPY_DESTROY: "a tracked live copy (backup, export, bundle) was destroyed",
+    EventName.DELETION_COPY_OVERDUE: "a tracked live copy outlived its expiry (90 days at most)",
+    EventName.DELETION_COPY_REGISTER: "a live copy (backup, export, return bundle) was registered with its expiry",
+    EventName.DELETION_REQUEST_FAIL: "a deletion or return request failed (its reason code)",
+    EventName.DELETION_REQUEST_RECEIVE: "a deletion, return or buyer-rights request was recorded",
+    EventName.DELETION_REQUEST_STEP: "a deletion or return request moved to its next state",
     EventName.INCIDENT_ACTION_TAKE: "a containment action (kill switch, lock-out, revocation) taken for an incident",
     EventName.INCIDENT_CASE_CLOSE: "an incident was closed with its description, root cause, remediation and controls",
     EventName.INCIDENT_CASE_OPEN: "an incident was opened (by hand or from an alarm)",
@@ -159,6 +189,10 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.MONITOR_ALARM_RESOLVE: "an alarm was resolved",
     EventName.MONITOR_CANARY_SEED: "canary records were planted in a tenant",
     EventName.MONITOR_SINK_FAIL: "an alarm could not be delivered to a sink (it is retried)",
+    EventName.RETENTION_HOLD_ADD: "a legal hold was placed on records (reason and end date kept)",
+    EventName.RETENTION_HOLD_RELEASE: "a legal hold was released",
+    EventName.RETENTION_PII_PURGE: "PII fields past their retention date were purged",
+    EventName.RETENTION_RECORD_PURGE: "records past the non-PII retention date were deleted",
     EventName.SCHEDULER_JOB_FAIL: "a scheduled job failed (its name and the error's type only)",
     EventName.STORAGE_KEYSET_CREATE: "a tenant's keys were created",
     EventName.STORAGE_KEYSET_DESTROY: "a tenant's keys were destroyed (crypto-shred)",
@@ -166,10 +200,14 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.STORAGE_KEYSET_ROTATE: "a new primary data or index key version was made and records moved to it",
     EventName.STORAGE_MASTERKEY_RETIRE: "a master key rotation ended: the old master key was destroyed",
     EventName.STORAGE_MASTERKEY_ROTATE: "tenant keys and access secrets were re-wrapped by a new master key",
+    EventName.STORAGE_RECORD_DELETE: "records of a tenant were deleted (a request's scope); their ids",
     EventName.STORAGE_RECORD_PURGE: "unreadable rows of a shredded tenant were deleted",
+    EventName.VAULT_FIELD_RECTIFY: "a buyer's PII field was corrected (rectification)",
     EventName.VAULT_FIELD_REVEAL: "PII fields were decrypted for a purpose",
+    EventName.VAULT_RECORD_EXPORT: "records were decrypted for export (a return bundle)",
     EventName.VAULT_RECORD_INGEST: "SP-API documents were stored",
     EventName.VAULT_RECORD_READ: "records were read with PII masked",
+    EventName.VAULT_RECORD_RESTRICT: "processing of records was restricted, or the restriction lifted",
     EventName.VAULT_RECORD_SEARCH: "records were looked up by blind index",
     EventName.VAULT_TENANT_CREATE: "a tenant was added",
 }

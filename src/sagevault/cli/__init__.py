@@ -3,7 +3,20 @@ module per command group. Importing this package registers every command."""
 
 from __future__ import annotations
 
-from . import access, audit, incidents, jobs, monitor, serve, vault
+from . import access, audit, backup, deletion, incidents, jobs, monitor, retention, serve, vault
 from ._app import app, main
 
-__all__ = ["access", "app", "audit", "incidents", "jobs", "main", "monitor", "serve", "vault"]
+__all__ = [
+    "access",
+    "app",
+    "audit",
+    "backup",
+    "deletion",
+    "incidents",
+    "jobs",
+    "main",
+    "monitor",
+    "retention",
+    "serve",
+    "vault",
+]

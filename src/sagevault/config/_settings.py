@@ -67,6 +67,9 @@ class PolicyProfile(BaseModel):
     inactive_account_days: int = 90
     ir_plan_review_days: int = 183
     amazon_notify_hours: int = 24
+    # An order whose payload gives no delivery date (nor a latest promised one) is taken as
+    # delivered this many days after its purchase, for the 30-day PII retention.
+    delivery_margin_days: int = 30
     critical_vuln_fix_days: int = 7
     high_vuln_fix_days: int = 30
     # When PII may be revealed (the pii-outside-hours rule alarms outside them), in `timezone`.
@@ -331,6 +334,16 @@ class Settings(BaseSettings):
     def rules_dir(self) -> Path:
         """Rule files that replace or add to the shipped ones (`sagevault rules list` shows which)."""
         return self.resolved_data_dir / "rules"
+
+    @property
+    def backup_dir(self) -> Path:
+        """Where `sagevault backup create` writes backups unless told otherwise."""
+        return self.resolved_data_dir / "backups"
+
+    @property
+    def backup_key_file(self) -> Path:
+        """The deployment's backup identity (age X25519, 0600): backups are encrypted to it."""
+        return self.resolved_data_dir / "keys" / "backup.key"
 
     @property
     def canary_key_file(self) -> Path:

@@ -60,6 +60,22 @@ def _incident_clocks(d: Deployment, _p: Principal) -> JobResult:
     return JobResult({"clocks": len(moved), "plan_notices": len(due)})
 
 
+def _retention(d: Deployment, p: Principal) -> JobResult:
+    """Purge PII past its retention date (30 days after delivery) and records past 18 months,
+    except under a legal hold; each purge a security event with its counts."""
+    with d.unit_of_work() as conn:
+        ran = d.retention.run(conn, principal=p)
+    return JobResult({"pii": ran.pii, "records": ran.records})
+
+
+def _live_copies(d: Deployment, _p: Principal) -> JobResult:
+    """Backups, exports and return bundles past their expiry (90 days at most): each recorded
+    once as deletion:copy:overdue, which raises the live-copy-overdue alarm."""
+    with d.unit_of_work() as conn:
+        overdue = d.copies.overdue(conn)
+    return JobResult({"overdue": len(overdue)})
+
+
 BUILTIN: list[Job] = [
     Job(
         "audit-digest",
@@ -84,5 +100,17 @@ BUILTIN: list[Job] = [
         "warn before the 24-hour deadline to notify Amazon, alarm when it passes; plan review due dates",
         lambda _d: timedelta(minutes=1),
         _incident_clocks,
+    ),
+    Job(
+        "retention",
+        "purge PII 30 days after delivery and records after 18 months, except under a legal hold",
+        lambda _d: timedelta(hours=1),
+        _retention,
+    ),
+    Job(
+        "live-copies",
+        "alarm on backups, exports and return bundles past their expiry",
+        lambda _d: timedelta(hours=1),
+        _live_copies,
     ),
 ]

@@ -14,7 +14,7 @@ from ._marketplaces import MARKETPLACES
 from ._operations import ORDER_ID, Operation, SourceDocument, extract, recognise
 from ._rotation import KeyLifecycle
 from ._schema import vault_metadata
-from ._service import MAX_BATCH_REVEAL, Vault
+from ._service import MAX_BATCH_REVEAL, RetentionDays, Vault
 from ._views import (
     BatchReveal,
     IngestResult,
@@ -48,6 +48,7 @@ __all__ = [
     "OrderView",
     "PurgeStep",
     "RecordView",
+    "RetentionDays",
     "RevealedField",
     "RewrapStep",
     "RotationStep",

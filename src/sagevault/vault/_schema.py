@@ -102,6 +102,13 @@ records = Table(
     Column("bi_version", Integer, nullable=False, server_default=text("1")),
     Column("pii_fields", Integer, nullable=False),
     Column("unknown_fields", Integer, nullable=False),
+    # Retention (DPP 1, 9): the PII fields go at `pii_expires_at` (30 days after delivery), the
+    # whole record at `expires_at` (18 months); `pii_purged_at` says the PII is gone. A record
+    # whose processing a buyer restricted (`restricted_at`) is read, revealed and exported by no one.
+    Column("pii_expires_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("pii_purged_at", DateTime(timezone=True), nullable=True),
+    Column("restricted_at", DateTime(timezone=True), nullable=True),
     Column("clear", Text, nullable=False),
     Column("pii", LargeBinary, nullable=False),
     # Blind index: HMAC tokens of normalised PII under the tenant's index key, for equality
@@ -111,6 +118,14 @@ records = Table(
     # scans all use its prefix. A second tenant_id index lets the planner pick it on stale
     # statistics and scan a whole tenant per ingest batch.
     UniqueConstraint("tenant_id", "order_id", "document"),
+    # The retention job's scans: records whose PII is still there, by expiry; records by expiry.
+    Index(
+        "ix_records_pii_expires",
+        "pii_expires_at",
+        sqlite_where=text("pii_purged_at IS NULL"),
+        postgresql_where=text("pii_purged_at IS NULL"),
+    ),
+    Index("ix_records_expires", "expires_at"),
     # Token-only indexes: tokens are keyed per tenant, so they are already selective, and an
     # index that led with tenant_id would tempt PostgreSQL's planner away from the unique
     # (tenant_id, order_id, document) index when ingest looks up existing documents.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -94,13 +95,30 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class RetentionDays:
+    """The policy profile's retention numbers, as ingest needs them to date each record."""
+
+    pii_after_delivery: int = 30
+    records: int = 548
+    delivery_margin: int = 30  # no delivery date in the payload: purchase date + this many days
+
+
 class Vault:
     """Amazon Information, PII encrypted per tenant and per field."""
 
     def __init__(
-        self, keyring: TenantKeyring, *, audit: AuditSink, gate: AccessGate | None = None, catalog: Catalog = CATALOG
+        self,
+        keyring: TenantKeyring,
+        *,
+        audit: AuditSink,
+        gate: AccessGate | None = None,
+        catalog: Catalog = CATALOG,
+        retention: RetentionDays | None = None,
     ) -> None:
         self._keys = keyring
+        # How long PII and records are kept (the policy profile's numbers): ingest dates each record.
+        self.retention = retention or RetentionDays()
         self._audit = audit
         self._gate: AccessGate = gate or LocalOperatorGate()
         self._catalog = catalog

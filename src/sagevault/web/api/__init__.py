@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import _admin, _data, _incidents, _monitor, _records
+from . import _admin, _backups, _data, _deletion, _incidents, _monitor, _records, _retention
 
-ROUTERS: tuple[APIRouter, ...] = (_records.router, _data.router, _admin.router, _monitor.router, _incidents.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    _records.router,
+    _data.router,
+    _admin.router,
+    _monitor.router,
+    _incidents.router,
+    _deletion.router,
+    _retention.router,
+    _backups.router,
+)
 
 __all__ = ["ROUTERS"]

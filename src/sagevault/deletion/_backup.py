@@ -1,0 +1,3 @@
+"""Backups (skeleton: being built)."""
+
+from __future__ import annotations

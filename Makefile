@@ -45,6 +45,7 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/audit.py --events 20000
 	$(BIN)/python bench/detect.py --events 50000
 	$(BIN)/python bench/incidents.py --incidents 2000
+	$(BIN)/python bench/deletion.py
 	$(BIN)/python bench/authz.py
 	$(BIN)/python bench/api.py
 

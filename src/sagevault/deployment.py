@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypedDict, Unpack
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
@@ -39,6 +40,7 @@ from sagevault.audit import (
     DigestFile,
     Signer,
     create_signing_key,
+    load_public_key,
     public_path,
 )
 from sagevault.config import Settings, make_private_dir
@@ -52,7 +54,7 @@ from sagevault.crypto import (
     tls_files,
 )
 from sagevault.db import SERVICE_ROLE, MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
-from sagevault.deletion import LiveCopies, Retention
+from sagevault.deletion import Backups, BuyerRights, Deletions, LiveCopies, Retention
 from sagevault.errors import AlreadyInitialized, ConfigError, NotInitialized, StorageBusy
 from sagevault.identity import Principal
 from sagevault.incidents import IncidentCore, Incidents, PlanBook
@@ -93,6 +95,8 @@ class Deployment:
     incidents: Incidents
     copies: LiveCopies
     retention: Retention
+    deletion: Deletions
+    backups: Backups
 
     def infrastructure(self, conn: Connection | None = None) -> dict[str, str]:
         """What the incident response plan is approved for: a change of any of these (a master
@@ -302,9 +306,50 @@ def _build(settings: Settings, parts: Parts) -> Deployment:
     the_monitor.incidents = the_incidents
     copies = LiveCopies(audit=audit, gate=control, max_days=policy.live_copies_days, clock=clock)
     retention = Retention(audit=audit, gate=control, clock=clock)
-    return Deployment(
-        settings, engine, keys, audit, the_vault, the_access, the_monitor, sinks, the_incidents, copies, retention
+    deletions = Deletions(
+        audit=audit,
+        gate=control,
+        vault=the_vault,
+        copies=copies,
+        returns_dir=settings.resolved_data_dir / "returns",
+        signer=lambda: _certificate_signer(settings),
+        sla_hours=policy.deletion_sla_hours,
+        clock=clock,
     )
+    BuyerRights(deletions)
+    backups = Backups(
+        settings=settings,
+        engine=engine,
+        keys=keys,
+        audit=audit,
+        gate=control,
+        copies=copies,
+        retention=retention,
+        chain=STORE_CHAIN,
+        forget_keys=keyring.forget_all,  # a restore: no tenant key cached from before it is used after
+        clock=clock,
+    )
+    return Deployment(
+        settings,
+        engine,
+        keys,
+        audit,
+        the_vault,
+        the_access,
+        the_monitor,
+        sinks,
+        the_incidents,
+        copies,
+        retention,
+        deletions,
+        backups,
+    )
+
+
+def _certificate_signer(settings: Settings) -> tuple[Signer, Ed25519PublicKey]:
+    """The key that signs deletion certificates and return manifests: the audit signing key."""
+    key_file = settings.resolved_audit_signing_key_file
+    return Signer(key_file), load_public_key(public_path(key_file))
 
 
 def _secret_file(path: Path) -> bytes:

@@ -170,6 +170,12 @@ class PurposeNotAllowed(AccessDenied):
     reason = "purpose_not_allowed"
 
 
+class ProcessingRestricted(AccessDenied):
+    """A buyer restricted the processing of the record: nobody reads, reveals or exports it."""
+
+    reason = "processing_restricted"
+
+
 class AuthenticationFailed(AccessDenied):
     reason = "bad_credentials"
 

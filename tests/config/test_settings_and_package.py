@@ -18,10 +18,10 @@ from sagevault.audit import migrate_audit
 from sagevault.config import PolicyProfile, load_settings
 from sagevault.crypto import InMemoryKeyProvider
 from sagevault.db import create_engine_for, migrate, schema_is_current
+from sagevault.deletion import deletion_metadata
 from sagevault.deployment import STORE_CHAIN, init_deployment, migrate_store, open_audit, open_deployment
 from sagevault.errors import ConfigError
 from sagevault.identity import Channel, Principal
-from sagevault.deletion import deletion_metadata
 from sagevault.incidents import incidents_metadata
 from sagevault.jobs import jobs_metadata
 from sagevault.logs import configure_logging, release_logging

@@ -225,6 +225,7 @@ class Reason(StrEnum):
     NONE = ""
     ACCESS_DENIED = "access_denied"
     PURPOSE_NOT_ALLOWED = "purpose_not_allowed"
+    PROCESSING_RESTRICTED = "processing_restricted"
     TENANT_SHREDDED = "tenant_shredded"
     UNKNOWN_TENANT = "unknown_tenant"
     RECORD_NOT_FOUND = "record_not_found"

@@ -1,7 +1,248 @@
-"""`sagevault deletion`: deletion and return requests, buyers' rights, certificates (being built)."""
+"""`sagevault deletion`: deletion and return requests (72 hours), a buyer's rights, certificates."""
 
 from __future__ import annotations
 
-from ._app import group
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sagevault.deletion import DeletionRequest, certificate_page, verify_certificate
+from sagevault.errors import IntegrityError, PayloadError
+from sagevault.incidents import parse_time
+from sagevault.jobs import carry_out
+
+from ._app import deployment, group, out, principal, settings
 
 deletion_app = group("deletion", "Deletion and return requests (72 hours), buyers' rights, signed certificates.")
+
+_JSON = typer.Option("--json", help="JSON instead of a table.")
+_TENANT = typer.Option("--tenant", help="The selling partner (tenant id).")
+_SOURCE = typer.Option(help="amazon-notice, seller-offboarding, authorisation-revoked or buyer-request.")
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _buyer(email: str | None, phone: str | None, name: str | None, postal_code: str | None) -> dict[str, str]:
+    given = {"email": email, "phone": phone, "name": name, "postal_code": postal_code}
+    return {k: v for k, v in given.items() if v}
+
+
+def _left(request: DeletionRequest, now: datetime) -> str:
+    if request.finished:
+        late = request.done_at is not None and request.done_at > request.due_at
+        return f"{request.state}{' (late)' if late else ''}"
+    seconds = int((request.due_at - now).total_seconds())
+    if seconds <= 0:
+        return f"OVERDUE by {-seconds // 3600} h (was due {request.due_at:%Y-%m-%d %H:%M} UTC)"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min left (due {request.due_at:%Y-%m-%d %H:%M} UTC)"
+
+
+@deletion_app.command("request")
+def deletion_request(
+    tenant: Annotated[str, _TENANT],
+    order: Annotated[list[str] | None, typer.Option("--order", help="An order of the scope (repeat).")] = None,
+    buyer_email: Annotated[str | None, typer.Option(help="The buyer, by e-mail (not stored).")] = None,
+    buyer_phone: Annotated[str | None, typer.Option(help="The buyer, by phone (not stored).")] = None,
+    buyer_name: Annotated[str | None, typer.Option(help="The buyer, by name (with --buyer-postal-code).")] = None,
+    buyer_postal_code: Annotated[str | None, typer.Option(help="The buyer's postal code (with --buyer-name).")] = None,
+    kind: Annotated[str, typer.Option(help="delete, or return (a bundle first, then delete).")] = "delete",
+    source: Annotated[str, _SOURCE] = "amazon-notice",
+    received_at: Annotated[str | None, typer.Option(help="When it arrived, with its UTC offset (default now).")] = None,
+    recipient: Annotated[str | None, typer.Option(help="For a return: the recipient's age public key.")] = None,
+) -> None:
+    """Record a request: the whole tenant (default), --order ... or one buyer. Its 72-hour
+    deadline runs from --received-at. Carry it out with `sagevault deletion run ID`."""
+    buyer = _buyer(buyer_email, buyer_phone, buyer_name, buyer_postal_code)
+    scope = "buyer" if buyer else "orders" if order else "tenant"
+    with deployment() as d, d.unit_of_work() as conn:
+        request = d.deletion.request(
+            conn,
+            tenant_id=tenant,
+            principal=principal(),
+            scope=scope,
+            orders=order or [],
+            buyer=buyer,
+            kind=kind,
+            source=source,
+            received_at=parse_time("--received-at", received_at) if received_at else None,
+            recipient=recipient,
+        )
+        now = d.deletion.now()
+    if request.linked_to is not None:
+        out.print(f"request {request.id} recorded and linked to request {request.linked_to} (the same scope)")
+        return
+    found = request.scope.get("orders")
+    what = f"{len(found)} orders" if found is not None else "the whole tenant"
+    out.print(f"[green]request {request.id} recorded[/]: {request.kind} {what}; {_left(request, now)}")
+
+
+@deletion_app.command("list")
+def deletion_list(
+    state: Annotated[str | None, typer.Option(help="Only requests in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: Annotated[bool, _JSON] = False,
+) -> None:
+    """Requests, newest first, with their 72-hour clocks."""
+    with deployment() as d, d.unit_of_work(read_only=True) as conn:
+        found = d.deletion.list_requests(conn, principal=principal(), state=state, limit=limit)
+        now = d.deletion.now()
+    if as_json:
+        _print_json([r.summary() for r in found])
+        return
+    if not found:
+        out.print("no requests; `sagevault deletion request --tenant ...` records one")
+        return
+    table = Table("id", "tenant", "scope", "kind", "source", "state", "received", "deadline")
+    for r in found:
+        table.add_row(
+            str(r.id),
+            r.tenant_id,
+            r.scope_kind,
+            r.kind,
+            r.source,
+            r.state,
+            f"{r.received_at:%Y-%m-%d %H:%M}",
+            _left(r, now),
+        )
+    out.print(table)
+
+
+@deletion_app.command("show")
+def deletion_show(request_id: int, as_json: Annotated[bool, _JSON] = False) -> None:
+    """One request: scope, state, counts, deadline."""
+    with deployment() as d, d.unit_of_work(read_only=True) as conn:
+        request = d.deletion.get(conn, request_id, principal=principal())
+        now = d.deletion.now()
+    if as_json:
+        _print_json(request.payload(now))
+        return
+    out.print(f"request {request.id}: {request.kind} of {request.scope_kind} {request.tenant_id} ({request.source})")
+    out.print(f"state {request.state}; {_left(request, now)}", soft_wrap=True)
+    if request.reason:
+        out.print(f"reason: {request.reason}", markup=False)
+    out.print(f"counts: {json.dumps(request.counts, sort_keys=True)}", markup=False, soft_wrap=True)
+
+
+@deletion_app.command("run")
+def deletion_run(
+    request_id: int,
+    retry: Annotated[bool, typer.Option("--retry", help="Go on with a failed request (after fixing why).")] = False,
+) -> None:
+    """Carry out a request to its end: return bundle (if asked), crypto-shred or delete, verify,
+    certificate. Interrupted, it goes on where it stopped when run again."""
+    p = principal()
+    with deployment() as d:
+        request = carry_out(d, request_id, p, on_step=lambda r: out.print(f"request {r.id}: {r.state}"), retry=retry)
+        now = d.deletion.now()
+    if request.state == "done":
+        out.print(
+            f"[green]request {request.id} done[/] ({_left(request, now)}); `sagevault deletion certificate "
+            f"{request.id}` writes its certificate"
+        )
+    else:
+        out.print(f"request {request.id} is {request.state}: {request.reason or ''}", markup=False)
+        raise typer.Exit(1)
+
+
+def _write_new(path: Path, text: str) -> None:
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise PayloadError(f"{path} exists; give another --out (nothing is overwritten)") from None
+
+
+@deletion_app.command("certificate")
+def deletion_certificate(
+    request_id: int,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the JSON here (and the HTML beside it).")
+    ] = None,
+) -> None:
+    """The signed certificate of a done request (JSON on standard output, or --out FILE.json and
+    FILE.html for printing)."""
+    with deployment() as d, d.unit_of_work(read_only=True) as conn:
+        signed = d.deletion.certificate(conn, request_id, principal=principal())
+    text = json.dumps(signed, indent=2, sort_keys=True) + "\n"
+    if out_file is None:
+        sys.stdout.write(text)
+        return
+    _write_new(out_file, text)
+    _write_new(out_file.with_suffix(".html"), certificate_page(signed))
+    out.print(f"certificate written to {out_file} and {out_file.with_suffix('.html')}")
+
+
+@deletion_app.command("verify-certificate")
+def deletion_verify_certificate(
+    file: Path,
+    public_key: Annotated[
+        Path | None, typer.Option(help="The signer's public key (default: this data dir's audit-signing.pub).")
+    ] = None,
+) -> None:
+    """Check a certificate offline with the public key alone: exit 0 if it is intact and signed
+    by that key, 1 if not."""
+    key = public_key or settings().resolved_audit_signing_key_file.with_suffix(".pub")
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise PayloadError(f"{file} is not a JSON certificate (give the .json, not the .html)") from None
+    try:
+        certificate = verify_certificate(document, key)
+    except IntegrityError as exc:
+        out.print(f"[red]INVALID[/]: {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    out.print(
+        f"[green]valid[/]: {certificate.get('certificate_id')}, {certificate.get('method_code')}, "
+        f"completed {certificate.get('completed_at')}"
+    )
+
+
+@deletion_app.command("rectify")
+def deletion_rectify(
+    tenant: Annotated[str, _TENANT],
+    order: Annotated[str, typer.Option("--order", help="The order.")],
+    field: Annotated[
+        str, typer.Option(help="The PII field, e.g. ShippingAddress.Name (see `sagevault catalog --pii`).")
+    ],
+    source: Annotated[str, _SOURCE] = "buyer-request",
+) -> None:
+    """Correct a buyer's field. The new value is read from standard input (never the command
+    line); recorded as a request with its certificate."""
+    value = sys.stdin.readline().rstrip("\n")
+    if not value:
+        raise PayloadError("give the corrected value on standard input, e.g. `printf '%s\\n' VALUE | sagevault ...`")
+    with deployment() as d, d.unit_of_work() as conn:
+        request = d.deletion.buyers.rectify(
+            conn, tenant_id=tenant, order_id=order, field=field, value=value, principal=principal(), source=source
+        )
+    out.print(f"[green]rectified[/] in {request.counts.get('records')} records (request {request.id})")
+
+
+@deletion_app.command("restrict")
+def deletion_restrict(
+    tenant: Annotated[str, _TENANT],
+    order: Annotated[list[str] | None, typer.Option("--order", help="An order (repeat).")] = None,
+    buyer_email: Annotated[str | None, typer.Option(help="The buyer, by e-mail.")] = None,
+    buyer_phone: Annotated[str | None, typer.Option(help="The buyer, by phone.")] = None,
+    lift: Annotated[bool, typer.Option("--lift", help="Allow processing again.")] = False,
+    source: Annotated[str, _SOURCE] = "buyer-request",
+) -> None:
+    """Restrict processing of a buyer's orders (nobody reads, finds, reveals or exports them), or
+    --lift it; recorded as a request with its certificate."""
+    buyer = _buyer(buyer_email, buyer_phone, None, None)
+    if not buyer and not order:
+        raise PayloadError("name the orders (--order) or the buyer (--buyer-email, --buyer-phone)")
+    with deployment() as d, d.unit_of_work() as conn:
+        request = d.deletion.buyers.restrict(
+            conn, tenant_id=tenant, principal=principal(), orders=order or [], buyer=buyer, lift=lift, source=source
+        )
+    out.print(
+        f"{'lifted' if lift else 'restricted'} for {request.counts.get('records')} records (request {request.id})"
+    )

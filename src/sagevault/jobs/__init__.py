@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ._builtin import BUILTIN
+from ._deletion import carry_out
 from ._runner import Job, JobResult, Jobs, JobState, Ran, Scheduler, leader
 from ._schema import job_runs, jobs_metadata
 from ._watch import Watch
@@ -33,6 +34,7 @@ __all__ = [
     "Ran",
     "Scheduler",
     "Watch",
+    "carry_out",
     "default_jobs",
     "job_runs",
     "jobs_metadata",

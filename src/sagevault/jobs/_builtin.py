@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sagevault.audit import Asker, Reason
+from sagevault.db import is_sqlite
 from sagevault.identity import Principal
 from sagevault.logs import get_logger
 
@@ -60,12 +61,27 @@ def _incident_clocks(d: Deployment, _p: Principal) -> JobResult:
     return JobResult({"clocks": len(moved), "plan_notices": len(due)})
 
 
+def _deletion_clocks(d: Deployment, _p: Principal) -> JobResult:
+    """The 72-hour clock of every deletion or return request not done: warnings at 48 h and
+    66 h, overdue at 72 h, each recorded once; rules raise the alarms."""
+    with d.unit_of_work() as conn:
+        moved = d.deletion.clocks(conn)
+    return JobResult({"clocks": len(moved)})
+
+
 def _retention(d: Deployment, p: Principal) -> JobResult:
     """Purge PII past its retention date (30 days after delivery) and records past 18 months,
     except under a legal hold; each purge a security event with its counts."""
-    with d.unit_of_work() as conn:
-        ran = d.retention.run(conn, principal=p)
-    return JobResult({"pii": ran.pii, "records": ran.records})
+    pii = whole = 0
+    while True:  # one unit of work per batch: a long backlog never holds the write lock for long
+        with d.unit_of_work() as conn:
+            ran = d.retention.run(conn, principal=p)
+        pii, whole = pii + ran.pii, whole + ran.records
+        if not ran.more:
+            break
+    if (pii or whole) and is_sqlite(d.engine):
+        d.release_deleted_pages()  # the purged values' old page images leave the WAL too
+    return JobResult({"pii": pii, "records": whole})
 
 
 def _live_copies(d: Deployment, _p: Principal) -> JobResult:
@@ -100,6 +116,12 @@ BUILTIN: list[Job] = [
         "warn before the 24-hour deadline to notify Amazon, alarm when it passes; plan review due dates",
         lambda _d: timedelta(minutes=1),
         _incident_clocks,
+    ),
+    Job(
+        "deletion-clocks",
+        "warn before a deletion or return request's 72-hour deadline, alarm when it passes",
+        lambda _d: timedelta(minutes=1),
+        _deletion_clocks,
     ),
     Job(
         "retention",

@@ -12,9 +12,10 @@ from ._access import AccessGate, LocalOperatorGate
 from ._keyring import KeyVersionInfo, TenantKeyring
 from ._marketplaces import MARKETPLACES
 from ._operations import ORDER_ID, Operation, SourceDocument, extract, recognise
+from ._rights import Exported, RecordRights, Scan
 from ._rotation import KeyLifecycle
 from ._schema import vault_metadata
-from ._service import MAX_BATCH_REVEAL, RetentionDays, Vault
+from ._service import MAX_BATCH_REVEAL, Vault
 from ._views import (
     BatchReveal,
     IngestResult,
@@ -22,6 +23,7 @@ from ._views import (
     OrderView,
     PurgeStep,
     RecordView,
+    RetentionDays,
     RevealedField,
     RewrapStep,
     RotationStep,
@@ -39,6 +41,7 @@ __all__ = [
     "ORDER_ID",
     "AccessGate",
     "BatchReveal",
+    "Exported",
     "IngestResult",
     "KeyLifecycle",
     "KeyVersionInfo",
@@ -47,11 +50,13 @@ __all__ = [
     "OrderSummary",
     "OrderView",
     "PurgeStep",
+    "RecordRights",
     "RecordView",
     "RetentionDays",
     "RevealedField",
     "RewrapStep",
     "RotationStep",
+    "Scan",
     "SearchHit",
     "ShredReceipt",
     "SourceDocument",

@@ -250,6 +250,10 @@ class TenantKeyring:
         until the cache's TTL."""
         self._cache.evict_tenant(tenant_id, forever=True)
 
+    def forget_all(self) -> None:
+        """Drop every cached key (a backup restore: no key cached from before it is used after)."""
+        self._cache.clear()
+
     def status(self, conn: Connection, tenant_id: str) -> list[KeyVersionInfo]:
         counts: dict[int, int] = dict(
             conn.execute(

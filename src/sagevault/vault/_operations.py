@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sagevault.catalog import Document
 from sagevault.errors import PayloadError, shown
@@ -52,6 +53,10 @@ class SourceDocument:
     purchased_at: str | None
     order_status: str | None
     body: dict[str, Any]
+    # Retention (DPP 1): when the order was delivered, as far as the payload says (an order document
+    # only), and the end of the promised delivery window. `DocumentStore` dates the record from them.
+    delivered_at: str | None = None
+    deliver_by: str | None = None
 
 
 # An order id as SP-API gives them (e.g. 902-1845936-5435065), at most 64 characters. The one
@@ -127,16 +132,104 @@ def _opt_str(obj: dict[str, Any], key: str) -> str | None:
     return value[:40] if isinstance(value, str) else None
 
 
+# The documents that carry an order's dates; the others (address, buyer info, items, regulated
+# information) take the dates of their order's document.
+ORDER_DOCUMENTS = (Document.V0_ORDER, Document.ORDER_2026)
+
+
+class OrderDates(NamedTuple):
+    """The dates of an order as its document gives them (ISO 8601 text, as SP-API writes it)."""
+
+    purchased: str | None  # PurchaseDate / createdTime
+    delivered: str | None  # when a delivered order was last updated: the delivery is no later
+    deliver_by: str | None  # the end of the promised delivery window
+
+
+def _dig(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _text(value: Any) -> str | None:
+    return value[:40] if isinstance(value, str) else None
+
+
+# No order is older than Amazon's first (July 1995): an earlier time in a payload is a placeholder
+# (Amazon's sandbox answers with 1970 dates), not an order's date.
+_FIRST_ORDER = datetime(1995, 7, 16, tzinfo=UTC)
+
+
+def when(text: str | None) -> datetime | None:
+    """An SP-API time (ISO 8601) in UTC; one without an offset is UTC (as Amazon's are); None when
+    absent, not a time, or before Amazon's first order."""
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    try:
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset that leaves the calendar
+        return None
+    return at if at >= _FIRST_ORDER else None
+
+
+def order_dates(document: Document, body: dict[str, Any]) -> OrderDates:
+    """The retention dates an order document gives (also read from a stored record's clear part:
+    every field used here is non-PII).
+
+    Neither Orders API has a "delivered at" time. A delivered order (v0: `EasyShipShipmentStatus`
+    Delivered; 2026-01-01: every package not cancelled has status DELIVERED) was delivered at the
+    latest when it was last updated (`LastUpdateDate` / `lastUpdatedTime`). The promised window's
+    end is `LatestDeliveryDate` (v0) or `fulfillment.deliverByWindow.latestDateTime`, else the
+    latest of the items' `scheduledDeliveryWindow` (2026-01-01).
+    """
+    if document is Document.V0_ORDER:
+        delivered = body.get("EasyShipShipmentStatus") == "Delivered"
+        return OrderDates(
+            _text(body.get("PurchaseDate")),
+            _text(body.get("LastUpdateDate")) if delivered else None,
+            _text(body.get("LatestDeliveryDate")),
+        )
+    if document is Document.ORDER_2026:
+        packages = body.get("packages")
+        states = [_dig(p, "packageStatus", "status") for p in packages] if isinstance(packages, list) else []
+        states = [s for s in states if s != "CANCELLED"]
+        delivered = bool(states) and all(s == "DELIVERED" for s in states)
+        deliver_by = _text(_dig(body, "fulfillment", "deliverByWindow", "latestDateTime"))
+        if deliver_by is None and isinstance(items := body.get("orderItems"), list):
+            ends = [
+                end
+                for item in items
+                if isinstance(
+                    end := _dig(item, "fulfillment", "shipping", "scheduledDeliveryWindow", "latestDateTime"), str
+                )
+            ]
+            latest = max(((at, end) for end in ends if (at := when(end)) is not None), default=None)
+            deliver_by = _text(latest[1]) if latest else None
+        return OrderDates(
+            _text(body.get("createdTime")), _text(body.get("lastUpdatedTime")) if delivered else None, deliver_by
+        )
+    return OrderDates(None, None, None)
+
+
 def _v0_order(obj: Any, op: Operation, what: str) -> SourceDocument:
     body = _require_dict(obj, what)
+    dates = order_dates(Document.V0_ORDER, body)
     return SourceDocument(
         Document.V0_ORDER,
         op,
         _order_id(body, "AmazonOrderId", what),
         _opt_str(body, "MarketplaceId"),
-        _opt_str(body, "PurchaseDate"),
+        dates.purchased,
         _opt_str(body, "OrderStatus"),
         body,
+        dates.delivered,
+        dates.deliver_by,
     )
 
 
@@ -158,14 +251,17 @@ def _order_2026(obj: Any, op: Operation, what: str) -> SourceDocument:
     marketplace = _opt_str(channel, "marketplaceId") if isinstance(channel, dict) else None
     fulfillment = body.get("fulfillment")
     status = _opt_str(fulfillment, "fulfillmentStatus") if isinstance(fulfillment, dict) else None
+    dates = order_dates(Document.ORDER_2026, body)
     return SourceDocument(
         Document.ORDER_2026,
         op,
         _order_id(body, "orderId", what),
         marketplace,
-        _opt_str(body, "createdTime"),
+        dates.purchased,
         status,
         body,
+        dates.delivered,
+        dates.deliver_by,
     )
 
 

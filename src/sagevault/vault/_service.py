@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -23,6 +22,7 @@ from sagevault.crypto import SEARCH_KINDS, PiiBlob, decode_value
 from sagevault.db import driver_rows, one_of
 from sagevault.errors import (
     PayloadError,
+    ProcessingRestricted,
     PurposeNotAllowed,
     RecordNotFound,
     TenantExists,
@@ -38,6 +38,7 @@ from ._ingest import CHUNK, DocumentStore
 from ._keyring import TenantKeyring
 from ._marketplaces import region_of
 from ._operations import Operation, SourceDocument, extract, recognise
+from ._rights import RecordRights
 from ._rotation import KeyLifecycle
 from ._schema import BLIND_INDEX_SLOTS, records, tenants
 from ._split import UNKNOWN_PATH, set_path
@@ -48,6 +49,7 @@ from ._views import (
     OrderView,
     PurgeStep,
     RecordView,
+    RetentionDays,
     RevealedField,
     SearchHit,
     ShredReceipt,
@@ -74,7 +76,9 @@ def _order_rows_query(*columns: Any) -> Select[Any]:
 
 
 _ORDER_ROWS = _order_rows_query(records)
-_SEALED_ROWS = _order_rows_query(records.c.id, records.c.document, records.c.pii, records.c.key_version)
+_SEALED_ROWS = _order_rows_query(
+    records.c.id, records.c.document, records.c.pii, records.c.key_version, records.c.restricted_at
+)
 
 
 MAX_BATCH_REVEAL = 500  # orders one batch reveal may name
@@ -89,19 +93,11 @@ class _SealedRow(NamedTuple):
     document: str
     pii: bytes | None  # None with id: a tenant without this order
     key_version: int
+    restricted_at: Any  # a buyer restricted processing: tested for NULL only
 
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class RetentionDays:
-    """The policy profile's retention numbers, as ingest needs them to date each record."""
-
-    pii_after_delivery: int = 30
-    records: int = 548
-    delivery_margin: int = 30  # no delivery date in the payload: purchase date + this many days
 
 
 class Vault:
@@ -126,10 +122,13 @@ class Vault:
         for f in catalog:
             if f.pii:
                 self._pii_by_path.setdefault(f.path, []).append(f)
-        self._store = DocumentStore(keyring, catalog)
+        self._store = DocumentStore(keyring, catalog, self.retention)
         # Records a seller's listing and counts leave out (the monitor's canaries), if any.
         self.hidden: HiddenRecords | None = None
         self.keys = KeyLifecycle(keyring, audit=audit, gate=self._gate, live_tenant=self._live_tenant, catalog=catalog)
+        self.rights = RecordRights(
+            keyring, audit=audit, gate=self._gate, catalog=catalog, live_tenant=self._live_tenant
+        )
         for doc in Document:  # every searchable field of a document must have a token column
             kinds = Counter(f.search for f in catalog.fields(doc) if f.search)
             for kind, n in kinds.items():
@@ -220,7 +219,7 @@ class Vault:
 
     @staticmethod
     def _order_page(conn: Connection, tenant_id: str, after: str | None, limit: int) -> list[OrderSummary]:
-        page = select(records.c.order_id).where(records.c.tenant_id == tenant_id)
+        page = select(records.c.order_id).where(records.c.tenant_id == tenant_id, records.c.restricted_at.is_(None))
         if after is not None:
             page = page.where(records.c.order_id > after)
         order_ids = list(conn.execute(page.distinct().order_by(records.c.order_id).limit(limit)).scalars())
@@ -334,8 +333,8 @@ class Vault:
         if sealed:
             # bytes(): a driver may hand a blob over as a memoryview (psycopg 2 does)
             rows = [
-                _SealedRow(s, i, doc, p if p is None or type(p) is bytes else bytes(p), v)
-                for s, i, doc, p, v in driver_rows(conn, _SEALED_ROWS, params)
+                _SealedRow(s, i, doc, p if p is None or type(p) is bytes else bytes(p), v, r)
+                for s, i, doc, p, v, r in driver_rows(conn, _SEALED_ROWS, params)
             ]
         else:
             rows = conn.execute(_ORDER_ROWS, params).all()
@@ -346,6 +345,8 @@ class Vault:
             raise UnknownTenant(tenant_id)  # (it did not: the tenant came after the read above)
         if rows[0].id is None:
             raise RecordNotFound(f"tenant {shown(tenant_id)} has no stored order {shown(order_id)}")
+        if any(r.restricted_at is not None for r in rows):
+            raise ProcessingRestricted(f"the buyer restricted processing of order {shown(order_id)}; it is not read")
         return list(rows)
 
     @audited(
@@ -484,7 +485,11 @@ class Vault:
             for i in range(0, len(wanted), CHUNK):
                 rows = conn.execute(
                     select(records.c.order_id, records.c.id, records.c.document, records.c.pii, records.c.key_version)
-                    .where(records.c.tenant_id == tenant_id, one_of(conn, records.c.order_id, wanted[i : i + CHUNK]))
+                    .where(
+                        records.c.tenant_id == tenant_id,
+                        one_of(conn, records.c.order_id, wanted[i : i + CHUNK]),
+                        records.c.restricted_at.is_(None),  # a restricted order is listed as missing
+                    )
                     .order_by(records.c.order_id, records.c.document)
                 ).all()
                 for row in rows:
@@ -538,7 +543,7 @@ class Vault:
         ]
         rows = conn.execute(
             select(records.c.order_id, records.c.id, records.c.document)
-            .where(records.c.tenant_id == tenant_id, or_(*matches))
+            .where(records.c.tenant_id == tenant_id, or_(*matches), records.c.restricted_at.is_(None))
             .order_by(records.c.order_id, records.c.document)
         ).all()
         return [SearchHit(o, r, Document(d)) for o, r, d in rows]

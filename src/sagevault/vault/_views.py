@@ -173,3 +173,12 @@ class BatchReveal:
     @property
     def fields(self) -> int:
         return sum(len(fs) for fs in self.orders.values())
+
+
+@dataclass(frozen=True)
+class RetentionDays:
+    """The policy profile's retention numbers, as ingest needs them to date each record."""
+
+    pii_after_delivery: int = 30
+    records: int = 548
+    delivery_margin: int = 30  # no delivery date in the payload: purchase date + this many days

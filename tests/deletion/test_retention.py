@@ -385,9 +385,19 @@ def test_retention_from_the_shell(tmp_path: Path) -> None:
     missing = run(tmp_path, "retention", "hold", "add", "--tenant", TENANT, "--reason", "case 9")
     assert missing.returncode == 2 and "--until" in missing.stderr
     added = run(
-        tmp_path, "retention", "hold", "add", "--tenant", TENANT, "--order", held, "--reason", "Court order 9/27",
-        "--until", _iso(datetime.now(UTC) + timedelta(days=60)),
-    )  # fmt: skip
+        tmp_path,
+        "retention",
+        "hold",
+        "add",
+        "--tenant",
+        TENANT,
+        "--order",
+        held,
+        "--reason",
+        "Court order 9/27",
+        "--until",
+        _iso(datetime.now(UTC) + timedelta(days=60)),
+    )
     assert added.returncode == 0 and "hold 1 placed" in added.stdout
     [hold] = json.loads(run(tmp_path, "retention", "hold", "list", "--json").stdout)
     assert hold["reason"] == "Court order 9/27" and hold["order_id"] == held and hold["state"] == "active"

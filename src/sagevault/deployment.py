@@ -150,7 +150,7 @@ class Deployment:
                         "the deleted keys stay in the pages of tenant_keys until its owner vacuums it: give the "
                         "owner's URL as database_admin_url, or run VACUUM tenant_keys as the owner now"
                     )
-                conn.execute(text("VACUUM tenant_keys"))
+                conn.execute(text("VACUUM tenant_keys, records"))  # shredded keys; deleted or purged rows
 
     def now(self) -> datetime:
         """The deployment's clock (a `ManualClock` in tests): policy dates, jobs' cut-offs."""

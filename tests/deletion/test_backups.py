@@ -25,7 +25,7 @@ from sagevault.config import load_settings
 from sagevault.crypto import InMemoryKeyProvider
 from sagevault.deletion import Backups, deletion_requests
 from sagevault.deployment import Deployment, init_deployment, open_deployment
-from sagevault.errors import ConfigError, IntegrityError, PayloadError, TenantShredded
+from sagevault.errors import ConfigError, IntegrityError, PayloadError, ProcessingRestricted, TenantShredded
 from sagevault.identity import Channel
 from sagevault.jobs import BUILTIN, Jobs, Watch, carry_out
 from sagevault.testing import ManualClock, generate_orders, get_orders_response
@@ -275,18 +275,27 @@ def test_the_backup_file_holds_no_plaintext_pii_and_its_key_is_private(d: Deploy
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_an_expired_backup_raises_live_copy_overdue_and_destroy_erases_it(d: Deployment, clock: ManualClock) -> None:
-    backup = _backup(d, days=1)
+def test_an_expired_backup_is_destroyed_by_the_job_and_one_moved_away_raises_live_copy_overdue(
+    d: Deployment, clock: ManualClock
+) -> None:
+    here = _backup(d, days=1)
+    moved = _backup(d, days=1)
+    away = moved.with_name("moved-elsewhere.bak")
+    moved.rename(away)  # a copy that left this server: only a person can destroy it
     clock.advance(days=2)
+    with pytest.raises(PayloadError, match="past its expiry"):
+        d.backups.restore(here, principal=OPERATOR)  # an expired backup is not brought back
     Jobs(BUILTIN, clock).run(d, "live-copies", force=True)
     Watch(d).catch_up()
     with d.unit_of_work(read_only=True) as conn:
         alarms = d.monitor.list_alarms(conn, principal=OPERATOR)
-    assert [a.rule for a in alarms] == ["live-copy-overdue"]
+        live = d.backups.list_backups(conn, principal=OPERATOR, live_only=True)
+    assert [a.rule for a in alarms] == ["live-copy-overdue"] and not here.exists()
+    assert [c.location for c in live] == [str(moved)]
     with d.unit_of_work() as conn:
-        [listed] = d.backups.list_backups(conn, principal=OPERATOR)
-        gone = d.backups.destroy(conn, listed.id, principal=OPERATOR)
-    assert gone.destroyed_at is not None and not backup.exists()
+        gone = d.backups.destroy(conn, live[0].id, principal=OPERATOR, missing_ok=True)
+    assert gone.destroyed_at is not None
+    away.unlink()
     with d.unit_of_work() as conn:
         assert d.backups.list_backups(conn, principal=OPERATOR, live_only=True) == []
 
@@ -331,3 +340,24 @@ def test_deletion_requests_carried_out_after_a_backup_stay_done_when_it_is_resto
         states = conn.execute(select(deletion_requests.c.state).order_by(deletion_requests.c.id)).scalars().all()
     assert states == ["done", "done"]  # the requests and their certificates are not rolled back
     assert leaked(pii_strings([get_orders_response(MINE + DELETED)]), stored_bytes(d)) == []
+
+
+def test_a_restore_keeps_restrictions_and_never_hands_a_record_id_out_twice(d: Deployment) -> None:
+    from sagevault.jobs import carry_out
+    from sagevault.vault._schema import record_ids
+
+    backup = _backup(d)
+    restricted, erased = MINE[0]["AmazonOrderId"], MINE[1]["AmazonOrderId"]
+    with d.unit_of_work() as conn:
+        d.deletion.buyers.restrict(conn, tenant_id=TENANT, principal=OPERATOR, orders=[restricted])
+        request = d.deletion.request(conn, tenant_id=TENANT, principal=OPERATOR, scope="orders", orders=[erased])
+    carry_out(d, request.id, OPERATOR)
+    with d.unit_of_work(read_only=True) as conn:
+        counter = conn.execute(select(record_ids.c.last)).scalar_one()
+    restored = d.backups.restore(backup, principal=OPERATOR)
+    assert restored.counts()["restrictions"] >= 1 and restored.counts()["records"] >= 1
+    with d.unit_of_work(read_only=True) as conn:
+        with pytest.raises(ProcessingRestricted):
+            d.vault.reveal(conn, TENANT, restricted, ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR)
+        assert d.vault.rights.orders_of(conn, TENANT, [erased]) == []
+        assert conn.execute(select(record_ids.c.last)).scalar_one() >= counter  # never rolled back

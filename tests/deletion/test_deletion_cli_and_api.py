@@ -21,11 +21,16 @@ def test_a_request_on_the_command_line_from_receipt_to_a_certificate_checked_off
     (tmp_path / "orders.json").write_text(json.dumps(get_orders_response(orders)))
     assert run(tmp_path, "ingest", "--tenant", TENANT, "orders.json").returncode == 0
 
-    naive = run(tmp_path, "deletion", "request", "--tenant", TENANT, "--received-at", "2026-12-06T08:00:00")
-    assert naive.returncode == 2 and "UTC offset" in naive.stderr
-    made = run(
-        tmp_path, "deletion", "request", "--tenant", TENANT, "--buyer-email", orders[0]["BuyerInfo"]["BuyerEmail"]
+    naive = run(
+        tmp_path, "deletion", "request", "--tenant", TENANT, "--whole-tenant", "--received-at", "2026-12-06T08:00:00"
     )
+    assert naive.returncode == 2 and "UTC offset" in naive.stderr
+    unscoped = run(tmp_path, "deletion", "request", "--tenant", TENANT)
+    assert unscoped.returncode == 2 and "exactly one scope" in unscoped.stderr
+    blank = run(tmp_path, "deletion", "request", "--tenant", TENANT, "--buyer", "email", stdin="\n")
+    assert blank.returncode == 2 and "standard input" in blank.stderr
+    email = orders[0]["BuyerInfo"]["BuyerEmail"]
+    made = run(tmp_path, "deletion", "request", "--tenant", TENANT, "--buyer", "email", stdin=email + "\n")
     assert made.returncode == 0 and "request 1 recorded" in made.stdout and "1 orders" in made.stdout
     [listed] = json.loads(run(tmp_path, "deletion", "list", "--json").stdout)
     assert listed.keys() >= SUMMARY_KEYS and listed["state"] == "received" and listed["scope"] == "buyer"
@@ -68,16 +73,20 @@ def test_deletion_requests_over_https_need_their_own_scopes(api: Api) -> None:
     officer = api.login("pat.privacy", api.person("pat.privacy", "privacy-officer", ["*"]))
     packer = api.login("pia.packer", api.person("pia.packer", "fulfilment", [TENANT]))
     base = f"{api.base}/deletion-requests"
-    assert api.client.post(base, headers=packer, json={"tenant": TENANT}).status_code == 403
+    assert api.client.post(base, headers=packer, json={"tenant": TENANT, "scope": "tenant"}).status_code == 403
+    assert api.client.post(base, headers=officer, json={"tenant": TENANT}).status_code == 422  # the scope is said
     assert api.client.get(base, headers=packer).status_code == 403
     for body, words in (
-        ({"tenant": TENANT, "received_at": "2026-12-06T08:00:00"}, "UTC offset"),
-        ({"tenant": TENANT, "kind": "return"}, "recipient"),
-        ({"tenant": TENANT, "buyer": {"name": "Ana"}}, "postal_code"),
+        ({"tenant": TENANT, "scope": "tenant", "received_at": "2026-12-06T08:00:00"}, "UTC offset"),
+        ({"tenant": TENANT, "scope": "tenant", "kind": "return"}, "recipient"),
+        ({"tenant": TENANT, "scope": "buyer", "buyer": {"name": "Ana"}}, "postal_code"),
+        ({"tenant": TENANT, "scope": "buyer", "buyer": {"email": ""}}, "empty"),
+        ({"tenant": TENANT, "scope": "tenant", "buyer": {"email": ""}}, "neither with scope tenant"),
+        ({"tenant": TENANT, "scope": "orders", "orders": []}, "with scope orders"),
     ):
         r = api.client.post(base, headers=officer, json=body)
         assert r.status_code == 400 and words in r.json()["detail"], r.text
-    made = api.client.post(base, headers=officer, json={"tenant": TENANT, "orders": [api.order_id]})
+    made = api.client.post(base, headers=officer, json={"tenant": TENANT, "scope": "orders", "orders": [api.order_id]})
     assert made.status_code == 201, made.text
     request = made.json()
     assert request["state"] == "received" and request["seconds_left"] == 72 * 3600

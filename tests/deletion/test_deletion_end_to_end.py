@@ -51,7 +51,7 @@ def test_amazons_request_runs_to_a_certificate_and_nothing_of_it_comes_back(
         backup = d.backups.create(conn, principal=OPERATOR)  # taken before the deletion
     officer = api.login("pat.privacy", api.person("pat.privacy", "privacy-officer", ["*"]))
     base = f"{api.base}/deletion-requests"
-    made = api.client.post(base, headers=officer, json={"tenant": TENANT, "source": "amazon-notice"})
+    made = api.client.post(base, headers=officer, json={"tenant": TENANT, "scope": "tenant", "source": "amazon-notice"})
     assert made.status_code == 201, made.text
     request = made.json()
     assert request["due_at"] == (clock() + timedelta(hours=72)).isoformat()

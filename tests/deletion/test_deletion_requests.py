@@ -187,19 +187,19 @@ def test_an_interrupted_deletion_goes_on_and_verification_never_reports_success_
     with d.unit_of_work() as conn:  # a deletion step, then a row of the scope comes back before verification
         d.deletion.step(conn, request_id, principal=OPERATOR)
         row = {c.name: None for c in records.columns}
-        conn.execute(insert(records).values(**{**row, **_stub(ids[0])}))
+        conn.execute(insert(records).values(**{**row, **_stub(max(ids) + 10_000, order)}))  # stored again meanwhile
     failed = carry_out(d, request_id, OPERATOR)
     assert failed.state == "failed" and "verification found 1 rows" in (failed.reason or "")
     assert failed.certificate is None
-    done = carry_out(d, request_id, OPERATOR, retry=True)
+    done = carry_out(d, request_id, OPERATOR, retry=True)  # goes back to deleting, by order
     assert done.state == "done" and _count(d, TENANT) == len(ORDERS) - 1
 
 
-def _stub(record_id: int) -> dict:
+def _stub(record_id: int, order: str) -> dict:
     return {
         "id": record_id,
         "tenant_id": TENANT,
-        "order_id": "111-0000000-0000001",
+        "order_id": order,
         "document": "orders-v0:Order",
         "origin": "amazon",
         "operation": "orders-v0.getOrders",
@@ -294,3 +294,63 @@ def test_a_return_that_takes_a_canary_raises_the_canary_alarm(d: Deployment) -> 
     with d.unit_of_work(read_only=True) as conn:
         [alarm] = [a for a in d.monitor.list_alarms(conn, principal=OPERATOR) if a.rule == "canary-touched"]
     assert alarm.evidence["event_name"] == "vault:record:export"
+
+
+def test_what_a_request_covers_is_its_orders_whatever_was_stored_since(d: Deployment) -> None:
+    buyer = ORDERS[7]["BuyerInfo"]["BuyerEmail"]
+    order = ORDERS[7]["AmazonOrderId"]
+    first = carry_out(d, _request(d, scope="buyer", buyer={"email": buyer}), OPERATOR)
+    request_id = _request(d, scope="buyer", buyer={"email": ORDERS[8]["BuyerInfo"]["BuyerEmail"]})
+    with d.unit_of_work() as conn:  # scoped, then the order is synced again (new record ids)
+        d.deletion.step(conn, request_id, principal=OPERATOR)
+        d.vault.ingest(conn, TENANT, [get_orders_response(ORDERS[8:9])], Operation.GET_ORDERS, principal=OPERATOR)
+    carry_out(d, request_id, OPERATOR)
+    with d.unit_of_work(read_only=True) as conn:
+        assert d.vault.rights.orders_of(conn, TENANT, [ORDERS[8]["AmazonOrderId"]]) == []
+    with d.unit_of_work() as conn:  # the buyer's order comes back in a later sync: a new request is carried out
+        d.vault.ingest(conn, TENANT, [get_orders_response(ORDERS[7:8])], Operation.GET_ORDERS, principal=OPERATOR)
+    again = carry_out(d, _request(d, scope="buyer", buyer={"email": buyer}), OPERATOR)
+    assert first.state == again.state == "done" and again.linked_to is None
+    with d.unit_of_work(read_only=True) as conn:
+        assert d.vault.rights.orders_of(conn, TENANT, [order]) == []
+
+
+def test_a_restriction_outlives_the_order_being_stored_again(d: Deployment) -> None:
+    order = ORDERS[9]["AmazonOrderId"]
+    with d.unit_of_work() as conn:
+        d.deletion.buyers.restrict(conn, tenant_id=TENANT, principal=OPERATOR, orders=[order])
+        d.vault.ingest(conn, TENANT, [get_orders_response(ORDERS[9:10])], Operation.GET_ORDERS, principal=OPERATOR)
+    with d.unit_of_work(read_only=True) as conn, pytest.raises(ProcessingRestricted):
+        d.vault.reveal(conn, TENANT, order, ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR)
+
+
+def test_a_return_interrupted_after_its_bundle_was_written_writes_it_again_and_never_deletes_first(
+    d: Deployment,
+) -> None:
+    identity = x25519.Identity.generate()
+    order = ORDERS[10]["AmazonOrderId"]
+    request_id = _request(d, scope="orders", orders=[order], kind="return", recipient=str(identity.to_public()))
+    for _ in range(2):
+        with d.unit_of_work() as conn:
+            d.deletion.step(conn, request_id, principal=OPERATOR)  # received -> scoped -> returning
+
+    def interrupted() -> None:
+        with d.unit_of_work() as conn:  # the bundle is written, then the process dies before the commit
+            d.deletion.step(conn, request_id, principal=OPERATOR)
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        interrupted()
+    done = carry_out(d, request_id, OPERATOR)
+    assert done.state == "done" and done.counts["returned"] == 1 and done.counts["bundle"]
+    bundle = d.settings.resolved_data_dir / "returns" / f"return-{request_id}-{TENANT}.jsonl.age"
+    assert json.loads(pyrage.decrypt(bundle.read_bytes(), [identity]))["order_id"] == order
+
+
+def test_a_failed_request_stays_on_the_72_hour_clock(d: Deployment, clock: ManualClock) -> None:
+    request_id = _request(d, scope="orders", orders=[ORDERS[11]["AmazonOrderId"]])
+    with d.unit_of_work() as conn:
+        d.deletion.fail(conn, request_id, "disk full", principal=OPERATOR)
+    clock.advance(hours=73)
+    with d.unit_of_work() as conn:
+        assert [n for _, n in d.deletion.clocks(conn)] == ["deletion:clock:overdue"]

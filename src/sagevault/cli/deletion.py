@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from sagevault.db import is_sqlite
 from sagevault.deletion import DeletionRequest, certificate_page, verify_certificate
 from sagevault.errors import IntegrityError, PayloadError
 from sagevault.incidents import parse_time
@@ -29,9 +30,24 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _buyer(email: str | None, phone: str | None, name: str | None, postal_code: str | None) -> dict[str, str]:
-    given = {"email": email, "phone": phone, "name": name, "postal_code": postal_code}
-    return {k: v for k, v in given.items() if v}
+_KINDS = ("email", "phone", "name", "postal_code")
+
+
+def _buyer_from_stdin(kinds: list[str] | None) -> dict[str, str]:
+    """The buyer's identifiers, one line of standard input per `--buyer KIND` in that order:
+    never on the command line (shell history, the process list)."""
+    if not kinds:
+        return {}
+    bad = [k for k in kinds if k not in _KINDS]
+    if bad or len(set(kinds)) != len(kinds):
+        raise PayloadError(f"--buyer is one of {', '.join(_KINDS)}, each once")
+    values = {}
+    for kind in kinds:
+        line = sys.stdin.readline().rstrip("\n")
+        if not line.strip():
+            raise PayloadError(f"give the buyer's {kind} on standard input, one line per --buyer, in that order")
+        values[kind] = line
+    return values
 
 
 def _left(request: DeletionRequest, now: datetime) -> str:
@@ -48,18 +64,24 @@ def _left(request: DeletionRequest, now: datetime) -> str:
 def deletion_request(
     tenant: Annotated[str, _TENANT],
     order: Annotated[list[str] | None, typer.Option("--order", help="An order of the scope (repeat).")] = None,
-    buyer_email: Annotated[str | None, typer.Option(help="The buyer, by e-mail (not stored).")] = None,
-    buyer_phone: Annotated[str | None, typer.Option(help="The buyer, by phone (not stored).")] = None,
-    buyer_name: Annotated[str | None, typer.Option(help="The buyer, by name (with --buyer-postal-code).")] = None,
-    buyer_postal_code: Annotated[str | None, typer.Option(help="The buyer's postal code (with --buyer-name).")] = None,
+    buyer: Annotated[
+        list[str] | None,
+        typer.Option("--buyer", help="email, phone, or name and postal_code: each value on a line of standard input."),
+    ] = None,
+    whole_tenant: Annotated[bool, typer.Option("--whole-tenant", help="The scope is the whole tenant.")] = False,
     kind: Annotated[str, typer.Option(help="delete, or return (a bundle first, then delete).")] = "delete",
     source: Annotated[str, _SOURCE] = "amazon-notice",
     received_at: Annotated[str | None, typer.Option(help="When it arrived, with its UTC offset (default now).")] = None,
     recipient: Annotated[str | None, typer.Option(help="For a return: the recipient's age public key.")] = None,
 ) -> None:
-    """Record a request: the whole tenant (default), --order ... or one buyer. Its 72-hour
-    deadline runs from --received-at. Carry it out with `sagevault deletion run ID`."""
-    buyer = _buyer(buyer_email, buyer_phone, buyer_name, buyer_postal_code)
+    """Record a request: --whole-tenant, --order ... or one --buyer (identified on standard
+    input). Its 72-hour deadline runs from --received-at. Carry it out with `sagevault deletion run ID`."""
+    chosen = [
+        name for name, given in (("--whole-tenant", whole_tenant), ("--order", order), ("--buyer", buyer)) if given
+    ]
+    if len(chosen) != 1:
+        raise PayloadError("give exactly one scope: --whole-tenant, --order ORDER ..., or --buyer KIND")
+    identifiers = _buyer_from_stdin(buyer)
     scope = "buyer" if buyer else "orders" if order else "tenant"
     with deployment() as d, d.unit_of_work() as conn:
         request = d.deletion.request(
@@ -68,7 +90,7 @@ def deletion_request(
             principal=principal(),
             scope=scope,
             orders=order or [],
-            buyer=buyer,
+            buyer=identifiers,
             kind=kind,
             source=source,
             received_at=parse_time("--received-at", received_at) if received_at else None,
@@ -218,10 +240,13 @@ def deletion_rectify(
     value = sys.stdin.readline().rstrip("\n")
     if not value:
         raise PayloadError("give the corrected value on standard input, e.g. `printf '%s\\n' VALUE | sagevault ...`")
-    with deployment() as d, d.unit_of_work() as conn:
-        request = d.deletion.buyers.rectify(
-            conn, tenant_id=tenant, order_id=order, field=field, value=value, principal=principal(), source=source
-        )
+    with deployment() as d:
+        with d.unit_of_work() as conn:
+            request = d.deletion.buyers.rectify(
+                conn, tenant_id=tenant, order_id=order, field=field, value=value, principal=principal(), source=source
+            )
+        if is_sqlite(d.engine):
+            d.release_deleted_pages()  # the old value's page images leave the write-ahead log
     out.print(f"[green]rectified[/] in {request.counts.get('records')} records (request {request.id})")
 
 
@@ -229,19 +254,26 @@ def deletion_rectify(
 def deletion_restrict(
     tenant: Annotated[str, _TENANT],
     order: Annotated[list[str] | None, typer.Option("--order", help="An order (repeat).")] = None,
-    buyer_email: Annotated[str | None, typer.Option(help="The buyer, by e-mail.")] = None,
-    buyer_phone: Annotated[str | None, typer.Option(help="The buyer, by phone.")] = None,
+    buyer: Annotated[
+        list[str] | None, typer.Option("--buyer", help="email or phone: the value on a line of standard input.")
+    ] = None,
     lift: Annotated[bool, typer.Option("--lift", help="Allow processing again.")] = False,
     source: Annotated[str, _SOURCE] = "buyer-request",
 ) -> None:
-    """Restrict processing of a buyer's orders (nobody reads, finds, reveals or exports them), or
-    --lift it; recorded as a request with its certificate."""
-    buyer = _buyer(buyer_email, buyer_phone, None, None)
-    if not buyer and not order:
-        raise PayloadError("name the orders (--order) or the buyer (--buyer-email, --buyer-phone)")
+    """Restrict processing of orders or a buyer's orders (nobody reads, finds, reveals or exports
+    them), or --lift it; recorded as a request with its certificate."""
+    if bool(buyer) == bool(order):
+        raise PayloadError("name the orders (--order) or the buyer (--buyer email|phone), one of them")
+    identifiers = _buyer_from_stdin(buyer)
     with deployment() as d, d.unit_of_work() as conn:
         request = d.deletion.buyers.restrict(
-            conn, tenant_id=tenant, principal=principal(), orders=order or [], buyer=buyer, lift=lift, source=source
+            conn,
+            tenant_id=tenant,
+            principal=principal(),
+            orders=order or [],
+            buyer=identifiers,
+            lift=lift,
+            source=source,
         )
     out.print(
         f"{'lifted' if lift else 'restricted'} for {request.counts.get('records')} records (request {request.id})"

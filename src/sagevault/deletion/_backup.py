@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 
 from sagevault.audit import AuditEvent, AuditLog, EventName, Signer, outcome_of, public_path
@@ -38,6 +38,7 @@ from ._backup_file import FORMAT, IMAGES, Manifest, Opened, backup_identity, ope
 from ._backup_replay import Live, Replayed, check_master_keys, read_live, replay
 from ._copies import LiveCopies, LiveCopy
 from ._retention import Retention
+from ._schema import live_copies
 
 KIND = "backup"
 RESTORE = Principal.job("backup-restore")  # who re-applies the retention purge to a restored copy
@@ -74,6 +75,8 @@ class Restored:
             "retention_records": self.retention_records or 0,
             "retention_ran": int(self.retention_ran),
             "registers_kept": int(self.replayed.registers),
+            "restrictions": self.replayed.restricted,
+            "rectified_restricted": self.replayed.rectified,
         }
 
 
@@ -191,12 +194,13 @@ class Backups:
         return self._copies.list_copies(conn, principal=principal, kind=KIND, live_only=live_only)
 
     def destroy(self, conn: Connection, copy_id: int, *, principal: Principal, missing_ok: bool = False) -> LiveCopy:
-        """Overwrite and delete a backup's file, and record the copy destroyed. A file that is not
-        there is refused unless `missing_ok` (destroyed elsewhere: an offline copy)."""
+        """Overwrite and delete a backup's (or a return bundle's) file, and record the copy
+        destroyed. A file that is not there is refused unless `missing_ok` (destroyed elsewhere:
+        an offline copy, a bundle handed to its recipient)."""
         check_scope(self._gate, self._audit, conn, principal, Scope.BACKUPS_MANAGE, "backup destroy")
         copy = self._copies.get(conn, copy_id, principal=principal)
-        if copy.kind != KIND:
-            raise RecordNotFound(f"live copy {copy_id} is not a backup (it is a {copy.kind})")
+        if copy.kind not in (KIND, "return-bundle"):
+            raise RecordNotFound(f"live copy {copy_id} is not a backup or a return bundle (it is a {copy.kind})")
         if copy.destroyed_at is not None:
             raise Conflict(f"backup {copy_id} was recorded as destroyed already")
         path = Path(copy.location)
@@ -227,6 +231,7 @@ class Backups:
         try:
             opened = self.verify(path)
             self._check(opened.manifest)
+            self._still_live(path)
             live = read_live(self._engine)
             if is_sqlite(self._engine):
                 restored = self._restore_sqlite(opened, live, principal)
@@ -238,6 +243,23 @@ class Backups:
             raise
         self._forget_keys()  # no key cached from before the restore is used after it
         return restored
+
+    def _still_live(self, path: Path) -> None:
+        """A backup the register says is destroyed or past its expiry is not restored: it should
+        be gone (DPP 9: live copies within 90 days), and restoring it would bring back what aged out."""
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(live_copies.c.id, live_copies.c.destroyed_at, live_copies.c.expires_at).where(
+                    live_copies.c.sha256 == digest, live_copies.c.kind == KIND
+                )
+            ).first()
+        if row is None:
+            return
+        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
+        if row.destroyed_at is not None or expires <= self._clock():
+            state = "recorded as destroyed" if row.destroyed_at is not None else "past its expiry"
+            raise PayloadError(f"backup {row.id} is {state}; it is not restored (nothing was changed)")
 
     def _check(self, manifest: Manifest) -> None:
         backend = "sqlite" if is_sqlite(self._engine) else "postgresql"

@@ -34,6 +34,7 @@ from ._schema import deletion_metadata
 tenants = vault_metadata.tables["tenants"]
 tenant_keys = vault_metadata.tables["tenant_keys"]
 records = vault_metadata.tables["records"]
+record_ids = vault_metadata.tables["record_ids"]
 REGISTERS = tuple(deletion_metadata.tables[n] for n in ("live_copies", "deletion_requests", "legal_holds"))
 CHUNK = 500
 
@@ -46,6 +47,7 @@ class Live:
 
     tombstones: list[dict[str, Any]] = field(default_factory=list)  # shredded tenants' rows
     registers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)  # record id counters: never rolled back
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Replayed:
     tenant_records: int = 0  # their rows deleted
     records: int = 0  # records deleted again (deletion requests, buyers' erasure)
     registers: bool = False  # the live registers replaced the backup's
+    restricted: int = 0  # records whose restriction (or its lifting) was applied again
+    rectified: int = 0  # records rectified since the backup: restricted until rectified again
 
 
 def read_live(engine: Engine) -> Live | None:
@@ -64,9 +68,10 @@ def read_live(engine: Engine) -> Live | None:
                 dict(r._mapping) for r in conn.execute(select(tenants).where(tenants.c.shredded_at.is_not(None)))
             ]
             registers = {t.name: [dict(r._mapping) for r in conn.execute(select(t))] for t in REGISTERS}
+            counters = {r.name: int(r.last) for r in conn.execute(select(record_ids))}
     except SQLAlchemyError:
         return None
-    return Live(tombstones, registers)
+    return Live(tombstones, registers, counters)
 
 
 def _when(text: str) -> datetime:
@@ -122,6 +127,12 @@ def replay(conn: Connection, journal: Journal, live: Live | None) -> Replayed:
             continue
         for i in range(0, len(ids), CHUNK):
             done.records += conn.execute(delete(records).where(one_of(conn, records.c.id, ids[i : i + CHUNK]))).rowcount
+    highest = 0
+    for name in ("storage:record:delete", "vault:field:rectify", "vault:record:restrict"):
+        for event in journal(name):
+            highest = max([highest, *(int(i) for i in event["record_ids"])])
+    done.restricted, done.rectified = _restrictions(conn, journal)
+    _counters(conn, live, highest)
     if live is not None:
         for table in REGISTERS:
             conn.execute(delete(table))
@@ -129,6 +140,38 @@ def replay(conn: Connection, journal: Journal, live: Live | None) -> Replayed:
                 conn.execute(insert(table), live.registers[table.name])
         done.registers = True
     return done
+
+
+def _restrictions(conn: Connection, journal: Journal) -> tuple[int, int]:
+    """Every restriction and its lifting, in order; then every record rectified since is
+    restricted (the backup holds the value before the correction): rectify it again and lift it."""
+    restricted = 0
+    for event in journal("vault:record:restrict"):
+        ids = [int(i) for i in event["record_ids"]]
+        if event["outcome"] != "success" or not ids:
+            continue
+        flag = _when(event["at"]) if event["counts"].get("restricted") else None
+        for i in range(0, len(ids), CHUNK):
+            restricted += conn.execute(
+                update(records).where(one_of(conn, records.c.id, ids[i : i + CHUNK])).values(restricted_at=flag)
+            ).rowcount
+    rectified = 0
+    for event in journal("vault:field:rectify"):
+        ids = [int(i) for i in event["record_ids"]]
+        if event["outcome"] != "success" or not ids:
+            continue
+        rectified += conn.execute(
+            update(records).where(one_of(conn, records.c.id, ids)).values(restricted_at=_when(event["at"]))
+        ).rowcount
+    return restricted, rectified
+
+
+def _counters(conn: Connection, live: Live | None, highest: int) -> None:
+    """Record ids are never handed out twice: the counter goes no lower than the live one, nor
+    than any id the security log names."""
+    for row in conn.execute(select(record_ids)).all():
+        top = max(int(row.last), highest, (live.counters.get(row.name, 0) if live else 0))
+        conn.execute(update(record_ids).where(record_ids.c.name == row.name).values(last=top))
 
 
 def check_master_keys(conn: Connection, holds: Callable[[str], bool]) -> None:

@@ -74,12 +74,15 @@ def write_bundle(
     sealed = pyrage.encrypt(plain, [recipient_of(recipient)])
     make_private_dir(directory)
     path = directory / f"return-{request_id}-{tenant_id}.jsonl.age"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise PayloadError(f"{path} exists already; move it away (nothing is overwritten)") from None
+    # Written beside and renamed into place: a step that was interrupted after writing it (and
+    # rolled back, so the bundle was never registered) writes it again when it goes on.
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(sealed)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
     digest = hashlib.sha256(sealed).hexdigest()
     manifest = {
         "request": request_id,

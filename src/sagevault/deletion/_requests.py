@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,7 @@ KINDS = ("delete", "return")  # what `request` records; `rectify` and `restrict`
 SCOPES = ("tenant", "orders", "buyer")
 STATES = ("received", "scoped", "returning", "deleting", "verifying", "done", "failed", "linked")
 PURGE_BATCH = 20_000
+OPEN = ("received", "scoped", "returning", "deleting", "verifying")
 ORDER_ID_PATTERN = re.compile(ORDER_ID)
 
 
@@ -261,7 +263,7 @@ class Deletions:
             select(deletion_requests.c.id)
             .where(
                 deletion_requests.c.scope_key == key,
-                deletion_requests.c.state.not_in(("failed", "linked")),
+                deletion_requests.c.state.in_(OPEN),  # a done request does not cover data stored since
                 deletion_requests.c.kind == kind,
             )
             .order_by(deletion_requests.c.id)
@@ -321,7 +323,7 @@ class Deletions:
         try:
             found, fingerprint = self._vault.rights.buyer_orders(conn, tenant_id, identifiers, principal=principal)
         except (UnknownTenant, TenantShredded):  # nothing held: recorded, answered with a certificate of that
-            found, fingerprint = [], hashlib.sha256(repr(sorted(identifiers.items())).encode()).hexdigest()
+            found, fingerprint = [], secrets.token_hex(16)  # no index key: nothing keyed to link it by
         key = hashlib.sha256(f"buyer|{tenant_id}|{fingerprint}".encode()).hexdigest()
         return {"identified_by": sorted(identifiers), "orders": found}, key
 
@@ -364,10 +366,8 @@ class Deletions:
     def _scoping(self, conn: Connection, request: DeletionRequest, principal: Principal) -> None:
         held = self._tenant_state(conn, request.tenant_id)
         rights = self._vault.rights
-        if held == "unknown":
+        if held == "unknown" or request.scope_kind == "tenant":  # a tenant is counted as it is shredded
             ids: list[int] = []
-        elif request.scope_kind == "tenant":
-            ids = rights.tenant_records(conn, request.tenant_id)
         else:
             ids = rights.orders_of(conn, request.tenant_id, request.scope.get("orders", []))
         counts = {"records": len(ids), "orders": len(request.scope.get("orders", [])), "tenant": held}
@@ -428,7 +428,11 @@ class Deletions:
     def _deleting(self, conn: Connection, request: DeletionRequest, principal: Principal) -> None:
         counts = dict(request.counts)
         if request.scope_kind == "tenant":
+            if request.kind == "return" and "bundle" not in counts:  # never deleted before it is returned
+                self._set(conn, request.id, state="returning")
+                return
             if self._tenant_state(conn, request.tenant_id) == "held":
+                counts["records"] = self._vault.unpurged_records(conn, request.tenant_id, principal=principal)
                 receipt = self._vault.shred(conn, request.tenant_id, principal=principal)
                 counts["keys_destroyed"] = [f"{purpose} v{version}" for purpose, version in receipt.keys_destroyed]
                 counts["master_key"] = receipt.master_key_id
@@ -440,8 +444,13 @@ class Deletions:
             left = self._vault.unpurged_records(conn, request.tenant_id, principal=principal)
             self._set(conn, request.id, counts=json.dumps(counts), state="deleting" if left else "verifying")
             return
-        deleted = self._vault.rights.delete(conn, request.tenant_id, request.record_ids or [], principal=principal)
-        counts["deleted"] = deleted
+        if request.kind == "return" and "bundle" not in counts:  # never deleted before it is returned
+            self._set(conn, request.id, state="returning")
+            return
+        # By order, read now: an order ingested again since scoping has new record ids.
+        ids = self._vault.rights.orders_of(conn, request.tenant_id, request.scope.get("orders", []))
+        deleted = self._vault.rights.delete(conn, request.tenant_id, ids, principal=principal)
+        counts["deleted"] = int(counts.get("deleted", 0)) + deleted
         self._set(conn, request.id, counts=json.dumps(counts), state="verifying")
 
     def _verifying(self, conn: Connection, request: DeletionRequest, principal: Principal) -> None:
@@ -449,7 +458,11 @@ class Deletions:
         if held == "unknown":
             rows = openable = keys = 0
         else:
-            scope_ids = None if request.scope_kind == "tenant" else (request.record_ids or [])
+            scope_ids = (
+                None
+                if request.scope_kind == "tenant"
+                else self._vault.rights.orders_of(conn, request.tenant_id, request.scope.get("orders", []))
+            )
             scan = self._vault.rights.scan(conn, request.tenant_id, scope_ids)
             rows, openable, keys = scan.rows, scan.openable, scan.live_keys
             if request.scope_kind == "tenant" and held != "shredded":
@@ -458,6 +471,7 @@ class Deletions:
         counts = {**request.counts, "verification": verification}
         if rows or openable or keys:  # never reported done early
             reason = f"verification found {rows} rows, {openable} openable, {keys} live key versions; run again"
+            counts["failed_in"] = "deleting"
             self._set(conn, request.id, counts=json.dumps(counts), state="failed", reason=reason)
             self._event(EventName.DELETION_REQUEST_FAIL, principal, request.id, request.tenant_id, "verification")
             return
@@ -495,7 +509,8 @@ class Deletions:
         if request.finished:
             raise Conflict(f"request {request_id} is {request.state}")
         text = reason if not looks_like_pii(reason) else "error"
-        self._set(conn, request_id, state="failed", reason=text[:500])
+        counts = {**request.counts, "failed_in": request.state}
+        self._set(conn, request_id, state="failed", reason=text[:500], counts=json.dumps(counts))
         self._event(EventName.DELETION_REQUEST_FAIL, principal, request_id, request.tenant_id, "error")
         return self._row(conn, request_id)
 
@@ -505,7 +520,8 @@ class Deletions:
         request = self._row(conn, request_id)
         if request.state != "failed":
             raise Conflict(f"request {request_id} is {request.state}; only a failed request is retried")
-        self._set(conn, request_id, state="deleting" if request.started_at else "received", reason=None)
+        back = request.counts.get("failed_in") or ("deleting" if request.started_at else "received")
+        self._set(conn, request_id, state=back, reason=None)
         return self._row(conn, request_id)
 
     # --- reading ------------------------------------------------------------------------------
@@ -552,7 +568,7 @@ class Deletions:
                 deletion_requests.c.received_at,
                 deletion_requests.c.due_at,
                 deletion_requests.c.clock_stage,
-            ).where(deletion_requests.c.state.not_in(("done", "failed", "linked")), deletion_requests.c.clock_stage < 3)
+            ).where(deletion_requests.c.state.not_in(("done", "linked")), deletion_requests.c.clock_stage < 3)
         ).all()
         for request_id, tenant_id, received, due, current in rows:
             elapsed = now - _utc(received)  # type: ignore[operator]

@@ -23,7 +23,15 @@ from sqlalchemy import ColumnElement, Table, and_, case, delete, exists, func, i
 from sqlalchemy.engine import Connection
 
 from sagevault.audit import AuditEvent, AuditSink, EventName, outcome_of
-from sagevault.errors import AccessDenied, Conflict, PayloadError, RecordNotFound, TenantShredded, UnknownTenant
+from sagevault.errors import (
+    AccessDenied,
+    Conflict,
+    PayloadError,
+    RecordNotFound,
+    TenantShredded,
+    UnknownTenant,
+    shown,
+)
 from sagevault.identity import Principal, Scope, check_tenant_id, event_tenant
 from sagevault.monitor import Gate
 from sagevault.vault._schema import BLIND_INDEX_COLUMNS, records, tenants
@@ -213,7 +221,7 @@ class Retention:
                 ).scalars()
             )
             if not ids:
-                raise RecordNotFound(f"tenant {tenant_id} holds no order {order_id}; nothing to hold")
+                raise RecordNotFound(f"tenant {shown(tenant_id)} holds no order {shown(order_id)}; nothing to hold")
             held = len(ids)
         hold_id = conn.execute(
             insert(legal_holds).values(
@@ -417,7 +425,7 @@ class Retention:
             .order_by(records.c.document)
         ).all()
         if not rows:
-            raise RecordNotFound(f"tenant {tenant_id} holds no order {order_id}")
+            raise RecordNotFound(f"tenant {shown(tenant_id)} holds no order {shown(order_id)}")
         documents = [
             {
                 "record_id": int(r.id),

@@ -4,6 +4,7 @@ review reminders) add theirs here."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sagevault.audit import Asker, Reason
@@ -84,12 +85,19 @@ def _retention(d: Deployment, p: Principal) -> JobResult:
     return JobResult({"pii": pii, "records": whole})
 
 
-def _live_copies(d: Deployment, _p: Principal) -> JobResult:
-    """Backups, exports and return bundles past their expiry (90 days at most): each recorded
+def _live_copies(d: Deployment, p: Principal) -> JobResult:
+    """Backups and return bundles past their expiry (90 days at most) whose file is on this
+    server are overwritten, deleted and recorded destroyed; any other (moved elsewhere) is recorded
     once as deletion:copy:overdue, which raises the live-copy-overdue alarm."""
+    destroyed = 0
     with d.unit_of_work() as conn:
+        now = d.now()
+        for copy in d.copies.list_copies(conn, principal=p, live_only=True):
+            if copy.expires_at <= now and copy.kind in ("backup", "return-bundle") and Path(copy.location).is_file():
+                d.backups.destroy(conn, copy.id, principal=p)
+                destroyed += 1
         overdue = d.copies.overdue(conn)
-    return JobResult({"overdue": len(overdue)})
+    return JobResult({"destroyed": destroyed, "overdue": len(overdue)})
 
 
 BUILTIN: list[Job] = [

@@ -218,9 +218,19 @@ class DocumentStore:
             result.pii_fields += len(pii)
             result.unknown_fields += len(unknown)
             result.documents[doc.document.value] += 1
+        restricted = _restricted_orders(conn, tenant_id, latest)
         result.replaced = _delete(conn, doomed)
         _redate(conn, tenant_id, redate)
         bulk_insert(conn, records, _RECORD_COLUMNS, rows)
+        if restricted:  # a buyer's restriction outlives the order being stored again
+            for i in range(0, len(restricted), CHUNK):
+                conn.execute(
+                    update(records)
+                    .where(
+                        records.c.tenant_id == tenant_id, one_of(conn, records.c.order_id, restricted[i : i + CHUNK])
+                    )
+                    .values(restricted_at=retrieved)
+                )
         result.records = len(rows)
         result.orders = len({d.order_id for d in latest.values()})
         return result
@@ -295,6 +305,25 @@ def _stored(
             )
         ]
     return found
+
+
+def _restricted_orders(
+    conn: Connection, tenant_id: str, latest: dict[tuple[str, Document], SourceDocument]
+) -> list[str]:
+    """The batch's orders whose processing a buyer restricted (any stored document flagged)."""
+    order_ids = sorted({order_id for order_id, _ in latest})
+    found: set[str] = set()
+    for i in range(0, len(order_ids), CHUNK):
+        found.update(
+            conn.execute(
+                select(records.c.order_id).where(
+                    records.c.tenant_id == tenant_id,
+                    one_of(conn, records.c.order_id, order_ids[i : i + CHUNK]),
+                    records.c.restricted_at.is_not(None),
+                )
+            ).scalars()
+        )
+    return sorted(found)
 
 
 def _delete(conn: Connection, doomed: list[int]) -> int:

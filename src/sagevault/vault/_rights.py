@@ -132,9 +132,9 @@ class RecordRights:
                 and_(records.c.bi_version == version, or_(*(records.c[c] == token for c in BLIND_INDEX_SLOTS[kind])))
                 for version, token in tokens
             ]
-            orders = set(
+            orders = set(  # no DISTINCT: it would walk the tenant's order index instead of the token's
                 conn.execute(
-                    select(records.c.order_id).where(records.c.tenant_id == tenant_id, or_(*matches)).distinct()
+                    select(records.c.order_id).where(records.c.tenant_id == tenant_id, or_(*matches))
                 ).scalars()
             )
             found = orders if found is None else found & orders

@@ -541,12 +541,15 @@ class Vault:
             for index in self._keys.blind_indexes(conn, tenant_id)
             for token in (index.token(kind, value),)
         ]
+        # Sorted here, not by the database: an ORDER BY on (order_id, document) leads SQLite's
+        # planner to walk the tenant's whole (tenant_id, order_id, document) index instead of
+        # the token's (0.7 s at 200k orders against well under a millisecond).
         rows = conn.execute(
-            select(records.c.order_id, records.c.id, records.c.document)
-            .where(records.c.tenant_id == tenant_id, or_(*matches), records.c.restricted_at.is_(None))
-            .order_by(records.c.order_id, records.c.document)
+            select(records.c.order_id, records.c.id, records.c.document).where(
+                records.c.tenant_id == tenant_id, or_(*matches), records.c.restricted_at.is_(None)
+            )
         ).all()
-        return [SearchHit(o, r, Document(d)) for o, r, d in rows]
+        return [SearchHit(o, r, Document(d)) for o, r, d in sorted(rows, key=lambda r: (r[0], r[2]))]
 
     # --- shred ----------------------------------------------------------------------------
 

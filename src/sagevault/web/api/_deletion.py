@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import Field
 
+from sagevault.db import is_sqlite
 from sagevault.deletion import DeletionRequest
+from sagevault.errors import PayloadError
 from sagevault.incidents import parse_time
 from sagevault.jobs import carry_out
 
@@ -70,6 +72,7 @@ class Buyer(Out):
 
 class RequestBody(Out):
     tenant: str = Field(max_length=64)
+    scope: Literal["tenant", "orders", "buyer"] = Field(description="What is deleted: said, never inferred.")
     orders: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=10_000)
     buyer: Buyer | None = Field(None, description="One buyer by blind index: email, phone, or name and postal code.")
     kind: Literal["delete", "return"] = "delete"
@@ -82,7 +85,9 @@ class RectifyBody(Out):
     tenant: str = Field(max_length=64)
     order: str = Field(max_length=64)
     field: str = Field(max_length=200, description="A PII field of the catalog, e.g. ShippingAddress.Name.")
-    value: str = Field(max_length=2000, repr=False, description="The corrected value (kept only in the record).")
+    value: str = Field(
+        min_length=1, max_length=2000, repr=False, description="The corrected value (kept only in the record)."
+    )
     source: Source = "buyer-request"
 
 
@@ -99,7 +104,7 @@ def _out(request: DeletionRequest, now: Any) -> RequestOut:
 
 
 def _buyer(buyer: Buyer | None) -> dict[str, str]:
-    return {k: v for k, v in (buyer.model_dump() if buyer else {}).items() if v}
+    return {k: v for k, v in (buyer.model_dump() if buyer else {}).items() if v is not None}
 
 
 @router.get("/deletion-requests", tags=["deletion"])
@@ -117,13 +122,14 @@ def list_requests(q: Annotated[RequestsQuery, Query()], work: AuthenticatedRead)
 def record_request(body: RequestBody, work: Authenticated) -> RequestOut:
     """Record a request (whole tenant; `orders`; or one `buyer`). Needs `deletion:manage`."""
     buyer = _buyer(body.buyer)
-    scope = "buyer" if buyer else "orders" if body.orders else "tenant"
+    if (body.scope == "buyer") != (body.buyer is not None) or (body.scope == "orders") != bool(body.orders):
+        raise PayloadError("give `orders` with scope orders, `buyer` with scope buyer, neither with scope tenant")
     with work as (d, conn, who):
         request = d.deletion.request(
             conn,
             tenant_id=body.tenant,
             principal=who,
-            scope=scope,
+            scope=body.scope,
             orders=body.orders,
             buyer=buyer,
             kind=body.kind,
@@ -170,7 +176,9 @@ def rectify(body: RectifyBody, work: Authenticated) -> RequestOut:
             principal=who,
             source=body.source,
         )
-        return _out(request, d.deletion.now())
+    if is_sqlite(d.engine):
+        d.release_deleted_pages()  # after the commit: the old value's page images leave the WAL
+    return _out(request, d.deletion.now())
 
 
 @router.post("/deletion-requests/restrict", status_code=201, tags=["deletion"])

@@ -361,3 +361,18 @@ def test_a_restore_keeps_restrictions_and_never_hands_a_record_id_out_twice(d: D
             d.vault.reveal(conn, TENANT, restricted, ["BuyerInfo.BuyerEmail"], "fulfilment", principal=OPERATOR)
         assert d.vault.rights.orders_of(conn, TENANT, [erased]) == []
         assert conn.execute(select(record_ids.c.last)).scalar_one() >= counter  # never rolled back
+
+
+def test_a_restore_brings_back_data_never_access_an_api_key_revoked_since_stays_revoked(d: Deployment) -> None:
+    from sagevault.errors import AccessDenied
+
+    with d.unit_of_work() as conn:
+        d.access.accounts.add_person(conn, "olga.owner", "olga@seller-tools.example", manager=None, actor=OPERATOR)
+        d.access.accounts.add_service(conn, "svc-sync", owner="olga.owner", purpose="order sync", actor=OPERATOR)
+        key = d.access.api_keys.issue(conn, "svc-sync", scopes=["records:read"], actor=OPERATOR)
+    backup = _backup(d)
+    with d.unit_of_work() as conn:
+        d.access.api_keys.revoke(conn, key.key_id, actor=OPERATOR)
+    d.backups.restore(backup, principal=OPERATOR)
+    with d.unit_of_work() as conn, pytest.raises(AccessDenied):
+        d.access.api_keys.verify(conn, key.token, source="127.0.0.1")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, MetaData, Table, delete, func, insert, inspect, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,13 +29,15 @@ from sagevault.db import one_of
 from sagevault.errors import IntegrityError
 from sagevault.vault import vault_metadata
 
-from ._schema import deletion_metadata
-
 tenants = vault_metadata.tables["tenants"]
 tenant_keys = vault_metadata.tables["tenant_keys"]
 records = vault_metadata.tables["records"]
 record_ids = vault_metadata.tables["record_ids"]
-REGISTERS = tuple(deletion_metadata.tables[n] for n in ("live_copies", "deletion_requests", "legal_holds"))
+# A restore brings back Amazon Information (these tables); every other table keeps its live rows:
+# accounts, API keys, grants, sessions, allow-lists, kill switches, alarms and the detector's
+# cursor, incidents, the registers of copies, requests and holds. A key revoked or an account
+# disabled after the backup stays so.
+VAULT_DATA = frozenset({"tenants", "tenant_keys", "records", "record_ids", "alembic_version"})
 CHUNK = 500
 
 Journal = Callable[[str], Iterable[Mapping[str, Any]]]  # events of one name, by sequence number
@@ -47,6 +49,7 @@ class Live:
 
     tombstones: list[dict[str, Any]] = field(default_factory=list)  # shredded tenants' rows
     registers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    tables: list[Table] = field(default_factory=list)  # every table kept live, in dependency order
     counters: dict[str, int] = field(default_factory=dict)  # record id counters: never rolled back
 
 
@@ -67,11 +70,18 @@ def read_live(engine: Engine) -> Live | None:
             tombstones = [
                 dict(r._mapping) for r in conn.execute(select(tenants).where(tenants.c.shredded_at.is_not(None)))
             ]
-            registers = {t.name: [dict(r._mapping) for r in conn.execute(select(t))] for t in REGISTERS}
+            reflected = MetaData()
+            reflected.reflect(conn)
+            kept = [  # the security log's tables (PostgreSQL may hold them here too) are never touched
+                t
+                for t in reflected.sorted_tables
+                if t.name not in VAULT_DATA and not t.name.startswith(("audit", "alembic"))
+            ]
+            registers = {t.name: [dict(r._mapping) for r in conn.execute(select(t))] for t in kept}
             counters = {r.name: int(r.last) for r in conn.execute(select(record_ids))}
     except SQLAlchemyError:
         return None
-    return Live(tombstones, registers, counters)
+    return Live(tombstones, registers, tables=kept, counters=counters)
 
 
 def _when(text: str) -> datetime:
@@ -134,8 +144,11 @@ def replay(conn: Connection, journal: Journal, live: Live | None) -> Replayed:
     done.restricted, done.rectified = _restrictions(conn, journal)
     _counters(conn, live, highest)
     if live is not None:
-        for table in REGISTERS:
+        present = set(inspect(conn).get_table_names())
+        tables = [t for t in live.tables if t.name in present]
+        for table in reversed(tables):
             conn.execute(delete(table))
+        for table in tables:
             if live.registers[table.name]:
                 conn.execute(insert(table), live.registers[table.name])
         done.registers = True

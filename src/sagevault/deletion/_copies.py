@@ -24,7 +24,8 @@ KINDS = ("backup", "export", "return-bundle")
 DELETION = Principal.job("deletion")
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def utc(value: datetime | None) -> datetime | None:
+    """A time from the database as UTC (SQLite gives it back without a zone)."""
     if value is None:
         return None
     return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
@@ -55,9 +56,9 @@ class LiveCopy:
             tenant_id=row.tenant_id,
             request_id=row.request_id,
             created_by=row.created_by,
-            created_at=_utc(row.created_at),  # type: ignore[arg-type]
-            expires_at=_utc(row.expires_at),  # type: ignore[arg-type]
-            destroyed_at=_utc(row.destroyed_at),
+            created_at=utc(row.created_at),  # type: ignore[arg-type]
+            expires_at=utc(row.expires_at),  # type: ignore[arg-type]
+            destroyed_at=utc(row.destroyed_at),
         )
 
     def payload(self) -> dict[str, Any]:

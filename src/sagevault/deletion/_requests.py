@@ -47,6 +47,7 @@ from ._bundle import recipient_of, write_bundle
 from ._certificate import build as build_certificate
 from ._certificate import sign
 from ._copies import DELETION, LiveCopies
+from ._copies import utc as _utc
 from ._schema import deletion_requests
 
 if TYPE_CHECKING:
@@ -59,12 +60,6 @@ STATES = ("received", "scoped", "returning", "deleting", "verifying", "done", "f
 PURGE_BATCH = 20_000
 OPEN = ("received", "scoped", "returning", "deleting", "verifying")
 ORDER_ID_PATTERN = re.compile(ORDER_ID)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -18,6 +18,7 @@ from sagevault.db import MigrationChain, migrate
 from ._commit import chain_hash
 from ._events import AuditEvent, AuditSink, EventName, Outcome, Reason, outcome_of
 from ._export import SyslogTlsSink, to_jsonl, to_syslog
+from ._gate import Gate, check_scope
 from ._log import Asker, AuditLog, EventFilters, Export
 from ._schema import audit_anchors, audit_events, audit_head, audit_metadata
 from ._signing import DigestFile, Signer, create_signing_key, load_public_key, public_path
@@ -43,6 +44,7 @@ __all__ = [
     "EventFilters",
     "EventName",
     "Export",
+    "Gate",
     "Outcome",
     "Reason",
     "Signer",
@@ -53,6 +55,7 @@ __all__ = [
     "audit_head",
     "audit_metadata",
     "chain_hash",
+    "check_scope",
     "create_signing_key",
     "load_public_key",
     "migrate_audit",

@@ -23,14 +23,13 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 
-from sagevault.audit import AuditEvent, AuditLog, EventName, Signer, outcome_of, public_path
+from sagevault.audit import AuditEvent, AuditLog, EventName, Gate, Signer, check_scope, outcome_of, public_path
 from sagevault.config import Settings
 from sagevault.crypto import KeyProvider
 from sagevault.db import MigrationChain, is_sqlite, migrate
 from sagevault.errors import AuditError, Conflict, IntegrityError, PayloadError, RecordNotFound
 from sagevault.identity import Principal, Scope
 from sagevault.logs import get_logger
-from sagevault.monitor import Gate, check_scope
 
 from . import _backup_pg as pg
 from . import _backup_sqlite as lite

@@ -13,10 +13,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from sagevault.audit import AuditEvent, AuditSink, EventName
+from sagevault.audit import AuditEvent, AuditSink, EventName, Gate, check_scope
 from sagevault.errors import Conflict, PayloadError, RecordNotFound
 from sagevault.identity import Channel, Principal, Scope, event_tenant
-from sagevault.monitor import Gate, check_scope
 
 from ._schema import live_copies
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from sagevault.audit import AuditEvent, AuditSink, EventName, Signer
+from sagevault.audit import AuditEvent, AuditSink, EventName, Gate, Signer, check_scope
 from sagevault.errors import (
     Conflict,
     PayloadError,
@@ -40,7 +40,6 @@ from sagevault.errors import (
     shown,
 )
 from sagevault.identity import Channel, Principal, Scope, check_tenant_id, event_tenant
-from sagevault.monitor import Gate, check_scope
 from sagevault.vault import ORDER_ID, Vault
 
 from ._bundle import recipient_of, write_bundle

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, case, delete, exists, func, insert, not_, or_, select, update
 from sqlalchemy.engine import Connection
 
-from sagevault.audit import AuditEvent, AuditSink, EventName, outcome_of
+from sagevault.audit import AuditEvent, AuditSink, EventName, Gate, outcome_of
 from sagevault.errors import (
     AccessDenied,
     Conflict,
@@ -33,7 +33,6 @@ from sagevault.errors import (
     shown,
 )
 from sagevault.identity import Principal, Scope, check_tenant_id, event_tenant
-from sagevault.monitor import Gate
 from sagevault.vault._schema import BLIND_INDEX_COLUMNS, records, tenants
 
 from ._retention_views import (

@@ -12,11 +12,11 @@ from typing import Any, Protocol
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
-from sagevault.audit import AuditEvent, AuditSink, EventName, Outcome, Reason
+from sagevault.audit import AuditEvent, AuditSink, EventName, Gate, Outcome, Reason, check_scope
 from sagevault.catalog import CATALOG
 from sagevault.errors import Conflict, PayloadError, RecordNotFound, looks_like_pii, shown
 from sagevault.identity import Principal, Scope, check_tenant_id, event_tenant
-from sagevault.monitor import Gate, Severity, check_scope
+from sagevault.monitor import Severity
 
 from ._model import (
     Action,

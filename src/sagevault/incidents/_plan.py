@@ -27,10 +27,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError as DBAPIIntegrityError
 
-from sagevault.audit import AuditEvent, AuditSink, EventName
+from sagevault.audit import AuditEvent, AuditSink, EventName, Gate, check_scope
 from sagevault.errors import Conflict, PayloadError, RecordNotFound, looks_like_pii, shown
 from sagevault.identity import Channel, Principal, Scope
-from sagevault.monitor import Gate, Severity, check_scope
+from sagevault.monitor import Severity
 
 from ._schema import irp_approvals, irp_notices, irp_versions
 

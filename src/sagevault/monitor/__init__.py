@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sagevault.audit import Gate, check_scope  # re-exported: the monitor's callers took them from here
+
 from ._canary import CanaryRegistry, create_canary_key, fake_orders
 from ._detect import Detector, Firing, Seen
 from ._rules import FIELDS, Kind, Response, Rule, Severity, load_rules, parse_rule
 from ._schema import alarm_outbox, alarms, canary_tokens, monitor_baselines, monitor_cursor, monitor_metadata
-from ._service import MONITOR, Alarm, Evaluated, Gate, IncidentOpener, Monitor, Responder, State, check_scope
+from ._service import MONITOR, Alarm, Evaluated, IncidentOpener, Monitor, Responder, State
 from ._sinks import LogSink, MemorySink, Sink, SmtpSink, WebhookSink, sign_webhook, verify_webhook
 
 MIGRATIONS = Path(__file__).with_name("migrations")

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from sagevault.audit import AuditEvent, AuditSink, EventName, Outcome, Reason, outcome_of
+from sagevault.audit import AuditEvent, AuditSink, EventName, Gate, Outcome, Reason, check_scope
 from sagevault.errors import AccessDenied, Conflict, PayloadError, RecordNotFound, looks_like_pii
 from sagevault.identity import Channel, Principal, Scope, event_tenant
 from sagevault.logs import get_logger
@@ -62,12 +62,6 @@ class CanaryStore(Protocol):
     def record_ids_of(
         self, conn: Connection, tenant_id: str, order_ids: Sequence[str], *, principal: Principal
     ) -> list[int]: ...
-
-
-class Gate(Protocol):
-    """Access control's decision (`sagevault.access.AccessControl` is one)."""
-
-    def check(self, conn: Connection, principal: Principal, scope: Scope, tenant_id: str | None) -> None: ...
 
 
 class IncidentOpener(Protocol):
@@ -148,26 +142,6 @@ class Alarm:
             "changed_at": self.changed_at.isoformat() if self.changed_at else None,
             "note": self.note,
         }
-
-
-def check_scope(gate: Gate, audit: AuditSink, conn: Connection, principal: Principal, scope: Scope, op: str) -> None:
-    """Ask access control for a deployment scope; a refusal is recorded (access:permission:deny,
-    naming the operation) before it is raised."""
-    try:
-        gate.check(conn, principal, scope, None)
-    except AccessDenied as exc:
-        outcome, reason = outcome_of(exc)
-        audit.record(
-            AuditEvent(
-                name=EventName.ACCESS_PERMISSION_DENY,
-                channel=principal.channel,
-                outcome=outcome,
-                reason=reason,
-                actor=principal.id,
-                operation=op,
-            )
-        )
-        raise
 
 
 def _utc(value: datetime) -> datetime:

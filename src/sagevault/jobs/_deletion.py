@@ -32,10 +32,12 @@ def carry_out(
     if retry:
         with d.unit_of_work() as conn:
             d.deletion.retry(conn, request_id, principal=principal)
+    with d.unit_of_work(read_only=True) as conn:
+        state = d.deletion.get(conn, request_id, principal=principal).state
     for _ in range(MAX_STEPS):
+        before = state
         try:
             with d.unit_of_work() as conn:
-                before = d.deletion.get(conn, request_id, principal=principal).state
                 request = d.deletion.step(conn, request_id, principal=principal)
         except AccessDenied:
             raise  # the caller may not: nothing about the request
@@ -49,6 +51,7 @@ def carry_out(
             and (is_sqlite(d.engine) or request.scope_kind == "tenant")
         ):
             d.release_deleted_pages()  # SQLite: the WAL's old page images go; a shred: the key table is vacuumed
+        state = request.state
         if on_step is not None:
             on_step(request)
         if request.finished:

@@ -166,7 +166,7 @@ class DocumentStore:
         index = self._keys.blind_index(conn, tenant_id)
         retrieved = _utc(retrieved_at or datetime.now(UTC))
         now = driver_value(conn, records.c.retrieved_at, retrieved)
-        stored = _stored(conn, tenant_id, latest)
+        stored, restricted = _stored(conn, tenant_id, latest)
         doomed = [rid for rid, order_id, document, _, _ in stored if (order_id, Document(document)) in latest]
         dated, redate = self._dates(latest, stored, set(doomed), retrieved)
         stamp: Callable[[datetime], Any] = records.c.pii_expires_at.type.dialect_impl(conn.dialect).bind_processor(
@@ -218,7 +218,6 @@ class DocumentStore:
             result.pii_fields += len(pii)
             result.unknown_fields += len(unknown)
             result.documents[doc.document.value] += 1
-        restricted = _restricted_orders(conn, tenant_id, latest)
         result.replaced = _delete(conn, doomed)
         _redate(conn, tenant_id, redate)
         bulk_insert(conn, records, _RECORD_COLUMNS, rows)
@@ -290,40 +289,24 @@ def index_slots(searchable: Iterable[tuple[str, str]], token: Callable[[str, str
 
 def _stored(
     conn: Connection, tenant_id: str, latest: dict[tuple[str, Document], SourceDocument]
-) -> list[tuple[int, str, str, Any, Any]]:
-    """The stored documents of the batch's orders: id, order, document and retention dates."""
+) -> tuple[list[tuple[int, str, str, Any, Any]], list[str]]:
+    """The stored documents of the batch's orders (id, order, document and retention dates), and
+    the orders among them whose processing a buyer restricted (any stored document flagged)."""
     order_ids = sorted({order_id for order_id, _ in latest})
     found: list[tuple[int, str, str, Any, Any]] = []
+    restricted: set[str] = set()
+    columns = (records.c.id, records.c.order_id, records.c.document, records.c.pii_expires_at, records.c.expires_at)
     for i in range(0, len(order_ids), CHUNK):
         chunk = order_ids[i : i + CHUNK]
-        found += [
-            (r.id, r.order_id, r.document, r.pii_expires_at, r.expires_at)
-            for r in conn.execute(
-                select(
-                    records.c.id, records.c.order_id, records.c.document, records.c.pii_expires_at, records.c.expires_at
-                ).where(records.c.tenant_id == tenant_id, one_of(conn, records.c.order_id, chunk))
+        for r in conn.execute(
+            select(*columns, records.c.restricted_at).where(
+                records.c.tenant_id == tenant_id, one_of(conn, records.c.order_id, chunk)
             )
-        ]
-    return found
-
-
-def _restricted_orders(
-    conn: Connection, tenant_id: str, latest: dict[tuple[str, Document], SourceDocument]
-) -> list[str]:
-    """The batch's orders whose processing a buyer restricted (any stored document flagged)."""
-    order_ids = sorted({order_id for order_id, _ in latest})
-    found: set[str] = set()
-    for i in range(0, len(order_ids), CHUNK):
-        found.update(
-            conn.execute(
-                select(records.c.order_id).where(
-                    records.c.tenant_id == tenant_id,
-                    one_of(conn, records.c.order_id, order_ids[i : i + CHUNK]),
-                    records.c.restricted_at.is_not(None),
-                )
-            ).scalars()
-        )
-    return sorted(found)
+        ):
+            found.append((r.id, r.order_id, r.document, r.pii_expires_at, r.expires_at))
+            if r.restricted_at is not None:
+                restricted.add(r.order_id)
+    return found, sorted(restricted)
 
 
 def _delete(conn: Connection, doomed: list[int]) -> int:

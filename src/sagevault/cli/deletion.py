@@ -60,6 +60,13 @@ def _left(request: DeletionRequest, now: datetime) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min left (due {request.due_at:%Y-%m-%d %H:%M} UTC)"
 
 
+def _deadline(request: DeletionRequest) -> str:
+    """A done request against its deadline."""
+    assert request.done_at is not None
+    late = request.done_at > request.due_at
+    return f"{'after' if late else 'within'} its deadline ({request.due_at:%Y-%m-%d %H:%M} UTC)"
+
+
 @deletion_app.command("request")
 def deletion_request(
     tenant: Annotated[str, _TENANT],
@@ -162,10 +169,9 @@ def deletion_run(
     p = principal()
     with deployment() as d:
         request = carry_out(d, request_id, p, on_step=lambda r: out.print(f"request {r.id}: {r.state}"), retry=retry)
-        now = d.deletion.now()
     if request.state == "done":
         out.print(
-            f"[green]request {request.id} done[/] ({_left(request, now)}); `sagevault deletion certificate "
+            f"[green]request {request.id} done[/] {_deadline(request)}; `sagevault deletion certificate "
             f"{request.id}` writes its certificate"
         )
     else:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
-from sagevault import access, deletion, incidents, jobs, monitor, vault
+from sagevault import access, connector, deletion, incidents, jobs, monitor, vault
 from sagevault._private_files import check_private
 from sagevault._settings_changes import record_settings
 from sagevault.access import (
@@ -44,6 +44,7 @@ from sagevault.audit import (
     public_path,
 )
 from sagevault.config import Settings, make_private_dir
+from sagevault.connector import Connector, SpApiClient, load_app
 from sagevault.crypto import (
     KeyCache,
     KeyProvider,
@@ -73,6 +74,7 @@ STORE_CHAIN = MigrationChain(
         monitor.MIGRATIONS,
         incidents.MIGRATIONS,
         deletion.MIGRATIONS,
+        connector.MIGRATIONS,
     ),
 )
 
@@ -97,6 +99,7 @@ class Deployment:
     retention: Retention
     deletion: Deletions
     backups: Backups
+    connector: Connector
 
     def infrastructure(self, conn: Connection | None = None) -> dict[str, str]:
         """What the incident response plan is approved for: a change of any of these (a master
@@ -177,6 +180,7 @@ class Deployment:
         return is_sqlite(self.engine) and held_in_process(self.keys)
 
     def close(self) -> None:
+        self.connector.close()
         self.audit.write_digest()
         self.engine.dispose()
         self.audit.close()
@@ -329,6 +333,15 @@ def _build(settings: Settings, parts: Parts) -> Deployment:
         forget_keys=keyring.forget_all,  # a restore: no tenant key cached from before it is used after
         clock=clock,
     )
+    the_connector = Connector(
+        vault=the_vault,
+        audit=audit,
+        gate=control,
+        client=lambda: SpApiClient(
+            load_app(settings.resolved_sp_api_app_file, keys), timeout=settings.sp_api_timeout_seconds
+        ),
+        clock=clock,
+    )
     return Deployment(
         settings,
         engine,
@@ -343,6 +356,7 @@ def _build(settings: Settings, parts: Parts) -> Deployment:
         retention,
         deletions,
         backups,
+        the_connector,
     )
 
 

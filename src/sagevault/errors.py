@@ -78,6 +78,11 @@ class ConfigError(SageVaultError):
     pass
 
 
+class NotConfigured(ConfigError):
+    """A part of the deployment is not set up yet (the SP-API application's credentials): the
+    service cannot do what was asked until an operator configures it."""
+
+
 class NotInitialized(SageVaultError):
     pass
 
@@ -224,6 +229,15 @@ class StorageBusy(SageVaultError):
 
 class RuleError(ConfigError):
     """A detection rule file that cannot be used: the message names the file, the line and what is wrong."""
+
+
+class UpstreamError(SageVaultError):
+    """Amazon (SP-API or LWA) did not answer usefully: unreachable, 5xx or 429 after every retry, or
+    an answer that is not what its model says."""
+
+
+class AuthorizationRevoked(UpstreamError):
+    """Amazon refused the seller's authorisation (a revoked or expired refresh token, a 403)."""
 
 
 class SinkError(SageVaultError):

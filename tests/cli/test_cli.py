@@ -168,6 +168,9 @@ def test_demo_prints_a_masked_table_and_unbroken_next_steps_when_piped(tmp_path:
         assert not email or email not in res.stdout
     command = next(line for line in res.stdout.splitlines() if "sagevault show --tenant" in line)
     assert re.search(r"--order \d{3}-\d{7}-\d{7} ", command)  # the whole command on one line, to copy
+    # the SP-API part: a seller connected to the local stand-in, synced with an RDT, shown masked
+    assert "250 new or updated orders in 3 pages, 1 RDT(s)" in res.stdout
+    assert "SBX" not in res.stdout.upper() and "[PII user.contact.address.city]" in res.stdout
 
 
 def test_a_tampered_ciphertext_stops_rotation_with_advice_and_changes_nothing(ready: Path) -> None:

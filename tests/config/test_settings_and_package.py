@@ -16,6 +16,7 @@ from sagevault._private_files import loose_entries
 from sagevault.access import access_metadata
 from sagevault.audit import migrate_audit
 from sagevault.config import PolicyProfile, load_settings
+from sagevault.connector import connector_metadata
 from sagevault.crypto import InMemoryKeyProvider
 from sagevault.db import create_engine_for, migrate, schema_is_current
 from sagevault.deletion import deletion_metadata
@@ -111,6 +112,7 @@ def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
         monitor_metadata,
         incidents_metadata,
         deletion_metadata,
+        connector_metadata,
     ):
         for table in domain.tables.values():
             table.to_metadata(declared)

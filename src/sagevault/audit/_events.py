@@ -58,6 +58,16 @@ class EventName(StrEnum):
     AUDIT_SEGMENT_PURGE = "audit:segment:purge"
     CLI_COMMAND_FAIL = "cli:command:fail"
     CLI_COMMAND_RUN = "cli:command:run"
+    CONNECTOR_AUTH_CONNECT = "connector:auth:connect"
+    CONNECTOR_AUTH_DISCONNECT = "connector:auth:disconnect"
+    CONNECTOR_AUTH_REVOKE = "connector:auth:revoke"
+    CONNECTOR_FIELD_UNKNOWN = "connector:field:unknown"
+    CONNECTOR_RDT_CREATE = "connector:rdt:create"
+    CONNECTOR_SYNC_FAIL = "connector:sync:fail"
+    CONNECTOR_SYNC_FINISH = "connector:sync:finish"
+    CONNECTOR_SYNC_PAGE = "connector:sync:page"
+    CONNECTOR_SYNC_START = "connector:sync:start"
+    CONNECTOR_TOKEN_REFRESH = "connector:token:refresh"  # noqa: S105 (an event name)
     DELETION_BACKUP_CREATE = "deletion:backup:create"
     DELETION_BACKUP_RESTORE = "deletion:backup:restore"
     DELETION_CERTIFICATE_ISSUE = "deletion:certificate:issue"
@@ -155,6 +165,16 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.AUDIT_SEGMENT_PURGE: "events older than the retention period were purged, chain anchor kept",
     EventName.CLI_COMMAND_FAIL: "an operator command failed with an error",
     EventName.CLI_COMMAND_RUN: "an operator command ran to completion",
+    EventName.CONNECTOR_AUTH_CONNECT: "a seller's SP-API authorisation was stored (its refresh token sealed)",
+    EventName.CONNECTOR_AUTH_DISCONNECT: "a seller's SP-API authorisation was removed (its refresh token deleted)",
+    EventName.CONNECTOR_AUTH_REVOKE: "Amazon refused a seller's authorisation: its sync stopped",
+    EventName.CONNECTOR_FIELD_UNKNOWN: "a synced page held fields the catalog does not know (stored encrypted)",
+    EventName.CONNECTOR_RDT_CREATE: "a Restricted Data Token was obtained for a seller (its data elements)",
+    EventName.CONNECTOR_SYNC_FAIL: "a seller's sync stopped on an error (its reason code); the checkpoint held",
+    EventName.CONNECTOR_SYNC_FINISH: "a seller's sync run ended (pages and orders stored)",
+    EventName.CONNECTOR_SYNC_PAGE: "a page of a seller's orders was stored with its checkpoint",
+    EventName.CONNECTOR_SYNC_START: "a seller's sync run began",
+    EventName.CONNECTOR_TOKEN_REFRESH: "an LWA access token was obtained for a seller (kept in memory only)",
     EventName.DELETION_BACKUP_CREATE: "an encrypted backup of the vault's database was written and registered",
     EventName.DELETION_BACKUP_RESTORE: "a backup was restored, every deletion since it was taken applied first",
     EventName.DELETION_CERTIFICATE_ISSUE: "a signed deletion certificate was issued (its SHA-256)",
@@ -260,6 +280,7 @@ class Reason(StrEnum):
     THROTTLED = "throttled"
     TOTP_REPLAY = "totp_replay"
     TWO_PERSON_RULE = "two_person_rule"
+    UPSTREAM = "upstream"
     WEAK_PASSWORD = "weak_password"  # noqa: S105 (an event/reason name)
 
 
@@ -286,6 +307,8 @@ _REASONS: dict[type[Exception], str] = {
     errors.KeyProviderError: "key_provider",
     errors.ConfigError: "config",
     errors.SinkError: "sink_unavailable",
+    errors.AuthorizationRevoked: "revoked",
+    errors.UpstreamError: "upstream",
 }
 
 

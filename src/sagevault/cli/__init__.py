@@ -3,7 +3,7 @@ module per command group. Importing this package registers every command."""
 
 from __future__ import annotations
 
-from . import access, audit, backup, deletion, incidents, jobs, monitor, retention, serve, vault
+from . import access, audit, backup, connector, deletion, incidents, jobs, monitor, retention, serve, vault
 from ._app import app, main
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "app",
     "audit",
     "backup",
+    "connector",
     "deletion",
     "incidents",
     "jobs",

@@ -28,6 +28,8 @@ from sagevault.errors import AuditError, NotInitialized, SageVaultError
 from sagevault.identity import Channel, Principal
 from sagevault.logs import configure_logging, get_logger, release_logging
 
+from .sandbox import sandbox_app
+
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -62,6 +64,7 @@ app = typer.Typer(
     help="SageVault: Amazon Information, protected.",
 )
 # pretty_exceptions_enable=False: rich tracebacks print local variables, which may hold PII.
+app.add_typer(sandbox_app, name="sandbox")  # stands alone (imports nothing from here)
 
 
 def group(name: str, help_text: str) -> typer.Typer:

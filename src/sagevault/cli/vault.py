@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from sagevault.audit import AuditEvent, EventName
+from sagevault.connector import rewrap_app
 from sagevault.crypto import (
     MasterKeys,
     begin_local_rotation,
@@ -26,6 +27,7 @@ from sagevault.identity import Principal
 from sagevault.vault import IngestResult, Operation, RotationStep, SourceDocument
 
 from ._app import app, deployment, group, heading, open_or_init, out, principal, progress, record_command, settings
+from .connector import demo_sync
 
 tenants_app = group("tenants", "Selling partners whose data the vault holds.")
 keys_app = group("keys", "Tenant keys and the master key: status and rotation.")
@@ -250,10 +252,10 @@ def keys_rotate_index(
 
 @keys_app.command("rotate-master")
 def keys_rotate_master(batch_size: Annotated[int, typer.Option(min=1, max=10000)] = 500) -> None:
-    """Wrap every tenant key, the access secret and every TOTP secret with a new master key, then
-    destroy the old one. Local key file: the new key is made beside the old (`.next`). AWS KMS:
-    name the new key as kms_next_key_id on every node first. Records are not re-encrypted (their
-    keys stay); an interrupted rotation resumes when run again."""
+    """Wrap every tenant key, the access secret, every TOTP secret and the SP-API client secret
+    with a new master key, then destroy the old one. Local key file: the new key is made beside the
+    old (`.next`). AWS KMS: name the new key as kms_next_key_id on every node first. Records are not
+    re-encrypted (their keys stay); an interrupted rotation resumes when run again."""
     s = settings()
     old_kms = s.kms_key_id
     if s.key_provider == "aws-kms" and not s.kms_next_key_id:
@@ -309,6 +311,7 @@ def _rewrap_all(d: Deployment, p: Principal, batch_size: int) -> tuple[int, int]
             bar.advance(task, step.moved)
     with d.engine.begin() as conn:
         secrets = d.access.core.rewrap_secrets(conn)
+    secrets += rewrap_app(d.settings.resolved_sp_api_app_file, d.keys)  # the SP-API client secret
     return moved, secrets
 
 
@@ -384,6 +387,7 @@ def demo() -> None:
             )
         out.print(table)
         out.print("every buyer name, address, phone and e-mail above is stored encrypted; nothing was decrypted")
+        demo_sync(d, p)
         out.print("next:")
         out.print(
             f"  .venv/bin/sagevault show --tenant {SAMPLE_TENANT} --order {orders[0].order_id}   (one order, masked)"

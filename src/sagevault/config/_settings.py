@@ -173,6 +173,11 @@ class Settings(BaseSettings):
     alarm_smtp_ca_file: Path | None = None
     alarm_smtp_username: str | None = None
     alarm_smtp_password_file: Path | None = None
+    # The SP-API connector (docs/connector.md): the application's LWA credentials live in a TOML file
+    # of their own (0600; `sagevault connect app` writes the secret wrapped by the master key).
+    sp_api_app_file: Path | None = None
+    sp_api_sync_minutes: int = 5  # how often the sp-api-sync job pulls new and updated orders
+    sp_api_timeout_seconds: float = 30.0  # one HTTP exchange with SP-API or LWA
 
     @classmethod
     def settings_customise_sources(
@@ -202,6 +207,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "audit_digest_seconds must be between 1 and 3600: the unsigned tail of the log stays short"
             )
+        if not 1 <= self.sp_api_sync_minutes <= 1440 or not 1 <= self.sp_api_timeout_seconds <= 300:
+            raise ValueError("sp_api_sync_minutes must be 1..1440 and sp_api_timeout_seconds 1..300")
         if not 1 <= self.ingest_batch_size <= 100_000:
             raise ValueError("ingest_batch_size must be between 1 and 100000")
         problems = [
@@ -344,6 +351,12 @@ class Settings(BaseSettings):
     def backup_key_file(self) -> Path:
         """The deployment's backup identity (age X25519, 0600): backups are encrypted to it."""
         return self.resolved_data_dir / "keys" / "backup.key"
+
+    @property
+    def resolved_sp_api_app_file(self) -> Path:
+        if self.sp_api_app_file is not None:
+            return self._in_data_dir(self.sp_api_app_file)
+        return self.resolved_data_dir / "keys" / "sp-api-app.toml"
 
     @property
     def canary_key_file(self) -> Path:

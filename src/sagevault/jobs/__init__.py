@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ._builtin import BUILTIN
+from ._connector import SYNC, SYNC_JOB, SyncReport, sync_tenant
 from ._deletion import carry_out
 from ._runner import Job, JobResult, Jobs, JobState, Ran, Scheduler, leader
 from ._schema import job_runs, jobs_metadata
@@ -22,21 +23,24 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 def default_jobs(clock: Callable[[], datetime] | None = None) -> Jobs:
     """Every job a deployment runs."""
-    return Jobs(BUILTIN, clock)
+    return Jobs([*BUILTIN, SYNC], clock)
 
 
 __all__ = [
     "MIGRATIONS",
+    "SYNC_JOB",
     "Job",
     "JobResult",
     "JobState",
     "Jobs",
     "Ran",
     "Scheduler",
+    "SyncReport",
     "Watch",
     "carry_out",
     "default_jobs",
     "job_runs",
     "jobs_metadata",
     "leader",
+    "sync_tenant",
 ]

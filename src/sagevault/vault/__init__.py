@@ -15,6 +15,7 @@ from ._operations import ORDER_ID, Operation, SourceDocument, extract, recognise
 from ._rights import Exported, RecordRights, Scan
 from ._rotation import KeyLifecycle
 from ._schema import vault_metadata
+from ._secrets import SecretUnreadable, TenantSecrets
 from ._service import MAX_BATCH_REVEAL, Vault
 from ._views import (
     BatchReveal,
@@ -58,10 +59,12 @@ __all__ = [
     "RotationStep",
     "Scan",
     "SearchHit",
+    "SecretUnreadable",
     "ShredReceipt",
     "SourceDocument",
     "Tenant",
     "TenantKeyring",
+    "TenantSecrets",
     "Vault",
     "extract",
     "recognise",

@@ -143,7 +143,12 @@ class DocumentStore:
         self.retention = retention or RetentionDays()  # the policy's days: how each record is dated
 
     def store(
-        self, conn: Connection, tenant_id: str, docs: Sequence[SourceDocument], retrieved_at: datetime | None
+        self,
+        conn: Connection,
+        tenant_id: str,
+        docs: Sequence[SourceDocument],
+        retrieved_at: datetime | None,
+        origin: str = "amazon",
     ) -> IngestResult:
         """Encrypt and insert `docs` (the last copy of a document wins), replacing the stored
         documents they update. Any error stores nothing (the caller's transaction rolls back)."""
@@ -151,7 +156,7 @@ class DocumentStore:
         if not docs:
             return result
         with _paused_cyclic_gc():
-            return self._store(conn, tenant_id, docs, retrieved_at, result)
+            return self._store(conn, tenant_id, docs, retrieved_at, result, origin)
 
     def _store(
         self,
@@ -160,6 +165,7 @@ class DocumentStore:
         docs: Sequence[SourceDocument],
         retrieved_at: datetime | None,
         result: IngestResult,
+        origin: str,
     ) -> IngestResult:
         latest = {(d.order_id, d.document): d for d in docs}  # last copy of a document wins
         cipher = self._keys.primary(conn, tenant_id)
@@ -197,7 +203,7 @@ class DocumentStore:
                     tenant_id,
                     doc.order_id,
                     doc.document.value,
-                    "amazon",
+                    origin,
                     doc.operation.value,
                     doc.marketplace_id,
                     tenant_id,

@@ -23,6 +23,7 @@ from ._audited import audited, gated
 from ._ingest import index_slots
 from ._keyring import DATA, INDEX, KeyVersionInfo, TenantKeyring
 from ._schema import records
+from ._secrets import reseal_secrets
 from ._views import RewrapStep, RotationStep
 
 
@@ -97,6 +98,7 @@ class KeyLifecycle:
         """Retire the old versions (their key material is erased); fails if a record still needs one."""
         self._gate.check(conn, principal, Scope.KEYS_ROTATE, tenant_id)
         self._live_tenant(conn, tenant_id)
+        reseal_secrets(self._keys, conn, tenant_id)  # before the old versions go
         return self._keys.finish_rotation(conn, tenant_id, datetime.now(UTC))
 
     def rotate_step(

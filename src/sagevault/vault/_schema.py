@@ -135,3 +135,16 @@ records = Table(
         for name in BLIND_INDEX_COLUMNS
     ],
 )
+
+# A tenant's own secrets (an SP-API refresh token): each sealed under the tenant's data key, with
+# `secret/<name>` as its associated data, so a crypto-shred destroys them with the tenant's data and
+# a rotation re-seals them before the old key version is retired.
+tenant_secrets = Table(
+    "tenant_secrets",
+    vault_metadata,
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), primary_key=True),
+    Column("name", String(40), primary_key=True),
+    Column("key_version", Integer, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

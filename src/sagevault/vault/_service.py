@@ -41,6 +41,7 @@ from ._operations import Operation, SourceDocument, extract, recognise
 from ._rights import RecordRights
 from ._rotation import KeyLifecycle
 from ._schema import BLIND_INDEX_SLOTS, records, tenants
+from ._secrets import TenantSecrets, forget_secrets
 from ._split import UNKNOWN_PATH, set_path
 from ._views import (
     BatchReveal,
@@ -126,6 +127,7 @@ class Vault:
         # Records a seller's listing and counts leave out (the monitor's canaries), if any.
         self.hidden: HiddenRecords | None = None
         self.keys = KeyLifecycle(keyring, audit=audit, gate=self._gate, live_tenant=self._live_tenant, catalog=catalog)
+        self.secrets = TenantSecrets(keyring, gate=self._gate, live_tenant=self._live_tenant)
         self.rights = RecordRights(
             keyring, audit=audit, gate=self._gate, catalog=catalog, live_tenant=self._live_tenant
         )
@@ -134,8 +136,6 @@ class Vault:
             for kind, n in kinds.items():
                 if n > len(BLIND_INDEX_SLOTS[kind]):
                     raise ValueError(f"{doc} has {n} searchable {kind} fields but {len(BLIND_INDEX_SLOTS[kind])} slots")
-
-    # --- tenants --------------------------------------------------------------------------
 
     @audited(EventName.VAULT_TENANT_CREATE, "tenants add")
     def add_tenant(
@@ -173,6 +173,11 @@ class Vault:
         if limit is not None:
             query = query.limit(limit)
         return [self._tenant_from(r) for r in conn.execute(query).all()]
+
+    def tenant(self, conn: Connection, tenant_id: str, *, principal: Principal) -> Tenant:
+        """A live tenant (its marketplaces and region), for a caller that administers it."""
+        gated(self, conn, principal, Scope.TENANTS_ADMIN, tenant_id, operation="tenant")
+        return self._live_tenant(conn, tenant_id)
 
     def record_count(self, conn: Connection, tenant_id: str, *, principal: Principal) -> int:
         gated(self, conn, principal, Scope.RECORDS_READ, tenant_id, operation="record count")
@@ -272,8 +277,6 @@ class Vault:
             raise TenantShredded(tenant_id, tenant.shredded_at)
         return tenant
 
-    # --- ingest ---------------------------------------------------------------------------
-
     def prepare(self, payloads: Iterable[Any], operation: Operation | None = None) -> list[SourceDocument]:
         """Cut payloads into documents, checking every one before anything is stored."""
         docs: list[SourceDocument] = []
@@ -317,12 +320,11 @@ class Vault:
         *,
         principal: Principal,
         retrieved_at: datetime | None = None,
+        origin: str = "amazon",  # "sp-api-sync": fetched by SageVault's own connector
     ) -> IngestResult:
         self._gate.check(conn, principal, Scope.RECORDS_INGEST, tenant_id)
         self._live_tenant(conn, tenant_id)
-        return self._store.store(conn, tenant_id, docs, retrieved_at)
-
-    # --- reads ----------------------------------------------------------------------------
+        return self._store.store(conn, tenant_id, docs, retrieved_at, origin)
 
     def _live_order_rows(self, conn: Connection, tenant_id: str, order_id: str, sealed: bool = False) -> Sequence[Any]:
         """The order's records, in one query with the tenant's check (`_live_tenant`): a tenant
@@ -551,8 +553,6 @@ class Vault:
         ).all()
         return [SearchHit(o, r, Document(d)) for o, r, d in sorted(rows, key=lambda r: (r[0], r[2]))]
 
-    # --- shred ----------------------------------------------------------------------------
-
     @audited(EventName.STORAGE_KEYSET_DESTROY, "shred", lambda r: ((), {"keys": len(r.keys_destroyed)}))
     def shred(self, conn: Connection, tenant_id: str, *, principal: Principal) -> ShredReceipt:
         """Crypto-shred: destroy every copy of the tenant's keys and leave a tombstone. Constant
@@ -561,6 +561,7 @@ class Vault:
         self._live_tenant(conn, tenant_id)
         now = datetime.now(UTC)
         receipt = ShredReceipt(tenant_id, now, self._keys.destroy(conn, tenant_id), self._keys.master_key_id)
+        forget_secrets(conn, tenant_id)  # unreadable now; the rows go too
         conn.execute(
             update(tenants).where(tenants.c.id == tenant_id).values(shredded_at=now, shred_receipt=receipt.as_json())
         )

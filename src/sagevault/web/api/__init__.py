@@ -1,14 +1,14 @@
 """The HTTPS API's routes (FastAPI routers under /api/v1): sessions, tenants and records
 (`_records`); keys, shredding and the security log (`_data`); administration of people, keys,
 grants, allow-lists and kill switches (`_admin`); alarms and detection rules (`_monitor`);
-incidents and the incident response plan (`_incidents`).
+incidents and the incident response plan (`_incidents`); the SP-API sync (`_connector`).
 The bodies they answer are `_models`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import _admin, _backups, _data, _deletion, _incidents, _monitor, _records, _retention
+from . import _admin, _backups, _connector, _data, _deletion, _incidents, _monitor, _records, _retention
 
 ROUTERS: tuple[APIRouter, ...] = (
     _records.router,
@@ -19,6 +19,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     _deletion.router,
     _retention.router,
     _backups.router,
+    _connector.router,
 )
 
 __all__ = ["ROUTERS"]

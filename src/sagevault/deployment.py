@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
 
-from sagevault import access, connector, deletion, incidents, jobs, monitor, vault
+from sagevault import access, connector, deletion, governance, incidents, jobs, monitor, vault
 from sagevault._private_files import check_private
 from sagevault._settings_changes import record_settings
 from sagevault.access import (
@@ -43,6 +44,7 @@ from sagevault.audit import (
     load_public_key,
     public_path,
 )
+from sagevault.catalog import CATALOG
 from sagevault.config import Settings, make_private_dir
 from sagevault.connector import Connector, SpApiClient, load_app
 from sagevault.crypto import (
@@ -57,6 +59,16 @@ from sagevault.crypto import (
 from sagevault.db import SERVICE_ROLE, MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
 from sagevault.deletion import Backups, BuyerRights, Deletions, LiveCopies, Retention
 from sagevault.errors import AlreadyInitialized, ConfigError, NotInitialized, StorageBusy
+from sagevault.governance import (
+    AssetPart,
+    Assets,
+    Campaigns,
+    Governance,
+    Policies,
+    Ropa,
+    Vulnerabilities,
+    deployment_parts,
+)
 from sagevault.identity import Principal
 from sagevault.incidents import IncidentCore, Incidents, PlanBook
 from sagevault.monitor import CanaryRegistry, LogSink, Monitor, Sink, SmtpSink, WebhookSink, load_rules
@@ -75,6 +87,7 @@ STORE_CHAIN = MigrationChain(
         incidents.MIGRATIONS,
         deletion.MIGRATIONS,
         connector.MIGRATIONS,
+        governance.MIGRATIONS,
     ),
 )
 
@@ -100,6 +113,7 @@ class Deployment:
     deletion: Deletions
     backups: Backups
     connector: Connector
+    governance: Governance
 
     def infrastructure(self, conn: Connection | None = None) -> dict[str, str]:
         """What the incident response plan is approved for: a change of any of these (a master
@@ -112,6 +126,23 @@ class Deployment:
             with self.engine.connect() as own:
                 revision = own.execute(query).scalar()
         return {"master_key": self.keys.key_id, "database": self.engine.dialect.name, "schema": str(revision)}
+
+    def own_assets(self) -> list[AssetPart]:
+        """The deployment's own parts for the asset inventory, from its settings (hosts, paths and
+        key ids, never credentials): see `governance.deployment_parts`."""
+        s = self.settings
+        return deployment_parts(
+            hostname=socket.gethostname(),
+            data_dir=s.resolved_data_dir,
+            database_url=s.resolved_database_url,
+            audit_database_url=s.resolved_audit_database_url,
+            kms_key=(s.kms_key_id, s.kms_region) if s.key_provider == "aws-kms" else None,
+            master_key_file=s.resolved_master_key_file,
+            backup_dir=s.backup_dir,
+            webhook_url=s.alarm_webhook_url,
+            smtp_host=s.alarm_smtp_host,
+            sp_api_app_file=s.resolved_sp_api_app_file,
+        )
 
     def release_deleted_pages(self, *, patience: float = 10.0) -> None:
         """Push deletions (shredded keys) out of the write-ahead log and free pages now.
@@ -342,6 +373,34 @@ def _build(settings: Settings, parts: Parts) -> Deployment:
         ),
         clock=clock,
     )
+    the_governance = Governance(
+        assets=Assets(audit=audit, gate=control, clock=clock),
+        policies=Policies(audit=audit, gate=control, clock=clock),
+        ropa=Ropa(
+            catalog=CATALOG,
+            audit=audit,
+            gate=control,
+            pii_days=policy.pii_retention_days_after_delivery,
+            record_days=policy.non_pii_retention_days,
+        ),
+        reviews=Campaigns(
+            audit=audit,
+            gate=control,
+            access=the_access,
+            every_days=policy.access_review_days,
+            unused_days=policy.inactive_account_days,
+            signer=lambda: _certificate_signer(settings),
+            log=audit,  # the security log it reads: last PII reveals, overdue notices recorded
+            clock=clock,
+        ),
+        vulns=Vulnerabilities(
+            audit=audit,
+            gate=control,
+            clock=clock,
+            critical_days=policy.critical_vuln_fix_days,
+            high_days=policy.high_vuln_fix_days,
+        ),
+    )
     return Deployment(
         settings,
         engine,
@@ -357,6 +416,7 @@ def _build(settings: Settings, parts: Parts) -> Deployment:
         deletions,
         backups,
         the_connector,
+        the_governance,
     )
 
 

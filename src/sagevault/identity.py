@@ -39,6 +39,8 @@ class Scope(StrEnum):
     BACKUPS_READ = "backups:read"
     DELETION_MANAGE = "deletion:manage"
     DELETION_READ = "deletion:read"
+    GOVERNANCE_MANAGE = "governance:manage"
+    GOVERNANCE_READ = "governance:read"
     INCIDENTS_MANAGE = "incidents:manage"
     INCIDENTS_READ = "incidents:read"
     KEYS_READ = "keys:read"

@@ -22,6 +22,7 @@ from sagevault.db import create_engine_for, migrate, schema_is_current
 from sagevault.deletion import deletion_metadata
 from sagevault.deployment import STORE_CHAIN, init_deployment, migrate_store, open_audit, open_deployment
 from sagevault.errors import ConfigError
+from sagevault.governance import governance_metadata
 from sagevault.identity import Channel, Principal
 from sagevault.incidents import incidents_metadata
 from sagevault.jobs import jobs_metadata
@@ -113,6 +114,7 @@ def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
         incidents_metadata,
         deletion_metadata,
         connector_metadata,
+        governance_metadata,
     ):
         for table in domain.tables.values():
             table.to_metadata(declared)

@@ -28,6 +28,8 @@ DEPLOYMENT_SCOPES = frozenset(
         Scope.RETENTION_MANAGE,
         Scope.BACKUPS_READ,
         Scope.BACKUPS_MANAGE,
+        Scope.GOVERNANCE_READ,
+        Scope.GOVERNANCE_MANAGE,
     }
 )
 
@@ -110,6 +112,22 @@ ROLES: dict[str, Role] = {
                 Scope.TENANTS_SHRED,
             },
             {Purpose.LEGAL},
+        ),
+        _role(
+            "compliance",
+            "keeps the asset inventory, the ROPA, access reviews, vulnerabilities and policies; reads the "
+            "DPP report and the state behind it; never sees PII",
+            {
+                Scope.GOVERNANCE_READ,
+                Scope.GOVERNANCE_MANAGE,
+                Scope.AUDIT_READ,
+                Scope.ALARMS_READ,
+                Scope.INCIDENTS_READ,
+                Scope.DELETION_READ,
+                Scope.RETENTION_READ,
+                Scope.BACKUPS_READ,
+                Scope.KEYS_READ,
+            },
         ),
         _role(
             "admin",

@@ -58,6 +58,8 @@ class EventName(StrEnum):
     AUDIT_SEGMENT_PURGE = "audit:segment:purge"
     CLI_COMMAND_FAIL = "cli:command:fail"
     CLI_COMMAND_RUN = "cli:command:run"
+    COMPLIANCE_PACK_CREATE = "compliance:pack:create"
+    COMPLIANCE_REPORT_CREATE = "compliance:report:create"
     CONNECTOR_AUTH_CONNECT = "connector:auth:connect"
     CONNECTOR_AUTH_DISCONNECT = "connector:auth:disconnect"
     CONNECTOR_AUTH_REVOKE = "connector:auth:revoke"
@@ -79,6 +81,22 @@ class EventName(StrEnum):
     DELETION_REQUEST_FAIL = "deletion:request:fail"
     DELETION_REQUEST_RECEIVE = "deletion:request:receive"
     DELETION_REQUEST_STEP = "deletion:request:step"
+    GOVERNANCE_ASSET_ADD = "governance:asset:add"
+    GOVERNANCE_ASSET_DISPOSE = "governance:asset:dispose"
+    GOVERNANCE_ASSET_REVIEW = "governance:asset:review"
+    GOVERNANCE_POLICY_ADD = "governance:policy:add"
+    GOVERNANCE_POLICY_APPROVE = "governance:policy:approve"
+    GOVERNANCE_POLICY_OVERDUE = "governance:policy:overdue"
+    GOVERNANCE_REVIEW_CLOSE = "governance:review:close"
+    GOVERNANCE_REVIEW_DECIDE = "governance:review:decide"
+    GOVERNANCE_REVIEW_OVERDUE = "governance:review:overdue"
+    GOVERNANCE_REVIEW_REMIND = "governance:review:remind"
+    GOVERNANCE_REVIEW_START = "governance:review:start"
+    GOVERNANCE_ROPA_EXPORT = "governance:ropa:export"
+    GOVERNANCE_VULN_CLOSE = "governance:vuln:close"
+    GOVERNANCE_VULN_OPEN = "governance:vuln:open"
+    GOVERNANCE_VULN_OVERDUE = "governance:vuln:overdue"
+    GOVERNANCE_VULN_SCAN = "governance:vuln:scan"
     INCIDENT_ACTION_TAKE = "incident:action:take"
     INCIDENT_CASE_CLOSE = "incident:case:close"
     INCIDENT_CASE_OPEN = "incident:case:open"
@@ -165,6 +183,8 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.AUDIT_SEGMENT_PURGE: "events older than the retention period were purged, chain anchor kept",
     EventName.CLI_COMMAND_FAIL: "an operator command failed with an error",
     EventName.CLI_COMMAND_RUN: "an operator command ran to completion",
+    EventName.COMPLIANCE_PACK_CREATE: "a signed DPP evidence pack was written (its SHA-256)",
+    EventName.COMPLIANCE_REPORT_CREATE: "the DPP report was evaluated on the live deployment (counts per status)",
     EventName.CONNECTOR_AUTH_CONNECT: "a seller's SP-API authorisation was stored (its refresh token sealed)",
     EventName.CONNECTOR_AUTH_DISCONNECT: "a seller's SP-API authorisation was removed (its refresh token deleted)",
     EventName.CONNECTOR_AUTH_REVOKE: "Amazon refused a seller's authorisation: its sync stopped",
@@ -186,6 +206,22 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.DELETION_REQUEST_FAIL: "a deletion or return request failed (its reason code)",
     EventName.DELETION_REQUEST_RECEIVE: "a deletion, return or buyer-rights request was recorded",
     EventName.DELETION_REQUEST_STEP: "a deletion or return request moved to its next state",
+    EventName.GOVERNANCE_ASSET_ADD: "an asset was added to the inventory (by a person or the deployment itself)",
+    EventName.GOVERNANCE_ASSET_DISPOSE: "an asset was disposed of, with its sanitisation record",
+    EventName.GOVERNANCE_ASSET_REVIEW: "an asset's entry was reviewed",
+    EventName.GOVERNANCE_POLICY_ADD: "a policy document's version was registered (its SHA-256)",
+    EventName.GOVERNANCE_POLICY_APPROVE: "a policy document's version was approved",
+    EventName.GOVERNANCE_POLICY_OVERDUE: "a policy document is past its review date",
+    EventName.GOVERNANCE_REVIEW_CLOSE: "an access-review campaign was closed (counts, the signed report's SHA-256)",
+    EventName.GOVERNANCE_REVIEW_DECIDE: "an access-review item was decided (keep, revoke or change)",
+    EventName.GOVERNANCE_REVIEW_OVERDUE: "an access-review campaign is past its due date, or none ran in time",
+    EventName.GOVERNANCE_REVIEW_REMIND: "an access-review campaign due in a week (then a day) has undecided items",
+    EventName.GOVERNANCE_REVIEW_START: "an access-review campaign was started with its items",
+    EventName.GOVERNANCE_ROPA_EXPORT: "the record of processing was generated and exported",
+    EventName.GOVERNANCE_VULN_CLOSE: "a vulnerability was no longer found by a scan and was closed",
+    EventName.GOVERNANCE_VULN_OPEN: "a vulnerability was found in a dependency (advisory id, severity, deadline)",
+    EventName.GOVERNANCE_VULN_OVERDUE: "a vulnerability is open past its fix deadline",
+    EventName.GOVERNANCE_VULN_SCAN: "the installed dependencies were checked against known advisories",
     EventName.INCIDENT_ACTION_TAKE: "a containment action (kill switch, lock-out, revocation) taken for an incident",
     EventName.INCIDENT_CASE_CLOSE: "an incident was closed with its description, root cause, remediation and controls",
     EventName.INCIDENT_CASE_OPEN: "an incident was opened (by hand or from an alarm)",

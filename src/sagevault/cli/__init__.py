@@ -3,7 +3,22 @@ module per command group. Importing this package registers every command."""
 
 from __future__ import annotations
 
-from . import access, audit, backup, connector, deletion, incidents, jobs, monitor, retention, serve, vault
+from . import (
+    access,
+    audit,
+    backup,
+    compliance,
+    connector,
+    deletion,
+    governance,
+    incidents,
+    jobs,
+    monitor,
+    retention,
+    reviews,
+    serve,
+    vault,
+)
 from ._app import app, main
 
 __all__ = [
@@ -11,13 +26,16 @@ __all__ = [
     "app",
     "audit",
     "backup",
+    "compliance",
     "connector",
     "deletion",
+    "governance",
     "incidents",
     "jobs",
     "main",
     "monitor",
     "retention",
+    "reviews",
     "serve",
     "vault",
 ]

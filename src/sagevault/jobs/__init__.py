@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from . import _gov_assets, _gov_reviews, _gov_vulns
 from ._builtin import BUILTIN
 from ._connector import SYNC, SYNC_JOB, SyncReport, sync_tenant
 from ._deletion import carry_out
@@ -23,7 +24,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 def default_jobs(clock: Callable[[], datetime] | None = None) -> Jobs:
     """Every job a deployment runs."""
-    return Jobs([*BUILTIN, SYNC], clock)
+    return Jobs([*BUILTIN, SYNC, *_gov_assets.JOBS, *_gov_reviews.JOBS, *_gov_vulns.JOBS], clock)
 
 
 __all__ = [

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import _admin, _backups, _connector, _data, _deletion, _incidents, _monitor, _records, _retention
+from . import (
+    _admin,
+    _backups,
+    _compliance,
+    _connector,
+    _data,
+    _deletion,
+    _governance,
+    _incidents,
+    _monitor,
+    _records,
+    _retention,
+    _reviews,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     _records.router,
@@ -20,6 +33,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     _retention.router,
     _backups.router,
     _connector.router,
+    _governance.router,
+    _reviews.router,
+    _compliance.router,
 )
 
 __all__ = ["ROUTERS"]

@@ -61,7 +61,7 @@ def test_a_scan_records_each_finding_once_with_its_deadline_and_closes_what_is_g
     }
     assert found["jinja2"].due_at == start + timedelta(days=7)  # critical: the policy's 7 days
     assert found["requests"].due_at == start + timedelta(days=90)
-    assert found["setuptools"].due_at == start + timedelta(days=30)  # unknown: as high (fail closed)
+    assert found["setuptools"].due_at == start + timedelta(days=7)  # unknown: as critical (fail closed)
     assert found["jinja2"].aliases == ["CVE-2024-22195"] and found["jinja2"].fix_versions == ["3.1.3"]
 
     clock.advance(days=1)
@@ -103,18 +103,19 @@ def test_a_finding_past_its_deadline_is_noted_once_and_raises_the_critical_alarm
     clock.advance(days=6)
     jobs.run(d, "vulnerability-deadlines", force=True)
     assert _events(d, "governance:vuln:overdue") == []
-    clock.advance(days=2)  # the critical one's 7 days have passed
+    clock.advance(days=2)  # the critical one's 7 days have passed (and the unrated one's: as critical)
     ran = jobs.run(d, "vulnerability-deadlines", force=True)
-    assert ran.result is not None and ran.result.counts == {"overdue": 1}
+    assert ran.result is not None and ran.result.counts == {"overdue": 2}
     jobs.run(d, "vulnerability-deadlines", force=True)  # once per finding
-    (noted,) = _events(d, "governance:vuln:overdue")
-    assert noted["operation"].endswith(" critical") and noted["actor"] == "job:vulnerability-deadlines"
+    noted = _events(d, "governance:vuln:overdue")
+    assert sorted(e["operation"].split()[-1] for e in noted) == ["critical", "unknown"]
+    assert {e["actor"] for e in noted} == {"job:vulnerability-deadlines"}
     with d.unit_of_work(read_only=True) as conn:
-        assert [v.package for v in d.governance.vulns.overdue(conn)] == ["jinja2"]
+        assert [v.package for v in d.governance.vulns.overdue(conn)] == ["jinja2", "setuptools"]
     Watch(d).catch_up()
     with d.unit_of_work(read_only=True) as conn:
         alarms = d.monitor.list_alarms(conn, principal=OPERATOR)
-    assert [(a.rule, a.severity) for a in alarms] == [("vulnerability-overdue", "critical")]
+    assert {(a.rule, a.severity) for a in alarms} == {("vulnerability-overdue", "critical")}
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -189,3 +190,59 @@ def test_the_api_records_a_scan_and_lists_findings_for_the_compliance_role(api: 
     bad["dependencies"][0]["vulns"][0]["severity"] = 7
     refused = api.client.post(f"{api.base}/vulnerabilities/scans", json=bad, headers=lead)
     assert refused.status_code == 400 and "severity" in refused.text
+
+
+def _only(package: str, version: str, advisory: str, aliases: list[str]) -> dict[str, Any]:
+    vuln = {"id": advisory, "fix_versions": ["9.9.9"], "aliases": aliases}
+    return {"dependencies": [{"name": package, "version": version, "vulns": [vuln]}], "severities": {}}
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        # upgraded to a version that is still vulnerable to the same advisory
+        _only("jinja2", "3.1.2.post1", "GHSA-h5c8-rqwp-cp95", ["CVE-2024-22195"]),
+        # the same advisory now reported under its alias (PYSEC <-> GHSA), the GHSA id an alias
+        _only("jinja2", "3.1.2", "PYSEC-2024-1", ["GHSA-h5c8-rqwp-cp95"]),
+        # both at once, sharing only the CVE
+        _only("jinja2", "3.1.3rc1", "PYSEC-2024-1", ["CVE-2024-22195"]),
+    ],
+)
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_deadline_is_never_reset_by_a_new_version_or_an_alias(
+    deployment_at: Callable[..., Deployment], later: dict[str, Any]
+) -> None:
+    clock = ManualClock()
+    d = deployment_at(clock=clock)
+    vulns = d.governance.vulns
+    start = clock()
+    with d.unit_of_work() as conn:
+        vulns.scan(conn, _only("jinja2", "3.1.2", "GHSA-h5c8-rqwp-cp95", ["CVE-2024-22195"]), principal=OPERATOR)
+    clock.advance(days=40)  # unknown: the 7 days have passed
+    with d.unit_of_work() as conn:
+        result = vulns.scan(conn, later, principal=OPERATOR)
+        (now_open,) = vulns.list_vulns(conn, principal=OPERATOR)
+        overdue = vulns.overdue(conn)
+    assert (result.opened, result.closed) == (1, 1)
+    assert now_open.due_at == start + timedelta(days=7) and [v.id for v in overdue] == [now_open.id]
+    # another package with the same advisory id keeps its own clock
+    with d.unit_of_work() as conn:
+        vulns.scan(conn, _only("markupsafe", "2.0.0", "GHSA-h5c8-rqwp-cp95", []), principal=OPERATOR)
+        other = next(v for v in vulns.list_vulns(conn, principal=OPERATOR) if v.package == "markupsafe")
+    assert other.due_at == clock() + timedelta(days=7)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_skipped_dependency_never_counts_as_audited_whatever_else_it_carries(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    with d.unit_of_work() as conn:
+        d.governance.vulns.scan(conn, recorded(), principal=OPERATOR)
+    later = recorded()
+    later["dependencies"][2] = {"name": "setuptools", "version": "65.5.0", "vulns": [], "skip_reason": "timeout"}
+    with d.unit_of_work() as conn:
+        result = d.governance.vulns.scan(conn, later, principal=OPERATOR)
+        still = {v.package for v in d.governance.vulns.list_vulns(conn, principal=OPERATOR)}
+    assert (result.dependencies, result.skipped, result.closed) == (3, 2, 0)
+    assert "setuptools" in still

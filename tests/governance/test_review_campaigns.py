@@ -1,13 +1,16 @@
 """Access-review campaigns (DPP 6), on SQLite and PostgreSQL, with an injected clock: a 90-day
-campaign end to end (the overdue alarm when none started and when one is past due, reminders,
-decisions by a reviewer who is not the subject, the default at the due date, the last admin never
-revoked, revocations audited by access, the signed export verifying and a one-byte change not);
-bad input refused clearly; the default "none"; leavers recommended revoke."""
+campaign end to end (the overdue alarm when none started, reminders, decisions by a reviewer who is
+not the subject, the default applied by the job at the due date, the last admin never revoked,
+revocations audited by access, the signed export verifying and a one-byte change not); bad input
+refused clearly; the default "none" (left open and overdue); nobody reviewing access they own or
+that owns them, nor closing over it; the cadence kept from one start to the next; two revocations at
+once never removing the last admin; leavers recommended revoke."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -19,7 +22,8 @@ from sagevault.audit import load_public_key
 from sagevault.catalog import Purpose
 from sagevault.deployment import Deployment
 from sagevault.errors import AccessDenied, Conflict, NotFound, PayloadError
-from sagevault.governance._reviews import verify_report
+from sagevault.governance._reviews import BY_DEFAULT, verify_report
+from sagevault.identity import Channel, Principal
 from sagevault.jobs import BUILTIN, Jobs, Watch, _gov_reviews
 from sagevault.testing import ManualClock, fast_password_hashing, generate_orders, get_orders_response
 from sagevault.vault import Operation
@@ -152,27 +156,33 @@ def test_a_90_day_campaign_runs_end_to_end(d: Deployment, clock: ManualClock) ->
     with d.unit_of_work() as conn, pytest.raises(Conflict, match="has not passed"):
         reviews.close(conn, campaign.id, principal=bob)
 
-    # 91 days after the start: past due, noticed once, and the alarms raised.
+    # 91 days after the start: past due. bob may not close it over his own undecided grant with
+    # the default keep; the job closes it itself with the campaign's default (revoke).
     clock.advance(days=2)
+    with d.unit_of_work() as conn, pytest.raises(AccessDenied, match="your own access"):
+        reviews.close(conn, campaign.id, principal=bob, default="keep")
     with d.unit_of_work(read_only=True) as conn:
         late = reviews.overdue(conn)
         assert late is not None and late.kind == "past_due" and late.campaign_id == campaign.id
         assert reviews.list_campaigns(conn, principal=OPERATOR)[0].reminder_stage == 2
-    assert jobs.run(d, JOB, force=True).result.counts["overdue_noted"] == 1
-    assert jobs.run(d, JOB, force=True).result.counts["overdue_noted"] == 0
+    ran = jobs.run(d, JOB, force=True).result.counts
+    assert ran["closed"] == 1 and ran["overdue_noted"] == 1  # closed; and the next campaign is due now
+    ran = jobs.run(d, JOB, force=True).result.counts
+    assert ran["closed"] == 0 and ran["overdue_noted"] == 0
     Watch(d).catch_up()
     with d.unit_of_work(read_only=True) as conn:
         alarms = [a for a in d.monitor.list_alarms(conn, principal=OPERATOR) if a.rule == "access-review-overdue"]
         reminders = [a for a in d.monitor.list_alarms(conn, principal=OPERATOR) if a.rule == "access-review-reminder"]
-    assert sorted(a.severity for a in alarms) == ["high", "high"]
+        closed = reviews.get(conn, campaign.id, principal=OPERATOR)
+    assert alarms and {a.severity for a in alarms} == {"high"}
     assert [a.severity for a in reminders] == ["low", "low"]  # a week, then a day, before the due date
-    noted = sorted(e["operation"] for e in d.audit.search(name="governance:review:overdue"))
-    assert noted == [f"campaign {campaign.id} past due", "no campaign started"]
+    noted = [e["operation"] for e in d.audit.search(name="governance:review:overdue")]
+    assert noted == ["no campaign started", "no campaign started"]  # before the first; 90 days after its start
 
-    # Closing: the default (revoke) for the undecided, except the last admin; the report signed.
-    with d.unit_of_work() as conn:
-        closed = reviews.close(conn, campaign.id, principal=bob)
-    assert closed.state == "closed" and closed.counts["undecided"] == 0
+    # Closed by the job: the default (revoke) for the undecided, except the last admin, each
+    # decided by the default (never by whoever closed it); the report signed.
+    assert closed.state == "closed" and closed.counts["undecided"] == 0 and closed.closed_by == f"job:{JOB}"
+    assert {i.decided_by for i in closed.items if i.by_default} == {BY_DEFAULT}
     after = {i.subject: i for i in closed.items if i.item_kind == "grant"}
     alice = after[staff.alice.id]
     assert (alice.decision, alice.note, alice.applied, alice.by_default) == ("keep", "last_admin", False, True)
@@ -195,8 +205,9 @@ def test_a_90_day_campaign_runs_end_to_end(d: Deployment, clock: ManualClock) ->
     assert sum(e["outcome"] == "denied" for e in decide_events) == 1
     assert {e["actor"] for e in decide_events} == {staff.bob.id}
     closes = list(d.audit.search(name="governance:review:close"))
-    assert [e["outcome"] for e in closes] == ["failure", "success"]  # too early, then closed
-    assert closes[1]["fingerprint"] == closed.report_sha256 and closes[1]["counts"]["revoke"] == 3
+    assert [e["outcome"] for e in closes] == ["failure", "denied", "success"]  # too early, bob's own, the job
+    assert [e["actor"] for e in closes] == [staff.bob.id, staff.bob.id, f"job:{JOB}"]
+    assert closes[2]["fingerprint"] == closed.report_sha256 and closes[2]["counts"]["revoke"] == 3
 
     # The export verifies offline; one byte changed does not.
     with d.unit_of_work(read_only=True) as conn:
@@ -243,6 +254,13 @@ def test_bad_input_scopes_and_the_default_none(d: Deployment, clock: ManualClock
     items = _items(d, campaign.id)
     assert {i.reason for i in items.values() if i.recommendation == "revoke"} == {"account_disabled"}
     clock.advance(days=15)
+    ran = Jobs([*BUILTIN, *_gov_reviews.JOBS], clock).run(d, JOB, force=True).result.counts
+    assert ran["closed"] == 0 and ran["overdue_noted"] == 1  # the default none: left open, and overdue
+    with d.unit_of_work(read_only=True) as conn:
+        assert reviews.get(conn, campaign.id, principal=OPERATOR).state == "open"
+    assert [e["operation"] for e in d.audit.search(name="governance:review:overdue")] == [
+        f"campaign {campaign.id} past due"
+    ]
     with d.unit_of_work() as conn, pytest.raises(Conflict, match=r"decide them .* or set a default"):
         reviews.close(conn, campaign.id, principal=OPERATOR)
     with d.unit_of_work() as conn, pytest.raises(PayloadError, match="keep, revoke, none"):
@@ -250,6 +268,7 @@ def test_bad_input_scopes_and_the_default_none(d: Deployment, clock: ManualClock
     with d.unit_of_work() as conn:
         closed = reviews.close(conn, campaign.id, principal=OPERATOR, default="keep")
     assert closed.default_decision == "keep" and closed.counts["keep"] == len(items) and closed.counts["applied"] == 0
+    assert {i.decided_by for i in closed.items} == {BY_DEFAULT} and closed.closed_by == OPERATOR.id
     with d.unit_of_work(read_only=True) as conn:
         assert reviews.export(conn, campaign.id, principal=OPERATOR)["report"]["campaign"]["default_decision"] == "keep"
         with pytest.raises(NotFound, match="reviews list"):
@@ -262,3 +281,116 @@ def test_bad_input_scopes_and_the_default_none(d: Deployment, clock: ManualClock
     with d.unit_of_work() as conn:
         assert reviews.note_overdue(conn) is not None
         assert reviews.note_overdue(conn) is None  # once per occasion
+
+
+def test_nobody_reviews_access_they_own_or_that_owns_them_nor_closes_over_it(d: Deployment, clock: ManualClock) -> None:
+    staff = Staff(d, clock)
+    reviews = d.governance.reviews
+    scopes = ["governance:manage", "governance:read"]
+    with d.unit_of_work() as conn:  # bob owns two services; bob-bot reviews with a governance:manage key
+        bot = d.access.accounts.add_service(conn, "bob-bot", owner="bob.review", purpose="reviews", actor=OPERATOR)
+        twin = d.access.accounts.add_service(conn, "bob-twin", owner="bob.review", purpose="reports", actor=OPERATOR)
+        grant = d.access.grants.grant(conn, "bob-bot", "compliance", ["*"], actor=OPERATOR)
+        if grant.status == "pending":
+            d.access.grants.approve(conn, grant.id, actor=staff.alice.principal())
+        d.access.api_keys.issue(conn, "bob-bot", scopes=scopes, actor=OPERATOR)
+        d.access.api_keys.issue(conn, "bob-twin", scopes=["records:read"], actor=OPERATOR)
+        campaign = reviews.start(conn, principal=OPERATOR, due_days=14, default_decision="keep")
+    robot = Principal(bot, "service", Channel.API, "127.0.0.1", frozenset(scopes))
+    items = _items(d, campaign.id)
+
+    def decide(key: tuple[str, str], who: Principal) -> object:
+        with d.unit_of_work() as conn:
+            return reviews.decide(conn, items[key].id, "keep", "still needed for the job", principal=who)
+
+    bob = staff.bob.principal()
+    for key, who in (
+        ((staff.bob.id, "grant"), robot),  # the service its owner's
+        ((bot, "grant"), bob),  # the owner the service's
+        ((bot, "api_key"), bob),
+        ((twin, "api_key"), bob),
+        ((twin, "api_key"), robot),  # a sibling service's
+    ):
+        with pytest.raises(AccessDenied, match="your own access"):
+            decide(key, who)
+    assert decide((staff.carol.id, "grant"), robot).decided_by == bot
+    assert decide((staff.dave.id, "grant"), bob).decided_by == staff.bob.id
+    refused = [e for e in d.audit.search(name="governance:review:decide") if e["outcome"] == "denied"]
+    assert sorted(e["actor"] for e in refused) == sorted([bot, staff.bob.id, staff.bob.id, staff.bob.id, bot])
+
+    # After the due date neither bob nor his service closes it with the default keep over their
+    # own undecided items; with the default revoke they may, and the default decides, not the closer.
+    clock.advance(days=15)
+    for who in (bob, robot):
+        with d.unit_of_work() as conn, pytest.raises(AccessDenied, match="your own access"):
+            reviews.close(conn, campaign.id, principal=who)
+    with d.unit_of_work() as conn:
+        closed = reviews.close(conn, campaign.id, principal=bob, default="revoke")
+    defaulted = [i for i in closed.items if i.by_default]
+    assert closed.closed_by == staff.bob.id and {i.decided_by for i in defaulted} == {BY_DEFAULT}
+    assert {(i.subject, i.decision) for i in defaulted if i.subject in (staff.bob.id, bot, twin)} == {
+        (staff.bob.id, "revoke"),
+        (bot, "revoke"),
+        (twin, "revoke"),
+    }
+    closes = [e["outcome"] for e in d.audit.search(name="governance:review:close")]
+    assert closes == ["denied", "denied", "success"]
+
+
+def test_a_campaign_is_due_within_the_cadence_of_the_last_start(d: Deployment, clock: ManualClock) -> None:
+    Staff(d, clock)
+    reviews = d.governance.reviews
+    first_start = clock()
+    with d.unit_of_work() as conn:
+        first = reviews.start(conn, principal=OPERATOR, due_days=30, default_decision="keep")
+    clock.advance(days=31)
+    with d.unit_of_work() as conn:
+        reviews.close(conn, first.id, principal=OPERATOR)
+        second = reviews.start(conn, principal=OPERATOR, due_days=90, default_decision="none")
+    # Due 90 days after the first started, not 90 days after this one: reviews stay 90 days apart.
+    assert second.due_at == first_start + timedelta(days=90)
+    clock.advance(seconds=(second.due_at - clock()).total_seconds() - 60)
+    with d.unit_of_work(read_only=True) as conn:
+        assert reviews.overdue(conn) is None
+    clock.advance(seconds=60)
+    with d.unit_of_work(read_only=True) as conn:
+        late = reviews.overdue(conn)
+    assert late is not None and (late.kind, late.campaign_id, late.since) == ("past_due", second.id, second.due_at)
+    with d.unit_of_work() as conn:
+        reviews.close(conn, second.id, principal=OPERATOR, default="keep")
+        assert reviews.overdue(conn) is None
+    clock.advance(days=31)  # 90 days after the second started: the next one is due
+    with d.unit_of_work() as conn:
+        late = reviews.overdue(conn)
+        assert late is not None and (late.kind, late.since) == ("none_started", second.started_at + timedelta(days=90))
+        third = reviews.start(conn, principal=OPERATOR, due_days=60)  # late: no cap in the past
+    assert third.due_at == clock() + timedelta(days=60)
+
+
+def test_two_revocations_at_once_never_remove_the_last_admin(d: Deployment, clock: ManualClock) -> None:
+    staff = Staff(d, clock)
+    frank = People(d.access, d.engine, clock).person("frank.admin", "admin", tenants=["*"], approver=staff.alice)
+    reviews = d.governance.reviews
+    with d.unit_of_work() as conn:
+        campaign = reviews.start(conn, principal=OPERATOR, due_days=14)
+    items = _items(d, campaign.id)
+    alice, other = items[(staff.alice.id, "grant")], items[(frank.id, "grant")]
+    refused: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            _decide(d, other.id, "revoke", "frank moved to another team", staff.bob)
+        except Conflict as exc:
+            refused.append(exc)
+
+    racer = threading.Thread(target=second)
+    with d.unit_of_work() as conn:
+        reviews.decide(conn, alice.id, "revoke", "alice left the company", principal=OPERATOR)
+        racer.start()
+        racer.join(1.5)
+        assert racer.is_alive()  # waits for the first revocation to commit
+    racer.join(30)
+    assert not racer.is_alive() and len(refused) == 1 and "last active administrator" in str(refused[0])
+    with d.unit_of_work(read_only=True) as conn:
+        statuses = dict(conn.execute(select(grants.c.principal_id, grants.c.status)).all())
+    assert (statuses[staff.alice.id], statuses[frank.id]) == ("revoked", "active")

@@ -1,5 +1,6 @@
 """`sagevault reviews` on the shell (in process) and /api/v1/reviews with the governance scopes: a
-campaign started, shown, decided (never by its subject, never revoking the last admin), closed
+campaign started, shown, decided (never by its subject, never revoking the last admin), closed (not
+by a reviewer over their own undecided access, unless the default is revoke; the default decides)
 and its signed report checked offline; bad input refused with what to do."""
 
 from __future__ import annotations
@@ -101,11 +102,15 @@ def test_reviews_over_https_need_the_governance_scopes(api: Api) -> None:
     assert api.client.post(f"{base}/{campaign['id']}/close", headers=reviewer).status_code == 409
     assert api.client.get(f"{base}/{campaign['id']}/report", headers=reviewer).status_code == 409
 
+    dan = api.person("dan.comply", "compliance", ["*"])  # joins after the campaign started: not in it
     api.clock.advance(days=31)
     reviewer = api.login("cora.comply", cora)
-    closed = api.client.post(f"{base}/{campaign['id']}/close", headers=reviewer)
+    own_close = api.client.post(f"{base}/{campaign['id']}/close", headers=reviewer)  # her own grant undecided
+    assert own_close.status_code == 403 and "your own access" in own_close.json()["detail"]
+    closed = api.client.post(f"{base}/{campaign['id']}/close", headers=api.login("dan.comply", dan))
     assert closed.status_code == 200, closed.text
     assert closed.json()["state"] == "closed" and closed.json()["counts"]["by_default"] == 2
+    assert {i["decided_by"] for i in closed.json()["items"] if i["by_default"]} == {"default"}
     signed = api.client.get(f"{base}/{campaign['id']}/report", headers=reviewer).json()
     public = load_public_key(api.d.settings.resolved_audit_signing_key_file.with_suffix(".pub"))
     assert verify_report(signed, public) and signed["report"]["counts"]["revoke"] == 1

@@ -207,6 +207,48 @@ class Accounts:
         core.event(conn, EventName.ACCESS_ACCOUNT_DISABLE, actor, counts={"credentials": ended}, operation=operation)
         return ended
 
+    def leave(self, conn: Connection, login: str, at: datetime | None = None, *, actor: Principal) -> int:
+        """Mark a leaver: from `at` (now when None; with its UTC offset) the account is disabled,
+        its sessions ended and its API keys revoked, by the `leavers` job within the policy's
+        `leaver_disable_hours`; at once when `at` is not in the future. Returns the credentials
+        that ended now (0 when the date is ahead)."""
+        core = self._core
+        core.authorize(conn, actor, Scope.USERS_ADMIN)
+        row = core.row(conn, login)
+        now = core.now()
+        when = now if at is None else at
+        if when.tzinfo is None:
+            raise AccessError("give the leaving date with its UTC offset (2026-12-31T17:00:00+00:00)")
+        if row.status == "disabled":
+            raise AccessError(f"{login} is disabled already")
+        conn.execute(update(principals).where(principals.c.id == row.id).values(leaving_at=when))
+        core.event(
+            conn,
+            EventName.ACCESS_ACCOUNT_LEAVE,
+            actor,
+            counts={"hours_ahead": max(0, int((when - now).total_seconds() // 3600))},
+            operation=f"leave {row.id}",
+        )
+        return self.disable(conn, login, actor=actor, operation="leaver") if when <= now else 0
+
+    def disable_leavers(self, conn: Connection, *, actor: Principal) -> list[str]:
+        """Disable every account whose leaving date has come (the `leavers` job); their logins."""
+        self._core.authorize(conn, actor, Scope.USERS_ADMIN)
+        due = (
+            conn.execute(
+                select(principals.c.login).where(
+                    principals.c.leaving_at.is_not(None),
+                    principals.c.leaving_at <= self._core.now(),
+                    principals.c.status != "disabled",
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for login in due:
+            self.disable(conn, login, actor=actor, operation="leaver")
+        return list(due)
+
     def end_sessions(self, conn: Connection, login: str, *, actor: Principal, operation: str | None = None) -> int:
         """End every live session of an account now (it may log in again); how many ended."""
         core = self._core

@@ -48,6 +48,9 @@ principals = Table(
     Column("totp_last_step", BigInteger, nullable=True),  # replay guard
     Column("last_active_at", DateTime(timezone=True), nullable=True),
     Column("disabled_at", DateTime(timezone=True), nullable=True),
+    # A leaver: from this time the account is disabled (by the `leavers` job, hourly: within
+    # the policy's `leaver_disable_hours`, 24), whatever else has happened to it.
+    Column("leaving_at", DateTime(timezone=True), nullable=True),
     Column("locked_until", DateTime(timezone=True), nullable=True),
     Column("lock_count", Integer, nullable=False, server_default=text("0")),
     # people: the admin who saw their live enrolment secret (add or reset); None for the operator

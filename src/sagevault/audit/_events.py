@@ -27,6 +27,7 @@ class EventName(StrEnum):
     ACCESS_ACCOUNT_DISABLE = "access:account:disable"
     ACCESS_ACCOUNT_ENABLE = "access:account:enable"
     ACCESS_ACCOUNT_ENROL = "access:account:enrol"
+    ACCESS_ACCOUNT_LEAVE = "access:account:leave"
     ACCESS_ACCOUNT_LOCK = "access:account:lock"
     ACCESS_ACCOUNT_RESET = "access:account:reset"
     ACCESS_ACCOUNT_UNLOCK = "access:account:unlock"
@@ -152,6 +153,7 @@ _DESCRIPTIONS: dict[EventName, str] = {
     EventName.ACCESS_ACCOUNT_DISABLE: "an account was disabled; its sessions and API keys died with it",
     EventName.ACCESS_ACCOUNT_ENABLE: "a disabled account was enabled again",
     EventName.ACCESS_ACCOUNT_ENROL: "a person set their first password and TOTP",
+    EventName.ACCESS_ACCOUNT_LEAVE: "an account was marked leaving: it is disabled at that time (within 24 hours)",
     EventName.ACCESS_ACCOUNT_LOCK: "an account was locked after repeated failed log-ins",
     EventName.ACCESS_ACCOUNT_RESET: "an administrator issued a new enrolment secret",
     EventName.ACCESS_ACCOUNT_UNLOCK: "a locked account was unlocked (by an administrator, or when its cool-off ended)",

@@ -272,6 +272,28 @@ for _name, _done in (("disable", "disabled"), ("enable", "enabled"), ("unlock", 
     _user_action(_name, _done)
 
 
+@users_app.command("leave")
+def users_leave(
+    login: str,
+    at: Annotated[str | None, typer.Option("--at", help="When they leave, with its UTC offset (default: now).")] = None,
+    as_: AsOption = None,
+) -> None:
+    """Mark a leaver: at that time (now by default) the account is disabled, its sessions ended and
+    its API keys revoked, by the hourly `leavers` job (the policy: within 24 hours)."""
+    try:
+        when = datetime.fromisoformat(at) if at is not None else None
+    except ValueError:
+        raise AccessError(
+            "--at takes a date and time in ISO 8601 with its offset (2026-12-31T17:00:00+00:00)"
+        ) from None
+    with _acting(as_) as (d, actor), d.engine.begin() as conn:
+        ended = d.access.accounts.leave(conn, login, when, actor=actor)
+    if when is None or ended:
+        out.print(f"[green]disabled[/] {login} ({ended} sessions and API keys ended)")
+    else:
+        out.print(f"{login} is disabled at {when.isoformat()} (the hourly `leavers` job)", markup=False)
+
+
 @users_app.command("review")
 def users_review(as_: AsOption = None) -> None:
     """Accounts inactive for the policy's period (90 days), and API keys and passwords that

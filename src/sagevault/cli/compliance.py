@@ -12,11 +12,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sagevault.compliance import Status, build_pack, evaluate, register_own_assets, render, verify_pack
+from sagevault.compliance import (
+    Status,
+    build_pack,
+    embedded_key_sha256,
+    evaluate,
+    register_own_assets,
+    render,
+    verify_pack,
+)
 from sagevault.errors import PayloadError
 from sagevault.governance._vulns import audit_installed
 
-from ._app import app, deployment, group, out, principal
+from ._app import app, deployment, group, out, principal, settings
 
 vulns_app = group("vulns", "The vulnerability register: installed dependencies against known advisories.")
 
@@ -31,7 +39,7 @@ def vulns_scan(
     ] = None,
 ) -> None:
     """Check the installed dependencies against known advisories and record each finding with its
-    fix deadline (critical 7 days, high 30, medium 90, low 180; unrated as high). Without --from,
+    fix deadline (critical 7 days, high 30, medium 90, low 180; unrated as critical). Without --from,
     runs `pip-audit --format json` on SageVault's environment (it asks PyPI's advisory service)."""
     if from_file is not None:
         if not from_file.is_file() or from_file.stat().st_size > MAX_SCAN_BYTES:
@@ -145,20 +153,36 @@ def report_verify(
     file: Annotated[Path, typer.Argument(help="The evidence pack (zip).")],
     public_key: Annotated[
         Path | None,
-        typer.Option("--public-key", help="SageVault's signing public key (PEM); default: the key inside the pack."),
+        typer.Option(
+            "--public-key",
+            help="The signing public key you trust (PEM); default: this data dir's audit-signing.pub. "
+            "The key inside the pack is never trusted.",
+        ),
     ] = None,
 ) -> None:
-    """Check an evidence pack offline: the manifest's signature, every file's SHA-256, nothing
-    missing or extra, no byte changed. Exit 0 when valid, 1 when not."""
+    """Check an evidence pack offline against the public key you trust (never the key inside the
+    pack): the embedded key is that key, the manifest's signature, every file's SHA-256, nothing
+    missing or extra, no byte changed. Exit 0 when valid, 1 when not, 2 when no trusted key."""
     if not file.is_file():
         raise PayloadError(f"{file} is not a file")
-    ok, problems = verify_pack(file, public_key)
+    key_file = public_key or settings().resolved_audit_signing_key_file.with_suffix(".pub")
+    if not key_file.is_file():
+        raise PayloadError(
+            f"no trusted public key to check the pack with: {key_file} is missing; give the signer's public key "
+            "with --public-key (the key inside the pack is never trusted)"
+        )
+    try:
+        ok, problems = verify_pack(file, key_file)
+    except OSError:
+        raise PayloadError(f"{file} or {key_file} cannot be read") from None
+    embedded = embedded_key_sha256(file)
     if ok:
         out.print(f"[green]valid[/]: {file} is a signed SageVault evidence pack, unchanged", soft_wrap=True)
-        if public_key is None:
-            out.print("  (checked against the key inside the pack; pass --public-key to pin SageVault's key)")
+        out.print(f"  checked against the trusted key {key_file} (sha256 {embedded})", soft_wrap=True)
         return
     out.print(f"[red]INVALID[/]: {file}", soft_wrap=True)
     for p in problems:
         out.print(f"  {escape(p)}", soft_wrap=True)
+    if embedded is not None:
+        out.print(f"  the key inside the pack has sha256 {embedded} (never trusted)", soft_wrap=True)
     raise typer.Exit(1)

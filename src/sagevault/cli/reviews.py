@@ -147,7 +147,9 @@ def reviews_close(
     ] = None,
 ) -> None:
     """Close a campaign: after its due date the default applies to undecided items (never revoking
-    the last admin); its report is signed."""
+    the last admin; recorded as decided by `default`); its report is signed. With undecided items of
+    your own access (or a service you own) only the default revoke closes it. The daily job closes a
+    campaign whose default is keep or revoke at its due date."""
     with deployment() as d, d.unit_of_work() as conn:
         campaign = d.governance.reviews.close(conn, campaign_id, principal=principal(), default=default)
     c = campaign.counts

@@ -392,6 +392,7 @@ def demo() -> None:
         out.print(
             f"  .venv/bin/sagevault show --tenant {SAMPLE_TENANT} --order {orders[0].order_id}   (one order, masked)"
         )
+        out.print("  .venv/bin/sagevault report                  (the DPP report: every requirement and its evidence)")
         out.print("  .venv/bin/sagevault --help                  (every command)")
         out.print("  docs/api.md                                 (the HTTPS API `make run` serves next)")
         record_command(d.audit, None)

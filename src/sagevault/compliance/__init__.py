@@ -9,7 +9,7 @@ compliance:pack:create). A requirement whose evidence cannot be read is ATTENTIO
 from __future__ import annotations
 
 from ._model import REFERENCE, Item, Report, Result, Status, render, render_html, render_json, render_markdown
-from ._pack import PACK_FORMAT, Pack, build_pack, verify_pack
+from ._pack import PACK_FORMAT, Pack, build_pack, embedded_key_sha256, verify_pack
 from ._report import REQUIREMENTS, Requirement, evaluate, register_own_assets
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Result",
     "Status",
     "build_pack",
+    "embedded_key_sha256",
     "evaluate",
     "register_own_assets",
     "render",

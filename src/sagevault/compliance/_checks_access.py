@@ -85,6 +85,13 @@ def unique_ids(c: Context) -> Result:
             evidence,
             "give each person their own account and each service account an owner; disable the rest",
         )
+    if not rows:
+        return Result(
+            ATTENTION,
+            "no person or service account exists yet: there is nothing to show unique IDs on",
+            evidence,
+            "enrol each person with their own account (`sagevault users add`), then run the report again",
+        )
     return Result(PASS, "every account is one person's or one owned service's; none has default credentials", evidence)
 
 
@@ -106,6 +113,13 @@ def mfa(c: Context) -> Result:
             f"{without} active people log in without TOTP",
             evidence,
             "reset them (`sagevault users reset`) so they enrol again with TOTP",
+        )
+    if not active:
+        return Result(
+            ATTENTION,
+            "no active person yet: MFA coverage cannot be shown on nobody",
+            evidence,
+            "enrol the people who use SageVault (`sagevault users add`; each enrols with TOTP), then run it again",
         )
     return Result(PASS, "every active person logs in with a password and TOTP", evidence)
 
@@ -134,7 +148,7 @@ def passwords(c: Context) -> Result:
 
 
 def access_review(c: Context) -> Result:
-    facts, loose = numbers(c.policy, ("access_review_days", "leaver_disable_hours", "inactive_account_days"))
+    facts, loose = numbers(c.policy, ("access_review_days", "inactive_account_days"))
     reviews = c.d.governance.reviews
     last = method(reviews, "last_closed")(c.conn)
     late = method(reviews, "overdue")(c.conn)
@@ -162,6 +176,37 @@ def access_review(c: Context) -> Result:
             "run the first campaign: `sagevault reviews start`",
         )
     return Result(PASS, f"access reviewed within {facts['access_review_days']} days", evidence)
+
+
+def leavers(c: Context) -> Result:
+    """The 24-hour leaver clock: accounts marked leaving (`sagevault users leave`) are disabled by
+    the hourly `leavers` job; one still enabled past its date plus the policy's hours is a FAIL.
+    SageVault reads no identity source, so whether every leaver was marked is a person's to show:
+    without an overdue one the item is ATTENTION, never a PASS."""
+    facts, loose = numbers(c.policy, ("leaver_disable_hours",))
+    limit = c.now - timedelta(hours=int(facts["leaver_disable_hours"]))
+    rows = c.conn.execute(
+        select(principals.c.leaving_at, principals.c.status).where(principals.c.leaving_at.is_not(None))
+    ).all()
+    overdue = sum(1 for at, status in rows if status != "disabled" and (aware(at) or limit) <= limit)
+    evidence: dict[str, Any] = {**facts, "marked_leavers": len(rows), "leavers_overdue": overdue}
+    if loose:
+        return Result(FAIL, "leavers may keep access too long: " + "; ".join(loose), evidence, "tighten [policy]")
+    if overdue:
+        return Result(
+            FAIL,
+            f"{overdue} leaver(s) still have access more than {facts['leaver_disable_hours']} hours after their date",
+            evidence,
+            "run `sagevault jobs run leavers` (and check that `sagevault serve` runs its scheduler)",
+        )
+    return Result(
+        ATTENTION,
+        "marked leavers are disabled within an hour of their date (the `leavers` job); SageVault reads no identity "
+        "source, so that every leaver is marked is the leaver process's to show",
+        evidence,
+        "mark each leaver on their last day (`sagevault users leave LOGIN --at DATE`) and keep the leaver "
+        "process's record for the auditor",
+    )
 
 
 def api_key_rotation(c: Context) -> Result:

@@ -18,7 +18,7 @@ from sagevault.deletion._requests import KINDS as REQUEST_KINDS
 from sagevault.identity import Scope
 from sagevault.vault._schema import tenant_keys
 
-from ._context import Context, event_time, method
+from ._context import Context, event_time, method, paged
 from ._model import Result, Status, numbers
 
 PASS, FAIL, ATTENTION = Status.PASS, Status.FAIL, Status.ATTENTION
@@ -61,23 +61,36 @@ def asset_inventory(c: Context) -> Result:
 
 
 def record_of_processing(c: Context) -> Result:
+    """Every catalogued PII path (document and path) has a PII row in the generated record: a set
+    comparison, so extra or duplicate rows cannot make up for a missing one."""
     assets = method(c.d.governance.assets, "list_assets")(c.conn, principal=c.principal)
     generated = method(c.d.governance.ropa, "generate")(c.conn, principal=c.principal, assets=assets)
-    pii = sum(1 for f in CATALOG.describe() if f["pii"])
+    catalogued = {(str(f["document"]), str(f["path"])) for f in CATALOG.describe() if f["pii"]}
     try:
-        rows = _count(generated)
-    except TypeError:
+        covered = {(str(r["document"]), str(r["path"])) for r in generated if r["pii"]}
+        rows = len(generated)
+    except (TypeError, KeyError):
         return Result(
             ATTENTION,
-            "the record of processing was generated but its rows could not be counted",
-            {"catalogued_pii_fields": pii},
+            "the record of processing was generated but its rows could not be read as fields",
+            {"catalogued_pii_fields": len(catalogued)},
             "check `sagevault ropa` by hand",
         )
-    evidence = {"ropa_rows": rows, "catalogued_pii_fields": pii}
-    if rows < pii:
+    missing = sorted(catalogued - covered)
+    evidence: dict[str, Any] = {
+        "ropa_rows": rows,
+        "catalogued_pii_fields": len(catalogued),
+        "catalogued_pii_paths_without_a_row": len(missing),
+        "missing_paths": [f"{doc}:{path}" for doc, path in missing[:20]],  # field names, never values
+    }
+    if not catalogued:
+        return Result(
+            ATTENTION, "the field catalog lists no PII field: nothing to compare", evidence, "check the catalog"
+        )
+    if missing:
         return Result(
             FAIL,
-            "the record of processing leaves catalogued PII fields out",
+            f"the record of processing leaves {len(missing)} catalogued PII fields out",
             evidence,
             "regenerate it: `sagevault ropa`",
         )
@@ -85,8 +98,15 @@ def record_of_processing(c: Context) -> Result:
 
 
 def policy_register(c: Context) -> Result:
-    overdue = method(c.d.governance.policies, "overdue")(c.conn)
-    evidence = {"documents_past_review": len(overdue)}
+    register = c.d.governance.policies
+    listed = method(register, "list_policies")(c.conn, principal=c.principal)
+    overdue = method(register, "overdue")(c.conn)
+    current = [p for p in listed if getattr(p, "current", True)]
+    evidence = {
+        "documents_registered": len(current),
+        "versions_registered": len(listed),
+        "documents_past_review": len(overdue),
+    }
     if overdue:
         return Result(
             FAIL,
@@ -94,7 +114,15 @@ def policy_register(c: Context) -> Result:
             evidence,
             "review and approve them: `sagevault policies list` shows which",
         )
-    return Result(PASS, "no policy document is past its review date", evidence)
+    if not current:
+        return Result(
+            ATTENTION,
+            "no policy document is registered: nothing shows the policies are kept and reviewed",
+            evidence,
+            "register and approve this Data Protection Policy and the IR plan (and any other policy): "
+            "`sagevault policies add`, `sagevault policies approve`",
+        )
+    return Result(PASS, f"{len(current)} policy documents registered, none past its review date", evidence)
 
 
 def retention(c: Context) -> Result:
@@ -184,7 +212,7 @@ def key_management(c: Context) -> Result:
         "the master key is a local key file (0600, outside the database); Amazon's current DPP asks for a key "
         "management system",
         evidence,
-        "for production, set key_provider = aws-kms with kms_key_id (docs/key-management.md)",
+        "for production, set key_provider = aws-kms with kms_key_id (README, Configuration)",
     )
 
 
@@ -289,11 +317,14 @@ def alarm_rules(c: Context) -> Result:
 
 
 def open_alarms(c: Context) -> Result:
-    alarms = [
-        a
-        for a in c.d.monitor.list_alarms(c.conn, principal=c.principal, limit=1000)
-        if a.state in ("open", "acknowledged")
-    ]
+    """Every open or acknowledged alarm, paged by state: no number of newer resolved alarms can
+    hide an old open one."""
+    found: list[Any] = []
+    for state in ("open", "acknowledged"):
+        found += paged(
+            lambda state=state, **kw: c.d.monitor.list_alarms(c.conn, principal=c.principal, state=state, **kw)
+        )
+    alarms = sorted(found, key=lambda a: a.id, reverse=True)
     by_severity: dict[str, int] = {}
     for a in alarms:
         by_severity[a.severity] = by_severity.get(a.severity, 0) + 1

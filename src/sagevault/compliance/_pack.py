@@ -9,7 +9,13 @@ deletion certificates are) in `manifest.sig`, with the public key as `signing-ke
 The zip has one canonical layout (stored, not compressed; fixed dates, modes and order), so
 `verify_pack` rebuilds it from what it read and compares it byte for byte: a byte changed
 anywhere (a file, a header, the directory) fails, not only one inside a listed file. A part that
-could not be read is left out and named under `omitted` in the signed manifest, with the reason."""
+could not be read is left out and named under `omitted` in the signed manifest, with the reason.
+
+`verify_pack` never trusts a key from inside the pack: anyone can re-sign a changed pack with a
+fresh key and put that key inside. It checks the signature with the public key the verifier
+trusts (SageVault's audit signing public key), and a pack whose embedded key is not that key is
+invalid. Before it reads any entry it bounds the file's size and refuses an entry that is
+compressed or declares more bytes than the file holds (no zip bomb is ever inflated)."""
 
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ MANIFEST, SIGNATURE, PUBLIC_KEY = "manifest.json", "manifest.sig", "signing-key.
 SIGNED = (MANIFEST, SIGNATURE, PUBLIC_KEY)
 _DATE = (1980, 1, 1, 0, 0, 0)
 MAX_PACK_BYTES = 512 * 1024 * 1024
+MAX_PACK_ENTRIES = 100_000
 
 
 def _canonical(data: Any) -> bytes:
@@ -117,11 +124,6 @@ def _gather(d: Deployment, conn: Connection, principal: Principal) -> tuple[dict
             else:
                 files[name] = made
 
-    report = evaluate(d, conn, principal=principal)
-    files["report.json"] = render_json(report).encode()
-    files["report.html"] = render_html(report).encode()
-    files["report.md"] = render_markdown(report).encode()
-
     def ropa() -> bytes:
         assets = method(d.governance.assets, "list_assets")(conn, principal=principal)
         return str(method(d.governance.ropa, "export")(conn, principal=principal, assets=assets, fmt="json")).encode()
@@ -141,9 +143,15 @@ def _gather(d: Deployment, conn: Connection, principal: Principal) -> tuple[dict
         }
         return out or None
 
+    # The audit verify runs first, so the report it holds has seen that run (never "never verified"
+    # beside an audit-verify.json that is ok).
+    part("audit-verify.json", lambda: _verify_json(d, principal))
+    report = evaluate(d, conn, principal=principal)
+    files["report.json"] = render_json(report).encode()
+    files["report.html"] = render_html(report).encode()
+    files["report.md"] = render_markdown(report).encode()
     part("ropa.json", ropa)
     part("access-review.json", review)
-    part("audit-verify.json", lambda: _verify_json(d, principal))
     part("certificates/", certificates)
     return files, omitted, report
 
@@ -233,18 +241,49 @@ def _files(contents: dict[str, bytes]) -> list[str]:
     return problems + [f"{name} is in the zip but not in the manifest" for name in extra]
 
 
-def verify_pack(
-    source: Path | bytes, public_key: Path | Ed25519PublicKey | bytes | None = None
-) -> tuple[bool, list[str]]:
-    """Check a pack offline: the manifest's signature (with `public_key`, else the key inside the
-    pack), every file's SHA-256 and size, no file missing or extra, and the zip's bytes exactly the
-    canonical layout of its contents. Returns (valid, problems)."""
-    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
-    if len(raw) > MAX_PACK_BYTES:
+def _read_bounded(source: Path | bytes) -> bytes | None:
+    """The pack's bytes, or None when the file is larger than any evidence pack (its size is
+    checked before anything is read)."""
+    if isinstance(source, bytes):
+        return source if len(source) <= MAX_PACK_BYTES else None
+    with Path(source).open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size > MAX_PACK_BYTES:
+            return None
+        raw = fh.read(MAX_PACK_BYTES + 1)
+    return raw if len(raw) <= MAX_PACK_BYTES else None
+
+
+def _layout(infos: list[zipfile.ZipInfo], size: int) -> list[str]:
+    """What is wrong with the entries' headers, read before any entry is: the canonical layout is
+    stored (never compressed), so an entry is never larger than the file that holds it."""
+    if len(infos) > MAX_PACK_ENTRIES:
+        return [f"the zip holds more than {MAX_PACK_ENTRIES} entries: not an evidence pack"]
+    problems = []
+    if any(i.compress_type != zipfile.ZIP_STORED for i in infos):
+        problems.append("an entry is compressed: an evidence pack is stored, never compressed (refused unread)")
+    declared = sum(max(i.file_size, i.compress_size) for i in infos)
+    if any(i.file_size != i.compress_size for i in infos) or declared > size:
+        problems.append("the entries' headers declare more bytes than the file holds (refused unread)")
+    return problems
+
+
+def verify_pack(source: Path | bytes, public_key: Path | Ed25519PublicKey | bytes) -> tuple[bool, list[str]]:
+    """Check a pack offline against `public_key`, the key the verifier trusts (never the key
+    inside the pack, which only a fingerprint shows): the embedded key is that key, the manifest's
+    signature verifies with it, every file's SHA-256 and size, no file missing or extra, and the
+    zip's bytes exactly the canonical layout of its contents. The file's size and every entry's
+    header are checked before any entry is read. Returns (valid, problems)."""
+    key = _public_key(public_key)  # a key that cannot be read is the caller's error, not the pack's
+    raw = _read_bounded(source)
+    if raw is None:
         return False, ["the file is larger than any evidence pack"]
     try:
         zf = zipfile.ZipFile(io.BytesIO(raw))
-        names = zf.namelist()
+        infos = zf.infolist()
+        layout = _layout(infos, len(raw))
+        if layout:
+            return False, layout
+        names = [i.filename for i in infos]
         contents = {name: zf.read(name) for name in names}
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
         return False, [f"not a readable zip ({type(exc).__name__}): the pack is damaged"]
@@ -255,16 +294,36 @@ def verify_pack(
     if missing_signed:
         return False, [*problems, "the pack has no " + ", ".join(missing_signed)]
     try:
-        key = _public_key(public_key if public_key is not None else contents[PUBLIC_KEY])
+        embedded = _public_key(contents[PUBLIC_KEY])
+    except SageVaultError:
+        embedded = None
+    if embedded is None or key_sha256(embedded) != key_sha256(key):
+        problems.append("the key inside the pack is not the trusted public key: the pack was re-signed or changed")
+    try:
         signature = json.loads(contents[SIGNATURE])
         value = base64.b64decode(str(signature.get("value", "")), validate=True)
-    except (SageVaultError, ValueError, AttributeError, OSError) as exc:
-        return False, [*problems, f"the signature or key cannot be read ({type(exc).__name__})"]
+    except (ValueError, AttributeError) as exc:
+        return False, [*problems, f"the signature cannot be read ({type(exc).__name__})"]
     if signature.get("key_sha256") != key_sha256(key):
-        problems.append("the manifest was signed with another key than the one given")
+        problems.append("the manifest was signed with another key than the trusted one")
     if not verify_signature(key, value, contents[MANIFEST]):
         return False, [*problems, "the manifest's signature does not verify: the manifest was changed or not signed"]
     problems += _files(contents)
     if not problems and _zip([(n, contents[n]) for n in names]) != raw:
         problems.append("the zip's bytes differ from the canonical layout of its contents: the file was changed")
     return not problems, problems
+
+
+def embedded_key_sha256(source: Path | bytes) -> str | None:
+    """The SHA-256 of the key inside a pack (shown as a fingerprint, never trusted), or None."""
+    raw = _read_bounded(source)
+    if raw is None:
+        return None
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(raw))
+        info = zf.getinfo(PUBLIC_KEY)
+        if _layout([info], len(raw)):
+            return None
+        return key_sha256(_public_key(zf.read(info)))
+    except (KeyError, SageVaultError, zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
+        return None

@@ -71,9 +71,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("dpp-6-mfa", "6", "MFA on every user account (Amazon)", access.mfa),
     Requirement("dpp-6-lockout", "6", "Account lockout after at most 10 failed log-ins", access.lockout),
     Requirement("dpp-6-passwords", "6", "Password policy (Amazon: 12+ characters, age, history)", access.passwords),
-    Requirement(
-        "dpp-6-access-review", "6", "Access reviewed at least every 90 days; leavers within 24 h", access.access_review
-    ),
+    Requirement("dpp-6-access-review", "6", "Access reviewed at least every 90 days", access.access_review),
+    Requirement("dpp-6-leavers", "6", "Leavers lose access within 24 hours", access.leavers),
     Requirement(
         "dpp-6-api-keys", "6", "Programmatic credentials rotated every 12 months (Amazon)", access.api_key_rotation
     ),

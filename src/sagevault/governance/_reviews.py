@@ -1,8 +1,9 @@
 """Governance: access-review campaigns (DPP 6: the people and services with access are reviewed at
 least every 90 days, and access no longer needed is removed).
 
-    start -> decide (each item, by a reviewer who is not its subject) -> close (the default for the
-    undecided once the due date passed) -> the signed report
+    start -> decide (each item, by a reviewer who is not its subject, its owner or its service) ->
+    close (the default for the undecided once the due date passed; the job closes a campaign with a
+    default keep or revoke at its due date) -> the signed report
 
 A campaign lists every grant (pending or active) and every unrevoked API key of every person and
 service account, with the account's last log-in, the subject's last PII reveal and a
@@ -11,14 +12,17 @@ recommendation: revoke when the account is disabled, the grant or key expired, o
 the changed one as a new grant) is applied at once through `access`, which records it
 (access:grant:revoke, access:apikey:revoke) as `job:access-review-campaigns`; the decision itself is
 recorded as governance:review:decide naming the reviewer. The last active holder of `users:admin`
-is never revoked, by a reviewer or by a default. Each action is a security event with ids and
-counts only; the justification stays in the campaign's tables and its report.
+is never revoked, by a reviewer or by a default (its holders' rows are locked while it is counted).
+Nobody decides access that is theirs (their own, a service account's they own, or for a service its
+owner's and its sibling services'), nor closes over it undecided unless the default is revoke; a
+default's decisions are recorded as decided by `default`. Each action is a security event with ids
+and counts only; the justification stays in the campaign's tables and its report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +51,7 @@ from ._reviews_report import (
     DECISIONS,
     DEFAULTS,
     Campaign,
+    Overdue,
     ReviewItem,
     build_report,
     check_justification,
@@ -65,25 +70,8 @@ from ._schema import review_campaigns, review_items
 APPLIER = "access-review-campaigns"  # the job's name; revocations are recorded by access as job:<name>
 ADMIN_ROLES = tuple(sorted(name for name, role in ROLES.items() if Scope.USERS_ADMIN in role.scopes))
 MAX_DUE_DAYS = 90
+BY_DEFAULT = "default"  # decided_by of an item the campaign's default decided (never the closer)
 REMINDER_DAYS = (7, 1)  # before the due date, while items are undecided
-
-
-@dataclass(frozen=True)
-class Overdue:
-    """Why access reviews are late: an open campaign past its due date (`past_due`), or no
-    campaign started within `every_days` of the last one, or of the first account (`none_started`)."""
-
-    kind: str
-    campaign_id: int | None  # the open campaign past due, or the last campaign (None: there was none)
-    since: datetime  # when it became late
-
-    def summary(self, now: datetime) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "campaign": self.campaign_id,
-            "since": self.since.isoformat(),
-            "days_late": max(0, (now - self.since).days),
-        }
 
 
 class Campaigns:
@@ -208,7 +196,7 @@ class Campaigns:
                 state="open",
                 started_at=now,
                 started_by=principal.id,
-                due_at=now + timedelta(days=due_days),
+                due_at=self._due(conn, now, due_days),
                 default_decision=default_decision,
                 unused_days=unused_days,
                 reminder_stage=0,
@@ -223,6 +211,20 @@ class Campaigns:
         counts["subjects"] = len({r["subject"] for r in rows})
         self._event(EventName.GOVERNANCE_REVIEW_START, principal, f"default {default_decision}", counts)
         return campaign
+
+    def _due(self, conn: Connection, now: datetime, due_days: int) -> datetime:
+        """The due date: `due_days` away, but no later than `every_days` after this start, nor than
+        `every_days` after the previous campaign's start when that is still ahead (reviews keep
+        their cadence: `overdue` says none_started from then on)."""
+        due = now + timedelta(days=min(due_days, self.every_days))
+        previous = utc(
+            conn.execute(
+                select(review_campaigns.c.started_at).order_by(review_campaigns.c.id.desc()).limit(1)
+            ).scalar_one_or_none()
+        )
+        if previous is not None and now < previous + timedelta(days=self.every_days) < due:
+            due = previous + timedelta(days=self.every_days)
+        return due
 
     def _collect(self, conn: Connection, now: datetime, stale: datetime) -> list[dict[str, Any]]:
         """Every live grant and API key with its subject's facts and a recommendation (read-only
@@ -297,10 +299,10 @@ class Campaigns:
         cleaned = ""
         if campaign.state != "open":
             error = Conflict(f"campaign {campaign.id} is closed; its decisions are final (see its report)")
-        elif principal.id == item.subject:
+        elif item.subject in self._own(conn, principal.id):
             error = AccessDenied(
-                f"review item {item.id} is about your own access; another reviewer must decide it "
-                "(nobody reviews their own access)"
+                f"review item {item.id} is about your own access (yours, a service account you own, or your "
+                "owner's or a sibling service's); another reviewer must decide it (nobody reviews their own access)"
             )
         elif decision not in DECISIONS:
             error = PayloadError(f"the decision is one of {', '.join(DECISIONS)}")
@@ -350,9 +352,19 @@ class Campaigns:
             return "already_revoked"
         return None
 
+    @staticmethod
+    def _own(conn: Connection, who: str) -> set[str]:
+        """The principals whose access counts as `who`'s own: `who`, the service accounts it owns,
+        and for a service its owner and the owner's other services."""
+        owner = conn.execute(select(principals.c.owner_id).where(principals.c.id == who)).scalar_one_or_none()
+        people = {who} | ({owner} if owner else set())
+        return people | set(conn.execute(select(principals.c.id).where(principals.c.owner_id.in_(people))).scalars())
+
     def _last_admin(self, conn: Connection, item: ReviewItem) -> bool:
         """Whether revoking the item would leave no person or service holding users:admin (an
-        account still enrolling counts: it may be the first admin, about to set up)."""
+        account still enrolling counts: it may be the first admin, about to set up). The admin
+        grants and their holders are locked first (PostgreSQL: FOR UPDATE; SQLite serialises
+        writers), so two revocations at once cannot both see the other admin still there."""
         if item.item_kind != "grant" or item.role not in ADMIN_ROLES:
             return False
         now = self.now()
@@ -360,6 +372,8 @@ class Campaigns:
             select(grants.c.id, grants.c.principal_id, grants.c.tenants, grants.c.not_before, grants.c.not_after)
             .join(principals, principals.c.id == grants.c.principal_id)
             .where(grants.c.status == "active", grants.c.role.in_(ADMIN_ROLES), principals.c.status != "disabled")
+            .order_by(grants.c.id)
+            .with_for_update()
         ).all()
         holders = {
             g.principal_id
@@ -378,8 +392,9 @@ class Campaigns:
         self, conn: Connection, campaign_id: int, *, principal: Principal, default: str | None = None
     ) -> Campaign:
         """Close a campaign: undecided items take the default once the due date passed (never
-        revoking the last admin); the report is signed and kept. `default` sets the campaign's
-        default first (keep or revoke)."""
+        revoking the last admin; decided by `BY_DEFAULT`, not the closer); the report is signed and
+        kept. `default` sets the campaign's default first (keep or revoke). Nobody closes over
+        undecided items of their own access unless the default is revoke."""
         self._check(conn, principal, Scope.GOVERNANCE_MANAGE, "reviews close")
         row = self._row(conn, campaign_id)
         counts = {"campaign": int(row.id)}
@@ -387,6 +402,7 @@ class Campaigns:
         items = self._items(conn, int(row.id))
         undecided = [i for i in items if i.decision is None]
         chosen = row.default_decision if default is None else default
+        own = self._own(conn, principal.id)
         error: SageVaultError | None = None
         if row.state != "open":
             error = Conflict(
@@ -406,6 +422,12 @@ class Campaigns:
                 f"({utc(row.due_at):%Y-%m-%d %H:%M} UTC) has not passed: decide them; after the due date the "
                 f"default ({chosen}) applies to the rest"
             )
+        elif chosen != "revoke" and (mine := [i for i in undecided if i.subject in own]):
+            error = AccessDenied(
+                f"{len(mine)} undecided items of campaign {row.id} are about your own access (or a service account "
+                f"you own): another reviewer decides them or closes the campaign; closing it yourself takes the "
+                f"default revoke (`sagevault reviews close {row.id} --default revoke`)"
+            )
         if error is not None:
             raise self._refuse(EventName.GOVERNANCE_REVIEW_CLOSE, principal, "reviews close", counts, error)
         signer, public = self._signing()
@@ -421,7 +443,7 @@ class Campaigns:
                 .where(review_items.c.id == item.id)
                 .values(
                     decision=decision,
-                    decided_by=principal.id,
+                    decided_by=BY_DEFAULT,
                     decided_at=now,
                     by_default=True,
                     note=note,
@@ -452,7 +474,8 @@ class Campaigns:
 
     def overdue(self, conn: Connection) -> Overdue | None:
         """Whether access reviews are late now: the open campaign is past its due date, or no
-        campaign started within `every_days` of the last one (or of the first account made)."""
+        campaign started within `every_days` of the last one's start (or of the first account
+        made). `start` caps a due date at both, so a campaign open in time is late no later."""
         now = self.now()
         last = conn.execute(select(review_campaigns).order_by(review_campaigns.c.id.desc()).limit(1)).first()
         if last is not None and last.state == "open":
@@ -488,6 +511,21 @@ class Campaigns:
             "report_sha256": campaign.report_sha256,
         }
 
+    def close_due(self, conn: Connection) -> list[int]:
+        """The job: close each open campaign past its due date whose default is keep or revoke, as
+        `job:access-review-campaigns` (the default applied, never to the last admin; the report
+        signed). One with the default none stays open and overdue (`note_overdue` alarms)."""
+        now, job = self.now(), Principal.job(APPLIER)
+        rows = conn.execute(
+            select(review_campaigns.c.id, review_campaigns.c.due_at).where(
+                review_campaigns.c.state == "open", review_campaigns.c.default_decision != "none"
+            )
+        ).all()
+        due = [int(r.id) for r in rows if now >= utc(r.due_at)]  # type: ignore[operator]
+        for campaign_id in due:
+            self.close(conn, campaign_id, principal=job)
+        return due
+
     def note_overdue(self, conn: Connection) -> Overdue | None:
         """governance:review:overdue, once per occasion (an open campaign past due; no campaign
         in time after the last one, or after a late one was closed). The rule raises the alarm."""
@@ -518,7 +556,8 @@ class Campaigns:
 
     def remind(self, conn: Connection) -> list[tuple[int, int]]:
         """Move the open campaign's reminder stage (a week, then a day, before the due date, while
-        items are undecided); (campaign, stage) for each reminder due now. The reminders show in
+        items are undecided); (campaign, stage) for each reminder due now, each recorded as
+        governance:review:remind (rule access-review-reminder, low). The stage shows in
         `reviews list` and the job's result."""
         now = self.now()
         due: list[tuple[int, int]] = []
@@ -541,4 +580,4 @@ class Campaigns:
         return due
 
 
-__all__ = ["ADMIN_ROLES", "APPLIER", "Campaigns", "Overdue", "check_justification", "verify_report"]
+__all__ = ["ADMIN_ROLES", "APPLIER", "BY_DEFAULT", "Campaigns", "Overdue", "check_justification", "verify_report"]

@@ -185,6 +185,24 @@ class Campaign:
         return {**self.summary(now), "items": [i.payload() for i in self.items]}
 
 
+@dataclass(frozen=True)
+class Overdue:
+    """Why access reviews are late: an open campaign past its due date (`past_due`), or no
+    campaign started within `every_days` of the last one's start, or of the first account (`none_started`)."""
+
+    kind: str
+    campaign_id: int | None  # the open campaign past due, or the last campaign (None: there was none)
+    since: datetime  # when it became late
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "campaign": self.campaign_id,
+            "since": self.since.isoformat(),
+            "days_late": max(0, (now - self.since).days),
+        }
+
+
 def count_items(items: list[ReviewItem]) -> dict[str, int]:
     """A campaign's counts: its items, how many are decided, and each decision."""
     return {

@@ -9,14 +9,19 @@ A scan is pip-audit's JSON (`pip-audit --format json`), read as data:
 Severity: pip-audit's JSON carries none. SageVault takes it, in this order, from a `severity` on
 the advisory entry, else from a top-level `"severities": {"<advisory id or alias>": "critical"}`
 map (what a recorded advisory file, or a wrapper that looks the advisories up, adds), else it is
-"unknown", which gets high's deadline (fail closed: an advisory nobody rated is treated as
-serious, never as low).
+"unknown", which gets critical's deadline (fail closed: pip-audit's own JSON rates nothing, so an
+advisory nobody rated is treated as the worst case, never as low).
 
 A finding (package, installed version, advisory) is recorded once (governance:vuln:open) with its
 deadline; later scans that still find it move `last_seen_at`; a scan that audited the package and
 no longer finds it closes it (governance:vuln:close). A finding that comes back keeps its first
-deadline. `note_overdue` (the daily job) records governance:vuln:overdue once per finding past its
-deadline; the rule `vulnerability-overdue` raises the alarm."""
+deadline, and so does the same advisory in a new guise: a finding that opens keeps the earliest
+deadline of any earlier finding of the same package that shares its advisory id or one of its
+aliases (an upgrade to a version still vulnerable, or PYSEC switching to GHSA, never resets the
+clock). A dependency pip-audit skipped (`skip_reason`, whatever else it carries) is never counted
+as audited, so none of its findings is closed. `note_overdue` (the daily job) records
+governance:vuln:overdue once per finding past its deadline; the rule `vulnerability-overdue`
+raises the alarm."""
 
 from __future__ import annotations
 
@@ -178,7 +183,7 @@ def _dependency(dep: Any, where: str, rated: dict[str, str]) -> tuple[str, list[
     if not isinstance(dep, dict) or not isinstance(dep.get("name"), str) or not _PACKAGE.fullmatch(dep["name"]):
         raise PayloadError(f"{where} needs a package name")
     name = dep["name"].lower()
-    if "skip_reason" in dep and "version" not in dep:
+    if "skip_reason" in dep:  # not audited, whatever else it carries: it may close nothing
         return None
     version, vulns = dep.get("version"), dep.get("vulns", [])
     if not isinstance(version, str) or not _VERSION.fullmatch(version):
@@ -237,6 +242,22 @@ def parse_scan(data: Any) -> Scanned:
     return Scanned(list(unique.values()), audited, skipped)
 
 
+def _names(advisory: str, aliases: Any) -> set[str]:
+    return {advisory.upper(), *(str(a).upper() for a in aliases or ())}
+
+
+def _carried(earlier: Any, f: Finding, due: datetime) -> datetime:
+    """The deadline of a finding that opens: its own, or the earliest of any earlier finding (open
+    or closed) of the same package that shares its advisory id or an alias (carried forward)."""
+    names = _names(f.advisory, f.aliases)
+    for row in earlier:
+        if row.package == f.package and names & _names(row.advisory, row.aliases):
+            first = _utc(row.due_at)
+            if first is not None and first < due:
+                due = first
+    return due
+
+
 def audit_installed(*, timeout: float = 900.0) -> Any:
     """Run `pip-audit --format json` on the environment SageVault is installed in and return its
     JSON (parsed). pip-audit asks PyPI's advisory service: this needs the network. Exit code 1
@@ -260,8 +281,8 @@ def audit_installed(*, timeout: float = 900.0) -> Any:
 
 
 class Vulnerabilities:
-    """The register (`vulnerabilities`). Deadlines from the policy profile: critical and high
-    (and unknown, as high), medium 90 days, low 180."""
+    """The register (`vulnerabilities`). Deadlines from the policy profile: critical (and
+    unknown, as critical: fail closed) and high, medium 90 days, low 180."""
 
     def __init__(
         self,
@@ -280,7 +301,7 @@ class Vulnerabilities:
             "high": high_days,
             "medium": MEDIUM_DAYS,
             "low": LOW_DAYS,
-            "unknown": high_days,
+            "unknown": critical_days,
         }
 
     def now(self) -> datetime:
@@ -301,7 +322,7 @@ class Vulnerabilities:
             seen.add(key)
             row = rows.get(key)
             if row is None:
-                due = now + timedelta(days=self.days[f.severity])
+                due = _carried(rows.values(), f, now + timedelta(days=self.days[f.severity]))
                 vuln_id = conn.execute(
                     insert(vulnerabilities).values(
                         package=f.package,

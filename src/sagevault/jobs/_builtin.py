@@ -52,6 +52,14 @@ def _access_review(d: Deployment, p: Principal) -> JobResult:
     )
 
 
+def _leavers(d: Deployment, p: Principal) -> JobResult:
+    """Disable every account whose leaving date has come: sessions end, API keys are revoked
+    (each an access:account:disable naming `leaver`). Hourly, so within the policy's 24 hours."""
+    with d.unit_of_work() as conn:
+        gone = d.access.accounts.disable_leavers(conn, actor=p)
+    return JobResult({"disabled": len(gone)})
+
+
 def _incident_clocks(d: Deployment, _p: Principal) -> JobResult:
     """The 24-hour Amazon clock of every open incident (warnings, overdue) and the plan's review
     dates (six months, major changes): each records its event once; rules raise the alarms."""
@@ -118,6 +126,12 @@ BUILTIN: list[Job] = [
         "review accounts, API keys and passwords; recorded as access:review:run",
         lambda _d: timedelta(days=1),
         _access_review,
+    ),
+    Job(
+        "leavers",
+        "disable accounts whose leaving date has come (within the policy's 24 hours)",
+        lambda _d: timedelta(hours=1),
+        _leavers,
     ),
     Job(
         "incident-clocks",

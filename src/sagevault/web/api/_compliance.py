@@ -33,7 +33,7 @@ class VulnerabilityOut(Out):
     version: str
     advisory: str = Field(description="The advisory id pip-audit gave (PYSEC-..., GHSA-...).")
     aliases: list[str]
-    severity: str = Field(description="critical, high, medium, low, or unknown (deadline as high).")
+    severity: str = Field(description="critical, high, medium, low, or unknown (deadline as critical: fail closed).")
     fix_versions: list[str]
     found_at: Timestamp
     due_at: Timestamp = Field(description="The fix deadline, from the policy profile.")

@@ -20,13 +20,15 @@ $(TEST_STAMP): $(STAMP)
 
 # Set up, initialise the embedded deployment if the data dir is new (`demo` runs `init` then),
 # ingest the bundled sample orders, print a masked summary, then serve the HTTPS API on
-# https://127.0.0.1:8443 until Ctrl-C.
+# https://127.0.0.1:8443 until Ctrl-C (the web console at https://127.0.0.1:8443/console).
 run: $(STAMP)
 	$(BIN)/sagevault demo
 	$(BIN)/sagevault serve --init --host 127.0.0.1 --port 8443
 
-# The whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432; required when CI=true).
+# The whole suite, on SQLite and on PostgreSQL (127.0.0.1:5432; required when CI=true). The console's
+# browser tests drive Debian's chromium (installed here if missing; Playwright never downloads a browser).
 test: $(TEST_STAMP)
+	command -v chromium || (apt-get update -q && apt-get install -y -q chromium)
 	$(BIN)/python -m pytest
 
 lint: $(TEST_STAMP)

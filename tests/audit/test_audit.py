@@ -387,6 +387,7 @@ def test_a_digest_that_cannot_be_written_holds_back_no_committed_event(audit_eng
     try:
         assert log.record_many([_event(3)]) == [3]
     finally:
+        log.close()  # its writer thread logs no more once the file is released (a late line would reopen it)
         release_logging()
     assert "audit digest not written" in (tmp_path / "app.log").read_text()
 

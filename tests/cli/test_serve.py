@@ -57,6 +57,7 @@ def test_serve_initialises_a_new_data_dir_and_answers_only_over_tls(tmp_path: Pa
     assert proc.returncode in (0, 130) and "Traceback" not in stderr, stderr  # 130: stopped by Ctrl-C
     # What the operator is told: where the API is, which CA to trust, how to make the first admin.
     assert f"https://127.0.0.1:{port}/api/v1" in stdout
+    assert f"the web console: https://127.0.0.1:{port}/console" in stdout  # what `make run` prints
     assert f"--cacert {ca}" in stdout and str(ca) in stdout
     assert "sagevault users bootstrap-admin --login LOGIN --email EMAIL" in stdout
 

@@ -115,6 +115,8 @@ def serve(
         ca = d.settings.tls_dir / "ca.pem"
         trust = f"--cacert {ca}" if d.settings.tls_cert_file is None else ""
         out.print(f"serving {base} over TLS only (OpenAPI: {base}/openapi.json)", soft_wrap=True)
+        console = base.removesuffix(API) + "/console"
+        out.print(f"the web console: {console} (log in with a password and TOTP)", soft_wrap=True)
         if d.settings.tls_cert_file is None:
             out.print(f"clients trust the local CA certificate: {ca}", soft_wrap=True)
         with d.engine.connect() as conn:

@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sagevault import errors
@@ -45,6 +46,11 @@ from ._deps import API
 from ._pagination import CURSOR_KEY
 from ._problems import PROBLEM_SCHEMA, PROBLEM_TYPE, Problem, problem, problems_of, status_of
 from .api import ROUTERS
+from .console import CONSOLE_CSP
+from .console import PREFIX as CONSOLE
+from .console import STATIC as CONSOLE_STATIC
+from .console import error_page as console_error
+from .console import router as console_router
 
 
 def _crashed(request: Request, exc: Exception) -> Response:
@@ -77,6 +83,13 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
+# The console's pages: the same headers, with a policy that lets them load their own stylesheet
+# and post their own forms (and nothing else: no script at all).
+_CONSOLE_HEADERS = {**_SECURITY_HEADERS, "Content-Security-Policy": CONSOLE_CSP}
+
+
+def _console(path: str) -> bool:
+    return path == CONSOLE or path.startswith(CONSOLE + "/")
 
 
 class _Headers:
@@ -97,13 +110,14 @@ class _Headers:
         request_id = request.state.request_id = secrets.token_hex(8)
         CURSOR_KEY.set(request.app.state.cursor_key)  # this request's context (and its worker threads')
         started = False
+        answered = _CONSOLE_HEADERS if _console(scope["path"]) else _SECURITY_HEADERS
 
         async def secured(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
                 headers = MutableHeaders(scope=message)
-                for name, value in _SECURITY_HEADERS.items():
+                for name, value in answered.items():
                     headers[name] = value
                 headers["X-Request-Id"] = request_id
             await send(message)
@@ -190,23 +204,32 @@ def create_app(d: Deployment, *, limiter: RequestLimiter | None = None) -> FastA
     app.state.limiter = limiter or RequestLimiter(d.settings)
     with d.unit_of_work(read_only=True) as conn:  # the same key in every worker and after a restart
         app.state.cursor_key = d.access.core.keyed(conn, "cursor", "sagevault page cursors")
+    app.include_router(console_router)
+    app.mount(f"{CONSOLE}/static", StaticFiles(directory=CONSOLE_STATIC), name="console-static")
     app.add_middleware(_Headers)
 
     @app.exception_handler(errors.SageVaultError)
-    async def _refused(request: Request, exc: errors.SageVaultError) -> JSONResponse:
+    async def _refused(request: Request, exc: errors.SageVaultError) -> Response:
         status, name = status_of(exc)
         if status == 500:
             raise exc  # unexpected: the headers middleware records it (api:request:fail) and answers
+        if _console(request.url.path):
+            return console_error(status, str(exc))
         return problem(status, name, str(exc), request.state.request_id)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _console(request.url.path):  # a path the console has no page for (say, an alarm id that is no number)
+            return console_error(404, "There is no such page.")
         # Say where and what, never echo the value (it may be a password or PII).
         where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
         return problem(422, "invalid-request", where, request.state.request_id)
 
     @app.exception_handler(HTTPException)
-    async def _routing(request: Request, exc: HTTPException) -> JSONResponse:
+    async def _routing(request: Request, exc: HTTPException) -> Response:
+        if _console(request.url.path):
+            told = {405: "This page does not take that method."}.get(exc.status_code, "There is no such page.")
+            return console_error(exc.status_code if exc.status_code in (404, 405) else 400, told)
         # No route for this path or method (404/405), said as a problem like every other refusal.
         kind = {404: "no-such-route", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         detail = {

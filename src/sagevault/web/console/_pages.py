@@ -1,0 +1,356 @@
+"""The console's pages: log-in and log-out, the dashboard, kill switches, a tenant's orders and a reveal.
+
+Every page is one `ConsoleWork` (authenticated as the API authenticates) around the same domain calls
+the API routes make, with the same principal; the domain decides (scopes, grants, purpose, kill
+switches) and records the security events. The console only hides what a person cannot use."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Path, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse, Response
+
+from sagevault import errors
+from sagevault.access import ALL_TENANTS, DEPLOYMENT_SCOPES, KillSwitch
+from sagevault.catalog import Purpose
+from sagevault.compliance import evaluate, register_own_assets
+from sagevault.identity import TENANT_ID, Principal, Scope
+from sagevault.vault import ORDER_ID
+
+from .._deps import deployment, source, transaction
+from ._render import PREFIX, error_page, refusal_page, render, to_login
+from ._session import (
+    COOKIE,
+    LOGIN_COOKIE,
+    ConsoleWork,
+    SessionEnded,
+    csrf_ok,
+    csrf_token,
+    end_access_session,
+    sessions_of,
+)
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+AlarmId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+FAILED_LOGIN = "Log-in failed. Check your login, password and authenticator code, and try again."
+ENDED = "Your session ended; log in again."
+NO_TENANT = "There is no such tenant."
+SEVERITY = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+REVEAL_FIELDS = (
+    "ShippingAddress.Name",
+    "ShippingAddress.AddressLine1",
+    "ShippingAddress.City",
+    "ShippingAddress.PostalCode",
+    "ShippingAddress.Phone",
+    "BuyerInfo.BuyerEmail",
+    "BuyerInfo.BuyerName",
+)
+_TENANT = re.compile(TENANT_ID)
+_ORDER = re.compile(ORDER_ID)
+
+
+class BadForm(Exception):
+    pass
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A URL-encoded form (what a plain HTML form posts), one value per name."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
+        raise BadForm
+    try:
+        parsed = parse_qs((await request.body()).decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise BadForm from None
+    return {name: values[0] for name, values in parsed.items()}
+
+
+# --- what a person holds (for the navigation only: the domain call decides) ---------------------------
+
+
+def held(work: ConsoleWork) -> tuple[frozenset[Scope], list[str]]:
+    """The scopes the person's active grants give (on any tenant), and the tenants named in them."""
+    rules = work.d.access.core.policy(work.conn).rules.get(work.who.id, {})
+    now = time.time()
+    scopes: set[Scope] = set()
+    tenants: set[str] = set()
+    for tenant, granted in rules.items():
+        for rule in granted:
+            if (rule.not_before or 0) <= now and (rule.not_after is None or now < rule.not_after):
+                given = rule.scopes if tenant == ALL_TENANTS else rule.scopes - DEPLOYMENT_SCOPES
+                scopes |= given
+                if tenant != ALL_TENANTS and Scope.RECORDS_READ in given:
+                    tenants.add(tenant)
+    return frozenset(scopes), sorted(tenants)
+
+
+def covers(work: ConsoleWork, tenant: str) -> bool:
+    rules = work.d.access.core.policy(work.conn).rules.get(work.who.id, {})
+    return tenant in rules or ALL_TENANTS in rules
+
+
+def page(work: ConsoleWork, **context: Any) -> dict[str, Any]:
+    scopes, tenants = held(work)
+    nav = [("Dashboard", PREFIX)]
+    if Scope.KILLSWITCH_OPERATE in scopes:
+        nav.append(("Kill switches", f"{PREFIX}/killswitches"))
+    nav += [(f"Orders {t}", f"{PREFIX}/tenants/{t}/orders") for t in tenants]
+    return {"nav": nav, "csrf": work.csrf, "signed_in": True, "scopes": scopes, "tenants": tenants, **context}
+
+
+# --- the one way a page runs -------------------------------------------------------------------------
+
+
+def _run(
+    request: Request,
+    action: Callable[[ConsoleWork], Response],
+    *,
+    read_only: bool,
+    form: dict[str, str] | None,
+    tenant: str | None,
+) -> Response:
+    try:
+        work = ConsoleWork(request, read_only=read_only)
+    except (SessionEnded, errors.AuthenticationFailed):
+        return _ended(request)
+    except errors.SageVaultError as exc:
+        return refusal_page(exc)
+    hidden = False
+    try:
+        with work:
+            hidden = tenant is not None and not covers(work, tenant)
+            if form is not None:
+                work.check_csrf(form.get("csrf"))
+            return action(work)
+    except errors.SageVaultError as exc:
+        if tenant is not None and (
+            isinstance(exc, errors.UnknownTenant)
+            or (hidden and type(exc) in (errors.AccessDenied, errors.PurposeNotAllowed))
+        ):
+            return error_page(404, NO_TENANT, signed_in=True)
+        return refusal_page(exc, signed_in=True)
+
+
+def _ended(request: Request) -> Response:
+    token = request.cookies.get(COOKIE, "")
+    sessions_of(request).forget(token)
+    end_access_session(deployment(request), token)
+    return to_login(expired=True)
+
+
+async def run(
+    request: Request,
+    action: Callable[[ConsoleWork], Response],
+    *,
+    read_only: bool = False,
+    posted: bool = False,
+    tenant: str | None = None,
+) -> Response:
+    form: dict[str, str] | None = None
+    if posted:
+        try:
+            form = await read_form(request)
+        except BadForm:
+            return error_page(400, "This form could not be read; reload the page and try again.")
+    return await run_in_threadpool(_run, request, action, read_only=read_only, form=form, tenant=tenant)
+
+
+# --- log-in and log-out --------------------------------------------------------------------------------
+
+
+def _login_page(request: Request, status: int = 200, message: str | None = None) -> Response:
+    nonce = secrets.token_urlsafe(24)
+    d = deployment(request)
+    with transaction(d, read_only=True) as conn:
+        token = csrf_token(d, conn, nonce, "console login")
+    notice = ENDED if request.query_params.get("expired") == "1" and message is None else None
+    response = render("login.html", status, title="Log in", message=message, notice=notice, csrf=token)
+    response.set_cookie(LOGIN_COOKIE, nonce, max_age=900, path="/", secure=True, httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/login")
+async def login_form(request: Request) -> Response:
+    return await run_in_threadpool(_login_page, request)
+
+
+def _login(request: Request, form: dict[str, str]) -> Response:
+    d = deployment(request)
+    login, password, code = form.get("login", ""), form.get("password", ""), form.get("code", "").strip()
+    with transaction(d, read_only=True) as conn:
+        fresh = csrf_ok(d, conn, request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf"), "console login")
+    if not fresh:
+        return _login_page(request, 403, "This log-in form is stale; it was reloaded. Log in again.")
+    if not (0 < len(login) <= 64 and 0 < len(password) <= 256 and 6 <= len(code) <= 16):
+        return _login_page(request, 400, FAILED_LOGIN)
+    where = source(request)
+    try:  # the same two calls as POST /api/v1/sessions
+        with transaction(d, read_only=True) as conn:
+            checked = d.access.authn.check_password(conn, login, password, source=where)
+        with transaction(d) as conn:
+            attempt = d.access.authn.login(conn, login, password, code, source=where, checked=checked)
+        session = attempt.session()
+    except errors.AccessDenied:
+        return _login_page(request, 401, FAILED_LOGIN)
+    sessions_of(request).start(session.token, d.now())
+    response = RedirectResponse(PREFIX, status_code=303)
+    response.set_cookie(COOKIE, session.token, path="/", secure=True, httponly=True, samesite="strict")
+    response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    return response
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    try:
+        form = await read_form(request)
+    except BadForm:
+        return await run_in_threadpool(_login_page, request, 400, FAILED_LOGIN)
+    return await run_in_threadpool(_login, request, form)
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    def action(work: ConsoleWork) -> Response:
+        work.d.access.authn.logout(work.conn, work.token, actor=work.who)
+        sessions_of(request).forget(work.token)
+        return to_login(expired=False)
+
+    return await run(request, action, posted=True)
+
+
+# --- the dashboard ----------------------------------------------------------------------------------
+
+
+def _alarms(work: ConsoleWork, who: Principal) -> list[Any]:
+    found = [
+        a
+        for a in work.d.monitor.list_alarms(work.conn, principal=who, limit=500)
+        if a.state in ("open", "acknowledged")
+    ]
+    return sorted(found, key=lambda a: (SEVERITY.get(a.severity, 9), a.state != "open", -a.id))
+
+
+def _dashboard(work: ConsoleWork) -> Response:
+    d, conn, who = work.d, work.conn, work.who
+    scopes, _ = held(work)
+    now = d.now()
+    blocks: dict[str, Any] = {}
+    if Scope.ALARMS_READ in scopes:
+        blocks["alarms"] = _alarms(work, who)
+    if Scope.INCIDENTS_READ in scopes:
+        cases = d.incidents.list(conn, principal=who, state=None, open_only=True, after_id=0, limit=100)
+        blocks["incidents"] = [(i, i.clock(now)) for i in cases]
+    if Scope.DELETION_READ in scopes:
+        requests = d.deletion.list_requests(conn, principal=who, limit=200)
+        blocks["deletions"] = [(r, r.payload(now)) for r in requests if not r.finished]
+    if Scope.GOVERNANCE_READ in scopes:
+        register_own_assets(d, conn, principal=who)
+        report = evaluate(d, conn, principal=who)  # checks governance:read (recorded as the API's report)
+        overdue = d.governance.reviews.overdue(conn)
+        blocks["reviews"] = {
+            "overdue": overdue.summary(now) if overdue else None,
+            "last_closed": d.governance.reviews.last_closed(conn),
+        }
+        blocks["report"] = [i for i in report.items if i.status.value != "PASS"]
+    return render("dashboard.html", **page(work, title="Dashboard", now=now, blocks=blocks))
+
+
+@router.get("")
+async def dashboard(request: Request) -> Response:
+    return await run(request, _dashboard)
+
+
+@router.post("/alarms/{alarm_id}/ack")
+async def ack_alarm(request: Request, alarm_id: AlarmId) -> Response:
+    def action(work: ConsoleWork) -> Response:
+        work.d.monitor.change(work.conn, alarm_id, "acknowledged", principal=work.who, note="")  # as the API
+        return RedirectResponse(PREFIX, status_code=303)
+
+    return await run(request, action, posted=True)
+
+
+# --- kill switches ---------------------------------------------------------------------------------------
+
+
+@router.get("/killswitches")
+async def killswitches(request: Request) -> Response:
+    def action(work: ConsoleWork) -> Response:
+        rows = work.d.access.switches.list(work.conn, actor=work.who)
+        switches = [{"name": r[0], "tenant": r[1], "engaged": r[2], "changed_at": r[3]} for r in rows]
+        names = [k.value for k in KillSwitch]
+        return render("killswitches.html", **page(work, title="Kill switches", switches=switches, names=names))
+
+    return await run(request, action, read_only=True)
+
+
+@router.post("/killswitches")
+async def flip(request: Request) -> Response:
+    try:
+        form = await read_form(request)
+    except BadForm:
+        return error_page(400, "This form could not be read; reload the page and try again.")
+
+    def action(work: ConsoleWork) -> Response:
+        name, tenant, verb = form.get("name", ""), form.get("tenant", "").strip(), form.get("action", "")
+        if name not in {k.value for k in KillSwitch} or verb not in ("engage", "release"):
+            return error_page(400, "Choose a kill switch and engage or release it.", signed_in=True)
+        if tenant and tenant != ALL_TENANTS and not _TENANT.fullmatch(tenant):
+            return error_page(400, "That is not a tenant id (leave it empty for every tenant).", signed_in=True)
+        # The same call as PUT/DELETE /api/v1/killswitches/{name}: killswitch:operate, recorded.
+        work.d.access.switches.set(work.conn, name, verb == "engage", actor=work.who, tenant_id=tenant or None)
+        return RedirectResponse(f"{PREFIX}/killswitches", status_code=303)
+
+    return await run_in_threadpool(_run, request, action, read_only=False, form=form, tenant=None)
+
+
+# --- orders and reveal ----------------------------------------------------------------------------------
+
+
+def _orders_page(work: ConsoleWork, tenant: str, **extra: Any) -> Response:
+    orders = work.d.vault.list_orders(work.conn, tenant, principal=work.who, limit=50)
+    context = page(
+        work,
+        title="Orders",
+        tenant=tenant,
+        orders=orders,
+        fields=REVEAL_FIELDS,
+        purposes=[p.value for p in Purpose],
+        **{"reveal_of": None, **extra},
+    )
+    return render("orders.html", **context)
+
+
+@router.get("/tenants/{tenant}/orders")
+async def orders(request: Request, tenant: str) -> Response:
+    if not _TENANT.fullmatch(tenant):
+        return error_page(404, NO_TENANT)
+    return await run(request, lambda work: _orders_page(work, tenant), read_only=True, tenant=tenant)
+
+
+@router.post("/tenants/{tenant}/orders/{order}/reveal")
+async def reveal(request: Request, tenant: str, order: str) -> Response:
+    if not _TENANT.fullmatch(tenant):
+        return error_page(404, NO_TENANT)
+    if not _ORDER.fullmatch(order):
+        return error_page(404, "There is no such order.")
+    try:
+        form = await read_form(request)
+    except BadForm:
+        return error_page(400, "This form could not be read; reload the page and try again.")
+
+    def action(work: ConsoleWork) -> Response:
+        field, purpose = form.get("field", ""), form.get("purpose", "")
+        if not (0 < len(field) <= 200) or purpose not in {p.value for p in Purpose}:
+            return error_page(400, "Choose a field and the purpose you need it for.", signed_in=True)
+        values = work.d.vault.reveal(work.conn, tenant, order, [field], Purpose(purpose), principal=work.who)
+        shown = {"order": order, "field": field, "values": [f.value for f in values]}
+        return _orders_page(work, tenant, reveal_of=shown, refresh=f"60;url={PREFIX}/tenants/{tenant}/orders")
+
+    return await run_in_threadpool(_run, request, action, read_only=True, form=form, tenant=tenant)

@@ -1,0 +1,76 @@
+"""The console in process (no browser): headers, the log-in form's own CSRF, bad input as 4xx pages,
+the absolute lifetime, and the API left as it was."""
+
+from __future__ import annotations
+
+import re
+
+from factories import PASSWORD
+from sagevault.web import openapi_document
+from webapi import Api
+
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+CONSOLE = "https://127.0.0.1/console"
+
+
+def _log_in(api: Api, login: str) -> None:
+    form = api.client.get(f"{CONSOLE}/login")
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', form.text)
+    assert csrf is not None
+    code = api.next_code(api.admin_person.totp if login == api.admin_person.login else api._people[login].totp)
+    done = api.client.post(
+        f"{CONSOLE}/login", data={"csrf": csrf[1], "login": login, "password": PASSWORD, "code": code}
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/console", done.text
+
+
+def test_console_pages_carry_the_console_headers_and_the_api_keeps_its_own(api: Api) -> None:
+    page = api.client.get(f"{CONSOLE}/login")
+    assert page.status_code == 200 and page.headers["content-security-policy"] == CSP
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer" and "<script" not in page.text
+    assert "__Host-sv_login=" in page.headers["set-cookie"] and "samesite=strict" in page.headers["set-cookie"].lower()
+    css = api.client.get(f"{CONSOLE}/static/console.css")
+    assert css.status_code == 200 and css.headers["content-security-policy"] == CSP
+    missing = api.client.get(f"{CONSOLE}/no/such/page")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert api.client.get(f"{CONSOLE}/alarms/not-a-number/ack").status_code in (404, 405)
+    assert api.client.get(f"{api.base}/alarms").headers["content-security-policy"] == (
+        "default-src 'none'; frame-ancestors 'none'"
+    )
+    assert not [p for p in openapi_document()["paths"] if p.startswith("/console")]
+
+
+def test_a_log_in_form_without_its_token_or_unreadable_is_refused_before_any_password_check(api: Api) -> None:
+    code = api.next_code(api.admin_person.totp)
+    stale = api.client.post(
+        f"{CONSOLE}/login", data={"csrf": "0" * 64, "login": "alice.ng", "password": PASSWORD, "code": code}
+    )
+    assert stale.status_code == 403 and "stale" in stale.text
+    assert not list(api.d.audit.search(name="access:login:success"))
+    bad = api.client.post(f"{CONSOLE}/login", content=b"\xff\xfe", headers={"content-type": "text/plain"})
+    assert bad.status_code == 400 and "Log-in failed." in bad.text
+
+
+def test_no_session_goes_to_the_log_in_page_and_a_session_ends_after_eight_hours_however_busy(api: Api) -> None:
+    first = api.client.get(CONSOLE)
+    assert first.status_code == 303 and first.headers["location"] == "/console/login?expired=1"
+    _log_in(api, "alice.ng")
+    for _ in range(34):  # used every 14 minutes: never idle, but 8 h after the log-in it ends
+        assert api.client.get(CONSOLE).status_code == 200
+        api.clock.advance(minutes=14)
+    assert api.client.get(CONSOLE).status_code == 200  # 7 h 56 min
+    api.clock.advance(minutes=5)
+    ended = api.client.get(CONSOLE)
+    assert ended.status_code == 303 and ended.headers["location"] == "/console/login?expired=1"
+    assert list(api.d.audit.search(name="access:session:end"))  # the access session is revoked with it
+
+
+def test_the_admin_sees_no_alarm_block_and_a_form_posted_as_json_is_a_400_page(api: Api) -> None:
+    _log_in(api, "alice.ng")
+    board = api.client.get(CONSOLE)
+    assert board.status_code == 200 and 'id="alarms"' not in board.text and "Kill switches" in board.text
+    odd = api.client.post(f"{CONSOLE}/killswitches", json={"name": "pii-access"})
+    assert odd.status_code == 400 and odd.headers["content-type"].startswith("text/html")

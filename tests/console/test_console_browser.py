@@ -87,8 +87,8 @@ def test_log_in_with_totp_shows_the_alarm_by_severity_and_acknowledges_it(served
         log_in(page, api, "sam.officer", officer)
     headers = answered.value.headers
     assert headers["content-security-policy"] == (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-        "base-uri 'none'"
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
     )
     assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
     assert headers["referrer-policy"] == "no-referrer"

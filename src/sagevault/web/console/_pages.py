@@ -20,8 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from sagevault import errors
 from sagevault.access import ALL_TENANTS, DEPLOYMENT_SCOPES, KillSwitch
 from sagevault.catalog import Purpose
-from sagevault.compliance import evaluate, register_own_assets
-from sagevault.identity import TENANT_ID, Principal, Scope
+from sagevault.identity import TENANT_ID, Scope
 from sagevault.vault import ORDER_ID
 
 from .._deps import deployment, source, transaction
@@ -96,11 +95,23 @@ def covers(work: ConsoleWork, tenant: str) -> bool:
     return tenant in rules or ALL_TENANTS in rules
 
 
+# The navigation: each section and the scope that shows it (the route's domain call checks anyway).
+SECTIONS: tuple[tuple[str, str, Scope | None], ...] = (
+    ("Dashboard", "", None),
+    ("Incidents", "/incidents", Scope.INCIDENTS_READ),
+    ("Deletion", "/deletions", Scope.DELETION_READ),
+    ("Access reviews", "/reviews", Scope.GOVERNANCE_READ),
+    ("Security log", "/audit", Scope.AUDIT_READ),
+    ("DPP report", "/report", Scope.GOVERNANCE_READ),
+    ("Kill switches", "/killswitches", Scope.KILLSWITCH_OPERATE),
+)
+
+
 def page(work: ConsoleWork, **context: Any) -> dict[str, Any]:
+    """The context every signed-in page renders with: the navigation the person's scopes show, the
+    session's CSRF token, the scopes and the tenants they may read."""
     scopes, tenants = held(work)
-    nav = [("Dashboard", PREFIX)]
-    if Scope.KILLSWITCH_OPERATE in scopes:
-        nav.append(("Kill switches", f"{PREFIX}/killswitches"))
+    nav = [(label, PREFIX + path) for label, path, scope in SECTIONS if scope is None or scope in scopes]
     nav += [(f"Orders {t}", f"{PREFIX}/tenants/{t}/orders") for t in tenants]
     return {"nav": nav, "csrf": work.csrf, "signed_in": True, "scopes": scopes, "tenants": tenants, **context}
 
@@ -221,57 +232,6 @@ async def logout(request: Request) -> Response:
         work.d.access.authn.logout(work.conn, work.token, actor=work.who)
         sessions_of(request).forget(work.token)
         return to_login(expired=False)
-
-    return await run(request, action, posted=True)
-
-
-# --- the dashboard ----------------------------------------------------------------------------------
-
-
-def _alarms(work: ConsoleWork, who: Principal) -> list[Any]:
-    found = [
-        a
-        for a in work.d.monitor.list_alarms(work.conn, principal=who, limit=500)
-        if a.state in ("open", "acknowledged")
-    ]
-    return sorted(found, key=lambda a: (SEVERITY.get(a.severity, 9), a.state != "open", -a.id))
-
-
-def _dashboard(work: ConsoleWork) -> Response:
-    d, conn, who = work.d, work.conn, work.who
-    scopes, _ = held(work)
-    now = d.now()
-    blocks: dict[str, Any] = {}
-    if Scope.ALARMS_READ in scopes:
-        blocks["alarms"] = _alarms(work, who)
-    if Scope.INCIDENTS_READ in scopes:
-        cases = d.incidents.list(conn, principal=who, state=None, open_only=True, after_id=0, limit=100)
-        blocks["incidents"] = [(i, i.clock(now)) for i in cases]
-    if Scope.DELETION_READ in scopes:
-        requests = d.deletion.list_requests(conn, principal=who, limit=200)
-        blocks["deletions"] = [(r, r.payload(now)) for r in requests if not r.finished]
-    if Scope.GOVERNANCE_READ in scopes:
-        register_own_assets(d, conn, principal=who)
-        report = evaluate(d, conn, principal=who)  # checks governance:read (recorded as the API's report)
-        overdue = d.governance.reviews.overdue(conn)
-        blocks["reviews"] = {
-            "overdue": overdue.summary(now) if overdue else None,
-            "last_closed": d.governance.reviews.last_closed(conn),
-        }
-        blocks["report"] = [i for i in report.items if i.status.value != "PASS"]
-    return render("dashboard.html", **page(work, title="Dashboard", now=now, blocks=blocks))
-
-
-@router.get("")
-async def dashboard(request: Request) -> Response:
-    return await run(request, _dashboard)
-
-
-@router.post("/alarms/{alarm_id}/ack")
-async def ack_alarm(request: Request, alarm_id: AlarmId) -> Response:
-    def action(work: ConsoleWork) -> Response:
-        work.d.monitor.change(work.conn, alarm_id, "acknowledged", principal=work.who, note="")  # as the API
-        return RedirectResponse(PREFIX, status_code=303)
 
     return await run(request, action, posted=True)
 

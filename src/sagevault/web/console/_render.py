@@ -3,11 +3,12 @@ refusal, and the redirect to the log-in page. No personal data goes into a title
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from sagevault import errors
@@ -21,7 +22,8 @@ STATIC = HERE / "static"
 PREFIX = "/console"
 
 CONSOLE_CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
 
 _ENV = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
@@ -36,6 +38,19 @@ def utc(value: datetime | str | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def when(value: datetime | str | None) -> Markup | str:
+    """A deadline or an event's time: UTC to the minute in a `<time>` element whose `datetime` the
+    console's script (static/console.js, progressive enhancement) also shows in the reader's local time."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    stamp = value.astimezone(UTC)
+    return Markup('<time datetime="{}">{}</time>').format(stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), utc(stamp))
+
+
 def left(seconds: int | None) -> str:
     """Time left on a clock, or how long it is overdue."""
     if seconds is None:
@@ -48,6 +63,7 @@ def left(seconds: int | None) -> str:
 
 _ENV.filters["utc"] = utc
 _ENV.filters["left"] = left
+_ENV.filters["when"] = when
 
 
 def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:

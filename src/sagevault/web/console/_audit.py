@@ -1,0 +1,9 @@
+"""The console's audit pages (to be written)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ._render import PREFIX
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)

@@ -67,6 +67,11 @@ def raise_alarm(api: Api) -> Any:
     return alarm
 
 
+def engaged(api: Api, name: str) -> bool:
+    with api.d.unit_of_work(read_only=True) as conn:
+        return any(row[0] == name and row[2] for row in api.d.access.switches.list(conn, actor=OPERATOR))
+
+
 def alarm_state(api: Api, alarm_id: int) -> str:
     with api.d.unit_of_work(read_only=True) as conn:
         return str(api.d.monitor.get(conn, alarm_id, principal=OPERATOR).state)
@@ -182,11 +187,40 @@ def test_an_idle_session_lands_on_the_log_in_page_with_the_message(served_api: A
     assert page.goto(root(api)).url == root(api)  # used within 15 minutes: still in
     api.clock.advance(minutes=16)
     page.goto(f"{root(api)}/killswitches")
-    assert page.url == f"{root(api)}/login?expired=1"
+    assert page.url == f"{root(api)}/login?expired=1&next=%2Fconsole%2Fkillswitches"
     assert page.locator("#notice").inner_text() == "Your session ended; log in again."
     assert not [c for c in page.context.cookies() if c["name"] == "__Host-sv_console"]
     bearer = {"Authorization": f"Bearer {cookie['value']}"}  # the access session ended with it
     assert api.client.get(f"{api.base}/killswitches", headers=bearer).status_code == 401
+    page.fill("#login", "sam.officer")
+    page.fill("#password", PASSWORD)
+    page.fill("#code", api.next_code(officer))
+    page.click("form.login button")
+    assert page.url == f"{root(api)}/killswitches"  # back where they were
+
+
+def test_a_form_sent_after_the_session_ended_survives_the_log_in_and_is_sent_again(
+    served_api: Api, page_of: Any
+) -> None:
+    api = served_api
+    officer = api.person("sam.officer", "security-officer", ["*"])
+    page = page_of()
+    log_in(page, api, "sam.officer", officer)
+    page.click("nav >> text=Kill switches")
+    page.select_option("#name", "sp-api-sync")
+    api.clock.advance(minutes=16)  # the person was away with the form filled in
+    page.click("button[value=engage]")
+    assert "nothing was changed" in page.locator("#notice").inner_text()
+    assert not engaged(api, "sp-api-sync")
+    page.fill("#login", "sam.officer")
+    page.fill("#password", PASSWORD)
+    page.fill("#code", api.next_code(officer))
+    page.click("form.login button")
+    assert page.title() == "Send your form again · SageVault console"
+    assert "sp-api-sync" in page.locator("form.resume dl").inner_text()
+    page.get_by_role("button", name="Send again").click()
+    assert page.url == f"{root(api)}/killswitches"
+    assert engaged(api, "sp-api-sync")
 
 
 def test_a_reveal_is_shown_in_place_not_stored_and_answered_no_store(served_api: Api, page_of: Any) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import re
 
-import re
-
 from factories import PASSWORD
-from sagevault.web import openapi_document
-from webapi import Api
+from sagevault.web import create_app, openapi_document
+from sagevault.web.console._session import COOKIE
+from webapi import Api, InProcessClient
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -79,3 +78,35 @@ def test_the_admin_sees_no_alarm_block_and_a_form_posted_as_json_is_a_400_page(a
     assert board.status_code == 200 and 'id="alarms"' not in board.text and "Kill switches" in board.text
     odd = api.client.post(f"{CONSOLE}/killswitches", json={"name": "pii-access"})
     assert odd.status_code == 400 and odd.headers["content-type"].startswith("text/html")
+
+
+def test_a_console_session_holds_on_every_node_and_an_api_session_is_not_one(api: Api) -> None:
+    _log_in(api, "alice.ng")
+    cookie = {"Cookie": f"{COOKIE}={api.client._client.cookies[COOKIE]}"}
+    other_node = InProcessClient(create_app(api.d), "https://127.0.0.1")  # another worker: its own memory
+    try:
+        assert other_node.get(CONSOLE, headers=cookie).status_code == 200
+        api.clock.advance(minutes=10)
+        assert other_node.get(CONSOLE, headers=cookie).status_code == 200  # used here ...
+        api.clock.advance(minutes=10)
+        assert api.client.get(CONSOLE).status_code == 200  # ... so not idle on the first node either
+        api.clock.advance(minutes=16)
+        assert other_node.get(CONSOLE, headers=cookie).headers["location"] == "/console/login?expired=1"
+        bearer = api.login("alice.ng")["Authorization"].removeprefix("Bearer ")  # a session of the API
+        refused = other_node.get(CONSOLE, headers={"Cookie": f"{COOKIE}={bearer}"})
+        assert refused.status_code == 303 and refused.headers["location"] == "/console/login?expired=1"
+    finally:
+        other_node.close()
+
+
+def test_the_log_in_returns_only_to_a_console_page(api: Api) -> None:
+    landed = []
+    for target in ("/console/killswitches", "//evil.example/x", "https://evil.example", "/console/../api/v1", "/x"):
+        form = api.client.get(f"{CONSOLE}/login", params={"next": target})
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', form.text)
+        assert csrf is not None
+        code = api.next_code(api.admin_person.totp)
+        data = {"csrf": csrf[1], "login": "alice.ng", "password": PASSWORD, "code": code, "next": target}
+        done = api.client.post(f"{CONSOLE}/login", data=data)
+        landed.append(done.headers["location"])
+    assert landed == ["/console/killswitches", "/console", "/console", "/console", "/console"]

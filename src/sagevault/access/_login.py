@@ -447,6 +447,31 @@ class Authentication:
         core.changed(conn)  # every process forgets the session now (see `authenticate_session`)
         core.event(conn, EventName.ACCESS_SESSION_END, actor, channel=actor.channel if actor else Channel.API)
 
+    # --- the console's sessions -------------------------------------------------------------------
+
+    def console_times(self, conn: Connection, token: str) -> tuple[datetime, datetime] | None:
+        """When the console session `token` started and was last used; None if it is not a live session
+        the console started (an API session, a revoked or unknown token)."""
+        core = self._core
+        row = conn.execute(
+            select(sessions.c.created_at, sessions.c.console_seen_at).where(
+                sessions.c.token_hash == core.keyed(conn, "session", token), sessions.c.revoked_at.is_(None)
+            )
+        ).first()
+        if row is None or row.console_seen_at is None:
+            return None
+        return as_utc(row.created_at), as_utc(row.console_seen_at)
+
+    def console_seen(self, conn: Connection, token: str, at: datetime) -> None:
+        """Record that the console used the live session `token` at `at` (its log-in makes it a console
+        session). Kept in the database, so every node of a deployment applies the same idle timeout."""
+        core = self._core
+        conn.execute(
+            update(sessions)
+            .where(sessions.c.token_hash == core.keyed(conn, "session", token), sessions.c.revoked_at.is_(None))
+            .values(console_seen_at=at)
+        )
+
     # --- passwords ----------------------------------------------------------------------------------
 
     def prepare_password_change(

@@ -97,6 +97,9 @@ sessions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # A session the web console started: when it was last used (the console's idle timeout); NULL for
+    # sessions of the API, which the console does not accept.
+    Column("console_seen_at", DateTime(timezone=True), nullable=True),
 )
 
 # A principal holds a role for some tenants ("*" = all) in an optional window. Grants of roles

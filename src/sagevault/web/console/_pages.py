@@ -33,7 +33,7 @@ from ._session import (
     csrf_ok,
     csrf_token,
     end_access_session,
-    sessions_of,
+    start_console_session,
 )
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -52,8 +52,25 @@ REVEAL_FIELDS = (
     "BuyerInfo.BuyerEmail",
     "BuyerInfo.BuyerName",
 )
+KEPT = "Your session ended before your form was sent. Log in, check it and send it again: nothing was changed."
+# What a form may carry through a log-in (never a password, code or CSRF token): the console's own field names.
+KEEPABLE = frozenset({"name", "tenant", "action", "field", "purpose", "note", "title", "severity", "description"})
+KEEPABLE_PREFIX = "x-"  # a section's own free fields (x-...), for forms added later
+_NEXT = re.compile(r"/console(/[A-Za-z0-9._~-]+)*")
 _TENANT = re.compile(TENANT_ID)
 _ORDER = re.compile(ORDER_ID)
+
+
+def safe_next(path: str | None) -> bool:
+    """Whether `path` is a console page to return to after the log-in (never another site, never a
+    query: nothing a link could carry)."""
+    return (
+        path is not None
+        and len(path) <= 200
+        and _NEXT.fullmatch(path) is not None
+        and "/." not in path
+        and path != f"{PREFIX}/logout"
+    )
 
 
 class BadForm(Exception):
@@ -130,7 +147,7 @@ def _run(
     try:
         work = ConsoleWork(request, read_only=read_only)
     except (SessionEnded, errors.AuthenticationFailed):
-        return _ended(request)
+        return _ended(request, form)
     except errors.SageVaultError as exc:
         return refusal_page(exc)
     hidden = False
@@ -149,11 +166,17 @@ def _run(
         return refusal_page(exc, signed_in=True)
 
 
-def _ended(request: Request) -> Response:
-    token = request.cookies.get(COOKIE, "")
-    sessions_of(request).forget(token)
-    end_access_session(deployment(request), token)
-    return to_login(expired=True)
+def _ended(request: Request, form: dict[str, str] | None) -> Response:
+    """The session is over: back to the log-in page, which returns the person where they were. A form
+    they were posting is carried through the log-in (never its CSRF token) and shown again to submit."""
+    end_access_session(deployment(request), request.cookies.get(COOKIE, ""))
+    path = request.url.path
+    if form is None or request.method != "POST":
+        return to_login(expired=True, next_path=path if request.method == "GET" else None)
+    kept = {name: value for name, value in form.items() if name in KEEPABLE or name.startswith(KEEPABLE_PREFIX)}
+    response = _login_page(request, 200, None, next_path=path, kept=kept)
+    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    return response
 
 
 async def run(
@@ -176,13 +199,32 @@ async def run(
 # --- log-in and log-out --------------------------------------------------------------------------------
 
 
-def _login_page(request: Request, status: int = 200, message: str | None = None) -> Response:
+def _login_page(
+    request: Request,
+    status: int = 200,
+    message: str | None = None,
+    *,
+    next_path: str | None = None,
+    kept: dict[str, str] | None = None,
+) -> Response:
     nonce = secrets.token_urlsafe(24)
     d = deployment(request)
     with transaction(d, read_only=True) as conn:
         token = csrf_token(d, conn, nonce, "console login")
-    notice = ENDED if request.query_params.get("expired") == "1" and message is None else None
-    response = render("login.html", status, title="Log in", message=message, notice=notice, csrf=token)
+    expired = kept is not None or request.query_params.get("expired") == "1"
+    notice = (KEPT if kept else ENDED) if expired and message is None else None
+    if next_path is None:
+        next_path = request.query_params.get("next")
+    response = render(
+        "login.html",
+        status,
+        title="Log in",
+        message=message,
+        notice=notice,
+        csrf=token,
+        next_path=next_path if safe_next(next_path) else None,
+        kept=sorted((kept or {}).items()),
+    )
     response.set_cookie(LOGIN_COOKIE, nonce, max_age=900, path="/", secure=True, httponly=True, samesite="strict")
     return response
 
@@ -197,10 +239,18 @@ def _login(request: Request, form: dict[str, str]) -> Response:
     login, password, code = form.get("login", ""), form.get("password", ""), form.get("code", "").strip()
     with transaction(d, read_only=True) as conn:
         fresh = csrf_ok(d, conn, request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf"), "console login")
+    next_path = form.get("next") if safe_next(form.get("next")) else None
+    kept = {name.removeprefix("kept."): v for name, v in form.items() if name.startswith("kept.")}
+    kept = {name: v for name, v in kept.items() if name in KEEPABLE or name.startswith(KEEPABLE_PREFIX)}
+    carried = kept if kept and next_path else None
+
+    def again(status: int, message: str) -> Response:
+        return _login_page(request, status, message, next_path=next_path, kept=carried)
+
     if not fresh:
-        return _login_page(request, 403, "This log-in form is stale; it was reloaded. Log in again.")
+        return again(403, "This log-in form is stale; it was reloaded. Log in again.")
     if not (0 < len(login) <= 64 and 0 < len(password) <= 256 and 6 <= len(code) <= 16):
-        return _login_page(request, 400, FAILED_LOGIN)
+        return again(400, FAILED_LOGIN)
     where = source(request)
     try:  # the same two calls as POST /api/v1/sessions
         with transaction(d, read_only=True) as conn:
@@ -209,9 +259,22 @@ def _login(request: Request, form: dict[str, str]) -> Response:
             attempt = d.access.authn.login(conn, login, password, code, source=where, checked=checked)
         session = attempt.session()
     except errors.AccessDenied:
-        return _login_page(request, 401, FAILED_LOGIN)
-    sessions_of(request).start(session.token, d.now())
-    response = RedirectResponse(PREFIX, status_code=303)
+        return again(401, FAILED_LOGIN)
+    start_console_session(d, session.token)
+    response: Response
+    if carried and next_path is not None:  # the form they were posting, to check and send again
+        with transaction(d, read_only=True) as conn:
+            fresh_csrf = csrf_token(d, conn, session.token)
+        response = render(
+            "resume.html",
+            title="Send your form again",
+            action=next_path,
+            kept=sorted(carried.items()),
+            csrf=fresh_csrf,
+            signed_in=True,
+        )
+    else:
+        response = RedirectResponse(next_path or PREFIX, status_code=303)
     response.set_cookie(COOKIE, session.token, path="/", secure=True, httponly=True, samesite="strict")
     response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response
@@ -230,7 +293,6 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     def action(work: ConsoleWork) -> Response:
         work.d.access.authn.logout(work.conn, work.token, actor=work.who)
-        sessions_of(request).forget(work.token)
         return to_login(expired=False)
 
     return await run(request, action, posted=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
@@ -90,8 +91,11 @@ def refusal_page(exc: errors.SageVaultError, **context: Any) -> HTMLResponse:
     return error_page(status, str(exc), **context)
 
 
-def to_login(expired: bool = True) -> Response:
-    """Back to the log-in page (the session cookie cleared)."""
-    response = RedirectResponse(f"{PREFIX}/login" + ("?expired=1" if expired else ""), status_code=303)
+def to_login(expired: bool = True, next_path: str | None = None) -> Response:
+    """Back to the log-in page (the session cookie cleared), which returns the person to `next_path`."""
+    query = {"expired": "1"} if expired else {}
+    if next_path is not None and next_path != PREFIX:
+        query["next"] = next_path
+    response = RedirectResponse(f"{PREFIX}/login" + (f"?{urlencode(query)}" if query else ""), status_code=303)
     response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response

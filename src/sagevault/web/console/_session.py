@@ -4,21 +4,18 @@ CSRF token every form carries.
 
 A console request is authenticated in the API's order (`_deps.principal`): the source's budget of
 refused requests, the global allow-list, the credential (the session in the cookie), then the console's
-own clock (idle, lifetime), then the rate limits. The access session (`sessions` table) knows only its
-creation and expiry (`session_hours`); the console's last-seen time is kept here, in this process's
-memory, keyed by a hash of the token. A token this process has not seen log in (another node, a
-restart) is treated as ended: the person logs in again (fail closed). When the console ends a session
-it revokes the access session too (access:session:end), so the token is dead for the API as well.
+own clock (idle, lifetime), then the rate limits. The console's log-in marks its access session as a
+console session (`sessions.console_seen_at`, in the database: every node and worker of a deployment
+sees the same times, and a restart keeps them); a session the API issued is not accepted here. When the
+console ends a session it revokes the access session too (access:session:end), so the token is dead for
+the API as well.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import threading
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 
 from fastapi import Request
@@ -34,6 +31,7 @@ COOKIE = "__Host-sv_console"  # __Host-: Secure, Path=/, no Domain: only this or
 LOGIN_COOKIE = "__Host-sv_login"  # the log-in form's nonce (log-in CSRF), before there is a session
 IDLE = timedelta(minutes=15)
 LIFETIME = timedelta(hours=8)
+TOUCH_EVERY = timedelta(minutes=1)  # the last-used time is written at most this often (idle is ≤ 1 min early)
 
 
 class SessionEnded(Exception):
@@ -44,54 +42,30 @@ class CsrfRefused(errors.AccessDenied):
     """A form without the session's CSRF token, or with another one."""
 
 
-@dataclass
-class _Seen:
-    started: datetime
-    last: datetime
+def start_console_session(d: Deployment, token: str) -> None:
+    """Make the access session just issued by the console's log-in a console session (used now)."""
+    with transaction(d) as conn:
+        d.access.authn.console_seen(conn, token, d.now())
 
 
-class ConsoleSessions:
-    """When each console session started and was last used (this process; see the module's doc)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: dict[bytes, _Seen] = {}
-
-    @staticmethod
-    def _key(token: str) -> bytes:
-        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-
-    def start(self, token: str, now: datetime) -> None:
-        with self._lock:
-            for key in [k for k, s in self._seen.items() if now - s.started > LIFETIME]:
-                del self._seen[key]
-            self._seen[self._key(token)] = _Seen(now, now)
-
-    def touch(self, token: str, now: datetime) -> bool:
-        """Whether the session is live (known, used within IDLE, younger than LIFETIME); a live one is
-        marked as used now, an ended one is forgotten."""
-        key = self._key(token)
-        with self._lock:
-            seen = self._seen.get(key)
-            if seen is None:
-                return False
-            if now - seen.last > IDLE or now - seen.started > LIFETIME:
-                del self._seen[key]
-                return False
-            seen.last = now
-            return True
-
-    def forget(self, token: str) -> None:
-        with self._lock:
-            self._seen.pop(self._key(token), None)
-
-
-def sessions_of(request: Request) -> ConsoleSessions:
-    state = request.app.state
-    found: ConsoleSessions | None = getattr(state, "console_sessions", None)
-    if found is None:
-        found = state.console_sessions = ConsoleSessions()
-    return found
+def console_live(d: Deployment, conn: Connection, token: str, *, writable: bool) -> bool:
+    """Whether `token` is a live console session (started by the console's log-in, used within IDLE,
+    younger than LIFETIME). A live one is marked as used now, at most once a minute: in the page's unit
+    of work if it writes, else in a short one of its own; an idle or too old one is not touched."""
+    times = d.access.authn.console_times(conn, token)
+    if times is None:
+        return False
+    started, seen = times
+    now = d.now()
+    if now - seen > IDLE or now - started > LIFETIME:
+        return False
+    if now - seen >= TOUCH_EVERY:
+        if writable:
+            d.access.authn.console_seen(conn, token, now)
+        else:
+            with transaction(d) as writing:
+                d.access.authn.console_seen(writing, token, now)
+    return True
 
 
 def csrf_token(d: Deployment, conn: Connection, secret: str, label: str = "console csrf") -> str:
@@ -122,6 +96,7 @@ class ConsoleWork:
     def __init__(self, request: Request, *, read_only: bool = False) -> None:
         self.d: Deployment = deployment(request)
         self.token = request.cookies.get(COOKIE, "")
+        self.read_only = read_only
         if not self.token.startswith("svs_"):
             raise SessionEnded
         self._uow: AbstractContextManager[Connection] | None = transaction(self.d, read_only=read_only)
@@ -152,7 +127,7 @@ class ConsoleWork:
                     address,
                 )
             raise
-        if not sessions_of(request).touch(self.token, d.now()):
+        if not console_live(d, conn, self.token, writable=not self.read_only):
             raise SessionEnded
         route = request.scope.get("route")
         try:

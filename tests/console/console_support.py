@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from factories import PASSWORD
 from sagevault.config import Settings
 from sagevault.crypto import create_local_tls, tls_files
 
@@ -49,6 +51,11 @@ def _spki_hash(tls: Path) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
+def chromium_args(tls: Path) -> list[str]:
+    """Chromium's switches: trust exactly the server key in `tls`."""
+    return ["--no-sandbox", f"--ignore-certificate-errors-spki-list={_spki_hash(tls)}"]
+
+
 @pytest.fixture(scope="module")
 def browser(module_tls: Path) -> Iterator[Any]:
     """One Chromium per module (each test opens its own context)."""
@@ -66,7 +73,47 @@ def browser(module_tls: Path) -> Iterator[Any]:
     with sync_playwright() as p:
         launched = p.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--no-sandbox", f"--ignore-certificate-errors-spki-list={_spki_hash(module_tls)}"],
+            args=chromium_args(module_tls),
         )
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def page_of(browser: Any) -> Iterator[Callable[[], Any]]:
+    """A new page in a browser context of its own (cookies, storage) per call: one per person; the
+    contexts are closed after the test."""
+    contexts: list[Any] = []
+
+    def new() -> Any:
+        context = browser.new_context()
+        contexts.append(context)
+        return context.new_page()
+
+    yield new
+    for context in contexts:
+        context.close()
+
+
+# --- in process ----------------------------------------------------------------------------------
+
+CSRF_FIELD = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+
+
+def csrf_of(text: str) -> str:
+    """The CSRF token a console page's forms carry."""
+    found = CSRF_FIELD.search(text)
+    assert found is not None, "no CSRF token on the page"
+    return found[1]
+
+
+def log_in_form(api: Any, login: str) -> str:
+    """Log `login` (a person of `api`, or its admin) in through the console's form, in process; the
+    session's CSRF token, from the dashboard."""
+    base = api.base.removesuffix("/api/v1") + "/console"
+    form = api.client.get(f"{base}/login")
+    totp = api.admin_person.totp if login == api.admin_person.login else api._people[login].totp
+    data = {"csrf": csrf_of(form.text), "login": login, "password": PASSWORD, "code": api.next_code(totp)}
+    done = api.client.post(f"{base}/login", data=data)
+    assert done.status_code == 303 and done.headers["location"] == "/console", done.text
+    return csrf_of(api.client.get(base).text)

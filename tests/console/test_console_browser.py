@@ -4,12 +4,13 @@ CSRF, an idle session, and what a reveal leaves in the browser."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import console_support
 import pyotp
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from conftest import OPERATOR, TENANT
 from factories import PASSWORD
@@ -22,24 +23,10 @@ FIELD = "ShippingAddress.Name"
 
 
 # The console's fixtures (tests/console/console_support.py), for this module.
+page_of = console_support.page_of
 browser = console_support.browser
 module_tls = console_support.module_tls
 settings = console_support.settings
-
-
-@pytest.fixture
-def page_of(browser: Any) -> Iterator[Any]:
-    """A new browser context (cookies, storage) per person, closed after the test."""
-    contexts: list[Any] = []
-
-    def new() -> Any:
-        context = browser.new_context()
-        contexts.append(context)
-        return context.new_page()
-
-    yield new
-    for context in contexts:
-        context.close()
 
 
 def root(api: Api) -> str:
@@ -51,7 +38,8 @@ def log_in(page: Any, api: Api, login: str, totp: pyotp.TOTP) -> None:
     page.fill("#login", login)
     page.fill("#password", PASSWORD)
     page.fill("#code", api.next_code(totp))
-    page.click("form.login button")
+    with page.expect_navigation():
+        page.click("form.login button")
     assert page.url == root(api), page.content()
 
 
@@ -195,7 +183,8 @@ def test_an_idle_session_lands_on_the_log_in_page_with_the_message(served_api: A
     page.fill("#login", "sam.officer")
     page.fill("#password", PASSWORD)
     page.fill("#code", api.next_code(officer))
-    page.click("form.login button")
+    with page.expect_navigation():
+        page.click("form.login button")
     assert page.url == f"{root(api)}/killswitches"  # back where they were
 
 
@@ -216,10 +205,11 @@ def test_a_form_sent_after_the_session_ended_survives_the_log_in_and_is_sent_aga
     page.fill("#password", PASSWORD)
     page.fill("#code", api.next_code(officer))
     page.click("form.login button")
+    page.wait_for_selector("form.resume")
     assert page.title() == "Send your form again · SageVault console"
     assert "sp-api-sync" in page.locator("form.resume dl").inner_text()
     page.get_by_role("button", name="Send again").click()
-    assert page.url == f"{root(api)}/killswitches"
+    page.wait_for_url(f"{root(api)}/killswitches")
     assert engaged(api, "sp-api-sync")
 
 
@@ -244,3 +234,62 @@ def test_a_reveal_is_shown_in_place_not_stored_and_answered_no_store(served_api:
     assert page.evaluate("() => [localStorage.length, sessionStorage.length]") == [0, 0]
     reveals = list(api.d.audit.search(actor=api._people["pia.packer"].id, name="vault:field:reveal"))
     assert len(reveals) == 2  # the test's own and the console's: each one recorded
+
+
+def test_an_alarm_is_resolved_with_a_note_from_its_page(served_api: Api, page_of: Any) -> None:
+    api = served_api
+    officer = api.person("sam.officer", "security-officer", ["*"])
+    auditor = api.person("cai.compliance", "compliance", ["*"])
+    alarm = raise_alarm(api)
+    page = page_of()
+    log_in(page, api, "cai.compliance", auditor)  # alarms:read without alarms:manage: no decision to take
+    page.goto(f"{root(api)}/alarms/{alarm.id}")
+    assert page.locator("#alarm-state").inner_text() == "open" and page.locator("form.alarm-change").count() == 0
+    officer_page = page_of()
+    log_in(officer_page, api, "sam.officer", officer)
+    officer_page.goto(f"{root(api)}/alarms/{alarm.id}")
+    assert alarm.rule in officer_page.content()
+    officer_page.fill("#note", "viewer role mis-granted; grant fixed")
+    officer_page.get_by_role("button", name="Resolve").click()
+    assert officer_page.locator("#alarm-state").inner_text() == "resolved"
+    assert "viewer role mis-granted" in officer_page.locator("dl.facts").inner_text()
+    assert alarm_state(api, alarm.id) == "resolved"
+    [event] = api.d.audit.search(actor=api._people["sam.officer"].id, name="monitor:alarm:resolve")
+    assert event["name"] == "monitor:alarm:resolve"
+    assert page.goto(f"{root(api)}/alarms/{2**31 - 1}").status == 404
+
+
+def test_after_a_reveal_the_browser_profile_holds_no_pii_on_disk(
+    served_api: Api, browser: Any, module_tls: Path, tmp_path: Path
+) -> None:
+    """Chromium's own profile on disk (HTTP cache, history, session restore, local storage, cookies)
+    after a reveal and the browser closed: the value is nowhere; the tenant's page is (the scan reads
+    what the browser kept)."""
+    api = served_api
+    packer = api.person("pia.packer", "fulfilment", [TENANT])
+    with api.d.unit_of_work(read_only=True) as conn:
+        [expected] = api.d.vault.reveal(
+            conn, TENANT, api.order_id, [FIELD], "fulfilment", principal=api._people["pia.packer"].principal()
+        )
+    profile = tmp_path / "profile"
+    context = browser.browser_type.launch_persistent_context(
+        str(profile), executable_path=str(console_support.CHROMIUM), args=console_support.chromium_args(module_tls)
+    )
+    try:
+        page = context.new_page()
+        log_in(page, api, "pia.packer", packer)
+        page.click(f"nav >> text=Orders {TENANT}")
+        reveal = page.locator(f"#order-{api.order_id} form.reveal")
+        reveal.locator("select[name=field]").select_option(FIELD)
+        reveal.locator("select[name=purpose]").select_option("fulfilment")
+        reveal.get_by_role("button", name="Reveal").click()
+        assert page.locator("#revealed output").inner_text() == expected.value
+        page.go_back()
+        with pytest.raises(PlaywrightError, match="ERR_CACHE_MISS"):  # the answer was not kept to show again
+            page.go_forward()
+    finally:
+        context.close()
+    kept = b"".join(p.read_bytes() for p in profile.rglob("*") if p.is_file())
+    assert f"/console/tenants/{TENANT}/orders".encode() in kept  # history was written and read
+    for encoded in (expected.value.encode(), expected.value.encode("utf-16-le")):
+        assert encoded not in kept

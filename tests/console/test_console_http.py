@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import console_support
+
 from factories import PASSWORD
 from sagevault.web import create_app, openapi_document
 from sagevault.web.console._session import COOKIE
@@ -14,18 +16,8 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
+_log_in = console_support.log_in_form
 CONSOLE = "https://127.0.0.1/console"
-
-
-def _log_in(api: Api, login: str) -> None:
-    form = api.client.get(f"{CONSOLE}/login")
-    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', form.text)
-    assert csrf is not None
-    code = api.next_code(api.admin_person.totp if login == api.admin_person.login else api._people[login].totp)
-    done = api.client.post(
-        f"{CONSOLE}/login", data={"csrf": csrf[1], "login": login, "password": PASSWORD, "code": code}
-    )
-    assert done.status_code == 303 and done.headers["location"] == "/console", done.text
 
 
 def test_console_pages_carry_the_console_headers_and_the_api_keeps_its_own(api: Api) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import _audit, _dashboard, _deletions, _incidents, _pages, _reviews
+from . import _alarms, _audit, _dashboard, _deletions, _incidents, _pages, _reviews
 from ._render import CONSOLE_CSP, PREFIX, STATIC, error_page
 
 router = APIRouter(include_in_schema=False)
-for _section in (_pages, _dashboard, _incidents, _deletions, _reviews, _audit):
+for _section in (_pages, _dashboard, _alarms, _incidents, _deletions, _reviews, _audit):
     router.include_router(_section.router)
 
 __all__ = ["CONSOLE_CSP", "PREFIX", "STATIC", "error_page", "router"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -94,7 +93,7 @@ async def read_form(request: Request) -> dict[str, str]:
 def held(work: ConsoleWork) -> tuple[frozenset[Scope], list[str]]:
     """The scopes the person's active grants give (on any tenant), and the tenants named in them."""
     rules = work.d.access.core.policy(work.conn).rules.get(work.who.id, {})
-    now = time.time()
+    now = work.d.now().timestamp()  # the deployment's clock, as the domain's checks
     scopes: set[Scope] = set()
     tenants: set[str] = set()
     for tenant, granted in rules.items():

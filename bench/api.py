@@ -1,35 +1,64 @@
 """API benchmark: reveals over TLS with authentication, authorisation and a durable audit event,
-beside a floor endpoint in the same server that returns the same bytes with none of that.
+beside two floors in the same server processes: a no-op that returns the same bytes with none
+of that, and an equivalent floor that does the reveal's security work by hand.
 
     python bench/api.py [--seconds 10] [--concurrency 16] [--workers 2] [--clients 2] [--repeat 3]
+                        [--redis redis://127.0.0.1:6379/0] [--database-url postgresql+psycopg://...]
+                        [--configs memory,redis,pg,pg_redis]
     python bench/api.py --in-process [--requests 2000] [--repeat 3]
 
-The server is `sagevault serve`'s app plus one floor route, in `--workers` processes of its own,
-each listening on a socket of its own bound to the same port (SO_REUSEPORT: the kernel spreads
-new connections over the workers), on an embedded deployment (SQLite) in a temporary directory.
-The load generator is `--clients` separate processes, each with `concurrency / clients` threads
-on blocking TLS sockets (HTTP/1.1 keep-alive, certificate verified against the local CA): a
-request is one pre-encoded write and a read of the status line, headers and Content-Length body,
-so the client costs the machine as little as Python can. Reveal and floor runs alternate, each
-measured for `--seconds` after a short warm-up; the figures are the medians over `--repeat`
-pairs. Prints one JSON line: requests/s and p50/p99 latency for each, and the ratio reveal/floor.
-Client and server share the machine's cores.
+The server is `sagevault serve`'s app plus the no-op floor route (`/bench/floor`), and beside it
+the equivalent floor (`bench/_equivalent.py`: its own FastAPI app under /bench/equivalent, no
+SageVault code on its request path; what it does per request, and why it is placed so, is in
+that module's docstring), in `--workers` processes of their own, each listening on a socket of
+its own bound to the same port (SO_REUSEPORT: the kernel spreads new connections over the
+workers). The load generator is `--clients` separate processes, each with
+`concurrency / clients` threads on blocking TLS sockets (HTTP/1.1 keep-alive, certificate
+verified against the local CA): a request is one pre-encoded write and a read of the status
+line, headers and Content-Length body, so the client costs the machine as little as Python can.
+Each round runs reveal, no-op floor and equivalent floor one after the other, each measured for
+`--seconds` after a short warm-up; the figures are the medians over `--repeat` rounds, the
+ratios the medians of the per-round ratios. Client and server share the machine's cores. Before
+the rounds the bench checks that the equivalent floor answers a reveal with the same bytes.
+
+Configurations (`--configs`, run one after the other, each on a fresh deployment; by default the
+one the flags name):
+- `memory`: SQLite in a temporary directory, rate counters in each process's memory;
+- `redis`: the same with SageVault's rate counters in `--redis` (SAGEVAULT_RATE_LIMIT_STORAGE_URL,
+  under a key prefix of this run's own, SAGEVAULT_RATE_LIMIT_KEY_PREFIX, whose keys are deleted
+  at the end); the equivalent floor counts the same counters there in one round trip;
+- `pg`, `pg_redis`: the same on PostgreSQL: a database `sv_bench_<random>` is made through
+  `--database-url`'s database (autocommit) and dropped at the end, even on error; SageVault runs
+  on it (SAGEVAULT_DATABASE_URL) and the equivalent floor's tables live in it too. `pg_redis` is
+  the deployable "PostgreSQL + Redis, N workers" configuration.
+
+Per kind: requests/s, p50/p99 latency, the server processes' CPU time per request
+(`server_cpu_ms`, from /proc, warm-up included), on PostgreSQL the CPU of the database's backends
+per request (`db_cpu_ms`), with Redis the Redis server's (`redis_cpu_ms`: the whole server's,
+other users of it included). One JSON line per configuration, then the last line: the first
+configuration's figures (`reveal`, `floor`, `equivalent`, `reveal_floor_ratio`, and
+`equivalent_floor_ratio` = reveal/s over equivalent floor/s) and, for every configuration run,
+`equivalent_floor_ratio` (memory), `equivalent_floor_ratio_redis`, `equivalent_floor_ratio_pg`,
+`equivalent_floor_ratio_pg_redis`, and for `pg_redis` `pg_redis_reveals_per_s` and
+`pg_redis_reveal_p99_ms`; with several configurations, each one's figures under `configs`.
 
 `--in-process` measures the app alone, for profiling (`py-spy record -- python bench/api.py
---in-process`): no TLS, no sockets, no client; the same app and floor route driven through ASGI
-in this process, one request at a time and 8 at a time, CPU time of the whole process per request;
-and the reveal handler alone (`reveal_handler_alone_cpu_ms`: the route's function called directly,
-its security events held and not committed), to set beside the floor's whole request; and PII
-fields revealed per second by single-order reveals beside batch reveals of 500 orders
-(`single_reveal_fields_per_s`, `batch_reveal_fields_per_s`).
+--in-process`): no TLS, no sockets, no client; the same app, floor route and equivalent floor
+driven through ASGI in this process, one request at a time and 8 at a time, CPU time of the
+whole process per request; and the reveal handler alone (`reveal_handler_alone_cpu_ms`: the
+route's function called directly, its security events held and not committed), to set beside
+the floor's whole request; and PII fields revealed per second by single-order reveals beside
+batch reveals of 500 orders (`single_reveal_fields_per_s`, `batch_reveal_fields_per_s`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import secrets
 import socket
 import ssl
 import statistics
@@ -38,6 +67,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +82,9 @@ from sagevault.testing import generate_orders, get_orders_response
 from sagevault.vault import Operation
 from sagevault.web import create_app, listen, make_server
 
+sys.path.insert(0, str(Path(__file__).parent))
+import _equivalent as equivalent  # bench/ is not a package
+
 TENANT = "A1BENCHSELLER"
 PASSWORD = "Quartz-Fjord-7-Lantern"
 OPERATOR = Principal(id="operator:bench", kind="operator")
@@ -65,12 +98,20 @@ RAISED_LIMITS = {
     "SAGEVAULT_API_RATE_PER_PRINCIPAL": "10000000 per minute",
     "SAGEVAULT_API_ROUTE_RATES": json.dumps({REVEAL_ROUTE: "10000000 per minute", BATCH_ROUTE: "10000000 per minute"}),
 }
+# The equivalent floor counts what the limiter counts, under the same limits.
+EQUIVALENT_RATES = {
+    "budget": "120 per minute",  # api_refusals_per_source's default (the bench leaves it)
+    "total": RAISED_LIMITS["SAGEVAULT_API_RATE_PER_PRINCIPAL"],
+    "route": "10000000 per minute",
+}
 WARMUP = 1.0  # seconds of requests before the measured window (connections, caches, thread pools)
 
 
-def prepare(data_dir: Path, orders: int) -> tuple[str, list[str]]:
-    """A deployment with one tenant, `orders` orders, an admin and a packer; the packer's session."""
-    settings = load_settings(data_dir=data_dir)
+def prepare(data_dir: Path, orders: int, database_url: str | None = None) -> tuple[str, list[str], dict[str, Any]]:
+    """A deployment with one tenant, `orders` orders, an admin and a packer (on SQLite in
+    `data_dir`, or on the PostgreSQL database `database_url`); the packer's session; and the
+    equivalent floor's tables and data, made from the deployment's (its configuration)."""
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
     d = init_deployment(settings)
     rows = list(generate_orders(orders, seed=3))
     with d.engine.begin() as conn:
@@ -95,8 +136,11 @@ def prepare(data_dir: Path, orders: int) -> tuple[str, list[str]]:
             conn, "bench.packer", PASSWORD, people["bench.packer"][1].at(time.time() + 30), source="127.0.0.1"
         )
     token = attempt.session().token
-    d.close()
-    return token, [o["AmazonOrderId"] for o in rows]
+    try:
+        config = equivalent.setup(d, TENANT, token, people["bench.packer"][0], data_dir.parent, database_url)
+    finally:
+        d.close()
+    return token, [o["AmazonOrderId"] for o in rows], config
 
 
 def app_with_floor(d: Deployment, data_dir: Path) -> FastAPI:
@@ -107,20 +151,29 @@ def app_with_floor(d: Deployment, data_dir: Path) -> FastAPI:
     # In the event loop, as the reveal runs on SQLite (`OneHop`): no thread hop for either.
     @app.post("/bench/floor")
     async def floor() -> Response:  # the bytes of a real reveal, written by the bench before the runs
-        body = cached.get("body") or cached.setdefault("body", (data_dir / "floor.json").read_bytes())
+        body = cached.get("body") or cached.setdefault("body", (data_dir.parent / "floor.json").read_bytes())
         return Response(body, media_type="application/json")
 
     return app
 
 
+def with_equivalent(app: FastAPI, data_dir: Path) -> equivalent.Dispatch:
+    """`app`, and the equivalent floor's app of its own beside it under /bench/equivalent."""
+    setting = json.loads((data_dir.parent / "equivalent.json").read_text())
+    eq = equivalent.create_app(
+        setting["config"], redis_url=setting["redis"], key_prefix=setting["prefix"], rates=EQUIVALENT_RATES
+    )
+    return equivalent.Dispatch(app, eq)
+
+
 def serve(data_dir: Path, fd: int) -> None:
-    """One server process: `app_with_floor` on the listening socket `fd` (this worker's, bound
-    with SO_REUSEPORT to the bench's port)."""
+    """One server process: `app_with_floor` and the equivalent floor on the listening socket `fd`
+    (this worker's, bound with SO_REUSEPORT to the bench's port)."""
     d = open_deployment(load_settings(data_dir=data_dir))
-    app = app_with_floor(d, data_dir)
+    app = with_equivalent(app_with_floor(d, data_dir), data_dir)
     listening = socket.socket(fileno=fd)
     try:
-        server = make_server(d, "127.0.0.1", listening.getsockname()[1], app=app)
+        server = make_server(d, "127.0.0.1", listening.getsockname()[1], app=app)  # type: ignore[arg-type]
         server.run(sockets=[listening])
     finally:
         d.close()
@@ -226,14 +279,27 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+Meter = Callable[[], dict[str, float]]  # CPU seconds used so far, by process (other than the servers')
+
+
 def load(
-    port: int, ca: Path, requests: list[bytes], seconds: float, concurrency: int, clients: int, servers: list[int]
+    port: int,
+    ca: Path,
+    requests: list[bytes],
+    seconds: float,
+    concurrency: int,
+    clients: int,
+    servers: list[int],
+    meters: dict[str, Meter] | None = None,
 ) -> dict[str, Any]:
     """Run `concurrency` connections from `clients` processes for WARMUP + `seconds`; the
-    servers' CPU time per request is measured over the whole run, warm-up included."""
+    servers' CPU time per request is measured over the whole run, warm-up included (and, for
+    each of `meters`, that meter's processes' CPU time per request: `<name>_cpu_ms`)."""
     ctx = mp.get_context("fork")
+    meters = meters or {}
     cpu_before = cpu_seconds(servers)
     each_before = [cpu_seconds([pid]) for pid in servers]
+    metered_before = {name: meter() for name, meter in meters.items()}
     start = time.time() + 0.5  # time for every process to connect
     warm_until, stop = start + WARMUP, start + WARMUP + seconds
     procs, pipes = [], []
@@ -257,10 +323,17 @@ def load(
         p.join()
     cpu = cpu_seconds(servers) - cpu_before
     each = [cpu_seconds([pid]) - before for pid, before in zip(servers, each_before, strict=True)]
+    served = len(latencies) * (1 + WARMUP / seconds)
+    metered = {}
+    for name, meter in meters.items():
+        after, before = meter(), metered_before[name]
+        used = sum(v - before.get(k, 0.0) for k, v in after.items())
+        metered[f"{name}_cpu_ms"] = round(used * 1000 / served, 2)
     latencies.sort()
     return {
         "per_s": round(len(latencies) / seconds),
-        "server_cpu_ms": round(cpu * 1000 / (len(latencies) * (1 + WARMUP / seconds)), 2),
+        "server_cpu_ms": round(cpu * 1000 / served, 2),
+        **metered,
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
         "errors": sum(errors.values()),
@@ -399,21 +472,30 @@ def in_process(requests: int, repeat: int, orders: int) -> None:
 
     with tempfile.TemporaryDirectory(prefix="sv-api-bench-") as tmp:
         data_dir = Path(tmp) / "var"
-        token, ids = prepare(data_dir, orders)
+        token, ids, config = prepare(data_dir, orders)
+        _write_equivalent(data_dir, config, None, "unused")
         os.environ.update(RAISED_LIMITS)
         d = open_deployment(load_settings(data_dir=data_dir))
         app = app_with_floor(d, data_dir)
+        served = with_equivalent(app, data_dir)
         body = json.dumps(FIELDS).encode()
         reveals = [_asgi_request(f"/api/v1/tenants/{TENANT}/orders/{o}/reveal", token, body) for o in ids]
         floors = [_asgi_request("/bench/floor", token, body)]
+        equivalents = [
+            _asgi_request(f"{equivalent.PREFIX}/tenants/{TENANT}/orders/{o}/reveal", token, body) for o in ids
+        ]
         loop = asyncio.new_event_loop()
-        (data_dir / "floor.json").write_bytes(loop.run_until_complete(_asgi_call(app, reveals[0], body)))
-        loop.run_until_complete(_drive(app, reveals, body, 300, 8))  # warm-up: pools, caches, threads
+        sample = loop.run_until_complete(_asgi_call(app, reveals[0], body))
+        assert loop.run_until_complete(_asgi_call(served, equivalents[0], body)) == sample  # the same answer
+        (data_dir.parent / "floor.json").write_bytes(sample)
+        loop.run_until_complete(_drive(served, reveals, body, 300, 8))  # warm-up: pools, caches, threads
+        loop.run_until_complete(_drive(served, equivalents, body, 300, 8))
         figures: dict[str, list[float]] = {}
+        kinds = (("reveal", reveals), ("floor", floors), ("equivalent", equivalents))
         for _ in range(repeat):
             for concurrency in (1, 8):
-                for kind, scopes in (("reveal", reveals), ("floor", floors)):
-                    cpu = loop.run_until_complete(_drive(app, scopes, body, requests, concurrency))
+                for kind, scopes in kinds:
+                    cpu = loop.run_until_complete(_drive(served, scopes, body, requests, concurrency))
                     figures.setdefault(f"{kind}_cpu_ms_{concurrency}_at_a_time", []).append(cpu)
             alone = _handler_alone(d, app, reveals, body, requests)
             figures.setdefault("reveal_handler_alone_cpu_ms", []).append(alone)
@@ -429,9 +511,243 @@ def in_process(requests: int, repeat: int, orders: int) -> None:
                 "runs": repeat,
                 **med,
                 "reveal_floor_cpu_ratio": round(med["reveal_cpu_ms_1_at_a_time"] / med["floor_cpu_ms_1_at_a_time"], 2),
+                "reveal_equivalent_cpu_ratio": round(
+                    med["reveal_cpu_ms_1_at_a_time"] / med["equivalent_cpu_ms_1_at_a_time"], 2
+                ),
             }
         )
     )
+
+
+# --- configurations: database and rate counters -----------------------------------------------
+
+CONFIGS = {  # name: (PostgreSQL, Redis)
+    "memory": (False, False),
+    "redis": (False, True),
+    "pg": (True, False),
+    "pg_redis": (True, True),
+}
+
+
+@contextlib.contextmanager
+def pg_database(admin_url: str | None) -> Iterator[str | None]:
+    """A fresh PostgreSQL database for one configuration's run (created through `admin_url`'s
+    database with autocommit, dropped at the end, even on error); None: SQLite."""
+    if admin_url is None:
+        yield None
+        return
+    import psycopg
+
+    if not admin_url.startswith("postgresql+psycopg://"):
+        raise SystemExit("--database-url: give a postgresql+psycopg:// URL")
+    host = admin_url.split("@", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    if host not in ("127.0.0.1", "localhost", "[::1]"):
+        raise SystemExit("--database-url: this bench sends traffic to 127.0.0.1 only")
+    name = f"sv_bench_{secrets.token_hex(4)}"
+    admin = equivalent._pg_dsn(admin_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_meter(admin_url: str, database: str) -> Meter:
+    """The CPU time of the PostgreSQL backends serving `database` (this machine's processes)."""
+    import psycopg
+
+    admin = equivalent._pg_dsn(admin_url)
+    name = database.rsplit("/", 1)[1]
+
+    def meter() -> dict[str, float]:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))]
+        used = {}
+        for pid in pids:
+            with contextlib.suppress(OSError):  # a backend that has just gone
+                used[str(pid)] = cpu_seconds([pid])
+        return used
+
+    return meter
+
+
+def redis_meter(url: str) -> Meter:
+    """The Redis server's CPU time (the whole server: other users of it count too)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+
+    def meter() -> dict[str, float]:
+        info = client.info("cpu")
+        return {"redis": float(info["used_cpu_user"]) + float(info["used_cpu_sys"])}
+
+    return meter
+
+
+def drop_redis_keys(url: str, prefix: str) -> int:
+    """Delete this run's keys (SageVault's limiter's and the floor's: all begin with `prefix`)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    gone = 0
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        gone += client.delete(key)
+    return gone
+
+
+def _write_equivalent(data_dir: Path, config: dict[str, Any], redis_url: str | None, prefix: str) -> None:
+    (data_dir.parent / "equivalent.json").write_text(
+        json.dumps({"config": config, "redis": redis_url, "prefix": prefix})
+    )
+
+
+def audit_counter(data_dir: Path, config: dict[str, Any], database_url: str | None) -> Callable[[], dict[str, int]]:
+    """Events and sealed groups (one seal per committed group) in SageVault's security log and in
+    the equivalent floor's, so far: how many events a commit carries."""
+
+    def counts(rows: list[Any]) -> dict[str, int]:
+        (sv_events, sv_groups), (eq_events, eq_groups) = rows
+        return {
+            "reveal": sv_events,
+            "reveal_groups": sv_groups,
+            "equivalent": eq_events,
+            "equivalent_groups": eq_groups,
+        }
+
+    if database_url is None:
+        import sqlite3
+
+        def read_sqlite() -> dict[str, int]:
+            rows = []
+            for path, table in ((data_dir / "audit.db", "audit_events"), (Path(config["audit"]), "eq_audit_events")):
+                with contextlib.closing(sqlite3.connect(path)) as conn:
+                    rows.append(conn.execute(f"SELECT count(*), count(seal) FROM {table}").fetchone())
+            return counts(rows)
+
+        return read_sqlite
+    import psycopg
+
+    def read_pg() -> dict[str, int]:
+        with psycopg.connect(equivalent._pg_dsn(database_url), autocommit=True) as conn:
+            return counts(
+                [
+                    conn.execute(f"SELECT count(*), count(seal) FROM {table}").fetchone()
+                    for table in ("audit_events", "eq_audit_events")
+                ]
+            )
+
+    return read_pg
+
+
+def run_config(name: str, args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """One configuration: a fresh deployment and floor, the servers, `--repeat` rounds of reveal,
+    no-op floor and equivalent floor; each round's figures by kind."""
+    use_pg, use_redis = CONFIGS[name]
+    if use_pg and not args.database_url:
+        raise SystemExit(f"configuration {name} needs --database-url")
+    if use_redis and not args.redis:
+        raise SystemExit(f"configuration {name} needs --redis")
+    redis_url = args.redis if use_redis else None
+    if redis_url is not None:
+        host = redis_url.split("://", 1)[1].split("@")[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        if host not in ("127.0.0.1", "localhost"):
+            raise SystemExit("--redis: this bench sends traffic to 127.0.0.1 only")
+    prefix = f"sv-bench-{secrets.token_hex(4)}"  # this run's Redis keys (SageVault's and the floor's)
+    runs: dict[str, list[dict[str, Any]]] = {"reveal": [], "floor": [], "equivalent": []}
+    with (
+        tempfile.TemporaryDirectory(prefix="sv-api-bench-") as tmp,
+        pg_database(args.database_url if use_pg else None) as database_url,
+    ):
+        try:
+            data_dir = Path(tmp) / "var"
+            token, orders, config = prepare(data_dir, args.orders, database_url)
+            _write_equivalent(data_dir, config, redis_url, f"{prefix}-eq")
+            # A socket per worker on one port. One shared socket gave all 16 keep-alive connections to
+            # whichever worker woke first in 2 runs of 3 (it accepts every pending one): one worker
+            # served the reveals and the other idled.
+            listening = listen("127.0.0.1", 0, args.workers)  # as `sagevault serve --workers` binds them
+            port = listening[0].getsockname()[1]
+            env = {**os.environ, **RAISED_LIMITS}
+            if redis_url is not None:
+                env |= {"SAGEVAULT_RATE_LIMIT_STORAGE_URL": redis_url, "SAGEVAULT_RATE_LIMIT_KEY_PREFIX": prefix}
+            if database_url is not None:
+                env["SAGEVAULT_DATABASE_URL"] = database_url
+            meters: dict[str, Meter] = {}
+            if database_url is not None:
+                meters["db"] = pg_meter(args.database_url, database_url)
+            if redis_url is not None:
+                meters["redis"] = redis_meter(redis_url)
+            servers = [
+                subprocess.Popen(
+                    [sys.executable, __file__, "--serve", str(data_dir), str(sock.fileno())],
+                    cwd=tmp,
+                    pass_fds=(sock.fileno(),),
+                    env=env,
+                )
+                for sock in listening
+            ]
+            try:
+                ca = data_dir / "tls" / "ca.pem"
+                body = json.dumps(FIELDS).encode()
+                reveals = [_request(f"/api/v1/tenants/{TENANT}/orders/{o}/reveal", token, body) for o in orders]
+                for _ in range(150):
+                    try:
+                        status, sample = _get(port, ca, reveals[0])
+                        break
+                    except OSError:
+                        time.sleep(0.2)
+                assert status == 200, sample
+                (data_dir.parent / "floor.json").write_bytes(sample)  # read by the floor route on first use
+                floors = [_request("/bench/floor", token, body)]
+                equivalents = [
+                    _request(f"{equivalent.PREFIX}/tenants/{TENANT}/orders/{o}/reveal", token, body) for o in orders
+                ]
+                same = _get(port, ca, equivalents[0])
+                assert same == (200, sample), f"the equivalent floor answers otherwise: {same!r} / {sample!r}"
+                kinds = (("reveal", reveals), ("floor", floors), ("equivalent", equivalents))
+                pids = [s.pid for s in servers]
+                audit = audit_counter(data_dir, config, database_url)
+                for _ in range(args.repeat):
+                    for kind, requests in kinds:
+                        if any(s.poll() is not None for s in servers):
+                            raise RuntimeError("a server process has stopped; see its error above")
+                        before = audit()
+                        figures = load(port, ca, requests, args.seconds, args.concurrency, args.clients, pids, meters)
+                        after = audit()
+                        if kind != "floor":  # events per group commit (each group's last event is sealed)
+                            groups = after[f"{kind}_groups"] - before[f"{kind}_groups"]
+                            figures["events_per_commit"] = round((after[kind] - before[kind]) / max(1, groups), 2)
+                        runs[kind].append(figures)
+                        print(name, kind, json.dumps(figures), file=sys.stderr)
+            finally:
+                for s in servers:
+                    s.terminate()
+                for s in servers:
+                    s.wait(timeout=30)
+                for sock in listening:
+                    sock.close()
+        finally:
+            if redis_url is not None:
+                drop_redis_keys(redis_url, prefix)
+    return runs
+
+
+def summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians per kind, and the ratios (medians of the per-round ratios)."""
+    keys = ("per_s", "p50_ms", "p99_ms", "server_cpu_ms", "db_cpu_ms", "redis_cpu_ms", "events_per_commit", "errors")
+    med = {kind: {k: statistics.median(r[k] for r in rs) for k in keys if k in rs[0]} for kind, rs in runs.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return round(statistics.median(x["per_s"] / y["per_s"] for x, y in zip(runs[a], runs[b], strict=True)), 2)
+
+    return {
+        **med,
+        "reveal_floor_ratio": ratio("reveal", "floor"),
+        "equivalent_floor_ratio": ratio("reveal", "equivalent"),  # reveal / equivalent floor
+        "equivalent_noop_ratio": ratio("equivalent", "floor"),  # equivalent floor / no-op floor
+    }
 
 
 def main() -> None:
@@ -440,8 +756,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="server processes listening on one port")
     parser.add_argument("--clients", type=int, default=2, help="load generator processes")
-    parser.add_argument("--repeat", type=int, default=3, help="reveal/floor pairs; medians are reported")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (reveal, floor, equivalent); medians reported")
     parser.add_argument("--orders", type=int, default=1000)
+    parser.add_argument("--redis", metavar="URL", help="rate counters in this Redis (redis://127.0.0.1:6379/0)")
+    parser.add_argument(
+        "--database-url", metavar="URL", help="PostgreSQL (postgresql+psycopg://...): a database is made per run"
+    )
+    parser.add_argument(
+        "--configs",
+        help="comma-separated, run one after the other: memory, redis, pg, pg_redis "
+        "(default: the one --redis and --database-url name)",
+    )
     parser.add_argument("--in-process", action="store_true", help="the app alone, through ASGI (for profiling)")
     parser.add_argument("--requests", type=int, default=2000, help="with --in-process: requests per run")
     parser.add_argument("--serve", nargs=2, metavar=("DATA_DIR", "FD"), help=argparse.SUPPRESS)
@@ -452,67 +777,35 @@ def main() -> None:
     if args.serve:
         serve(Path(args.serve[0]), int(args.serve[1]))
         return
-    with tempfile.TemporaryDirectory(prefix="sv-api-bench-") as tmp:
-        data_dir = Path(tmp) / "var"
-        token, orders = prepare(data_dir, args.orders)
-        # A socket per worker on one port. One shared socket gave all 16 keep-alive connections to
-        # whichever worker woke first in 2 runs of 3 (it accepts every pending one): one worker
-        # served the reveals and the other idled.
-        listening = listen("127.0.0.1", 0, args.workers)  # as `sagevault serve --workers` binds them
-        port = listening[0].getsockname()[1]
-        env = {**os.environ, **RAISED_LIMITS}
-        servers = [
-            subprocess.Popen(
-                [sys.executable, __file__, "--serve", str(data_dir), str(sock.fileno())],
-                cwd=tmp,
-                pass_fds=(sock.fileno(),),
-                env=env,
-            )
-            for sock in listening
-        ]
-        try:
-            ca = data_dir / "tls" / "ca.pem"
-            body = json.dumps(FIELDS).encode()
-            reveals = [_request(f"/api/v1/tenants/{TENANT}/orders/{o}/reveal", token, body) for o in orders]
-            for _ in range(100):
-                try:
-                    status, sample = _get(port, ca, reveals[0])
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            assert status == 200, sample
-            (data_dir / "floor.json").write_bytes(sample)  # read by the floor route on first use
-            floors = [_request("/bench/floor", token, body)]
-            runs: dict[str, list[dict[str, Any]]] = {"reveal": [], "floor": []}
-            for _ in range(args.repeat):
-                for kind, requests in (("reveal", reveals), ("floor", floors)):
-                    runs[kind].append(
-                        load(port, ca, requests, args.seconds, args.concurrency, args.clients, [s.pid for s in servers])
-                    )
-                    print(kind, json.dumps(runs[kind][-1]), file=sys.stderr)
-        finally:
-            for s in servers:
-                s.terminate()
-            for s in servers:
-                s.wait(timeout=20)
-            for sock in listening:
-                sock.close()
-    keys = ("per_s", "p50_ms", "p99_ms", "server_cpu_ms", "errors")
-    med = {kind: {k: statistics.median(r[k] for r in rs) for k in keys} for kind, rs in runs.items()}
-    ratios = [r["per_s"] / f["per_s"] for r, f in zip(runs["reveal"], runs["floor"], strict=True)]
-    print(
-        json.dumps(
-            {
-                "concurrency": args.concurrency,
-                "workers": args.workers,
-                "clients": args.clients,
-                "runs": args.repeat,
-                "reveal": med["reveal"],
-                "floor": med["floor"],
-                "reveal_floor_ratio": round(statistics.median(ratios), 2),
-            }
-        )
-    )
+    default = {(False, False): "memory", (False, True): "redis", (True, False): "pg", (True, True): "pg_redis"}
+    names = (args.configs or default[(bool(args.database_url), bool(args.redis))]).split(",")
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"--configs: unknown {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    out: dict[str, Any] = {
+        "concurrency": args.concurrency,
+        "workers": args.workers,
+        "clients": args.clients,
+        "runs": args.repeat,
+        "seconds": args.seconds,
+    }
+    by_config: dict[str, dict[str, Any]] = {}
+    for name in names:
+        by_config[name] = summary(run_config(name, args))
+        print(json.dumps({"config": name, **by_config[name]}))
+    first = by_config[names[0]]
+    out |= {"config": names[0], **first}
+    for name, figures in by_config.items():
+        suffix = "" if name == "memory" else f"_{name}"
+        out[f"equivalent_floor_ratio{suffix}"] = figures["equivalent_floor_ratio"]
+        if name == "pg_redis":
+            out["pg_redis_reveals_per_s"] = figures["reveal"]["per_s"]
+            out["pg_redis_reveal_p99_ms"] = figures["reveal"]["p99_ms"]
+    if "memory" not in by_config:
+        out.pop("equivalent_floor_ratio", None)  # only the memory configuration's carries the bare name
+    if len(by_config) > 1:
+        out["configs"] = by_config
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,16 @@ from sagevault.crypto import (
     master_keys_from_settings,
     tls_files,
 )
-from sagevault.db import SERVICE_ROLE, MigrationChain, create_engine_for, is_sqlite, migrate, migrate_if_behind, reading
+from sagevault.db import (
+    SERVICE_ROLE,
+    MigrationChain,
+    create_engine_for,
+    is_sqlite,
+    migrate,
+    migrate_if_behind,
+    query_only,
+    reading,
+)
 from sagevault.deletion import Backups, BuyerRights, Deletions, LiveCopies, Retention
 from sagevault.errors import AlreadyInitialized, ConfigError, NotInitialized, StorageBusy
 from sagevault.governance import (
@@ -160,7 +169,7 @@ class Deployment:
                 raw = self.engine.raw_connection()  # outside any transaction, as a checkpoint must be
                 try:
                     cursor = raw.cursor()
-                    cursor.execute("PRAGMA query_only = 0")  # whatever the connection's last unit of work was
+                    query_only(raw, False)  # whatever the connection's last unit of work was
                     cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                     row = cursor.fetchone()
                     busy = bool(row and row[0])

@@ -11,6 +11,8 @@ import pyotp
 import pytest
 import redis
 import sqlalchemy
+from limits import parse
+from limits.strategies import SlidingWindowCounterRateLimiter
 from sqlalchemy import select, update
 
 from access_harness import ELSEWHERE, OFFICE, OUTSIDE, PASSWORD, Harness, locked_out
@@ -31,6 +33,7 @@ from sagevault.access import (
 )
 from sagevault.access._login import REFUSED
 from sagevault.access._schema import api_keys, principals
+from sagevault.access._throttle import _Windows
 from sagevault.catalog import Purpose
 from sagevault.config import Settings
 from sagevault.db import reading
@@ -263,7 +266,30 @@ def test_redis_down_refuses_logins(vault_tenant: Deployment, clock: ManualClock)
     assert h.events("access:login:failure")[-1]["reason"] == "limiter_unavailable"
 
 
-def test_in_memory_request_rates_hold_and_their_counters_are_swept_without_a_thread_per_burst(
+def test_redis_request_counters_hold_per_route_and_principal_on_every_node_and_limits_reads_them(
+    settings: Settings, redis_prefix: str
+) -> None:
+    tight = settings.model_copy(
+        update={"api_rate_per_principal": "5 per minute", "api_route_rates": {"GET /narrow": "2 per minute"}}
+    )
+    url = "redis://127.0.0.1:6379/0"
+    node_a, node_b = (RequestLimiter(tight, storage_url=url, key_prefix=redis_prefix) for _ in range(2))
+    node_a.admit("p1", "GET /narrow")
+    node_b.admit("p1", "GET /narrow")
+    with pytest.raises(RateLimited, match="on this route"):  # the route's 2, counted across both nodes
+        node_a.admit("p1", "GET /narrow")
+    node_b.admit("p1", "GET /wide")  # the principal's total counted the refused route call too: 4
+    node_a.admit("p2", "GET /narrow")  # another principal has its own counters
+    node_a.admit("p1", "GET /wide")  # 5
+    with pytest.raises(RateLimited, match="for one principal"):
+        node_b.admit("p1", "GET /wide")
+    # The counters are the `limits` library's own keys: its reading agrees.
+    store = SlidingWindowCounterRateLimiter(node_a._storage)
+    assert not store.test(parse("5 per minute"), "api", "p1") and store.test(parse("5 per minute"), "api", "p2")
+    assert not store.test(parse("2 per minute"), "route", "GET /narrow", "p1")
+
+
+def test_in_memory_request_rates_hold_and_their_counters_are_swept_without_a_thread(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     limiter = RequestLimiter(
@@ -276,15 +302,37 @@ def test_in_memory_request_rates_hold_and_their_counters_are_swept_without_a_thr
         limiter.admit("p1", "GET /x")
     with pytest.raises(RateLimited):
         limiter.admit("p1", "GET /x")
-    for n in range(60):  # steady traffic from many principals: counted, and at most one sweeper started
+    for n in range(60):  # steady traffic from many principals: counted, and no thread started for it
         limiter.admit(f"p{n + 2}", "GET /x")
         time.sleep(0.005)
-    assert len(started) <= 1
+    assert started == []
     time.sleep(2.2)  # every counter has expired (a sliding window keeps two windows)
-    limiter.admit("late", "GET /x")  # starts the sweep
-    time.sleep(0.3)
-    assert len(limiter._storage.storage) <= 2  # type: ignore[attr-defined]  # only "late"'s counter is left
+    limiter.admit("late", "GET /x")  # sweeps the rest
+    assert limiter._windows is not None and len(limiter._windows) == 1  # only "late"'s counter is left
     limiter.admit("p1", "GET /x")  # p1's window has passed too
+
+
+def test_the_in_memory_sliding_window_weighs_the_previous_window_and_never_admits_more_than_its_rate() -> None:
+    now = [1000.0]
+    windows = _Windows(clock=lambda: now[0])
+    ten = parse("10 per 10 seconds")
+    assert [windows.hit("k", ten) for _ in range(11)] == [True] * 10 + [False]
+    assert windows.hit("other", ten)  # its own counter
+    now[0] = 1012.0  # 20 % into the next window: the last one still weighs 8
+    assert [windows.hit("k", ten) for _ in range(3)] == [True, True, False]
+    now[0] = 1019.9  # 99 % in: it weighs 0.1, so 9 more (0.1 + 2 + 8 = 10.1 would be over)
+    assert sum(windows.hit("k", ten) for _ in range(12)) == 7
+    now[0] = 1045.0  # two windows later: nothing weighs
+    assert sum(windows.hit("k", ten) for _ in range(12)) == 10
+    t = 2000.0  # at any steady pace, never more than 10 in any 10 seconds
+    times: list[float] = []
+    while t < 2100:
+        now[0] = t
+        if windows.hit("steady", ten):
+            times.append(t)
+        t += 0.37
+    assert all(sum(1 for u in times if s <= u < s + 10) <= 10 for s in times)
+    assert len(times) >= 90  # and it does admit about the rate
 
 
 # --- leavers, API keys ----------------------------------------------------------------------------

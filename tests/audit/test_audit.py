@@ -112,6 +112,18 @@ def test_bad_events_are_refused_and_never_written(log: AuditLog, fields: dict[st
     assert log.head()[0] == 0
 
 
+def test_values_checked_once_stay_refused_or_accepted_only_where_they_were_checked() -> None:
+    for _ in range(3):  # a refusal is never remembered as valid
+        with pytest.raises(AuditEventError, match="looks like"):
+            _event(actor="svc:206-555-0100")
+    for _ in range(3):
+        assert _event(actor="usr_abcdefghijkl", operation="reveal").operation == "reveal"
+    with pytest.raises(AuditEventError, match="must be an id"):  # accepted as an operation, not as a digest
+        _event(fingerprint="reveal")
+    with pytest.raises(AuditEventError, match="looks like"):  # accepted as an operation's pattern, not as PII
+        _event(tenant_id="maria.silva@example.com")
+
+
 def test_a_clean_log_verifies(log: AuditLog, tmp_path: Path) -> None:
     for i in range(25):
         log.record(_event(i))

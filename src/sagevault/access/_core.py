@@ -30,7 +30,7 @@ from sagevault.identity import Channel, Principal, Scope, event_tenant, normalis
 
 from ._model import ALL_TENANTS
 from ._network import client_address, parse_address, parse_network
-from ._policy import AccessControl, AccessPolicy, decide, forget_generation
+from ._policy import AccessControl, AccessPolicy, decide, forget_generation, one_generation
 from ._schema import access_state, allowlist, api_keys, grants, principals, sessions
 from ._throttle import LoginThrottle
 
@@ -235,6 +235,11 @@ class AccessCore:
 
     def policy(self, conn: Connection) -> AccessPolicy:
         return self.control.policy(conn)
+
+    @staticmethod
+    def one_generation(conn: Connection) -> contextlib.AbstractContextManager[None]:
+        """Decisions in the block share one read of the policy generation (`_policy.one_generation`)."""
+        return one_generation(conn)
 
     def authorize(
         self,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import overload
@@ -251,6 +252,24 @@ _GENERATION = "SELECT generation FROM access_state WHERE id = 1"
 
 
 _SEEN = "sagevault_generation"  # conn.info: (transaction, generation) of the last read
+_HELD = "sagevault_generation_held"  # conn.info: the generation is read once while this is set (`one_generation`)
+
+
+@contextmanager
+def one_generation(conn: Connection) -> Iterator[None]:
+    """Within the block, decisions on `conn` share one read of the generation, on PostgreSQL too
+    (SQLite always does, per transaction). For checks made back to back that are one step to a
+    person: a request's source and credential. After the block, the next decision reads it again."""
+    if conn.info.get(_HELD):
+        yield
+        return
+    conn.info[_HELD] = True
+    try:
+        yield
+    finally:
+        conn.info.pop(_HELD, None)
+        if conn.dialect.name != "sqlite":
+            conn.info.pop(_SEEN, None)
 
 
 def _generation(conn: Connection) -> int:
@@ -275,7 +294,7 @@ def _generation(conn: Connection) -> int:
         if row is None:
             raise LookupError("access_state has no row; run the migrations (`sagevault init` or open the deployment)")
         generation = int(row[0])
-    if conn.dialect.name == "sqlite":
+    if conn.dialect.name == "sqlite" or conn.info.get(_HELD):
         conn.info[_SEEN] = (conn.get_transaction(), generation)
     return generation
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from sagevault.db import query_only
 from sagevault.errors import AuditError, AuditUnavailable
 from sagevault.logs import get_logger
 
@@ -262,10 +263,10 @@ class GroupCommit:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     @staticmethod
-    def _locked_head(cur: Any, sqlite: bool) -> tuple[int, bytes]:
+    def _locked_head(raw: Any, cur: Any, sqlite: bool) -> tuple[int, bytes]:
         """Begin the append's transaction and read the chain head, locked until it ends."""
         if sqlite:
-            cur.execute("PRAGMA query_only = 0")  # whatever the pooled connection's last unit of work was
+            query_only(raw, False)  # whatever the pooled connection's last unit of work was
             cur.execute("BEGIN IMMEDIATE")
             cur.execute("SELECT seq, hash FROM audit_head WHERE id = 1")
         else:
@@ -287,7 +288,7 @@ class GroupCommit:
             raw = self.engine.raw_connection()
             cur = raw.cursor()
             sqlite = self.engine.dialect.name == "sqlite"
-            seq, prev = self._locked_head(cur, sqlite)
+            seq, prev = self._locked_head(raw, cur, sqlite)
             if taken is None:
                 taken = self._take()
             rows = []

@@ -360,15 +360,26 @@ _HEX = re.compile(r"[0-9a-f]{16,64}")
 _canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # counts arrive sorted
 
 
+# Free values already found valid, per (value, pattern, free): actors, tenants and operations repeat on
+# every request, and the PII check is the costly part of making an event. Only accepted values are kept (never
+# one that was refused), at most _VALID_KEPT of them; then the checks simply run each time.
+_VALID: dict[tuple[str, re.Pattern[str], bool], None] = {}
+_VALID_KEPT = 4096
+
+
 def _check_id(name: str, value: str | None, pattern: re.Pattern[str] = _ID, *, free: bool = True) -> None:
     """`free` fields are ones a caller could fill with anything: they must also not look like PII.
     Hex digests and request ids have closed formats and are checked by pattern alone."""
     if value is None:
         return
+    if type(value) is str and (value, pattern, free) in _VALID:
+        return
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise AuditEventError(f"audit field {name} must be an id ({pattern.pattern}); got a {type(value).__name__}")
     if free and looks_like_pii(value):
         raise AuditEventError(f"audit field {name} looks like an e-mail address or phone number; pass an id instead")
+    if free and type(value) is str and len(_VALID) < _VALID_KEPT:  # ids that repeat; request ids do not
+        _VALID[(value, pattern, free)] = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from ._engine import (
     is_sqlite,
     lock_not_had,
     one_of,
+    query_only,
     read_only,
     reading,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "migrate",
     "migrate_if_behind",
     "one_of",
+    "query_only",
     "read_only",
     "reading",
     "schema_is_current",

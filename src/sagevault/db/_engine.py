@@ -93,13 +93,15 @@ def create_engine_for(url: str, *, role: str | None = None, **kwargs: Any) -> En
             # it then queues behind no writer (WAL readers see a snapshot and never block).
             # A unit of work marked read-only is also made unable to write (query_only), so a write
             # that slipped into one fails at once instead of failing later under contention. The
-            # pragma is set on every begin: a pooled connection carries nothing over.
+            # pragma is set when it differs from the connection's last unit of work (kept in the
+            # pooled connection's `info`): setting it expires every prepared statement of the
+            # connection, so setting it on every begin re-prepared every statement of every request.
             deferred = conn.get_execution_options().get(READ_ONLY, False)
-            dbapi = conn.connection.dbapi_connection
+            pooled = conn.connection
             begin = "BEGIN" if deferred else "BEGIN IMMEDIATE"
             try:
-                dbapi.execute("PRAGMA query_only = 1" if deferred else "PRAGMA query_only = 0")  # type: ignore[union-attr]
-                dbapi.execute(begin)  # type: ignore[union-attr]
+                query_only(pooled, deferred)
+                pooled.dbapi_connection.execute(begin)  # type: ignore[union-attr]
             except conn.dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy raises a failed statement (busy: a 503)
                 raise _as_sqlalchemy_error(conn, begin, exc) from exc
 
@@ -107,6 +109,18 @@ def create_engine_for(url: str, *, role: str | None = None, **kwargs: Any) -> En
 
 
 READ_ONLY = "sagevault_read_only"  # execution option: this unit of work writes nothing to this database
+_QUERY_ONLY = "sagevault_query_only"  # a pooled SQLite connection's `info`: its query_only pragma as last set
+
+
+def query_only(pooled: Any, on: bool) -> None:
+    """Set SQLite's `query_only` pragma on a pooled connection (a `PoolProxiedConnection` or a
+    `ConnectionFairy`), unless it is already so: the pragma expires the connection's prepared
+    statements. Every user of a pooled SQLite connection sets it through here, so `info` stays true."""
+    if pooled.info.get(_QUERY_ONLY) is on:
+        return
+    pooled.info.pop(_QUERY_ONLY, None)  # unknown until the pragma has run
+    pooled.dbapi_connection.execute("PRAGMA query_only = 1" if on else "PRAGMA query_only = 0")
+    pooled.info[_QUERY_ONLY] = on
 
 
 def _as_sqlalchemy_error(conn: Connection, statement: str, exc: Exception, *, lost: bool = False) -> StatementError:

@@ -82,7 +82,7 @@ def principal(request: Request, conn: Connection) -> Principal:
     quiet = not limiter.within_budget(source_key)
     token = bearer(request)
     try:
-        with d.access.core.unrecorded_refusals(quiet):
+        with d.access.core.unrecorded_refusals(quiet), d.access.core.one_generation(conn):  # one step: one read
             address = d.access.allowlists.admit_source(conn, address, channel=Channel.API)
             if token.startswith("svk_"):
                 who: Principal = d.access.api_keys.verify(conn, token, source=address, channel=Channel.API)

@@ -293,3 +293,18 @@ def test_after_a_reveal_the_browser_profile_holds_no_pii_on_disk(
     assert f"/console/tenants/{TENANT}/orders".encode() in kept  # history was written and read
     for encoded in (expected.value.encode(), expected.value.encode("utf-16-le")):
         assert encoded not in kept
+
+
+def test_a_link_from_another_site_opens_the_page_in_the_live_session(served_api: Api, page_of: Any) -> None:
+    """A SameSite=Strict cookie does not come with a navigation from another site (a link in an e-mail);
+    the console looks again from its own site instead of ending the session."""
+    api = served_api
+    officer = api.person("sam.officer", "security-officer", ["*"])
+    page = page_of()
+    log_in(page, api, "sam.officer", officer)
+    target = f"{root(api)}/killswitches"
+    page.goto(f"data:text/html,<a id='go' href='{target}'>the kill switches</a>")  # an opaque, other site
+    with page.expect_navigation(url=target):
+        page.click("#go")
+    assert page.title() == "Kill switches · SageVault console"
+    assert [c["name"] for c in page.context.cookies() if c["name"] == "__Host-sv_console"] == ["__Host-sv_console"]

@@ -122,7 +122,7 @@ class Authentication:
         # Live sessions this process has checked, by token hash: (principal id, expiry), valid for
         # one policy generation. Every change that ends a session or an account changes the
         # generation, so a hit is what the database would answer; expiry is checked every time.
-        self._sessions: tuple[int, dict[bytes, tuple[str, datetime]]] = (0, {})
+        self._sessions: tuple[int, dict[bytes, tuple[str, datetime, bool]]] = (0, {})
 
     # --- enrolment --------------------------------------------------------------------------------
 
@@ -177,11 +177,13 @@ class Authentication:
         source: str,
         channel: Channel = Channel.API,
         checked: PasswordCheck | None = None,
+        console: bool = False,
     ) -> Attempt:
         """Password and TOTP (or a recovery code) from `source`. Returns the attempt; the edge
         commits, then `attempt.session()` hands over the session or raises the refusal. With
         `checked` (from `check_password`, in a transaction before this one) no password is hashed
-        while this transaction holds its locks."""
+        while this transaction holds its locks. `console`: a session of the web console, which only
+        the console accepts (with its idle timeout and lifetime, `console_times`)."""
         core = self._core
         try:
             row, used_recovery, address = self._authenticate(conn, login, password, code, source, channel, checked)
@@ -193,7 +195,11 @@ class Authentication:
         expires = now + timedelta(hours=core.settings.session_hours)
         conn.execute(
             insert(sessions).values(
-                token_hash=core.keyed(conn, "session", token), principal_id=row.id, created_at=now, expires_at=expires
+                token_hash=core.keyed(conn, "session", token),
+                principal_id=row.id,
+                created_at=now,
+                expires_at=expires,
+                console_seen_at=now if console else None,
             )
         )
         core.event(
@@ -385,8 +391,11 @@ class Authentication:
     # --- sessions -----------------------------------------------------------------------------------
 
     def authenticate_session(
-        self, conn: Connection, token: str, *, source: str, channel: Channel = Channel.API
+        self, conn: Connection, token: str, *, source: str, channel: Channel = Channel.API, console: bool = False
     ) -> Principal:
+        """The person behind a live session `token`. A session the web console started is accepted only
+        with `console` (so its idle timeout and lifetime cannot be sidestepped through the API), and a
+        session of the API only without it."""
         core = self._core
         address = parse_address(source)
         policy = core.policy(conn)  # read first: the session read below sees at least this generation
@@ -398,27 +407,35 @@ class Authentication:
         hit = known.get(token_hash)
         principal_id: str | None
         if hit is not None:
-            principal_id, expires = hit
+            principal_id, expires, of_console = hit
             status = policy.status.get(principal_id)
         else:
             row = conn.execute(
-                select(sessions.c.principal_id, sessions.c.expires_at, principals.c.status)
+                select(
+                    sessions.c.principal_id, sessions.c.expires_at, sessions.c.console_seen_at, principals.c.status
+                )
                 .join(principals, principals.c.id == sessions.c.principal_id)
                 .where(sessions.c.token_hash == token_hash, sessions.c.revoked_at.is_(None))
             ).first()
             principal_id, status = (row.principal_id, row.status) if row is not None else (None, None)
             expires = as_utc(row.expires_at) if row is not None else _NEVER_VALID
-        if principal_id is None or status != "active" or expires <= core.now():
+            of_console = row is not None and row.console_seen_at is not None
+        if principal_id is None or status != "active" or expires <= core.now() or of_console != console:
+            told = (
+                "this session belongs to the web console; the API takes a session from POST /api/v1/sessions"
+                if principal_id is not None and of_console and not console
+                else "this session has ended; log in again"
+            )
             raise core.refuse(
                 conn,
                 EventName.ACCESS_LOGIN_FAILURE,
                 principal_id,
-                AuthenticationFailed("this session has ended; log in again", reason="session_ended"),
+                AuthenticationFailed(told, reason="session_ended"),
                 source=str(address),
                 channel=channel,
             )
         if hit is None and len(known) < _SESSIONS_KEPT:
-            known[token_hash] = (principal_id, expires)
+            known[token_hash] = (principal_id, expires, of_console)
         if not policy.source_allowed(principal_id, address):
             raise core.refuse(
                 conn,

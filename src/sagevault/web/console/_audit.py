@@ -111,7 +111,7 @@ def read_search(params: Mapping[str, str], now: datetime) -> Search:
     if since is not None and until is not None and since >= until:
         raise BadSearch("the time range is empty: 'From' must be earlier than 'Until'; swap them or widen it")
     after = given["after"]
-    if after and not (after.isdigit() and len(after) <= 18):
+    if after and not (after.isascii() and after.isdigit() and len(after) <= 18):
         raise BadSearch("this page link is broken; start again from the form")
     return Search(name, actor, tenant, outcome, since, until, int(after or 0), given)
 

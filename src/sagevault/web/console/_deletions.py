@@ -189,8 +189,13 @@ def _certificate(work: ConsoleWork, request: DeletionRequest) -> dict[str, Any] 
     try:
         verify_certificate(signed, public)
         verified, problem = True, None
-    except (errors.SageVaultError, OSError, ValueError) as exc:
-        verified, problem = False, str(exc)
+    except (errors.SageVaultError, OSError, ValueError):  # the reason may name a server path: not shown
+        verified, problem = (
+            False,
+            "it could not be verified with this deployment's public key; "
+            "`sagevault deletion verify-certificate` says why",
+        )
+
     document = json.dumps(signed, sort_keys=True)
     return {
         "cert": signed["certificate"],

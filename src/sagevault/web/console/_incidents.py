@@ -240,7 +240,7 @@ async def change_task(request: Request, incident_id: IncidentId, task_id: ItemId
 def _size(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.strip().isdigit() or len(value.strip()) > 18:
+    if not (value.strip().isascii() and value.strip().isdigit()) or len(value.strip()) > 18:
         raise ValueError
     return int(value.strip())
 

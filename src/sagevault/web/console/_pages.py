@@ -10,7 +10,7 @@ import re
 import secrets
 from collections.abc import Callable
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +32,6 @@ from ._session import (
     csrf_ok,
     csrf_token,
     end_access_session,
-    start_console_session,
 )
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -52,9 +51,10 @@ REVEAL_FIELDS = (
     "BuyerInfo.BuyerName",
 )
 KEPT = "Your session ended before your form was sent. Log in, check it and send it again: nothing was changed."
-# What a form may carry through a log-in (never a password, code or CSRF token): the console's own field names.
+# What a form may carry through a log-in: the console's own field names, never a password, code or CSRF
+# token, and nothing from a form that names a buyer (deletion requests).
 KEEPABLE = frozenset({"name", "tenant", "action", "field", "purpose", "note", "title", "severity", "description"})
-KEEPABLE_PREFIX = "x-"  # a section's own free fields (x-...), for forms added later
+NOT_KEPT_FROM = (f"{PREFIX}/deletions",)
 _NEXT = re.compile(r"/console(/[A-Za-z0-9._~-]+)*")
 _TENANT = re.compile(TENANT_ID)
 _ORDER = re.compile(ORDER_ID)
@@ -145,8 +145,10 @@ def _run(
 ) -> Response:
     try:
         work = ConsoleWork(request, read_only=read_only)
-    except (SessionEnded, errors.AuthenticationFailed):
-        return _ended(request, form)
+    except SessionEnded as ended:
+        return _ended(request, form, timed_out=ended.timed_out)
+    except errors.AuthenticationFailed:
+        return _ended(request, form, timed_out=False)
     except errors.SageVaultError as exc:
         return refusal_page(exc)
     hidden = False
@@ -159,22 +161,38 @@ def _run(
     except errors.SageVaultError as exc:
         if tenant is not None and (
             isinstance(exc, errors.UnknownTenant)
-            or (hidden and type(exc) in (errors.AccessDenied, errors.PurposeNotAllowed))
+            or (hidden and isinstance(exc, errors.AccessDenied | errors.PurposeNotAllowed))
         ):
             return error_page(404, NO_TENANT, signed_in=True)
         return refusal_page(exc, signed_in=True)
 
 
-def _ended(request: Request, form: dict[str, str] | None) -> Response:
-    """The session is over: back to the log-in page, which returns the person where they were. A form
-    they were posting is carried through the log-in (never its CSRF token) and shown again to submit."""
-    end_access_session(deployment(request), request.cookies.get(COOKIE, ""))
+def _ended(request: Request, form: dict[str, str] | None, *, timed_out: bool) -> Response:
+    """No live session: to the log-in page, which returns the person where they were.
+
+    - A session the console's idle timeout or lifetime ended is revoked for the API too.
+    - Without a session cookie (none yet, or a navigation from another site, which a SameSite=Strict
+      cookie does not come with) nothing is cleared: the log-in page looks again from this site.
+    - A form posted in the session that just ended (its CSRF token is that session's: it came from a
+      console page, not from another site) is carried through the log-in and shown again to send;
+      any other POST is dropped, and the log-in returns to the dashboard."""
+    d = deployment(request)
+    token = request.cookies.get(COOKIE, "")
+    if timed_out:
+        end_access_session(d, token)
     path = request.url.path
     if form is None or request.method != "POST":
-        return to_login(expired=True, next_path=path if request.method == "GET" else None)
-    kept = {name: value for name, value in form.items() if name in KEEPABLE or name.startswith(KEEPABLE_PREFIX)}
-    response = _login_page(request, 200, None, next_path=path, kept=kept)
-    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        response = to_login(expired=bool(token), next_path=path if request.method == "GET" else None, clear=False)
+    else:
+        with transaction(d, read_only=True) as conn:
+            ours = bool(token) and csrf_ok(d, conn, token, form.get("csrf"))
+        keep = ours and not path.startswith(NOT_KEPT_FROM)
+        kept = {name: value for name, value in form.items() if name in KEEPABLE} if keep else {}
+        response = _login_page(
+            request, 200, None, next_path=path if kept else None, kept=kept or ({} if token else None)
+        )
+    if token:
+        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response
 
 
@@ -228,9 +246,41 @@ def _login_page(
     return response
 
 
+def _signed_in(request: Request) -> bool:
+    """Whether the request carries a live console session (an ended one is revoked)."""
+    try:
+        with ConsoleWork(request, read_only=True):
+            return True
+    except SessionEnded as ended:
+        if ended.timed_out:
+            end_access_session(deployment(request), request.cookies.get(COOKIE, ""))
+        return False
+    except errors.SageVaultError:
+        return False
+
+
+def _login_get(request: Request) -> Response:
+    """The log-in page; a person already signed in goes on to `next`. A page asked for without the
+    session cookie (it sent here with `next`) may be a navigation from another site, a link in an
+    e-mail, which a SameSite=Strict cookie does not come with: the log-in page then first looks again
+    from this site (`checked=1`), which it does come with."""
+    next_path = request.query_params.get("next")
+    if next_path is None:
+        return _login_page(request)
+    if request.cookies.get(COOKIE):
+        if _signed_in(request):
+            return RedirectResponse(next_path if next_path is not None and safe_next(next_path) else PREFIX, 303)
+    elif request.query_params.get("checked") != "1":
+        again = urlencode({**request.query_params, "checked": "1"})
+        return render(
+            "bounce.html", title="Log in", again=f"{PREFIX}/login?{again}", refresh=f"0;url={PREFIX}/login?{again}"
+        )
+    return _login_page(request)
+
+
 @router.get("/login")
 async def login_form(request: Request) -> Response:
-    return await run_in_threadpool(_login_page, request)
+    return await run_in_threadpool(_login_get, request)
 
 
 def _login(request: Request, form: dict[str, str]) -> Response:
@@ -240,7 +290,7 @@ def _login(request: Request, form: dict[str, str]) -> Response:
         fresh = csrf_ok(d, conn, request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf"), "console login")
     next_path = form.get("next") if safe_next(form.get("next")) else None
     kept = {name.removeprefix("kept."): v for name, v in form.items() if name.startswith("kept.")}
-    kept = {name: v for name, v in kept.items() if name in KEEPABLE or name.startswith(KEEPABLE_PREFIX)}
+    kept = {name: v for name, v in kept.items() if name in KEEPABLE}
     carried = kept if kept and next_path else None
 
     def again(status: int, message: str) -> Response:
@@ -255,11 +305,10 @@ def _login(request: Request, form: dict[str, str]) -> Response:
         with transaction(d, read_only=True) as conn:
             checked = d.access.authn.check_password(conn, login, password, source=where)
         with transaction(d) as conn:
-            attempt = d.access.authn.login(conn, login, password, code, source=where, checked=checked)
+            attempt = d.access.authn.login(conn, login, password, code, source=where, checked=checked, console=True)
         session = attempt.session()
     except errors.AccessDenied:
         return again(401, FAILED_LOGIN)
-    start_console_session(d, session.token)
     response: Response
     if carried and next_path is not None:  # the form they were posting, to check and send again
         with transaction(d, read_only=True) as conn:

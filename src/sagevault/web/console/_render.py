@@ -91,11 +91,13 @@ def refusal_page(exc: errors.SageVaultError, **context: Any) -> HTMLResponse:
     return error_page(status, str(exc), **context)
 
 
-def to_login(expired: bool = True, next_path: str | None = None) -> Response:
-    """Back to the log-in page (the session cookie cleared), which returns the person to `next_path`."""
+def to_login(expired: bool = True, next_path: str | None = None, *, clear: bool = True) -> Response:
+    """Back to the log-in page, which returns the person to `next_path`; `clear`: the session cookie
+    is cleared."""
     query = {"expired": "1"} if expired else {}
     if next_path is not None and next_path != PREFIX:
         query["next"] = next_path
     response = RedirectResponse(f"{PREFIX}/login" + (f"?{urlencode(query)}" if query else ""), status_code=303)
-    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    if clear:
+        response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response

@@ -51,7 +51,7 @@ def _number(text: str, low: int, high: int) -> int | str | None:
     text = text.strip()
     if not text:
         return None
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or not low <= int(text) <= high:
         return "bad"
     return int(text)
 
@@ -133,7 +133,7 @@ def _report(work: ConsoleWork, campaign_id: int) -> dict[str, Any] | None:
     try:
         public = load_public_key(work.d.settings.resolved_audit_signing_key_file.with_suffix(".pub"))
         verified = verify_report(signed, public)
-    except (OSError, ValueError):
+    except (errors.SageVaultError, OSError, ValueError):  # no key here, or not one: "does not verify", no path
         verified = False
     return {"verified": verified, "key_sha256": signed.get("signature", {}).get("key_sha256")}
 

@@ -29,36 +29,46 @@ from .._deps import deployment, edge_refusal, source, transaction
 
 COOKIE = "__Host-sv_console"  # __Host-: Secure, Path=/, no Domain: only this origin ever gets it
 LOGIN_COOKIE = "__Host-sv_login"  # the log-in form's nonce (log-in CSRF), before there is a session
+# Console routes doing what an API route does count against that route's rate (`api_route_rates`): the
+# console is no way around the API's limits (a verification of the whole log, a reveal, a batch).
+API_ROUTE_OF = {
+    "POST /console/audit/verify": "POST /api/v1/audit/verify",
+    "GET /console/audit": "GET /api/v1/audit/events",
+    "POST /console/tenants/{tenant}/orders/{order}/reveal": "POST /api/v1/tenants/{tenant_id}/orders/{order_id}/reveal",
+    "GET /console/report": "GET /api/v1/report",
+    "POST /console/report/pack": "POST /api/v1/report/pack",
+    "POST /console/deletions/{request_id}/run": "POST /api/v1/deletion-requests/{request_id}/run",
+}
 IDLE = timedelta(minutes=15)
 LIFETIME = timedelta(hours=8)
 TOUCH_EVERY = timedelta(minutes=1)  # the last-used time is written at most this often (idle is ≤ 1 min early)
 
 
 class SessionEnded(Exception):
-    """No console session, or it is over (idle, lifetime, revoked, expired): log in again."""
+    """No console session, or it is over (idle, lifetime, revoked, expired): log in again. `timed_out`:
+    a live access session the console's idle timeout or lifetime ended (it is revoked with it)."""
+
+    def __init__(self, *, timed_out: bool = False) -> None:
+        super().__init__("the console session ended")
+        self.timed_out = timed_out
 
 
 class CsrfRefused(errors.AccessDenied):
     """A form without the session's CSRF token, or with another one."""
 
 
-def start_console_session(d: Deployment, token: str) -> None:
-    """Make the access session just issued by the console's log-in a console session (used now)."""
-    with transaction(d) as conn:
-        d.access.authn.console_seen(conn, token, d.now())
-
-
 def console_live(d: Deployment, conn: Connection, token: str, *, writable: bool) -> bool:
     """Whether `token` is a live console session (started by the console's log-in, used within IDLE,
-    younger than LIFETIME). A live one is marked as used now, at most once a minute: in the page's unit
-    of work if it writes, else in a short one of its own; an idle or too old one is not touched."""
+    younger than LIFETIME); SessionEnded(timed_out=True) if it was one and IDLE or LIFETIME ended it. A
+    live one is marked as used now, at most once a minute: in the page's unit of work if it writes, else
+    in a short one of its own."""
     times = d.access.authn.console_times(conn, token)
     if times is None:
         return False
     started, seen = times
     now = d.now()
     if now - seen > IDLE or now - started > LIFETIME:
-        return False
+        raise SessionEnded(timed_out=True)
     if now - seen >= TOUCH_EVERY:
         if writable:
             d.access.authn.console_seen(conn, token, now)
@@ -114,9 +124,11 @@ class ConsoleWork:
         source_key = d.access.core.source_key(conn, address)
         quiet = not limiter.within_budget(source_key)
         try:
-            with d.access.core.unrecorded_refusals(quiet):
+            with d.access.core.unrecorded_refusals(quiet), d.access.core.one_generation(conn):
                 address = d.access.allowlists.admit_source(conn, address, channel=Channel.API)
-                who = d.access.authn.authenticate_session(conn, self.token, source=address, channel=Channel.API)
+                who = d.access.authn.authenticate_session(
+                    conn, self.token, source=address, channel=Channel.API, console=True
+                )
         except errors.AccessDenied:
             if not quiet and limiter.refused(source_key):
                 edge_refusal(
@@ -130,8 +142,9 @@ class ConsoleWork:
         if not console_live(d, conn, self.token, writable=not self.read_only):
             raise SessionEnded
         route = request.scope.get("route")
+        key = f"{request.method} {route.path if route is not None else request.url.path}"
         try:
-            limiter.admit(who.id, f"{request.method} {route.path if route is not None else request.url.path}")
+            limiter.admit(who.id, API_ROUTE_OF.get(key, key))  # counted as the API's route doing the same
         except errors.RateLimited as exc:
             raise edge_refusal(d, conn, exc, who.id, address) from None
         return who, address

@@ -28,7 +28,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -88,6 +87,16 @@ _SECURITY_HEADERS = {
 _CONSOLE_HEADERS = {**_SECURITY_HEADERS, "Content-Security-Policy": CONSOLE_CSP}
 
 
+def _raw(headers: dict[str, str]) -> tuple[frozenset[bytes], list[tuple[bytes, bytes]]]:
+    """Headers as an ASGI message carries them (lower-case names, encoded once), with their names."""
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    return frozenset(name for name, _ in raw) | {b"x-request-id"}, raw
+
+
+_SECURITY_RAW = _raw(_SECURITY_HEADERS)
+_CONSOLE_RAW = _raw(_CONSOLE_HEADERS)
+
+
 def _console(path: str) -> bool:
     return path == CONSOLE or path.startswith(CONSOLE + "/")
 
@@ -110,16 +119,17 @@ class _Headers:
         request_id = request.state.request_id = secrets.token_hex(8)
         CURSOR_KEY.set(request.app.state.cursor_key)  # this request's context (and its worker threads')
         started = False
-        answered = _CONSOLE_HEADERS if _console(scope["path"]) else _SECURITY_HEADERS
+        names, answered = _CONSOLE_RAW if _console(scope["path"]) else _SECURITY_RAW
 
         async def secured(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = MutableHeaders(scope=message)
-                for name, value in answered.items():
-                    headers[name] = value
-                headers["X-Request-Id"] = request_id
+                # Ours replace any the route set (as MutableHeaders' set would), in one pass.
+                headers = [h for h in message.get("headers", ()) if h[0].lower() not in names]
+                headers += answered
+                headers.append((b"x-request-id", request_id.encode("ascii")))
+                message["headers"] = headers
             await send(message)
 
         limit = request.app.state.deployment.settings.api_max_body_bytes

@@ -54,6 +54,9 @@ def encodable(value: str) -> bool:
     return True
 
 
+_SOURCE_KEYS_KEPT = 4096
+
+
 class TenantDirectory(Protocol):
     """What access needs to know of tenants (the vault answers; access does not import it):
     which of `tenant_ids` exist, each with its shred time (None while it is live)."""
@@ -82,6 +85,7 @@ class AccessCore:
         self.throttle = throttle or LoginThrottle(settings)
         self._clock: Clock = clock or (lambda: datetime.now(UTC))
         self._secret: bytes | None = None
+        self._source_keys: dict[str, str] = {}  # address → its keyed hash (`source_key`), the most recent few
         self._trusted = tuple(parse_network(c) for c in settings.trusted_proxies)
         self._quiet = threading.local()  # refusals not recorded on this thread (see `unrecorded_refusals`)
 
@@ -161,10 +165,18 @@ class AccessCore:
 
     def source_key(self, conn: Connection, address: str) -> str:
         """The keyed hash that counts a source: its address, or its /64 for IPv6 (one host can
-        hold a whole /64 and rotate through it)."""
+        hold a whole /64 and rotate through it). Remembered for the most recent few thousand
+        addresses (every request asks; the access secret never changes within a process)."""
+        known = self._source_keys.get(address)
+        if known is not None:
+            return known
         parsed = parse_address(address)
         counted = str(ipaddress.ip_network(f"{parsed}/64", strict=False)) if parsed.version == 6 else str(parsed)
-        return self.keyed(conn, "ip", counted).hex()
+        key = self.keyed(conn, "ip", counted).hex()
+        if len(self._source_keys) >= _SOURCE_KEYS_KEPT:
+            self._source_keys.clear()
+        self._source_keys[address] = key
+        return key
 
     # --- events -----------------------------------------------------------------------------------
 

@@ -411,9 +411,7 @@ class Authentication:
             status = policy.status.get(principal_id)
         else:
             row = conn.execute(
-                select(
-                    sessions.c.principal_id, sessions.c.expires_at, sessions.c.console_seen_at, principals.c.status
-                )
+                select(sessions.c.principal_id, sessions.c.expires_at, sessions.c.console_seen_at, principals.c.status)
                 .join(principals, principals.c.id == sessions.c.principal_id)
                 .where(sessions.c.token_hash == token_hash, sessions.c.revoked_at.is_(None))
             ).first()

@@ -68,13 +68,19 @@ class AccessPolicy:
     principal_networks: dict[str, tuple[Network, ...]] = field(default_factory=dict)
     switches: frozenset[tuple[str, str]] = frozenset()  # (switch, tenant or "*") engaged
     keys: dict[str, KeyEntry] = field(default_factory=dict)
+    # (principal, address) → `source_allowed`, remembered for this generation (a new one is a new policy)
+    _allowed: dict[tuple[str | None, Address], bool] = field(default_factory=dict, compare=False, repr=False)
 
     def source_allowed(self, principal_id: str | None, address: Address) -> bool:
         """Inside the global allow-list and, when the principal has one, inside its own."""
-        if not contains(self.global_networks, address):
-            return False
+        known = self._allowed.get((principal_id, address))
+        if known is not None:
+            return known
         own = self.principal_networks.get(principal_id or "")
-        return own is None or contains(own, address)
+        allowed = contains(self.global_networks, address) and (own is None or contains(own, address))
+        if len(self._allowed) < _ALLOWED_KEPT:
+            self._allowed[(principal_id, address)] = allowed
+        return allowed
 
     def switched_off(self, scope: Scope, tenant_id: str | None) -> str | None:
         if not self.switches:
@@ -249,6 +255,7 @@ def load_policy(conn: Connection) -> AccessPolicy:
 
 
 _GENERATION = "SELECT generation FROM access_state WHERE id = 1"
+_ALLOWED_KEPT = 8192  # source verdicts kept per policy generation
 
 
 _SEEN = "sagevault_generation"  # conn.info: (transaction, generation) of the last read

@@ -29,7 +29,8 @@ class OneHop(APIRoute):
     be durable, is awaited (`AuditLog.deferred` and `record_async`: the events join a group
     commit written by the audit log's own thread, and no answer, success or refusal, leaves
     before they are committed). On PostgreSQL, whose reads are network round trips, or with a
-    KMS, whose unwraps are, in one hop to a worker thread.
+    KMS, whose unwraps are, in one hop to a worker thread, whose events are awaited the same way
+    (the thread is free as soon as its reads are done).
 
     Takes endpoints whose parameters are path parameters (`Annotated[str, Path(...)]`), at most one
     body model and one `Authenticated`/`AuthenticatedRead`, and that return a `Response`; any other
@@ -41,22 +42,30 @@ class OneHop(APIRoute):
         async def handle(request: Request) -> Response:
             raw = await request.body()  # bounded by the headers middleware (api_max_body_bytes)
             d = deployment(request)
-            if not d.local_reads:
-                # Not cancellable: a client that goes away still gets its work ended in the thread.
-                result: Response = await run_in_threadpool(serve, request, raw)
-                return result
-            failure: Exception | None = None
-            with d.audit.deferred() as events:
-                try:
-                    result = serve(request, raw)
-                except Exception as exc:  # answered (by the error handlers) only once its events are durable
-                    failure = exc
+            if d.local_reads:
+                result, failure, events = in_events(d, serve, request, raw)
+            else:  # not cancellable: a client that goes away still gets its work ended in the thread
+                result, failure, events = await run_in_threadpool(in_events, d, serve, request, raw)
             await d.audit.record_async(events)  # AuditUnavailable: a 503, and nothing else is answered
             if failure is not None:
                 raise failure
+            if result is None:  # `serve` either answers or raises
+                raise RuntimeError("the endpoint gave no answer")
             return result
 
         return handle
+
+
+def in_events(
+    d: Any, serve: Callable[[Request, bytes], Response], request: Request, raw: bytes
+) -> tuple[Response | None, Exception | None, list[Any]]:
+    """`serve` with its security events held (`AuditLog.deferred`): the answer or the failure, and the
+    events, which the caller makes durable (awaited, in the loop) before anything is answered."""
+    with d.audit.deferred() as events:
+        try:
+            return serve(request, raw), None, events
+        except Exception as exc:  # answered (by the error handlers) only once its events are durable
+            return None, exc, events
 
 
 def _json_body(content_type: str | None) -> bool:

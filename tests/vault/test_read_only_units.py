@@ -8,13 +8,20 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from sagevault.deployment import Deployment
+from sagevault.config import Settings
+from sagevault.crypto import InMemoryKeyProvider
+from sagevault.deployment import Deployment, init_deployment
 
 
-def test_read_only_and_writing_units_alternate_on_one_connection(deployment: Deployment) -> None:
-    d = deployment
-    if d.engine.dialect.name != "sqlite":
-        pytest.skip("query_only is SQLite's; PostgreSQL units are READ ONLY transactions")
+def test_read_only_and_writing_units_alternate_on_one_connection(settings: Settings) -> None:
+    d = init_deployment(settings, keys=InMemoryKeyProvider())  # SQLite: query_only is its own
+    try:
+        _alternate(d)
+    finally:
+        d.close()
+
+
+def _alternate(d: Deployment) -> None:
     with d.unit_of_work() as conn:
         conn.execute(text("CREATE TABLE scratch_units (n INTEGER)"))
     for n in range(3):

@@ -200,15 +200,20 @@ class Deployment:
         return self.access.core.now()
 
     @contextmanager
-    def unit_of_work(self, *, read_only: bool = False) -> Iterator[Connection]:
+    def unit_of_work(self, *, read_only: bool = False, statements: bool = False) -> Iterator[Connection]:
         """One unit of work on the vault's database, for an edge (a request, a command, a job):
         committed when the block ends, rolled back if it raises. `read_only`: the work writes
         nothing to this database (its security events go to the audit log), so on SQLite it is a
         snapshot read that neither takes nor waits for the write lock. Work that writes must not
-        be marked so."""
+        be marked so. `statements` (with `read_only`, for the reveal's hot path): on PostgreSQL
+        each statement runs on its own (autocommit: no BEGIN and COMMIT round trips); it reads
+        what is committed statement by statement, as its READ COMMITTED transaction did, and
+        must take no savepoint."""
         with self.engine.connect() as conn:
             if read_only:
                 reading(conn)
+                if statements and not is_sqlite(self.engine):
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
             with conn.begin():
                 yield conn
 

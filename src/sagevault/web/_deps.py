@@ -47,9 +47,11 @@ def source(request: Request) -> str:
     return deployment(request).access.core.client_address(peer, request.headers.get("x-forwarded-for"))
 
 
-def transaction(d: Deployment, *, read_only: bool = False) -> AbstractContextManager[Connection]:
+def transaction(
+    d: Deployment, *, read_only: bool = False, statements: bool = False
+) -> AbstractContextManager[Connection]:
     """The request's unit of work (`Deployment.unit_of_work`)."""
-    return d.unit_of_work(read_only=read_only)
+    return d.unit_of_work(read_only=read_only, statements=statements)
 
 
 def unit_of_work(request: Request) -> Iterator[Connection]:
@@ -142,9 +144,11 @@ class Work:
     commit (releasing deleted pages, starting a stream) goes after the block. A dependency for
     each (unit of work, principal) would cost the request five hops; this costs two."""
 
-    def __init__(self, request: Request, read_only: bool = False) -> None:
+    def __init__(self, request: Request, read_only: bool = False, *, statements: bool = False) -> None:
         self.d: Deployment = deployment(request)
-        self._uow: AbstractContextManager[Connection] | None = transaction(self.d, read_only=read_only)
+        self._uow: AbstractContextManager[Connection] | None = transaction(
+            self.d, read_only=read_only, statements=statements
+        )
         self.conn = self._uow.__enter__()
         try:
             self.who = principal(request, self.conn)

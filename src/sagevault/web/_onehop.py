@@ -131,7 +131,7 @@ def _one_hop(endpoint: Callable[..., Any]) -> Callable[[Request, bytes], Respons
         return values
 
     def serve(request: Request, raw: bytes) -> Response:
-        work = Work(request, read_only)
+        work = Work(request, read_only, statements=read_only)  # PostgreSQL: no BEGIN/COMMIT round trips
         with work:  # ends the work if validation or the endpoint raises (the endpoint ends it otherwise)
             result: Response = endpoint(**arguments(request, raw), **{work_name: work})
         return result

@@ -38,7 +38,7 @@ def test_a_form_posted_from_another_site_is_never_carried_through_the_log_in(api
     assert done.status_code == 303 and done.headers["location"] == "/console"  # the dashboard, nothing to resend
     assert not _engaged(api, "pii-access")
     # The same with the victim's session cookie but its session ended: the token is not that session's.
-    board_csrf = _log_in(api, "alice.ng")
+    _log_in(api, "alice.ng")
     api.clock.advance(minutes=16)
     landed = api.client.post(f"{CONSOLE}/killswitches", data=forged)
     assert 'name="kept.' not in landed.text and "Your session ended; log in again." in landed.text

@@ -4,10 +4,9 @@ three decisions a person with alarms:manage takes on it, each the API's call wit
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from ._pages import AlarmId, BadForm, _run, page, read_form, run
+from ._pages import AlarmId, page, run, run_form
 from ._render import PREFIX, error_page, render
 from ._session import ConsoleWork
 
@@ -30,12 +29,7 @@ async def alarm(request: Request, alarm_id: AlarmId) -> Response:
 
 @router.post("/alarms/{alarm_id}/change")
 async def change(request: Request, alarm_id: AlarmId) -> Response:
-    try:
-        form = await read_form(request)
-    except BadForm:
-        return error_page(400, "This form could not be read; reload the page and try again.")
-
-    def action(work: ConsoleWork) -> Response:
+    def action(work: ConsoleWork, form: dict[str, str]) -> Response:
         verb, note = form.get("action", ""), form.get("note", "").strip()
         if verb not in CHANGES:
             return error_page(400, "Choose acknowledge, resolve or false positive.", signed_in=True)
@@ -44,4 +38,4 @@ async def change(request: Request, alarm_id: AlarmId) -> Response:
         work.d.monitor.change(work.conn, alarm_id, CHANGES[verb], principal=work.who, note=note)
         return RedirectResponse(f"{PREFIX}/alarms/{alarm_id}", status_code=303)
 
-    return await run_in_threadpool(_run, request, action, read_only=False, form=form, tenant=None)
+    return await run_form(request, action)

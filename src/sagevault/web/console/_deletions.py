@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from sagevault import errors
@@ -21,7 +19,7 @@ from sagevault.incidents import parse_time
 from sagevault.jobs import carry_out
 
 from .._problems import status_of
-from ._pages import BadForm, _run, held, page, read_form, run
+from ._pages import attempt, held, page, run, run_form
 from ._render import PREFIX, error_page, render
 from ._session import ConsoleWork
 
@@ -29,7 +27,6 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 RequestId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 T = TypeVar("T")
-UNREADABLE = "This form could not be read; reload the page and try again."
 SCOPES = ("tenant", "orders", "buyer")
 KINDS = ("delete", "return")
 KEPT = ("tenant", "scope", "orders", "kind", "recipient", "source", "received_at")  # never a buyer's identifier
@@ -43,18 +40,6 @@ STAGE_TEXT = {
     "verifying": "Verifying: no row left, nothing that can be opened",
     "done": "Done: certificate signed",
 }
-
-
-def attempt(work: ConsoleWork, call: Callable[[], T]) -> tuple[T | None, errors.SageVaultError | None]:
-    """A domain call in a savepoint of the page's unit of work: its refusal (a 4xx: the domain has
-    recorded it) is rolled back and returned, to be shown on the page the person is on."""
-    try:
-        with work.conn.begin_nested():
-            return call(), None
-    except errors.SageVaultError as exc:
-        if status_of(exc)[0] >= 500:
-            raise
-        return None, exc
 
 
 def _bad(message: str) -> Response:
@@ -133,12 +118,7 @@ def _checked(form: dict[str, str]) -> dict[str, Any] | str:
 
 @router.post("/deletions")
 async def record(request: Request) -> Response:
-    try:
-        form = await read_form(request)
-    except BadForm:
-        return error_page(400, UNREADABLE)
-
-    def action(work: ConsoleWork) -> Response:
+    def action(work: ConsoleWork, form: dict[str, str]) -> Response:
         facts = _checked(form)
         if isinstance(facts, str):
             return _bad(facts)
@@ -160,7 +140,7 @@ async def record(request: Request) -> Response:
             return _list_page(work, status_of(refused)[0] if refused else 400, str(refused), kept)
         return RedirectResponse(f"{PREFIX}/deletions/{made.id}", status_code=303)
 
-    return await run_in_threadpool(_run, request, action, read_only=False, form=form, tenant=None)
+    return await run_form(request, action)
 
 
 # --- one request ----------------------------------------------------------------------------------

@@ -14,13 +14,12 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from sagevault.identity import Scope
 from sagevault.incidents import ACTIONS, CLOSING_FIELDS, MOVES, NIST_PHASE, Case, Document, Entry, State, parse_time
 
-from ._pages import BadForm, _run, held, page, read_form, run
+from ._pages import held, page, run, run_form
 from ._render import PREFIX, error_page, render
 from ._session import ConsoleWork
 
@@ -28,7 +27,6 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 IncidentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 ItemId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-UNREADABLE = "This form could not be read; reload the page and try again."
 SEVERITIES = ("low", "medium", "high", "critical")
 INVOLVED = ("yes", "possible", "no")
 TASK_STATES = ("done", "skipped", "open")
@@ -48,17 +46,6 @@ def _text(form: dict[str, str], name: str) -> str | None:
     """A form field as the API body would carry it: absent or blank is None."""
     value = form.get(name, "")
     return value if value.strip() else None
-
-
-async def _posted(request: Request, action: Callable[[ConsoleWork, dict[str, str]], Response]) -> Response:
-    """A form posted to an incident action: read, CSRF-checked, then `action(work, form)` in one unit of work."""
-    try:
-        form = await read_form(request)
-    except BadForm:
-        return error_page(400, UNREADABLE)
-    return await run_in_threadpool(
-        _run, request, lambda work: action(work, form), read_only=False, form=form, tenant=None
-    )
 
 
 # --- the list --------------------------------------------------------------------------------------------
@@ -119,7 +106,7 @@ async def open_incident(request: Request) -> Response:
         )
         return _back(incident.id)
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 # --- one incident ----------------------------------------------------------------------------------------
@@ -208,7 +195,7 @@ async def add_note(request: Request, incident_id: IncidentId) -> Response:
         work.d.incidents.update(work.conn, incident_id, principal=work.who, note=note)
         return _back(incident_id, "#timeline")
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 @router.post("/incidents/{incident_id}/state")
@@ -221,7 +208,7 @@ async def move(request: Request, incident_id: IncidentId) -> Response:
         work.d.incidents.update(work.conn, incident_id, principal=work.who, state=target, note=_text(form, "note"))
         return _back(incident_id)
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 @router.post("/incidents/{incident_id}/tasks/{task_id}")
@@ -234,7 +221,7 @@ async def change_task(request: Request, incident_id: IncidentId, task_id: ItemId
         work.d.incidents.task(work.conn, incident_id, task_id, state, principal=work.who, note=form.get("note", ""))
         return _back(incident_id, "#tasks")
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 def _size(value: str | None) -> int | None:
@@ -267,7 +254,7 @@ async def add_evidence(request: Request, incident_id: IncidentId) -> Response:
         )
         return _back(incident_id, "#evidence")
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 @router.post("/incidents/{incident_id}/evidence/{evidence_id}/handover")
@@ -287,7 +274,7 @@ async def hand_over(request: Request, incident_id: IncidentId, evidence_id: Item
         )
         return _back(incident_id, "#evidence")
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 @router.post("/incidents/{incident_id}/actions")
@@ -302,7 +289,7 @@ async def contain(request: Request, incident_id: IncidentId) -> Response:
         )
         return _back(incident_id, "#actions")
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 @router.post("/incidents/{incident_id}/notification-draft")
@@ -313,7 +300,7 @@ async def notification_draft(request: Request, incident_id: IncidentId) -> Respo
         draft = work.d.incidents.amazon.draft(work.conn, incident_id, principal=work.who)
         return _case_page(work, incident_id, draft=draft)
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 @router.post("/incidents/{incident_id}/notified")
@@ -327,7 +314,7 @@ async def notified(request: Request, incident_id: IncidentId) -> Response:
         work.d.incidents.amazon.notified(work.conn, incident_id, at=sent, reference=reference, principal=work.who)
         return _back(incident_id, "#amazon")
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 def _documentation(form: dict[str, str]) -> dict[str, str | None]:
@@ -355,7 +342,7 @@ async def document(request: Request, incident_id: IncidentId) -> Response:
         )
         return _back(incident_id, "#close")
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 @router.post("/incidents/{incident_id}/close")
@@ -366,7 +353,7 @@ async def close(request: Request, incident_id: IncidentId) -> Response:
         work.d.incidents.close(work.conn, incident_id, principal=work.who, **_documentation(form))
         return _back(incident_id)
 
-    return await _posted(request, action)
+    return await run_form(request, action)
 
 
 @router.get("/incidents/{incident_id}/report")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Path, Request
@@ -23,6 +23,7 @@ from sagevault.identity import TENANT_ID, Scope
 from sagevault.vault import ORDER_ID
 
 from .._deps import deployment, source, transaction
+from .._problems import status_of
 from ._render import PREFIX, error_page, refusal_page, render, to_login
 from ._session import (
     COOKIE,
@@ -70,6 +71,10 @@ def safe_next(path: str | None) -> bool:
         and "/." not in path
         and path != f"{PREFIX}/logout"
     )
+
+
+UNREADABLE = "This form could not be read; reload the page and try again."
+T = TypeVar("T")
 
 
 class BadForm(Exception):
@@ -204,13 +209,41 @@ async def run(
     posted: bool = False,
     tenant: str | None = None,
 ) -> Response:
-    form: dict[str, str] | None = None
+    """A page: `action(work)` in one unit of work (see `_run`); `posted`: a form with nothing but its
+    CSRF token (checked first)."""
     if posted:
-        try:
-            form = await read_form(request)
-        except BadForm:
-            return error_page(400, "This form could not be read; reload the page and try again.")
-    return await run_in_threadpool(_run, request, action, read_only=read_only, form=form, tenant=tenant)
+        return await run_form(request, lambda work, _form: action(work), read_only=read_only, tenant=tenant)
+    return await run_in_threadpool(_run, request, action, read_only=read_only, form=None, tenant=tenant)
+
+
+async def run_form(
+    request: Request,
+    action: Callable[[ConsoleWork, dict[str, str]], Response],
+    *,
+    read_only: bool = False,
+    tenant: str | None = None,
+) -> Response:
+    """A page a form is posted to: the form read (a 400 page if it cannot be), its CSRF token checked,
+    then `action(work, form)` in one unit of work (see `_run`)."""
+    try:
+        form = await read_form(request)
+    except BadForm:
+        return error_page(400, UNREADABLE)
+    return await run_in_threadpool(
+        _run, request, lambda work: action(work, form), read_only=read_only, form=form, tenant=tenant
+    )
+
+
+def attempt(work: ConsoleWork, call: Callable[[], T]) -> tuple[T | None, errors.SageVaultError | None]:
+    """A domain call in a savepoint of the page's unit of work: its refusal (a 4xx: the domain has
+    recorded it) is rolled back and returned, to be shown on the page the person is on."""
+    try:
+        with work.conn.begin_nested():
+            return call(), None
+    except errors.SageVaultError as exc:
+        if status_of(exc)[0] >= 500:
+            raise
+        return None, exc
 
 
 # --- log-in and log-out --------------------------------------------------------------------------------
@@ -362,12 +395,7 @@ async def killswitches(request: Request) -> Response:
 
 @router.post("/killswitches")
 async def flip(request: Request) -> Response:
-    try:
-        form = await read_form(request)
-    except BadForm:
-        return error_page(400, "This form could not be read; reload the page and try again.")
-
-    def action(work: ConsoleWork) -> Response:
+    def action(work: ConsoleWork, form: dict[str, str]) -> Response:
         name, tenant, verb = form.get("name", ""), form.get("tenant", "").strip(), form.get("action", "")
         if name not in {k.value for k in KillSwitch} or verb not in ("engage", "release"):
             return error_page(400, "Choose a kill switch and engage or release it.", signed_in=True)
@@ -377,7 +405,7 @@ async def flip(request: Request) -> Response:
         work.d.access.switches.set(work.conn, name, verb == "engage", actor=work.who, tenant_id=tenant or None)
         return RedirectResponse(f"{PREFIX}/killswitches", status_code=303)
 
-    return await run_in_threadpool(_run, request, action, read_only=False, form=form, tenant=None)
+    return await run_form(request, action)
 
 
 # --- orders and reveal ----------------------------------------------------------------------------------
@@ -410,12 +438,8 @@ async def reveal(request: Request, tenant: str, order: str) -> Response:
         return error_page(404, NO_TENANT)
     if not _ORDER.fullmatch(order):
         return error_page(404, "There is no such order.")
-    try:
-        form = await read_form(request)
-    except BadForm:
-        return error_page(400, "This form could not be read; reload the page and try again.")
 
-    def action(work: ConsoleWork) -> Response:
+    def action(work: ConsoleWork, form: dict[str, str]) -> Response:
         field, purpose = form.get("field", ""), form.get("purpose", "")
         if not (0 < len(field) <= 200) or purpose not in {p.value for p in Purpose}:
             return error_page(400, "Choose a field and the purpose you need it for.", signed_in=True)
@@ -423,4 +447,4 @@ async def reveal(request: Request, tenant: str, order: str) -> Response:
         shown = {"order": order, "field": field, "values": [f.value for f in values]}
         return _orders_page(work, tenant, reveal_of=shown, refresh=f"60;url={PREFIX}/tenants/{tenant}/orders")
 
-    return await run_in_threadpool(_run, request, action, read_only=True, form=form, tenant=tenant)
+    return await run_form(request, action, read_only=True, tenant=tenant)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from sagevault import errors
@@ -20,8 +19,7 @@ from sagevault.governance._reviews_report import canonical
 from sagevault.identity import Scope
 
 from .._problems import status_of
-from ._deletions import UNREADABLE, attempt
-from ._pages import BadForm, _run, held, page, read_form, run
+from ._pages import attempt, held, page, run, run_form
 from ._render import PREFIX, error_page, render
 from ._session import ConsoleWork
 
@@ -89,12 +87,7 @@ async def campaigns(request: Request) -> Response:
 
 @router.post("/reviews")
 async def start(request: Request) -> Response:
-    try:
-        form = await read_form(request)
-    except BadForm:
-        return error_page(400, UNREADABLE)
-
-    def action(work: ConsoleWork) -> Response:
+    def action(work: ConsoleWork, form: dict[str, str]) -> Response:
         due = _number(form.get("due_days", ""), 1, 90)
         unused = _number(form.get("unused_days", ""), 1, 3650)
         default = form.get("default_decision", "keep")
@@ -120,7 +113,7 @@ async def start(request: Request) -> Response:
             return _list_page(work, status_of(refused)[0] if refused else 400, str(refused))
         return RedirectResponse(f"{PREFIX}/reviews/{made.id}", status_code=303)
 
-    return await run_in_threadpool(_run, request, action, read_only=False, form=form, tenant=None)
+    return await run_form(request, action)
 
 
 # --- one campaign ---------------------------------------------------------------------------------
@@ -175,12 +168,7 @@ async def campaign(request: Request, campaign_id: CampaignId) -> Response:
 
 @router.post("/reviews/{campaign_id}/items/{item_id}")
 async def decide(request: Request, campaign_id: CampaignId, item_id: ItemId) -> Response:
-    try:
-        form = await read_form(request)
-    except BadForm:
-        return error_page(400, UNREADABLE)
-
-    def action(work: ConsoleWork) -> Response:
+    def action(work: ConsoleWork, form: dict[str, str]) -> Response:
         decision, justification = form.get("decision", ""), form.get("justification", "")
         reviews = work.d.governance.reviews
         items = {i.id for i in reviews.get(work.conn, campaign_id, principal=work.who).items}  # governance:read
@@ -195,17 +183,12 @@ async def decide(request: Request, campaign_id: CampaignId, item_id: ItemId) -> 
             return _campaign_page(work, campaign_id, status_of(refused)[0], str(refused), item_id)
         return RedirectResponse(f"{PREFIX}/reviews/{campaign_id}#item-{item_id}", status_code=303)
 
-    return await run_in_threadpool(_run, request, action, read_only=False, form=form, tenant=None)
+    return await run_form(request, action)
 
 
 @router.post("/reviews/{campaign_id}/close")
 async def close(request: Request, campaign_id: CampaignId) -> Response:
-    try:
-        form = await read_form(request)
-    except BadForm:
-        return error_page(400, UNREADABLE)
-
-    def action(work: ConsoleWork) -> Response:
+    def action(work: ConsoleWork, form: dict[str, str]) -> Response:
         default = form.get("default_decision", "")
         if default not in ("", "keep", "revoke"):
             return _bad("Choose the default for undecided items: the campaign's own, keep or revoke.")
@@ -218,7 +201,7 @@ async def close(request: Request, campaign_id: CampaignId) -> Response:
             return _campaign_page(work, campaign_id, status_of(refused)[0], str(refused))
         return RedirectResponse(f"{PREFIX}/reviews/{campaign_id}", status_code=303)
 
-    return await run_in_threadpool(_run, request, action, read_only=False, form=form, tenant=None)
+    return await run_form(request, action)
 
 
 @router.get("/reviews/{campaign_id}/report")

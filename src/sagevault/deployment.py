@@ -22,6 +22,7 @@ from typing import TypedDict, Unpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from sagevault import access, connector, deletion, governance, incidents, jobs, monitor, vault
 from sagevault._private_files import check_private
@@ -234,7 +235,7 @@ class Deployment:
 def _audit_log(settings: Settings, audit_engine: Engine | None, clock: Clock | None = None) -> AuditLog:
     key_file = settings.resolved_audit_signing_key_file
     signer = Signer(key_file) if key_file.exists() else None
-    engine = audit_engine or service_engine(settings.resolved_audit_database_url)
+    engine = audit_engine or service_engine(settings.resolved_audit_database_url, settings.database_pool_size)
     return AuditLog(
         engine,
         signer=signer,
@@ -259,10 +260,15 @@ class Parts(TypedDict, total=False):
     event_clock: Clock  # stamps security events (tests of time rules: a reveal "at 03:00")
 
 
-def service_engine(url: str) -> Engine:
+def service_engine(url: str, pool_size: int = 20) -> Engine:
     """The engine the service works through: on PostgreSQL every connection takes the role
-    `sagevault_app` (rows only, no DDL, the security log append-only), whatever the login."""
-    return create_engine_for(url, role=SERVICE_ROLE)
+    `sagevault_app` (rows only, no DDL, the security log append-only), whatever the login, from a
+    pool of `pool_size` kept connections (`Settings.database_pool_size`; as many again for a burst)."""
+    if url.startswith("sqlite"):
+        return create_engine_for(url, role=SERVICE_ROLE)
+    # SQLAlchemy's default pool (5) opened and closed a PostgreSQL connection per request beyond the
+    # fifth at once: 546 → 836 reveals/s, p99 73 → 35 ms, at 16 requests at a time (bench/api.py, pg_redis).
+    return create_engine_for(url, role=SERVICE_ROLE, pool_size=pool_size, max_overflow=pool_size)
 
 
 @contextmanager
@@ -314,7 +320,7 @@ def check_service_role(engine: Engine) -> None:
 
 def _build(settings: Settings, parts: Parts) -> Deployment:
     keys = parts.get("keys") or master_keys_from_settings(settings)
-    engine = parts.get("engine") or service_engine(settings.resolved_database_url)
+    engine = parts.get("engine") or service_engine(settings.resolved_database_url, settings.database_pool_size)
     audit = _audit_log(settings, parts.get("audit_engine"), parts.get("event_clock"))
     keyring = TenantKeyring(keys, KeyCache(settings.key_cache_ttl_seconds))
     clock = parts.get("clock")
@@ -480,7 +486,15 @@ def alarm_sinks(settings: Settings) -> dict[str, Sink]:
 
 
 def _has_schema(engine: Engine) -> bool:
-    return "tenants" in inspect(engine).get_table_names()
+    """Whether the database holds SageVault's tables. On PostgreSQL the service role is made by the
+    first migration: a server that has no such role holds no SageVault schema (its connections,
+    which take the role, are refused with invalid_parameter_value)."""
+    try:
+        return "tenants" in inspect(engine).get_table_names()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "22023":
+            return False
+        raise
 
 
 def init_deployment(settings: Settings, *, actor: Principal | None = None, **parts: Unpack[Parts]) -> Deployment:
@@ -495,7 +509,7 @@ def init_deployment(settings: Settings, *, actor: Principal | None = None, **par
         )
     make_private_dir(data_dir)
     check_private(data_dir)  # an existing directory others can read is refused before anything is put in it
-    engine = parts.get("engine") or service_engine(settings.resolved_database_url)
+    engine = parts.get("engine") or service_engine(settings.resolved_database_url, settings.database_pool_size)
     if _has_schema(engine):
         raise AlreadyInitialized(
             f"the database {engine.url.render_as_string(hide_password=True)} already holds a SageVault "

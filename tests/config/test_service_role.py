@@ -4,11 +4,12 @@ owner's function, and can do nothing else: no DDL, no UPDATE, DELETE or TRUNCATE
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from conftest import OPERATOR
@@ -27,7 +28,8 @@ from sagevault.audit import (
 from sagevault.config import Settings
 from sagevault.crypto import InMemoryKeyProvider
 from sagevault.deployment import STORE_CHAIN, open_deployment, service_engine
-from sagevault.errors import ConfigError
+from sagevault.db import create_engine_for
+from sagevault.errors import ConfigError, NotInitialized
 from sagevault.identity import Channel
 
 
@@ -126,3 +128,33 @@ def test_a_service_connection_that_could_rewrite_the_log_is_refused_with_the_fix
     finally:
         engine.dispose()
     assert STORE_CHAIN.version_table == "alembic_version"
+
+
+def test_a_server_without_the_service_role_is_told_to_run_init(pg_database: str, settings: Settings) -> None:
+    """A PostgreSQL server SageVault has never been set up on has no service role yet (the first
+    migration makes it): opening a deployment there says to run `sagevault init`, not a driver error."""
+    engine = create_engine_for(pg_database, role=f"sagevault_never_made_{secrets.token_hex(4)}")
+    pg_settings = settings.model_copy(update={"database_url": pg_database})
+    create_signing_key(pg_settings.resolved_audit_signing_key_file)
+    try:
+        with pytest.raises(NotInitialized, match="has no SageVault schema; run `sagevault init` first"):
+            open_deployment(pg_settings, keys=InMemoryKeyProvider(), engine=engine, audit_engine=engine)
+    finally:
+        engine.dispose()
+
+
+def test_the_service_keeps_its_postgresql_connections_between_requests(pg_url: str) -> None:
+    """Sixteen units of work at once, then again: the second time no connection is opened (each
+    new one costs a PostgreSQL backend; SQLAlchemy's default kept five and reopened the rest)."""
+    engine = service_engine(pg_url, pool_size=16)
+    opened: list[object] = []
+    event.listen(engine, "connect", lambda conn, _record: opened.append(conn))
+    try:
+        for _ in range(2):
+            held = [engine.connect() for _ in range(16)]
+            for conn in held:
+                assert conn.execute(text("SELECT current_user")).scalar_one() == "sagevault_app"
+                conn.close()
+        assert len(opened) == 16
+    finally:
+        engine.dispose()

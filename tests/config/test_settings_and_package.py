@@ -59,6 +59,7 @@ def test_defaults_are_the_policy_numbers(tmp_path: Path) -> None:
         ({"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "redis://cache.example.com:6379/0"}, "use rediss://"),
         ({"SAGEVAULT_RATE_LIMIT_STORAGE_URL": "rediss://cache.example.com/0?ssl_cert_reqs=none"}, "certificate checks"),
         ({"SAGEVAULT_KMS_ENDPOINT_URL": "http://kms.example.com"}, "must be an https:// URL"),
+        ({"SAGEVAULT_DATABASE_POOL_SIZE": "0"}, "database_pool_size must be between 1 and 200"),
     ],
 )
 def test_unsafe_settings_refuse_to_start(env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # PostgreSQL: the tables' owner, for migrations only (`init`, upgrades). The service connects
     # with `database_url` and takes the role `sagevault_app` (no DDL; the security log append-only).
     database_admin_url: str | None = None
+    # PostgreSQL: connections each process keeps open to each database (the vault's, the security
+    # log's). The API serves up to 40 requests at a time per process; beyond the pool, up to as many
+    # again are opened for a burst and closed after it (opening one costs a PostgreSQL backend).
+    database_pool_size: int = 20
     key_provider: Literal["local", "aws-kms"] = "local"
     master_key_file: Path | None = None
     kms_key_id: str | None = None
@@ -209,6 +213,8 @@ class Settings(BaseSettings):
             )
         if not 1 <= self.sp_api_sync_minutes <= 1440 or not 1 <= self.sp_api_timeout_seconds <= 300:
             raise ValueError("sp_api_sync_minutes must be 1..1440 and sp_api_timeout_seconds 1..300")
+        if not 1 <= self.database_pool_size <= 200:
+            raise ValueError("database_pool_size must be between 1 and 200 (connections per process and database)")
         if not 1 <= self.ingest_batch_size <= 100_000:
             raise ValueError("ingest_batch_size must be between 1 and 100000")
         problems = [

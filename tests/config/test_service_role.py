@@ -27,8 +27,8 @@ from sagevault.audit import (
 )
 from sagevault.config import Settings
 from sagevault.crypto import InMemoryKeyProvider
-from sagevault.deployment import STORE_CHAIN, open_deployment, service_engine
 from sagevault.db import create_engine_for
+from sagevault.deployment import STORE_CHAIN, open_deployment, service_engine
 from sagevault.errors import ConfigError, NotInitialized
 from sagevault.identity import Channel
 

@@ -285,7 +285,8 @@ def _generation(conn: Connection) -> int:
     and a writing one holds the write lock, so reading it again would give the same answer.
     `forget_generation` drops it when the transaction changes access state itself. PostgreSQL
     reads committed data statement by statement, so there every decision reads it again: a kill
-    switch engaged while a request runs stops that request's next decision. Once the transaction
+    switch engaged while a request runs stops that request's next decision (the reveal reads it
+    in the statement that reads the order's rows: `AccessControl.state_query`). Once the transaction
     has begun, the read goes straight to the driver's cursor on the same connection (and so in
     the same transaction): SQLAlchemy's result handling would cost more than the query itself."""
     txn = conn.get_transaction()
@@ -314,14 +315,20 @@ def forget_generation(conn: Connection) -> None:
 class AccessControl:
     """The vault's gate: every vault operation asks `check`, which asks `decide`."""
 
+    # The policy generation as a scalar subquery: a caller that reads it within a statement of its
+    # own (the reveal, with the order's rows) passes it to `check` as `state`, which then decides
+    # at that generation instead of reading it in a statement of its own.
+    state_query: str | None = f"({_GENERATION})"
+
     def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
         self._clock = clock
         self._policy: AccessPolicy | None = None
         self._lock = threading.Lock()
 
-    def policy(self, conn: Connection) -> AccessPolicy:
+    def policy(self, conn: Connection, state: int | None = None) -> AccessPolicy:
+        """The policy at the current generation (`state`: as the caller read it, see `state_query`)."""
         current = self._policy
-        generation = _generation(conn)
+        generation = _generation(conn) if state is None else state
         if current is not None and current.generation == generation:
             return current
         with self._lock:
@@ -338,6 +345,7 @@ class AccessControl:
         *,
         purpose: Purpose | None = None,
         fields: Collection[str] = (),
+        state: int | None = None,
     ) -> None:
         now = self._clock().timestamp() if self._clock is not None else None
-        decide(self.policy(conn), principal, scope, tenant_id, purpose=purpose, now=now)
+        decide(self.policy(conn, state), principal, scope, tenant_id, purpose=purpose, now=now)

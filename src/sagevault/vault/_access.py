@@ -20,6 +20,12 @@ from sagevault.identity import Principal, Scope
 
 
 class AccessGate(Protocol):
+    # SQL of a scalar subquery giving the version of the access rules now in force, or None. The
+    # reveal reads it in the statement that reads the order's rows and hands it to `check` as
+    # `state`: the gate decides at that version without a statement of its own, as fresh as the
+    # rows it guards.
+    state_query: str | None
+
     def check(
         self,
         conn: Connection,
@@ -29,6 +35,7 @@ class AccessGate(Protocol):
         *,
         purpose: Purpose | None = None,
         fields: Collection[str] = (),
+        state: int | None = None,
     ) -> None:
         """Return if allowed; raise AccessDenied otherwise."""
         ...
@@ -45,6 +52,8 @@ class HiddenRecords(Protocol):
 class LocalOperatorGate:
     """Admits operators on this machine; refuses every other principal."""
 
+    state_query: str | None = None  # no rules that change
+
     def check(
         self,
         conn: Connection,
@@ -54,6 +63,7 @@ class LocalOperatorGate:
         *,
         purpose: Purpose | None = None,
         fields: Collection[str] = (),
+        state: int | None = None,
     ) -> None:
         if principal.kind != "operator":
             raise AccessDenied(

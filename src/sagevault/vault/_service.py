@@ -11,9 +11,9 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
 
 from sagevault.audit import AuditEvent, AuditSink, EventName
@@ -38,6 +38,7 @@ from ._ingest import CHUNK, DocumentStore
 from ._keyring import TenantKeyring
 from ._marketplaces import region_of
 from ._operations import Operation, SourceDocument, extract, recognise
+from ._reads import ORDER_ROWS, SealedRow, by_document, sealed_rows
 from ._rights import RecordRights
 from ._rotation import KeyLifecycle
 from ._schema import BLIND_INDEX_SLOTS, records, tenants
@@ -58,43 +59,7 @@ from ._views import (
     mask,
 )
 
-
-def _order_rows_query(*columns: Any) -> Select[Any]:
-    """One order's records (`columns`) and its tenant's shred mark, for the bound parameters
-    `tenant_id` and `order_id`: a row with no record when the tenant has no such order, no row
-    when there is no such tenant. Built once: building and hashing the statement on every call
-    cost several times what running it does."""
-    return (
-        select(tenants.c.shredded_at.label("tenant_shredded_at"), *columns)
-        .select_from(
-            tenants.outerjoin(
-                records, and_(records.c.tenant_id == tenants.c.id, records.c.order_id == bindparam("order_id"))
-            )
-        )
-        .where(tenants.c.id == bindparam("tenant_id"))
-        .order_by(records.c.document)
-    )
-
-
-_ORDER_ROWS = _order_rows_query(records)
-_SEALED_ROWS = _order_rows_query(
-    records.c.id, records.c.document, records.c.pii, records.c.key_version, records.c.restricted_at
-)
-
-
 MAX_BATCH_REVEAL = 500  # orders one batch reveal may name
-
-
-class _SealedRow(NamedTuple):
-    """A row of `_SEALED_ROWS` as the driver returns it (`driver_rows`): the shred mark is only
-    tested for NULL, the rest are ids, text and the blob."""
-
-    tenant_shredded_at: Any
-    id: int | None
-    document: str
-    pii: bytes | None  # None with id: a tenant without this order
-    key_version: int
-    restricted_at: Any  # a buyer restricted processing: tested for NULL only
 
 
 def _aware(value: datetime) -> datetime:
@@ -326,20 +291,26 @@ class Vault:
         self._live_tenant(conn, tenant_id)
         return self._store.store(conn, tenant_id, docs, retrieved_at, origin)
 
-    def _live_order_rows(self, conn: Connection, tenant_id: str, order_id: str, sealed: bool = False) -> Sequence[Any]:
-        """The order's records, in one query with the tenant's check (`_live_tenant`): a tenant
-        that does not exist or was shredded is refused as `_live_tenant` refuses it. `sealed`:
-        only what a reveal needs (`_SealedRow`), read through the driver's cursor."""
-        params = {"tenant_id": tenant_id, "order_id": order_id}
-        rows: Sequence[Any]
-        if sealed:
-            # bytes(): a driver may hand a blob over as a memoryview (psycopg 2 does)
-            rows = [
-                _SealedRow(s, i, doc, p if p is None or type(p) is bytes else bytes(p), v, r)
-                for s, i, doc, p, v, r in driver_rows(conn, _SEALED_ROWS, params)
-            ]
-        else:
-            rows = conn.execute(_ORDER_ROWS, params).all()
+    def _live_order_rows(self, conn: Connection, tenant_id: str, order_id: str) -> Sequence[Any]:
+        """The order's records, in one query with the tenant's check (`_live_rows`)."""
+        return self._live_rows(
+            conn, tenant_id, order_id, conn.execute(ORDER_ROWS, {"tenant_id": tenant_id, "order_id": order_id}).all()
+        )
+
+    def _sealed_order_rows(self, conn: Connection, tenant_id: str, order_id: str) -> list[SealedRow]:
+        """What a reveal needs of the order's records (`SealedRow`), read through the driver's
+        cursor with the gate's rule version, not yet checked (`_live_rows`)."""
+        query = sealed_rows(self._gate.state_query)
+        # bytes(): a driver may hand a blob over as a memoryview (psycopg 2 does)
+        return [
+            SealedRow(s, i, doc, p if p is None or type(p) is bytes else bytes(p), v, r, g)
+            for s, i, doc, p, v, r, g in driver_rows(conn, query, {"tenant_id": tenant_id, "order_id": order_id})
+        ]
+
+    def _live_rows(self, conn: Connection, tenant_id: str, order_id: str, rows: Sequence[Any]) -> Sequence[Any]:
+        """`rows` of the order (`order_rows_query`), once the tenant's check (`_live_tenant`)
+        passes: a tenant that does not exist or was shredded is refused as `_live_tenant` refuses
+        it; an order the tenant does not hold, or whose buyer restricted processing, is refused."""
         if not rows or rows[0].tenant_shredded_at is not None:
             if rows:  # shredded, perhaps by another process: its cached keys go now
                 self._keys.forget(tenant_id)
@@ -421,17 +392,24 @@ class Vault:
     ) -> list[RevealedField]:
         """The plaintext of the named PII fields of one order, if the catalog allows `purpose`
         for every one of them; nothing is decrypted otherwise."""
-        by_doc = self._reveal_allowed(conn, tenant_id, fields, purpose, principal)
+        purpose, wanted = self._fields_for(fields, purpose)
+        rows = self._sealed_order_rows(conn, tenant_id, order_id)
+        # Decided before anything read is looked at, at the rule version read with the rows (as
+        # fresh as they are; no statement of its own). A tenant without this order has no row.
+        state = rows[0].state if rows else None
+        self._gate.check(
+            conn, principal, Scope.PII_REVEAL, tenant_id, purpose=purpose, fields=list(wanted), state=state
+        )
+        by_doc = by_document(wanted)
         out: list[RevealedField] = []
-        for row in self._live_order_rows(conn, tenant_id, order_id, sealed=True):
+        for row in self._live_rows(conn, tenant_id, order_id, rows):
             self._open_fields(conn, tenant_id, row, by_doc, out)
         return out
 
-    def _reveal_allowed(
-        self, conn: Connection, tenant_id: str, fields: Sequence[str], purpose: Purpose | str, principal: Principal
-    ) -> dict[Document, set[str]]:
-        """The catalog paths to reveal per document, once the catalog allows `purpose` for every
-        named field and the gate allows the reveal."""
+    def _fields_for(
+        self, fields: Sequence[str], purpose: Purpose | str
+    ) -> tuple[Purpose, dict[str, list[CatalogField]]]:
+        """The purpose and the catalog's PII fields of each name, once the catalog allows `purpose` for every one."""
         purpose = self._purpose(purpose)
         wanted = self._pii_fields_named(fields)
         for name, matches in wanted.items():
@@ -441,12 +419,7 @@ class Vault:
                     raise PurposeNotAllowed(
                         f"purpose {purpose.value} is not allowed for {name} ({f.category}); allowed: {allowed}"
                     )
-        self._gate.check(conn, principal, Scope.PII_REVEAL, tenant_id, purpose=purpose, fields=list(wanted))
-        by_doc: dict[Document, set[str]] = {}
-        for matches in wanted.values():
-            for f in matches:
-                by_doc.setdefault(f.document, set()).add(f.path)
-        return by_doc
+        return purpose, wanted
 
     def _open_fields(
         self, conn: Connection, tenant_id: str, row: Any, by_doc: dict[Document, set[str]], out: list[RevealedField]
@@ -480,7 +453,9 @@ class Vault:
         with refusals_recorded(self, EventName.VAULT_FIELD_REVEAL, principal, tenant_id, "reveal batch"):
             if len(order_ids) > MAX_BATCH_REVEAL:
                 raise PayloadError(f"reveal at most {MAX_BATCH_REVEAL} orders at once; split the batch")
-            by_doc = self._reveal_allowed(conn, tenant_id, fields, purpose, principal)
+            purpose, named = self._fields_for(fields, purpose)
+            self._gate.check(conn, principal, Scope.PII_REVEAL, tenant_id, purpose=purpose, fields=list(named))
+            by_doc = by_document(named)
             self._live_tenant(conn, tenant_id)
             wanted = list(dict.fromkeys(order_ids))
             found: dict[str, list[RevealedField]] = {}

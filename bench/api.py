@@ -467,14 +467,24 @@ def _fields_per_s(
     return {"single_reveal_fields_per_s": round(single), "batch_reveal_fields_per_s": round(many)}
 
 
-def in_process(requests: int, repeat: int, orders: int) -> None:
+def in_process(
+    requests: int, repeat: int, orders: int, admin_url: str | None = None, redis_url: str | None = None
+) -> None:
+    """The app alone through ASGI, in this process: CPU per request of the reveal, the no-op and
+    the equivalent floor, 1 and 8 at a time, on SQLite or a fresh PostgreSQL database
+    (`admin_url`), counting in memory or Redis (`redis_url`; this run's keys dropped after it)."""
     import asyncio
 
-    with tempfile.TemporaryDirectory(prefix="sv-api-bench-") as tmp:
+    prefix = f"sv-bench-{secrets.token_hex(4)}"
+    with tempfile.TemporaryDirectory(prefix="sv-api-bench-") as tmp, pg_database(admin_url) as database_url:
         data_dir = Path(tmp) / "var"
-        token, ids, config = prepare(data_dir, orders)
-        _write_equivalent(data_dir, config, None, "unused")
+        token, ids, config = prepare(data_dir, orders, database_url)
+        _write_equivalent(data_dir, config, redis_url, f"{prefix}-eq")
         os.environ.update(RAISED_LIMITS)
+        if redis_url is not None:
+            os.environ |= {"SAGEVAULT_RATE_LIMIT_STORAGE_URL": redis_url, "SAGEVAULT_RATE_LIMIT_KEY_PREFIX": prefix}
+        if database_url is not None:
+            os.environ["SAGEVAULT_DATABASE_URL"] = database_url
         d = open_deployment(load_settings(data_dir=data_dir))
         app = app_with_floor(d, data_dir)
         served = with_equivalent(app, data_dir)
@@ -503,6 +513,8 @@ def in_process(requests: int, repeat: int, orders: int) -> None:
                 figures.setdefault(kind, []).append(per_s)
         loop.close()
         d.close()
+        if redis_url is not None:
+            drop_redis_keys(redis_url, prefix)
     med = {k: round(statistics.median(v), 3) for k, v in figures.items()}
     print(
         json.dumps(
@@ -772,7 +784,7 @@ def main() -> None:
     parser.add_argument("--serve", nargs=2, metavar=("DATA_DIR", "FD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_process:
-        in_process(args.requests, args.repeat, args.orders)
+        in_process(args.requests, args.repeat, args.orders, args.database_url, args.redis)
         return
     if args.serve:
         serve(Path(args.serve[0]), int(args.serve[1]))

@@ -66,6 +66,7 @@ from sagevault.db import (
     migrate_if_behind,
     query_only,
     reading,
+    statements_on_their_own,
 )
 from sagevault.deletion import Backups, BuyerRights, Deletions, LiveCopies, Retention
 from sagevault.errors import AlreadyInitialized, ConfigError, NotInitialized, StorageBusy
@@ -213,10 +214,12 @@ class Deployment:
         with self.engine.connect() as conn:
             if read_only:
                 reading(conn)
-                if statements and not is_sqlite(self.engine):
-                    conn.execution_options(isolation_level="AUTOCOMMIT")
-            with conn.begin():
-                yield conn
+            if read_only and statements and not is_sqlite(self.engine):
+                with statements_on_their_own(conn), conn.begin():
+                    yield conn
+            else:
+                with conn.begin():
+                    yield conn
 
     @property
     def local_reads(self) -> bool:

@@ -21,6 +21,7 @@ from ._engine import (
     query_only,
     read_only,
     reading,
+    statements_on_their_own,
 )
 from ._migrations import MigrationChain, migrate, migrate_if_behind, schema_is_current
 
@@ -51,4 +52,5 @@ __all__ = [
     "read_only",
     "reading",
     "schema_is_current",
+    "statements_on_their_own",
 ]

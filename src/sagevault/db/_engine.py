@@ -165,6 +165,24 @@ def brief_write(engine: Engine, wait_ms: int = 50) -> Iterator[Connection]:
                 yield conn
 
 
+@contextmanager
+def statements_on_their_own(conn: Connection) -> Iterator[None]:
+    """PostgreSQL: within the block each statement on `conn` commits on its own (the driver's
+    autocommit: no BEGIN and COMMIT round trips), for a unit of work that only reads. Set on the
+    driver's connection itself: SQLAlchemy's `isolation_level` option sets and resets it through
+    its characteristics on every checkout, which cost the reveal more than its statements' own
+    work. The connection goes back to the pool as it came, or is not put back."""
+    driver = conn.connection.driver_connection
+    driver.autocommit = True  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        try:
+            driver.autocommit = False  # type: ignore[union-attr]
+        except Exception:  # a broken connection: discarded, not put back
+            conn.invalidate()
+
+
 def reading(conn: Connection) -> Connection:
     """Mark `conn`, before its transaction begins, as a unit of work that writes nothing to this
     database. On SQLite its transaction is then DEFERRED: a snapshot read that waits for no

@@ -83,6 +83,33 @@ class BatchRevealBody(BaseModel):
     purpose: Purpose
 
 
+def reveal(tenant_id: TenantPath, order_id: OrderPath, body: RevealBody, work: AuthenticatedRead) -> Response:
+    """The named PII fields of one order, in clear, for a purpose the caller's role allows."""
+    with work as (d, conn, who):
+        fields = d.vault.reveal(conn, tenant_id, order_id, body.fields, body.purpose, principal=who)
+    # Serialised here, once (the hot path): `RevealOut` describes it in the OpenAPI document.
+    return json_response(
+        {
+            "fields": [
+                {"record_id": f.record_id, "document": f.document.value, "path": f.path, "value": f.value}
+                for f in fields
+            ]
+        }
+    )
+
+
+# The hot path (`OneHop`: in the event loop on SQLite, one worker-thread hop otherwise): same operation and checks.
+# The first route of the API, so a reveal is matched by the first route the router tries.
+router.add_api_route(
+    "/tenants/{tenant_id}/orders/{order_id}/reveal",
+    reveal,
+    methods=["POST"],
+    tags=["records"],
+    response_model=RevealOut,
+    route_class_override=OneHop,
+)
+
+
 @router.post("/sessions", status_code=201, tags=["sessions"])
 def login(body: LoginBody, request: Request, d: CurrentDeployment) -> SessionOut:
     """Password + TOTP → a session token (people only; services use API keys)."""
@@ -166,32 +193,6 @@ def order(tenant_id: TenantPath, order_id: OrderPath, work: AuthenticatedRead) -
             ],
         }
     )
-
-
-def reveal(tenant_id: TenantPath, order_id: OrderPath, body: RevealBody, work: AuthenticatedRead) -> Response:
-    """The named PII fields of one order, in clear, for a purpose the caller's role allows."""
-    with work as (d, conn, who):
-        fields = d.vault.reveal(conn, tenant_id, order_id, body.fields, body.purpose, principal=who)
-    # Serialised here, once (the hot path): `RevealOut` describes it in the OpenAPI document.
-    return json_response(
-        {
-            "fields": [
-                {"record_id": f.record_id, "document": f.document.value, "path": f.path, "value": f.value}
-                for f in fields
-            ]
-        }
-    )
-
-
-# The hot path (`OneHop`: in the event loop on SQLite, one worker-thread hop otherwise): same operation and checks.
-router.add_api_route(
-    "/tenants/{tenant_id}/orders/{order_id}/reveal",
-    reveal,
-    methods=["POST"],
-    tags=["records"],
-    response_model=RevealOut,
-    route_class_override=OneHop,
-)
 
 
 @router.post("/tenants/{tenant_id}/reveal", tags=["records"], response_model=BatchRevealOut)

@@ -7,13 +7,14 @@ import sqlite3
 import ssl
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Annotated
 
 import httpx
 import pytest
 from fastapi import APIRouter, Query
 from fastapi.routing import APIRoute
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 from starlette.responses import Response
 
@@ -368,7 +369,9 @@ def test_refused_requests_are_bounded_per_source_and_the_allow_list_comes_before
         assert r.status_code == 403 and r.json()["type"].endswith("network-denied"), r.text
 
 
-def test_an_unexpected_error_is_a_bare_500_problem_with_the_headers_and_a_security_event(api: Api) -> None:
+def test_an_unexpected_error_is_a_bare_500_problem_with_the_headers_and_a_security_event(
+    api: Api, tmp_path: Path
+) -> None:
     def boom() -> None:
         raise RuntimeError("jane.doe@example.com 555-0100")  # as if a bug put PII in a message
 
@@ -393,6 +396,19 @@ def test_an_unexpected_error_is_a_bare_500_problem_with_the_headers_and_a_securi
     assert r.status_code == 500 and "ciphertext" not in r.text
     assert [e["operation"] for e in api.d.audit.search(name="api:request:fail")][-1] == "integrityerror"
     r = api.client.get(f"{api.base}/busy")
+    assert r.status_code == 503 and r.json()["type"].endswith("storage-busy") and r.headers["retry-after"] == "1"
+
+    pool = create_engine(f"sqlite:///{tmp_path / 'pool.db'}", pool_size=1, max_overflow=0, pool_timeout=0.05)
+    held = pool.connect()  # every pooled connection in use: the next request waits, then is told to retry
+
+    def exhausted() -> None:
+        with pool.connect():
+            pass
+
+    api.app.add_api_route(f"{API}/exhausted", exhausted, methods=["GET"])
+    r = api.client.get(f"{api.base}/exhausted")
+    held.close()
+    pool.dispose()
     assert r.status_code == 503 and r.json()["type"].endswith("storage-busy") and r.headers["retry-after"] == "1"
 
 

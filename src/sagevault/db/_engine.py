@@ -10,6 +10,7 @@ from sqlalchemy import Column, ColumnElement, Engine, Table, any_, create_engine
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -138,7 +139,10 @@ def _as_sqlalchemy_error(conn: Connection, statement: str, exc: Exception, *, lo
 
 def lock_not_had(exc: BaseException) -> bool:
     """Whether `exc` says a lock could not be had in time (SQLite's write lock within the busy
-    timeout, PostgreSQL's `lock_timeout`): load, not a fault."""
+    timeout, PostgreSQL's `lock_timeout`) or no pooled connection was free within the pool's
+    timeout (more requests at once than `database_pool_size` and its burst): load, not a fault."""
+    if isinstance(exc, PoolTimeout):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     return "database is locked" in str(exc.orig) or getattr(exc.orig, "sqlstate", None) == "55P03"

@@ -9,6 +9,7 @@ last ones recorded.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import time
@@ -488,14 +489,19 @@ def alarm_sinks(settings: Settings) -> dict[str, Sink]:
     return sinks
 
 
+_NO_ROLE = re.compile(r'role ".+" does not exist')
+
+
 def _has_schema(engine: Engine) -> bool:
     """Whether the database holds SageVault's tables. On PostgreSQL the service role is made by the
     first migration: a server that has no such role holds no SageVault schema (its connections,
-    which take the role, are refused with invalid_parameter_value)."""
+    which take the role, are refused: `role "..." does not exist`). Any other error is raised."""
     try:
         return "tenants" in inspect(engine).get_table_names()
     except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) == "22023":
+        diag = getattr(exc.orig, "diag", None)
+        message = getattr(diag, "message_primary", None) or ""
+        if getattr(exc.orig, "sqlstate", None) == "22023" and _NO_ROLE.fullmatch(message):
             return False
         raise
 

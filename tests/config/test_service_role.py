@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, event, inspect, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from conftest import OPERATOR
 from sagevault.audit import (
@@ -141,6 +141,23 @@ def test_a_server_without_the_service_role_is_told_to_run_init(pg_database: str,
             open_deployment(pg_settings, keys=InMemoryKeyProvider(), engine=engine, audit_engine=engine)
     finally:
         engine.dispose()
+    # Any other refusal of the connection is said as it is, not taken for a server to initialise.
+    wrong = create_engine_for(f"{pg_database}?options=-c%20statement_timeout%3Dabc", role="sagevault_app")
+    try:
+        with pytest.raises(OperationalError, match="statement_timeout"):
+            open_deployment(pg_settings, keys=InMemoryKeyProvider(), engine=wrong, audit_engine=wrong)
+    finally:
+        wrong.dispose()
+
+
+def test_a_deployment_on_postgresql_keeps_the_pool_its_settings_ask_for(pg_url: str, settings: Settings) -> None:
+    pg_settings = settings.model_copy(update={"database_url": pg_url, "database_pool_size": 7})
+    create_signing_key(pg_settings.resolved_audit_signing_key_file)
+    d = open_deployment(pg_settings, keys=InMemoryKeyProvider())
+    try:
+        assert d.engine.pool.size() == 7 and d.audit.engine.pool.size() == 7  # type: ignore[attr-defined]
+    finally:
+        d.close()
 
 
 def test_the_service_keeps_its_postgresql_connections_between_requests(pg_url: str) -> None:

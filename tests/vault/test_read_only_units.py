@@ -43,6 +43,12 @@ def _one_transaction(conn: Connection) -> bool:
     return bool(conn.execute(_XACT).scalar_one() == conn.execute(_XACT).scalar_one())
 
 
+def _refused_midway(d: Deployment) -> None:
+    with d.unit_of_work(read_only=True, statements=True) as conn:
+        conn.execute(_XACT)
+        raise LookupError("a refusal in the middle of a reveal")
+
+
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_the_reveals_statement_units_run_each_statement_on_its_own_and_leave_the_pool_as_it_was(
     deployment_at: Callable[..., Deployment],
@@ -58,4 +64,8 @@ def test_the_reveals_statement_units_run_each_statement_on_its_own_and_leave_the
         with d.unit_of_work() as conn:
             assert _one_transaction(conn)
         with d.unit_of_work(read_only=True) as conn:
+            assert _one_transaction(conn)
+        with pytest.raises(LookupError):
+            _refused_midway(d)
+        with d.unit_of_work() as conn:  # ... leaves its connection as it came too
             assert _one_transaction(conn)

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import sqlite3
 import ssl
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +30,7 @@ from sagevault.db import reading
 from sagevault.testing import generate_orders, get_orders_response
 from sagevault.web import API
 from sagevault.web._deps import AuthenticatedRead, TenantPath
-from sagevault.web._onehop import OneHop
+from sagevault.web._onehop import OneHop, _in_thread
 from sagevault.web._pagination import CURSOR_KEY, PageQuery, encode_cursor
 from sagevault.web.api import _admin, _data, _records
 from webapi import Api
@@ -585,3 +588,26 @@ def test_ingest_asks_permission_before_it_reads_the_payload(api: Api) -> None:
     elsewhere = api.client.post(f"{api.base}/tenants/NOSUCHTENANT/documents", headers=operator, content=b"{")
     assert elsewhere.status_code == 403  # not the operator's tenant: refused before the body is looked at
     assert [e for e in api.d.audit.search(name="vault:record:ingest") if e["channel"] == "api"] == []
+
+
+def test_the_hot_paths_thread_is_waited_for_when_its_request_is_cancelled() -> None:
+    """A request cancelled while its reveal runs in a worker thread (a server stopping) still gets
+    the thread's result, with the security events it holds, so they are made durable before the
+    cancellation goes on; the task's context (request id, held events) goes to the thread."""
+    seen = contextvars.ContextVar("seen", default="")
+
+    def work() -> str:
+        time.sleep(0.2)
+        return f"done in {seen.get()}"
+
+    async def request() -> tuple[object, bool]:
+        seen.set("request-7")
+        return await _in_thread(work)
+
+    async def cancel_midway() -> tuple[object, bool]:
+        task = asyncio.ensure_future(request())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        return await task
+
+    assert asyncio.run(cancel_midway()) == ("done in request-7", True)

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from sagevault.audit import EventName
 from sagevault.db import brief_write, lock_not_had, read_only
@@ -223,7 +222,7 @@ class ApiKeys:
             try:
                 with brief_write(conn.engine) as own:
                     self._write_use(own, key_id, principal_id, now)
-            except DBAPIError as exc:
+            except Exception as exc:  # a lock or a pooled connection not had: a later request notes it
                 if not lock_not_had(exc):
                     raise
                 return

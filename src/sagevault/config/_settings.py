@@ -108,8 +108,9 @@ class Settings(BaseSettings):
     # with `database_url` and takes the role `sagevault_app` (no DDL; the security log append-only).
     database_admin_url: str | None = None
     # PostgreSQL: connections each process keeps open to each database (the vault's, the security
-    # log's). The API serves up to 40 requests at a time per process; beyond the pool, up to as many
-    # again are opened for a burst and closed after it (opening one costs a PostgreSQL backend).
+    # log's); beyond them up to as many again are opened for a burst and closed after it (opening
+    # one costs a PostgreSQL backend). The API runs up to 80 requests at a time per process (40
+    # reveals, 40 others): those that find no connection wait for one (30 s, then a 503).
     database_pool_size: int = 20
     key_provider: Literal["local", "aws-kms"] = "local"
     master_key_file: Path | None = None

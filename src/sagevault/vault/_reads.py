@@ -32,19 +32,30 @@ def order_rows_query(*columns: Any) -> Select[Any]:
 ORDER_ROWS = order_rows_query(records)
 
 
+_SEALED = (records.c.id, records.c.document, records.c.pii, records.c.key_version, records.c.restricted_at)
+
+
 @functools.cache
 def sealed_rows(state_query: str | None) -> Select[Any]:
-    """What a reveal reads of an order (`SealedRow`), with the access gate's rule version
-    (`AccessGate.state_query`) in the same statement: one query per gate's SQL, built once."""
-    state = literal_column(state_query) if state_query is not None else null()
-    return order_rows_query(
-        records.c.id, records.c.document, records.c.pii, records.c.key_version, records.c.restricted_at, state
+    """What a reveal reads of an order, with the access gate's rule version
+    (`AccessGate.state_query`) in the same statement: always at least one row (the version, the
+    tenant's id or NULL, its shred mark, then `SealedRow`'s record columns), so the reveal takes
+    one statement whether or not the tenant or the order exists. One query per gate's SQL."""
+    state = select((literal_column(state_query) if state_query is not None else null()).label("state")).subquery()
+    return (
+        select(state.c.state, tenants.c.id, tenants.c.shredded_at, *_SEALED)
+        .select_from(
+            state.outerjoin(tenants, tenants.c.id == bindparam("tenant_id")).outerjoin(
+                records, and_(records.c.tenant_id == tenants.c.id, records.c.order_id == bindparam("order_id"))
+            )
+        )
+        .order_by(records.c.document)
     )
 
 
 class SealedRow(NamedTuple):
-    """A row of `sealed_rows` as the driver returns it (`driver_rows`): the shred mark is only
-    tested for NULL, the rest are ids, text, the blob and the rule version."""
+    """A record of `sealed_rows` as the driver returns it (`driver_rows`): the shred mark is only
+    tested for NULL, the rest are ids, text and the blob."""
 
     tenant_shredded_at: Any
     id: int | None
@@ -52,7 +63,6 @@ class SealedRow(NamedTuple):
     pii: bytes | None  # None with id: a tenant without this order
     key_version: int
     restricted_at: Any  # a buyer restricted processing: tested for NULL only
-    state: int | None  # the access gate's rule version when the row was read (None: the gate has none)
 
 
 def by_document(wanted: dict[str, list[CatalogField]]) -> dict[Document, set[str]]:

@@ -297,15 +297,18 @@ class Vault:
             conn, tenant_id, order_id, conn.execute(ORDER_ROWS, {"tenant_id": tenant_id, "order_id": order_id}).all()
         )
 
-    def _sealed_order_rows(self, conn: Connection, tenant_id: str, order_id: str) -> list[SealedRow]:
-        """What a reveal needs of the order's records (`SealedRow`), read through the driver's
-        cursor with the gate's rule version, not yet checked (`_live_rows`)."""
-        query = sealed_rows(self._gate.state_query)
+    def _sealed_order_rows(self, conn: Connection, tenant_id: str, order_id: str) -> tuple[int | None, list[SealedRow]]:
+        """The gate's rule version, and what a reveal needs of the order's records (`SealedRow`;
+        none if there is no such tenant), in one statement through the driver's cursor, not yet
+        checked (`_live_rows`)."""
+        read = driver_rows(conn, sealed_rows(self._gate.state_query), {"tenant_id": tenant_id, "order_id": order_id})
+        state, tenant = read[0][0], read[0][1]
         # bytes(): a driver may hand a blob over as a memoryview (psycopg 2 does)
-        return [
-            SealedRow(s, i, doc, p if p is None or type(p) is bytes else bytes(p), v, r, g)
-            for s, i, doc, p, v, r, g in driver_rows(conn, query, {"tenant_id": tenant_id, "order_id": order_id})
+        rows = [
+            SealedRow(s, i, doc, p if p is None or type(p) is bytes else bytes(p), v, r)
+            for _, _, s, i, doc, p, v, r in read
         ]
+        return state, rows if tenant is not None else []
 
     def _live_rows(self, conn: Connection, tenant_id: str, order_id: str, rows: Sequence[Any]) -> Sequence[Any]:
         """`rows` of the order (`order_rows_query`), once the tenant's check (`_live_tenant`)
@@ -393,10 +396,9 @@ class Vault:
         """The plaintext of the named PII fields of one order, if the catalog allows `purpose`
         for every one of them; nothing is decrypted otherwise."""
         purpose, wanted = self._fields_for(fields, purpose)
-        rows = self._sealed_order_rows(conn, tenant_id, order_id)
+        state, rows = self._sealed_order_rows(conn, tenant_id, order_id)
         # Decided before anything read is looked at, at the rule version read with the rows (as
-        # fresh as they are; no statement of its own). A tenant without this order has no row.
-        state = rows[0].state if rows else None
+        # fresh as they are; no statement of its own, whether or not the tenant or order exists).
         self._gate.check(
             conn, principal, Scope.PII_REVEAL, tenant_id, purpose=purpose, fields=list(wanted), state=state
         )

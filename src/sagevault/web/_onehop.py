@@ -50,9 +50,11 @@ class OneHop(APIRoute):
                 result, failure, events = in_events(d, serve, request, raw)
             else:
                 (result, failure, events), cancelled = await _in_thread(in_events, d, serve, request, raw)
-            await d.audit.record_async(events)  # AuditUnavailable: a 503, and nothing else is answered
-            if cancelled:  # (the server is stopping) its events are durable; nothing is answered
-                raise asyncio.CancelledError
+            try:
+                await d.audit.record_async(events)  # AuditUnavailable: a 503, and nothing else is answered
+            finally:
+                if cancelled:  # (the server is stopping) nothing is answered, not even a 503
+                    raise asyncio.CancelledError
             if failure is not None:
                 raise failure
             if result is None:  # `serve` either answers or raises
@@ -79,7 +81,9 @@ def _threads() -> ThreadPoolExecutor:
 async def _in_thread(fn: Callable[..., Any], *args: Any) -> tuple[Any, bool]:
     """`fn(*args)` in a worker thread (in this task's context), and whether the task was cancelled
     while it ran. Not abandoned when cancelled: the thread ends its unit of work whatever happens,
-    and its result (with the security events it holds) is waited for and handed back."""
+    and its result (with the security events it holds) is waited for and handed back. (A task
+    cancellation is delivered once; an anyio cancel scope, which cancels again at every await,
+    would make this loop spin until the thread is done: no such scope wraps a route.)"""
     running = asyncio.get_running_loop().run_in_executor(_threads(), contextvars.copy_context().run, fn, *args)
     cancelled = False
     while True:

@@ -360,6 +360,18 @@ _HEX = re.compile(r"[0-9a-f]{16,64}")
 _canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # counts arrive sorted
 
 
+def _ints_json(ids: Sequence[int]) -> str:
+    """`_canonical(list(ids))` for ids already checked to be `int` (whose JSON is their `str`),
+    without the encoder's per-call work: a batch reveal makes 500 events at once."""
+    return "[" + ",".join(map(str, ids)) + "]"
+
+
+def _counts_json(counts: Mapping[str, int]) -> str:
+    """`_canonical(dict(sorted(counts.items())))` for keys already checked against `_COUNT_KEY`
+    (nothing in them to escape) and `int` values."""
+    return "{" + ",".join(f'"{k}":{v}' for k, v in sorted(counts.items())) + "}"
+
+
 # Free values already found valid, per (value, pattern, free): actors, tenants and operations repeat on
 # every request, and the PII check is the costly part of making an event. Only accepted values are kept (never
 # one that was refused), at most _VALID_KEPT of them; then the checks simply run each time.
@@ -417,8 +429,9 @@ class AuditEvent:
         _check_id("client_ip_hash", self.client_ip_hash, _HEX, free=False)
         _check_id("operation", self.operation, _OPERATION)
         _check_id("fingerprint", self.fingerprint, _HEX, free=False)
-        if not all(type(r) is int for r in self.record_ids):
-            raise AuditEventError("audit field record_ids must be a list of integer record ids")
+        for r in self.record_ids:
+            if type(r) is not int:
+                raise AuditEventError("audit field record_ids must be a list of integer record ids")
         for key, count in self.counts.items():
             if not isinstance(key, str) or not _COUNT_KEY.fullmatch(key) or type(count) is not int:
                 raise AuditEventError("audit field counts must map short lower-case names to integers")
@@ -435,8 +448,8 @@ class AuditEvent:
                 self.reason.value,
                 self.actor,
                 self.tenant_id,
-                _canonical(list(self.record_ids)),
-                _canonical(dict(sorted(self.counts.items()))),
+                _ints_json(self.record_ids),
+                _counts_json(self.counts),
                 self.client_ip_hash,
                 self.request_id,
                 self.operation,

@@ -195,7 +195,17 @@ class _Api(FastAPI):
 
 def _routes() -> FastAPI:
     """Every route of the API, with no deployment behind them yet."""
-    app = _Api(title="SageVault", version="1", docs_url=None, redoc_url=None, openapi_url=f"{API}/openapi.json")
+    app = _Api(
+        title="SageVault",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=f"{API}/openapi.json",
+        # FastAPI's own OpenTelemetry: off. With any tracer, meter or logger provider in the process
+        # (an embedding application's, an instrumentation agent's) it would send every request's
+        # path, query, addresses and exceptions to an exporter outside the security log's rules.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
     for router in ROUTERS:
         app.include_router(router)
     return app

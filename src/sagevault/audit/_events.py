@@ -7,7 +7,6 @@ address or a phone number is refused wherever it appears.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -357,18 +356,16 @@ _COUNT_KEY = re.compile(r"[a-z][a-z0-9_.:-]{0,63}")
 _HEX = re.compile(r"[0-9a-f]{16,64}")
 
 
-_canonical = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # counts arrive sorted
-
-
 def _ints_json(ids: Sequence[int]) -> str:
-    """`_canonical(list(ids))` for ids already checked to be `int` (whose JSON is their `str`),
-    without the encoder's per-call work: a batch reveal makes 500 events at once."""
+    """The canonical JSON of `ids` (compact, as `json.dumps(..., separators=(",", ":"))`), for ids
+    already checked to be `int` (whose JSON is their `str`), without an encoder's per-call work: a
+    batch reveal makes 500 events at once."""
     return "[" + ",".join(map(str, ids)) + "]"
 
 
 def _counts_json(counts: Mapping[str, int]) -> str:
-    """`_canonical(dict(sorted(counts.items())))` for keys already checked against `_COUNT_KEY`
-    (nothing in them to escape) and `int` values."""
+    """The canonical JSON of `counts` (compact, keys sorted), for keys already checked against
+    `_COUNT_KEY` (nothing in them to escape) and `int` values."""
     return "{" + ",".join(f'"{k}":{v}' for k, v in sorted(counts.items())) + "}"
 
 

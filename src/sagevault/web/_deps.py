@@ -17,9 +17,11 @@ import anyio
 from fastapi import Depends, Path, Request
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from sagevault import errors
 from sagevault.audit import AuditEvent, EventName, outcome_of
+from sagevault.compliance import build_pack, register_own_assets
 from sagevault.deployment import Deployment
 from sagevault.identity import TENANT_ID, Channel, Principal
 from sagevault.vault import ORDER_ID
@@ -63,6 +65,21 @@ def unit_of_work(request: Request) -> Iterator[Connection]:
 # scope="function": the transaction ends (commits or rolls back) before the answer is sent, so a
 # client never sees 2xx for work that did not commit.
 Conn = Annotated[Connection, Depends(unit_of_work, scope="function")]
+
+
+def evidence_pack(d: Deployment, conn: Connection, who: Principal) -> Response:
+    """The signed evidence pack as a download (`POST /api/v1/report/pack` and the console's): the
+    deployment's own assets registered first, as for the report. Needs `governance:read`."""
+    register_own_assets(d, conn, principal=who)
+    pack = build_pack(d, conn, None, principal=who)
+    return Response(
+        pack.data,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": 'attachment; filename="sagevault-evidence-pack.zip"',
+            "X-Pack-SHA256": pack.sha256,
+        },
+    )
 
 
 def bearer(request: Request) -> str:

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from sagevault.compliance import build_pack, evaluate, register_own_assets, render
+from sagevault.compliance import evaluate, register_own_assets, render
 from sagevault.governance._vulns import MAX_DEPENDENCIES, Vulnerability
 
-from .._deps import API, Authenticated, AuthenticatedRead
+from .._deps import API, Authenticated, AuthenticatedRead, evidence_pack
 from ._models import Out, Timestamp
 
 router = APIRouter(prefix=API)
@@ -141,13 +141,4 @@ def report_pack(work: Authenticated) -> Response:
     """The signed evidence pack (zip): the report, the ROPA, the last access review, an audit
     verify result, deletion certificates, and the signed manifest. Needs `governance:read`."""
     with work as (d, conn, who):
-        register_own_assets(d, conn, principal=who)
-        pack = build_pack(d, conn, None, principal=who)
-    return Response(
-        pack.data,
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": 'attachment; filename="sagevault-evidence-pack.zip"',
-            "X-Pack-SHA256": pack.sha256,
-        },
-    )
+        return evidence_pack(d, conn, who)

@@ -25,10 +25,11 @@ from starlette.responses import Response
 from sagevault import errors
 from sagevault.access import parse_time
 from sagevault.audit import Asker, EventFilters, EventName, Outcome
-from sagevault.compliance import build_pack, evaluate, register_own_assets
+from sagevault.compliance import evaluate, register_own_assets
 from sagevault.errors import looks_like_pii
 from sagevault.identity import Scope, is_tenant_id
 
+from .._deps import evidence_pack
 from ._dashboard import remember_report
 from ._pages import page, run
 from ._render import PREFIX, error_page, refusal_page, render
@@ -276,10 +277,8 @@ async def report(request: Request) -> Response:
 @router.post("/report/pack")
 async def pack(request: Request) -> Response:
     def action(work: ConsoleWork) -> Response:
-        d, conn, who = work.d, work.conn, work.who
-        register_own_assets(d, conn, principal=who)  # as POST /api/v1/report/pack
-        try:
-            made = build_pack(d, conn, None, principal=who)  # governance:read; compliance:pack:create
+        try:  # as POST /api/v1/report/pack: governance:read; compliance:pack:create
+            return evidence_pack(work.d, work.conn, work.who)
         except errors.AuditUnavailable:
             raise
         except errors.AuditError:
@@ -288,13 +287,5 @@ async def pack(request: Request) -> Response:
                 "beside the master key (`sagevault report --pack` names the file), then try again."
             )
             return error_page(503, message, signed_in=True)
-        return Response(
-            made.data,
-            media_type="application/zip",
-            headers={
-                "Content-Disposition": 'attachment; filename="sagevault-evidence-pack.zip"',
-                "X-Pack-SHA256": made.sha256,
-            },
-        )
 
     return await run(request, action, posted=True)
